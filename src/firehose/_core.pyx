@@ -1,4 +1,346 @@
 # cython: language_level=3
-"""placeholder, replaced by the real core"""
-def version():
-    return 0
+"""firehose._core: the only compiled part of firehose. Private: use firehose.Decoder.
+
+It handles bytes only: frames lines, validates UTF-8 and JSON into a tape, reads the projected
+fields of the three dialects (v1.1, v2, Gnip activities) into column buffers, dedupes tweet ids
+and hands the buffers to Arrow without copying. All of it runs with the GIL released.
+"""
+from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t
+from libc.stdlib cimport malloc, calloc, realloc, free, strtod
+from libc.string cimport memcpy, memcmp, memset, memchr, strlen
+from cpython.buffer cimport PyBuffer_FillInfo
+
+import struct as _struct
+
+import pyarrow as pa
+
+from . import schema as _schema
+
+include "_core_buf.pxi"
+include "_core_json.pxi"
+include "_core_values.pxi"
+include "_core_dedupe.pxi"
+include "_core_emit.pxi"
+
+_EMPTY = pa.py_buffer(b"")
+
+#: reject reason names by code (Err enum order)
+REASONS = ("ok", "line_too_long", "invalid_utf8", "invalid_json", "truncated", "invalid_escape",
+           "lone_surrogate", "too_deep", "not_an_object", "missing_id")
+_DETAILS = {
+    "line_too_long": "line is longer than max_line_bytes",
+    "invalid_utf8": "invalid UTF-8",
+    "invalid_json": "invalid JSON",
+    "truncated": "input ends inside a JSON value (cut-off line)",
+    "invalid_escape": "invalid backslash escape in a string",
+    "lone_surrogate": "\\u escape of a lone UTF-16 surrogate",
+    "too_deep": "arrays/objects nested deeper than max_depth",
+    "not_an_object": "message is not a JSON object",
+    "missing_id": "no usable id (a non-negative integer, as digits, that fits int64)",
+}
+
+_TWEET_KINDS = {
+    "int64": K_I64, "timestamp[ms, tz=UTC]": K_TS, "bool": K_BOOL, "string": K_STR,
+    "dictionary<values=string, indices=int32, ordered=0>": K_DICT,
+    "list<item: string>": K_LSTR, "list<item: int64>": K_LI64,
+}
+
+
+cdef int kind_for(object typ) except -1:
+    s = str(typ)
+    if s in _TWEET_KINDS:
+        return _TWEET_KINDS[s]
+    if typ == _schema.COORD_TYPE:
+        return K_COORD
+    if typ == pa.list_(_schema.RULE_TYPE):
+        return K_RULES
+    raise TypeError(f"no column builder for {typ}")
+
+
+assert len(_schema.TWEETS) == T_NCOLS, "schema.TWEETS and the core disagree"
+assert len(_schema.COMPLIANCE) == C_NCOLS, "schema.COMPLIANCE and the core disagree"
+assert tuple(_schema.COMPLIANCE_KINDS) == tuple(k.decode() for k in
+                                                [KIND_NAMES[i] for i in range(K_NKINDS)])
+assert tuple(_schema.REJECT_REASONS) == REASONS[1:]
+
+_DIALECT_DICT = pa.array(_schema.DIALECTS, pa.string())
+_KIND_DICT = pa.array(_schema.COMPLIANCE_KINDS, pa.string())
+
+
+cdef int reject(State* st, Py_ssize_t ls, Py_ssize_t le, int reason, Py_ssize_t err_pos,
+                const char* field) except -1 nogil:
+    cdef RejectRec r
+    r.line = st.line_no
+    r.byte_offset = st.line_off
+    r.start = ls
+    r.length = le - ls
+    r.err_pos = err_pos
+    r.reason = reason
+    r.field = field
+    st.n_rejects += 1
+    return buf_put(&st.rejects, &r, sizeof(RejectRec))
+
+
+cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) except -1 nogil:
+    cdef const unsigned char* line = s + ls
+    cdef Py_ssize_t n = le - ls, k, bad
+    cdef int r
+    if n > 0 and line[n - 1] == 0x0D:
+        n -= 1
+    k = 0
+    while k < n and (line[k] == 0x20 or line[k] == 0x09 or line[k] == 0x0D):
+        k += 1
+    if k == n:
+        st.n_blank += 1
+        return 0
+    if n > st.max_line_bytes:
+        return reject(st, ls, le, E_LONG, 0, NULL)
+    bad = utf8_check(line, n)
+    if bad >= 0:
+        return reject(st, ls, le, E_UTF8, bad, NULL)
+    r = parse_line(&st.tape, line, n)
+    if r:
+        return reject(st, ls, le, r, st.tape.err_pos, NULL)
+    st.reject_field = NULL
+    r = split_and_classify(st)
+    if r:
+        return reject(st, ls, le, r, 0, st.reject_field)
+    return emit_all(st)
+
+
+cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, Py_ssize_t end,
+                          int64_t base_offset, bint final) except -1 nogil:
+    """Process whole lines of s[start:end]; returns where it stopped (a batch filled up, or the
+    start of an incomplete last line when not ``final``)."""
+    cdef Py_ssize_t p = start, le, nxt
+    cdef const unsigned char* nl
+    while p < end:
+        if st.cols[0].n >= st.batch_size or st.ccols[0].n >= st.batch_size \
+                or st.bytes_since_flush > (1 << 30):
+            break
+        nl = <const unsigned char*>memchr(s + p, 0x0A, end - p)
+        if nl == NULL:
+            if not final:
+                break
+            le = end
+            nxt = end
+        else:
+            le = nl - s
+            nxt = le + 1
+        st.line_no += 1
+        st.line_off = base_offset + (p - start)
+        st.n_lines += 1
+        st.n_bytes += nxt - p
+        st.bytes_since_flush += nxt - p
+        process_line(st, s, p, le)
+        p = nxt
+    return p
+
+
+cdef class Engine:
+    """The decoder state: column builders, the tape, the dedupe tables and the counters."""
+
+    def __cinit__(self, Py_ssize_t batch_size=65536, Py_ssize_t max_line_bytes=16 << 20,
+                  int max_depth=64, bint dedupe=True, int64_t window_ms=48 * 3600 * 1000):
+        cdef int i
+        memset(&self.st, 0, sizeof(State))
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if max_line_bytes < 1 or max_line_bytes > 0x7FFFFFFF:
+            raise ValueError("max_line_bytes must be in [1, 2**31)")
+        if max_depth < 1 or max_depth > 100000:
+            raise ValueError("max_depth must be in [1, 100000]")
+        if window_ms < 4:
+            raise ValueError("the dedupe window must be at least 4 ms")
+        self.st.batch_size = batch_size
+        self.st.max_line_bytes = max_line_bytes
+        self.st.tape.max_depth = max_depth
+        self.st.dedupe = dedupe
+        self.st.bucket_ms = window_ms // 4
+        self.st.bmax = -(1 << 62)
+        table_init(&self.st.legacy, 0, TABLE_MIN)
+        for i in range(T_NCOLS):
+            col_init(&self.st.cols[i], kind_for(_schema.TWEETS.field(i).type))
+        for i in range(C_NCOLS):
+            col_init(&self.st.ccols[i], kind_for(_schema.COMPLIANCE.field(i).type))
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(T_NCOLS):
+            col_free(&self.st.cols[i])
+        for i in range(C_NCOLS):
+            col_free(&self.st.ccols[i])
+        free(self.st.tape.nodes)
+        buf_free(&self.st.scratch)
+        buf_free(&self.st.scratch2)
+        buf_free(&self.st.msgs)
+        buf_free(&self.st.lookups)
+        buf_free(&self.st.rejects)
+        for i in range(self.st.ngens):
+            table_free(&self.st.gens[i])
+        table_free(&self.st.legacy)
+
+    @property
+    def line_no(self):
+        return self.st.line_no
+
+    @line_no.setter
+    def line_no(self, int64_t v):
+        self.st.line_no = v
+
+    def decode(self, const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end,
+               int64_t base_offset, int32_t source_code, bint final):
+        """Decode the lines of buf[start:end] (buf[start] begins a line at ``base_offset`` of
+        source ``source_code``; lines are numbered on from ``line_no``).
+
+        Returns ``(stop, rejects)``: where decoding stopped (== end unless a batch filled up or,
+        when not ``final``, at the start of an unterminated last line) and the reject records
+        ``(line, byte_offset, raw, reason, field, column)`` of the lines handled."""
+        cdef Py_ssize_t stop
+        cdef const unsigned char* s
+        cdef RejectRec* rr
+        cdef Py_ssize_t i, nrej
+        if start < 0 or end > buf.shape[0] or start > end:
+            raise ValueError("decode: bad range")
+        if end == start:
+            return start, []
+        s = &buf[0]
+        self.st.source_code = source_code
+        self.st.rejects.len = 0
+        with nogil:
+            stop = run_lines(&self.st, s, start, end, base_offset, final)
+        rr = <RejectRec*>self.st.rejects.data
+        nrej = self.st.rejects.len // sizeof(RejectRec)
+        out = []
+        for i in range(nrej):
+            out.append((rr[i].line, rr[i].byte_offset,
+                        bytes(buf[rr[i].start:rr[i].start + rr[i].length]),
+                        REASONS[rr[i].reason],
+                        None if rr[i].field == NULL else rr[i].field.decode(),
+                        rr[i].err_pos))
+        self.st.rejects.len = 0
+        return stop, out
+
+    @property
+    def batch_full(self):
+        """True when decode() stopped because a batch is full: take the batches, go on."""
+        return (self.st.cols[0].n >= self.st.batch_size
+                or self.st.ccols[0].n >= self.st.batch_size
+                or self.st.bytes_since_flush > (1 << 30))
+
+    @property
+    def pending_tweets(self):
+        return self.st.cols[0].n
+
+    @property
+    def pending_compliance(self):
+        return self.st.ccols[0].n
+
+    def take_tweets(self, sources):
+        """The buffered tweet rows as a RecordBatch of schema.TWEETS (builders are reset)."""
+        cdef int i
+        srcdict = pa.array(sources, pa.string())
+        arrays = []
+        for i in range(T_NCOLS):
+            f = _schema.TWEETS.field(i)
+            d = _DIALECT_DICT if i == T_DIALECT else srcdict
+            arrays.append(col_export(&self.st.cols[i], f.type, d))
+        if self.st.ccols[0].n == 0:
+            self.st.bytes_since_flush = 0
+        return pa.RecordBatch.from_arrays(arrays, schema=_schema.TWEETS)
+
+    def take_compliance(self, sources):
+        cdef int i
+        srcdict = pa.array(sources, pa.string())
+        arrays = []
+        for i in range(C_NCOLS):
+            f = _schema.COMPLIANCE.field(i)
+            if i == C_KIND:
+                d = _KIND_DICT
+            elif i == C_DIALECT:
+                d = _DIALECT_DICT
+            else:
+                d = srcdict
+            arrays.append(col_export(&self.st.ccols[i], f.type, d))
+        if self.st.cols[0].n == 0:
+            self.st.bytes_since_flush = 0
+        return pa.RecordBatch.from_arrays(arrays, schema=_schema.COMPLIANCE)
+
+    def stats(self):
+        return {
+            "lines": self.st.n_lines, "blank": self.st.n_blank, "tweets": self.st.n_tweets,
+            "duplicates": self.st.n_dups, "dedupe_late": self.st.n_late,
+            "compliance": self.st.n_compliance, "rejects": self.st.n_rejects,
+            "bytes": self.st.n_bytes,
+        }
+
+    # ------------------------------------------------------------ dedupe state
+
+    def dedupe_state(self):
+        """The dedupe tables as bytes: magic, bucket width, newest bucket, then per table its
+        bucket, zero flag, count and keys (little-endian int64)."""
+        cdef int i
+        cdef Py_ssize_t j
+        cdef IdTable* tb
+        parts = [_struct.pack("<8sqqi", b"FHDEDUP1", self.st.bucket_ms, self.st.bmax,
+                              self.st.ngens + 1)]
+        for i in range(self.st.ngens + 1):
+            tb = &self.st.legacy if i == self.st.ngens else &self.st.gens[i]
+            keys = [tb.keys[j] for j in range(tb.cap) if tb.keys[j] != 0]
+            parts.append(_struct.pack("<qbq", -1 if i == self.st.ngens else tb.bucket,
+                                      1 if tb.has_zero else 0, len(keys)))
+            parts.append(_struct.pack("<%dq" % len(keys), *keys))
+        return b"".join(parts)
+
+    def load_dedupe_state(self, bytes data):
+        """Replace the dedupe tables with saved ones (from dedupe_state())."""
+        cdef int i, ntab
+        cdef int64_t bucket, k
+        cdef IdTable* tb
+        cdef Py_ssize_t pos, nkeys
+        try:
+            magic, bucket_ms, bmax, ntab = _struct.unpack_from("<8sqqi", data, 0)
+            if magic != b"FHDEDUP1":
+                raise ValueError("not a firehose dedupe state")
+            if ntab < 1 or ntab > 6:
+                raise ValueError("bad table count")
+            pos = _struct.calcsize("<8sqqi")
+            tables = []
+            for i in range(ntab):
+                bucket, zero, nkeys = _struct.unpack_from("<qbq", data, pos)
+                pos += _struct.calcsize("<qbq")
+                keys = _struct.unpack_from("<%dq" % nkeys, data, pos)
+                pos += 8 * nkeys
+                tables.append((bucket, zero, keys))
+            if pos != len(data) or tables[len(tables) - 1][0] != -1:
+                raise ValueError("trailing or missing data")
+        except (_struct.error, ValueError) as e:
+            from .errors import StateError
+            raise StateError(f"dedupe state is corrupt: {e}") from None
+        for i in range(self.st.ngens):
+            table_free(&self.st.gens[i])
+        self.st.ngens = 0
+        table_free(&self.st.legacy)
+        self.st.bucket_ms = bucket_ms
+        self.st.bmax = bmax
+        for bucket, zero, keys in tables:
+            if bucket == -1:
+                tb = &self.st.legacy
+                table_init(tb, 0, TABLE_MIN)
+            else:
+                tb = &self.st.gens[self.st.ngens]
+                table_init(tb, bucket, TABLE_MIN)
+                self.st.ngens += 1
+            tb.has_zero = zero
+            for k in keys:
+                table_add(tb, k)
+
+    def dedupe_memory(self):
+        """(remembered ids, bytes held by the tables)."""
+        cdef int i
+        n = self.st.legacy.n + self.st.legacy.has_zero
+        b = self.st.legacy.cap * 8
+        for i in range(self.st.ngens):
+            n += self.st.gens[i].n + self.st.gens[i].has_zero
+            b += self.st.gens[i].cap * 8
+        return n, b

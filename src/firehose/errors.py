@@ -14,6 +14,7 @@ __all__ = [
     "EntitlementError",
     "SinkError",
     "StateError",
+    "InputError",
 ]
 
 
@@ -57,3 +58,7 @@ class SinkError(FirehoseError, OSError):
 
 class StateError(FirehoseError, ValueError):
     """Saved state (dedupe table, checkpoint) is corrupt or from an incompatible version."""
+
+
+class InputError(FirehoseError, OSError):
+    """An input could not be opened or read (missing file, corrupt gzip/zstd stream)."""

@@ -1,0 +1,104 @@
+# Declarations of the firehose core. The implementation is _core.pyx and its _core_*.pxi parts.
+from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t
+
+# ---------------------------------------------------------------- growable byte buffers
+cdef struct Buf:
+    char* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+# One Arrow column under construction. Which buffers are used depends on the column type:
+#   I64/TS  valid + vals(int64)            BOOL  valid + vals(bitmap)
+#   STR     valid + offs(int32) + data     DICT  vals(int32 codes)
+#   LSTR    offs(list int32) + child offs2(int32) + data
+#   LI64    offs(list int32) + vals(int64)
+#   COORD   valid + vals(lon f64) + data(lat f64)
+#   RULES   offs(list int32) + (id: offs2 + data + valid2) + (tag: offs3 + data3 + valid3)
+cdef struct Col:
+    int kind
+    Py_ssize_t n          # rows
+    Py_ssize_t nulls
+    Py_ssize_t n2         # child rows (lists)
+    Py_ssize_t nulls2
+    Py_ssize_t nulls3
+    Buf valid
+    Buf vals
+    Buf offs
+    Buf data
+    Buf offs2
+    Buf valid2
+    Buf offs3
+    Buf data3
+    Buf valid3
+
+# ---------------------------------------------------------------- the JSON tape
+cdef struct Node:
+    uint8_t type
+    uint8_t flags
+    uint32_t start       # first byte (strings: after the opening quote)
+    uint32_t end         # one past the last byte (strings: the closing quote)
+    uint32_t next        # tape index just after this node's subtree
+    uint32_t count       # containers: children (objects: key/value pairs)
+
+cdef struct Tape:
+    const unsigned char* s
+    Py_ssize_t n
+    Py_ssize_t pos
+    Node* nodes
+    Py_ssize_t len
+    Py_ssize_t cap
+    int max_depth
+    int err
+    Py_ssize_t err_pos
+
+# ---------------------------------------------------------------- dedupe
+cdef struct IdTable:
+    int64_t* keys
+    Py_ssize_t cap
+    Py_ssize_t n
+    int64_t bucket
+    bint has_zero
+
+
+# ---------------------------------------------------------------- reject records
+cdef struct RejectRec:
+    int64_t line
+    int64_t byte_offset
+    Py_ssize_t start      # of the line in the buffer handed to decode()
+    Py_ssize_t length
+    Py_ssize_t err_pos    # within the line
+    int reason
+    const char* field
+
+# ---------------------------------------------------------------- all decoder state, in C
+cdef struct State:
+    Col cols[34]          # tweets, in schema order
+    Col ccols[14]         # compliance, in schema order
+    Tape tape
+    Buf scratch
+    Buf scratch2
+    Buf msgs              # Msg records of the current line
+    Buf lookups           # Lookup records of the current v2 envelope
+    Buf rejects           # RejectRec records
+    # dedupe
+    bint dedupe
+    int64_t bucket_ms
+    int64_t bmax
+    IdTable gens[8]
+    int ngens
+    IdTable legacy
+    # limits
+    Py_ssize_t max_line_bytes
+    Py_ssize_t batch_size
+    Py_ssize_t bytes_since_flush
+    # per-line context
+    int32_t source_code
+    int64_t line_no
+    int64_t line_off
+    const char* reject_field
+    # counters
+    int64_t n_lines, n_blank, n_tweets, n_dups, n_late, n_compliance, n_rejects, n_bytes
+
+
+cdef class Engine:
+    cdef State st

@@ -1,0 +1,1089 @@
+# Classifying messages and filling the tweets / compliance columns, per docs/fields.md.
+# Included by _core.pyx; everything runs without the GIL.
+#
+# A line is handled in two phases so that a reject never leaves half a line behind:
+#   1. split the line's value into messages and classify each, computing every compliance
+#      field and checking every required id (any failure rejects the whole line);
+#   2. emit the rows (dedupe happens here and cannot fail).
+
+# tweet columns, in firehose.schema.TWEETS order
+cdef enum:
+    T_ID = 0
+    T_CREATED
+    T_TEXT
+    T_LANG
+    T_SOURCE
+    T_AUTHOR_ID
+    T_A_SN
+    T_A_NAME
+    T_A_DESC
+    T_A_LOC
+    T_A_FOL
+    T_A_VER
+    T_IRT_S
+    T_IRT_U
+    T_RT_S
+    T_RT_U
+    T_RT_TEXT
+    T_Q_S
+    T_Q_TEXT
+    T_HASH
+    T_MENT
+    T_MENT_IDS
+    T_CASH
+    T_URLS
+    T_MEDIA
+    T_COORD
+    T_PLACE_ID
+    T_PLACE_CC
+    T_WITHHELD
+    T_RULES
+    T_DIALECT
+    T_SRCFILE
+    T_LINE
+    T_OFFSET
+    T_NCOLS
+
+# compliance columns, in firehose.schema.COMPLIANCE order
+cdef enum:
+    C_KIND = 0
+    C_TWEET
+    C_USER
+    C_UPTO
+    C_OBJ
+    C_COUNTRIES
+    C_EVENT
+    C_COUNT
+    C_CODE
+    C_DETAIL
+    C_DIALECT
+    C_SRCFILE
+    C_LINE
+    C_OFFSET
+    C_NCOLS
+
+cdef enum:
+    D_V1 = 0
+    D_V2
+    D_ACT
+
+# compliance kinds, in firehose.schema.COMPLIANCE_KINDS order
+cdef enum:
+    K_DELETE = 0
+    K_DM_DELETE
+    K_SCRUB_GEO
+    K_STATUS_WITHHELD
+    K_USER_WITHHELD
+    K_USER_DELETE
+    K_USER_UNDELETE
+    K_USER_PROTECT
+    K_USER_UNPROTECT
+    K_USER_SUSPEND
+    K_USER_UNSUSPEND
+    K_DROP
+    K_UNDROP
+    K_TWEET_EDIT
+    K_LIMIT
+    K_WARNING
+    K_DISCONNECT
+    K_SYSTEM_INFO
+    K_SYSTEM_WARN
+    K_SYSTEM_ERROR
+    K_BATCH
+    K_API_ERROR
+    K_OTHER
+    K_NKINDS
+
+cdef const char* KIND_NAMES[23]
+KIND_NAMES[:] = [b"delete", b"dm_delete", b"scrub_geo", b"status_withheld", b"user_withheld",
+                 b"user_delete", b"user_undelete", b"user_protect", b"user_unprotect",
+                 b"user_suspend", b"user_unsuspend", b"drop", b"undrop", b"tweet_edit",
+                 b"limit", b"warning", b"disconnect", b"system_info", b"system_warn",
+                 b"system_error", b"batch_compliance", b"api_error", b"other"]
+
+cdef enum:
+    M_V1 = 1
+    M_V2
+    M_ACT
+    M_COMP
+
+cdef struct Msg:
+    int cls
+    uint32_t node
+    uint32_t env            # v2 envelope object, or NONE
+    int64_t id              # tweet id (tweets)
+    int kind                # compliance
+    int dialect
+    int64_t tweet_id
+    int64_t user_id
+    int64_t up_to
+    int64_t object_id
+    uint32_t countries      # array of strings, or NONE
+    int64_t event_at
+    int64_t count
+    uint32_t code_node      # string (or number when code_raw)
+    bint code_raw
+    uint32_t detail_node
+    const char* detail_lit
+
+cdef enum:
+    L_USER = 1
+    L_TWEET
+    L_MEDIA
+    L_PLACE
+
+cdef struct Lookup:
+    int kind
+    int64_t id              # users, tweets
+    uint32_t key            # media_key / place id string node
+    uint32_t node
+
+# ---------------------------------------------------------------- small helpers
+
+cdef inline bint str_is(Tape* t, uint32_t v, const char* lit, Buf* tmp) except -1 nogil:
+    cdef const char* p
+    cdef Py_ssize_t n
+    if not is_type(t, v, J_STR):
+        return 0
+    str_view(t, v, &p, &n, tmp)
+    return n == <Py_ssize_t>strlen(lit) and memcmp(p, lit, n) == 0
+
+
+cdef bint str_nodes_eq(Tape* t, uint32_t a, uint32_t b, Buf* t1, Buf* t2) except -1 nogil:
+    cdef const char* p
+    cdef const char* q
+    cdef Py_ssize_t n, m
+    if not is_type(t, a, J_STR) or not is_type(t, b, J_STR):
+        return 0
+    str_view(t, a, &p, &n, t1)
+    str_view(t, b, &q, &m, t2)
+    return n == m and memcmp(p, q, n) == 0
+
+
+cdef inline uint32_t obj_or_none(Tape* t, uint32_t v) noexcept nogil:
+    return v if is_type(t, v, J_OBJ) else NONE
+
+
+cdef inline uint32_t str_or_none(Tape* t, uint32_t v) noexcept nogil:
+    return v if is_type(t, v, J_STR) else NONE
+
+
+cdef inline uint32_t arr_first(Tape* t, uint32_t arr) noexcept nogil:
+    if not is_type(t, arr, J_ARR) or t.nodes[arr].count == 0:
+        return NONE
+    return arr + 1
+
+
+cdef inline uint32_t arr_next(Tape* t, uint32_t arr, uint32_t el) noexcept nogil:
+    cdef uint32_t nx = t.nodes[el].next
+    return nx if nx < t.nodes[arr].next else NONE
+
+
+cdef int64_t id_after_slash(Tape* t, uint32_t v, Buf* tmp) except -2 nogil:
+    """The id made of the text after the last '/' of a string (Gnip inReplyTo.link)."""
+    cdef const char* p
+    cdef Py_ssize_t n, k
+    if not is_type(t, v, J_STR):
+        return -1
+    str_view(t, v, &p, &n, tmp)
+    k = n
+    while k > 0 and p[k - 1] != 0x2F:
+        k -= 1
+    return digits_to_id(p + k, n - k)
+
+
+# ---------------------------------------------------------------- column writers
+
+cdef inline int w_str(State* st, Col* c, uint32_t v) except -1 nogil:
+    cdef Node* nd
+    if v == NONE or st.tape.nodes[v].type != J_STR:
+        return col_null(c)
+    nd = &st.tape.nodes[v]
+    unescape(st.tape.s, nd.start, nd.end, &c.data)
+    return col_str_close(c)
+
+
+cdef inline int w_time(State* st, Col* c, uint32_t v) except -1 nogil:
+    cdef int64_t ms
+    if get_time(&st.tape, v, &ms, &st.scratch):
+        return col_i64(c, ms)
+    return col_null(c)
+
+
+cdef inline int w_int(State* st, Col* c, uint32_t v) except -1 nogil:
+    cdef int64_t x
+    if get_int(&st.tape, v, &x):
+        return col_i64(c, x)
+    return col_null(c)
+
+
+cdef inline int w_bool(State* st, Col* c, uint32_t v) except -1 nogil:
+    if v != NONE:
+        if st.tape.nodes[v].type == J_TRUE:
+            return col_bool(c, 1)
+        if st.tape.nodes[v].type == J_FALSE:
+            return col_bool(c, 0)
+    return col_null(c)
+
+
+cdef int w_app(State* st, Col* c, uint32_t v) except -1 nogil:
+    """The app name out of an HTML anchor (``source``)."""
+    cdef const char* p
+    cdef Py_ssize_t n, a, b
+    if not is_type(&st.tape, v, J_STR):
+        return col_null(c)
+    str_view(&st.tape, v, &p, &n, &st.scratch)
+    if n >= 2 and p[0] == 0x3C and p[1] == 0x61:
+        a = 0
+        while a < n and p[a] != 0x3E:
+            a += 1
+        if a < n:
+            a += 1
+            b = a
+            while b < n and p[b] != 0x3C:
+                b += 1
+            return col_str(c, p + a, b - a)
+    return col_str(c, p, n)
+
+
+cdef int w_strlist(State* st, Col* c, uint32_t arr, const char* member, bint upper) except -1 nogil:
+    """Each element's ``member`` (or the element itself when member is NULL) that is a string."""
+    cdef Tape* t = &st.tape
+    cdef uint32_t el, v
+    cdef Node* nd
+    cdef Py_ssize_t k, start
+    el = arr_first(t, arr)
+    while el != NONE:
+        v = el if member == NULL else get(t, el, member, &st.scratch)
+        if is_type(t, v, J_STR):
+            nd = &t.nodes[v]
+            start = c.data.len
+            unescape(t.s, nd.start, nd.end, &c.data)
+            if upper:
+                for k in range(start, c.data.len):
+                    if 0x61 <= <unsigned char>c.data.data[k] <= 0x7A:
+                        c.data.data[k] = <char>(<unsigned char>c.data.data[k] - 32)
+            col_item_close(c)
+        el = arr_next(t, arr, el)
+    return col_list_close(c)
+
+
+cdef int w_urls(State* st, Col* c, uint32_t arr) except -1 nogil:
+    cdef Tape* t = &st.tape
+    cdef uint32_t el, v
+    el = arr_first(t, arr)
+    while el != NONE:
+        v = get(t, el, "expanded_url", &st.scratch)
+        if not is_type(t, v, J_STR):
+            v = get(t, el, "url", &st.scratch)
+        if is_type(t, v, J_STR):
+            unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data)
+            col_item_close(c)
+        el = arr_next(t, arr, el)
+    return col_list_close(c)
+
+
+cdef int w_mention_ids(State* st, Col* c, uint32_t arr, bint v2) except -1 nogil:
+    cdef Tape* t = &st.tape
+    cdef uint32_t el
+    cdef int64_t x
+    el = arr_first(t, arr)
+    while el != NONE:
+        if v2:
+            x = get_id(t, get(t, el, "id", &st.scratch), &st.scratch)
+        else:
+            x = pref_id(t, el, "id_str", "id", &st.scratch)
+        if x >= 0:
+            col_item_i64(c, x)
+        el = arr_next(t, arr, el)
+    return col_list_close(c)
+
+
+cdef int put_decimal(Buf* b, int64_t v) except -1 nogil:
+    cdef char tmp[24]
+    cdef int k = 24
+    if v == 0:
+        return buf_put(b, "0", 1)
+    while v > 0:
+        k -= 1
+        tmp[k] = <char>(0x30 + v % 10)
+        v //= 10
+    return buf_put(b, tmp + k, 24 - k)
+
+
+cdef int w_rules(State* st, Col* c, uint32_t arr) except -1 nogil:
+    """matching_rules [{id, tag}]: id as decimal digits, else the string id; tag a string."""
+    cdef Tape* t = &st.tape
+    cdef uint32_t el, v
+    cdef int64_t x
+    el = arr_first(t, arr)
+    while el != NONE:
+        if is_type(t, el, J_OBJ):
+            # id
+            x = pref_id(t, el, "id_str", "id", &st.scratch)
+            if x >= 0:
+                put_decimal(&c.data, x)
+                bit_put(&c.valid2, c.n2, 1)
+            else:
+                v = get(t, el, "id", &st.scratch)
+                if is_type(t, v, J_STR):
+                    unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data)
+                    bit_put(&c.valid2, c.n2, 1)
+                else:
+                    bit_put(&c.valid2, c.n2, 0)
+                    c.nulls2 += 1
+            buf_i32(&c.offs2, off32(c.data.len))
+            # tag
+            v = get(t, el, "tag", &st.scratch)
+            if is_type(t, v, J_STR):
+                unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data3)
+                bit_put(&c.valid3, c.n2, 1)
+            else:
+                bit_put(&c.valid3, c.n2, 0)
+                c.nulls3 += 1
+            buf_i32(&c.offs3, off32(c.data3.len))
+            c.n2 += 1
+        el = arr_next(t, arr, el)
+    return col_list_close(c)
+
+
+cdef inline bint two_numbers(Tape* t, uint32_t arr, double* a, double* b) noexcept nogil:
+    cdef uint32_t e1, e2
+    if not is_type(t, arr, J_ARR) or t.nodes[arr].count != 2:
+        return 0
+    e1 = arr + 1
+    e2 = t.nodes[e1].next
+    return get_num(t, e1, a) and get_num(t, e2, b)
+
+
+cdef int w_provenance(State* st, Col* cols, int first, int dialect) except -1 nogil:
+    col_code(&cols[first], dialect)
+    col_code(&cols[first + 1], st.source_code)
+    col_i64(&cols[first + 2], st.line_no)
+    col_i64(&cols[first + 3], st.line_off)
+    return 0
+
+
+# ---------------------------------------------------------------- tweets
+
+cdef uint32_t v1_text(Tape* t, uint32_t obj, Buf* tmp) except? 0xFFFFFFFE nogil:
+    """First string of obj.extended_tweet.full_text, obj.full_text, obj.text."""
+    cdef uint32_t v
+    if obj == NONE:
+        return NONE
+    v = get2(t, obj, "extended_tweet", "full_text", tmp)
+    if is_type(t, v, J_STR):
+        return v
+    v = get(t, obj, "full_text", tmp)
+    if is_type(t, v, J_STR):
+        return v
+    return str_or_none(t, get(t, obj, "text", tmp))
+
+
+cdef int emit_v1(State* st, Msg* m) except -1 nogil:
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef Col* c = st.cols
+    cdef uint32_t T = m.node, U, R, Q, et, E, X, v
+    cdef int64_t q
+    cdef double a, b
+    if not dedupe_admit(st, m.id):
+        return 0
+    col_i64(&c[T_ID], m.id)
+    w_time(st, &c[T_CREATED], get(t, T, "created_at", tmp))
+    w_str(st, &c[T_TEXT], v1_text(t, T, tmp))
+    w_str(st, &c[T_LANG], get(t, T, "lang", tmp))
+    w_app(st, &c[T_SOURCE], get(t, T, "source", tmp))
+    U = obj_or_none(t, get(t, T, "user", tmp))
+    col_i64_or_null(&c[T_AUTHOR_ID], pref_id(t, U, "id_str", "id", tmp))
+    w_str(st, &c[T_A_SN], get(t, U, "screen_name", tmp))
+    w_str(st, &c[T_A_NAME], get(t, U, "name", tmp))
+    w_str(st, &c[T_A_DESC], get(t, U, "description", tmp))
+    w_str(st, &c[T_A_LOC], get(t, U, "location", tmp))
+    w_int(st, &c[T_A_FOL], get(t, U, "followers_count", tmp))
+    w_bool(st, &c[T_A_VER], get(t, U, "verified", tmp))
+    col_i64_or_null(&c[T_IRT_S], pref_id(t, T, "in_reply_to_status_id_str", "in_reply_to_status_id", tmp))
+    col_i64_or_null(&c[T_IRT_U], pref_id(t, T, "in_reply_to_user_id_str", "in_reply_to_user_id", tmp))
+    R = obj_or_none(t, get(t, T, "retweeted_status", tmp))
+    col_i64_or_null(&c[T_RT_S], pref_id(t, R, "id_str", "id", tmp))
+    col_i64_or_null(&c[T_RT_U], pref_id(t, get(t, R, "user", tmp), "id_str", "id", tmp))
+    w_str(st, &c[T_RT_TEXT], v1_text(t, R, tmp))
+    Q = obj_or_none(t, get(t, T, "quoted_status", tmp))
+    if Q == NONE:
+        Q = obj_or_none(t, get(t, R, "quoted_status", tmp))
+    q = pref_id(t, T, "quoted_status_id_str", "quoted_status_id", tmp)
+    if q < 0:
+        q = pref_id(t, Q, "id_str", "id", tmp)
+    col_i64_or_null(&c[T_Q_S], q)
+    w_str(st, &c[T_Q_TEXT], v1_text(t, Q, tmp))
+    et = obj_or_none(t, get(t, T, "extended_tweet", tmp))
+    E = get(t, et, "entities", tmp) if et != NONE else get(t, T, "entities", tmp)
+    w_strlist(st, &c[T_HASH], get(t, E, "hashtags", tmp), "text", 0)
+    w_strlist(st, &c[T_MENT], get(t, E, "user_mentions", tmp), "screen_name", 0)
+    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, "user_mentions", tmp), 0)
+    w_strlist(st, &c[T_CASH], get(t, E, "symbols", tmp), "text", 0)
+    w_urls(st, &c[T_URLS], get(t, E, "urls", tmp))
+    if et != NONE:
+        X = obj_or_none(t, get(t, et, "extended_entities", tmp))
+        if X == NONE:
+            X = get(t, et, "entities", tmp)
+    else:
+        X = obj_or_none(t, get(t, T, "extended_entities", tmp))
+        if X == NONE:
+            X = get(t, T, "entities", tmp)
+    w_strlist(st, &c[T_MEDIA], get(t, X, "media", tmp), "type", 0)
+    if two_numbers(t, get2(t, T, "coordinates", "coordinates", tmp), &a, &b):
+        col_coord(&c[T_COORD], a, b)
+    elif two_numbers(t, get2(t, T, "geo", "coordinates", tmp), &a, &b):
+        col_coord(&c[T_COORD], b, a)
+    else:
+        col_null(&c[T_COORD])
+    v = get(t, T, "place", tmp)
+    w_str(st, &c[T_PLACE_ID], get(t, v, "id", tmp))
+    w_str(st, &c[T_PLACE_CC], get(t, v, "country_code", tmp))
+    w_strlist(st, &c[T_WITHHELD], get(t, T, "withheld_in_countries", tmp), NULL, 1)
+    w_rules(st, &c[T_RULES], get(t, T, "matching_rules", tmp))
+    w_provenance(st, c, T_DIALECT, D_V1)
+    st.n_tweets += 1
+    return 0
+
+
+cdef int build_lookups(State* st, uint32_t env) except -1 nogil:
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef uint32_t inc, arr, el
+    cdef Lookup lk
+    cdef int which
+    cdef const char* names[4]
+    names[0] = "users"
+    names[1] = "tweets"
+    names[2] = "media"
+    names[3] = "places"
+    st.lookups.len = 0
+    inc = obj_or_none(t, get(t, env, "includes", tmp))
+    if inc == NONE:
+        return 0
+    for which in range(4):
+        arr = get(t, inc, names[which], tmp)
+        el = arr_first(t, arr)
+        while el != NONE:
+            if is_type(t, el, J_OBJ):
+                lk.kind = which + 1
+                lk.node = el
+                lk.id = -1
+                lk.key = NONE
+                if which <= 1:
+                    lk.id = get_id(t, get(t, el, "id", tmp), tmp)
+                elif which == 2:
+                    lk.key = get(t, el, "media_key", tmp)
+                else:
+                    lk.key = get(t, el, "id", tmp)
+                buf_put(&st.lookups, &lk, sizeof(Lookup))
+            el = arr_next(t, arr, el)
+    return 0
+
+
+cdef uint32_t find_id(State* st, int kind, int64_t x) noexcept nogil:
+    """The last include of that kind with that id, or NONE."""
+    cdef Lookup* lk = <Lookup*>st.lookups.data
+    cdef Py_ssize_t i, n = st.lookups.len // sizeof(Lookup)
+    if x < 0:
+        return NONE
+    for i in range(n - 1, -1, -1):
+        if lk[i].kind == kind and lk[i].id == x:
+            return lk[i].node
+    return NONE
+
+
+cdef uint32_t find_key(State* st, int kind, uint32_t key) except? 0xFFFFFFFE nogil:
+    cdef Lookup* lk = <Lookup*>st.lookups.data
+    cdef Py_ssize_t i, n = st.lookups.len // sizeof(Lookup)
+    if not is_type(&st.tape, key, J_STR):
+        return NONE
+    for i in range(n - 1, -1, -1):
+        if lk[i].kind == kind and str_nodes_eq(&st.tape, lk[i].key, key, &st.scratch, &st.scratch2):
+            return lk[i].node
+    return NONE
+
+
+cdef uint32_t v2_text(Tape* t, uint32_t obj, Buf* tmp) except? 0xFFFFFFFE nogil:
+    cdef uint32_t v
+    if obj == NONE:
+        return NONE
+    v = get2(t, obj, "note_tweet", "text", tmp)
+    if is_type(t, v, J_STR):
+        return v
+    return str_or_none(t, get(t, obj, "text", tmp))
+
+
+cdef uint32_t v2_ref(State* st, uint32_t D, const char* typ, int64_t* ref_id) except? 0xFFFFFFFE nogil:
+    """The object of D's first referenced tweet of that type (NONE if unknown); its id in ref_id."""
+    cdef Tape* t = &st.tape
+    cdef uint32_t arr = get(t, D, "referenced_tweets", &st.scratch), el, obj
+    ref_id[0] = -1
+    el = arr_first(t, arr)
+    while el != NONE:
+        if is_type(t, el, J_OBJ) and str_is(t, get(t, el, "type", &st.scratch), typ, &st.scratch):
+            ref_id[0] = get_id(t, get(t, el, "id", &st.scratch), &st.scratch)
+            obj = find_id(st, L_TWEET, ref_id[0])
+            if obj == NONE and get(t, el, "text", &st.scratch) != NONE:
+                obj = el
+            return obj
+        el = arr_next(t, arr, el)
+    return NONE
+
+
+cdef int emit_v2(State* st, Msg* m) except -1 nogil:
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef Col* c = st.cols
+    cdef uint32_t D = m.node, U, nt, E, obj, arr, el, v, pid
+    cdef int64_t author, rid
+    cdef double a, b
+    if not dedupe_admit(st, m.id):
+        return 0
+    col_i64(&c[T_ID], m.id)
+    w_time(st, &c[T_CREATED], get(t, D, "created_at", tmp))
+    w_str(st, &c[T_TEXT], v2_text(t, D, tmp))
+    w_str(st, &c[T_LANG], get(t, D, "lang", tmp))
+    w_app(st, &c[T_SOURCE], get(t, D, "source", tmp))
+    author = get_id(t, get(t, D, "author_id", tmp), tmp)
+    col_i64_or_null(&c[T_AUTHOR_ID], author)
+    U = find_id(st, L_USER, author)
+    if U == NONE:
+        U = obj_or_none(t, get(t, D, "author", tmp))
+    w_str(st, &c[T_A_SN], get(t, U, "username", tmp))
+    w_str(st, &c[T_A_NAME], get(t, U, "name", tmp))
+    w_str(st, &c[T_A_DESC], get(t, U, "description", tmp))
+    w_str(st, &c[T_A_LOC], get(t, U, "location", tmp))
+    w_int(st, &c[T_A_FOL], get2(t, U, "public_metrics", "followers_count", tmp))
+    w_bool(st, &c[T_A_VER], get(t, U, "verified", tmp))
+    v2_ref(st, D, "replied_to", &rid)
+    col_i64_or_null(&c[T_IRT_S], rid)
+    col_i64_or_null(&c[T_IRT_U], get_id(t, get(t, D, "in_reply_to_user_id", tmp), tmp))
+    obj = v2_ref(st, D, "retweeted", &rid)
+    col_i64_or_null(&c[T_RT_S], rid)
+    col_i64_or_null(&c[T_RT_U], get_id(t, get(t, obj, "author_id", tmp), tmp))
+    w_str(st, &c[T_RT_TEXT], v2_text(t, obj, tmp))
+    obj = v2_ref(st, D, "quoted", &rid)
+    col_i64_or_null(&c[T_Q_S], rid)
+    w_str(st, &c[T_Q_TEXT], v2_text(t, obj, tmp))
+    nt = obj_or_none(t, get(t, D, "note_tweet", tmp))
+    E = get(t, nt, "entities", tmp)
+    if E == NONE:
+        E = get(t, D, "entities", tmp)
+    w_strlist(st, &c[T_HASH], get(t, E, "hashtags", tmp), "tag", 0)
+    w_strlist(st, &c[T_MENT], get(t, E, "mentions", tmp), "username", 0)
+    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, "mentions", tmp), 1)
+    w_strlist(st, &c[T_CASH], get(t, E, "cashtags", tmp), "tag", 0)
+    w_urls(st, &c[T_URLS], get(t, E, "urls", tmp))
+    arr = get2(t, D, "attachments", "media_keys", tmp)
+    el = arr_first(t, arr)
+    while el != NONE:
+        v = find_key(st, L_MEDIA, el)
+        v = get(t, v, "type", tmp)
+        if is_type(t, v, J_STR):
+            unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c[T_MEDIA].data)
+            col_item_close(&c[T_MEDIA])
+        el = arr_next(t, arr, el)
+    col_list_close(&c[T_MEDIA])
+    v = obj_or_none(t, get(t, D, "geo", tmp))
+    if two_numbers(t, get2(t, v, "coordinates", "coordinates", tmp), &a, &b):
+        col_coord(&c[T_COORD], a, b)
+    else:
+        col_null(&c[T_COORD])
+    pid = get(t, v, "place_id", tmp)
+    w_str(st, &c[T_PLACE_ID], pid)
+    w_str(st, &c[T_PLACE_CC], get(t, find_key(st, L_PLACE, pid), "country_code", tmp))
+    w_strlist(st, &c[T_WITHHELD], get2(t, D, "withheld", "country_codes", tmp), NULL, 1)
+    w_rules(st, &c[T_RULES], get(t, m.env, "matching_rules", tmp))
+    w_provenance(st, c, T_DIALECT, D_V2)
+    st.n_tweets += 1
+    return 0
+
+
+cdef uint32_t act_body(Tape* t, uint32_t obj, Buf* tmp) except? 0xFFFFFFFE nogil:
+    cdef uint32_t v
+    if obj == NONE:
+        return NONE
+    v = get2(t, obj, "long_object", "body", tmp)
+    if is_type(t, v, J_STR):
+        return v
+    return str_or_none(t, get(t, obj, "body", tmp))
+
+
+cdef int emit_act(State* st, Msg* m) except -1 nogil:
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef Col* c = st.cols
+    cdef uint32_t A = m.node, act, lo, O, Q, E, X, v
+    cdef bint share
+    cdef const char* p
+    cdef Py_ssize_t n, k
+    cdef double a, b
+    if not dedupe_admit(st, m.id):
+        return 0
+    col_i64(&c[T_ID], m.id)
+    w_time(st, &c[T_CREATED], get(t, A, "postedTime", tmp))
+    w_str(st, &c[T_TEXT], act_body(t, A, tmp))
+    w_str(st, &c[T_LANG], get(t, A, "twitter_lang", tmp))
+    w_str(st, &c[T_SOURCE], get2(t, A, "generator", "displayName", tmp))
+    act = obj_or_none(t, get(t, A, "actor", tmp))
+    col_i64_or_null(&c[T_AUTHOR_ID], gnip_id(t, get(t, act, "id", tmp), tmp))
+    w_str(st, &c[T_A_SN], get(t, act, "preferredUsername", tmp))
+    w_str(st, &c[T_A_NAME], get(t, act, "displayName", tmp))
+    w_str(st, &c[T_A_DESC], get(t, act, "summary", tmp))
+    w_str(st, &c[T_A_LOC], get2(t, act, "location", "displayName", tmp))
+    w_int(st, &c[T_A_FOL], get(t, act, "followersCount", tmp))
+    w_bool(st, &c[T_A_VER], get(t, act, "verified", tmp))
+    col_i64_or_null(&c[T_IRT_S], id_after_slash(t, get2(t, A, "inReplyTo", "link", tmp), tmp))
+    col_null(&c[T_IRT_U])
+    share = str_is(t, get(t, A, "verb", tmp), "share", tmp)
+    O = obj_or_none(t, get(t, A, "object", tmp)) if share else NONE
+    col_i64_or_null(&c[T_RT_S], gnip_id(t, get(t, O, "id", tmp), tmp))
+    col_i64_or_null(&c[T_RT_U], gnip_id(t, get2(t, O, "actor", "id", tmp), tmp))
+    w_str(st, &c[T_RT_TEXT], act_body(t, O, tmp))
+    Q = obj_or_none(t, get(t, A, "twitter_quoted_status", tmp))
+    if Q == NONE:
+        Q = obj_or_none(t, get(t, O, "twitter_quoted_status", tmp))
+    col_i64_or_null(&c[T_Q_S], gnip_id(t, get(t, Q, "id", tmp), tmp))
+    w_str(st, &c[T_Q_TEXT], act_body(t, Q, tmp))
+    lo = obj_or_none(t, get(t, A, "long_object", tmp))
+    E = get(t, lo, "twitter_entities", tmp) if lo != NONE else get(t, A, "twitter_entities", tmp)
+    w_strlist(st, &c[T_HASH], get(t, E, "hashtags", tmp), "text", 0)
+    w_strlist(st, &c[T_MENT], get(t, E, "user_mentions", tmp), "screen_name", 0)
+    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, "user_mentions", tmp), 0)
+    w_strlist(st, &c[T_CASH], get(t, E, "symbols", tmp), "text", 0)
+    w_urls(st, &c[T_URLS], get(t, E, "urls", tmp))
+    X = obj_or_none(t, get(t, lo, "twitter_extended_entities", tmp))
+    if X == NONE:
+        X = obj_or_none(t, get(t, A, "twitter_extended_entities", tmp))
+    if X == NONE:
+        X = E
+    w_strlist(st, &c[T_MEDIA], get(t, X, "media", tmp), "type", 0)
+    if two_numbers(t, get2(t, A, "geo", "coordinates", tmp), &a, &b):
+        col_coord(&c[T_COORD], b, a)
+    else:
+        col_null(&c[T_COORD])
+    v = get2(t, A, "location", "link", tmp)
+    if is_type(t, v, J_STR):
+        str_view(t, v, &p, &n, tmp)
+        k = n
+        while k > 0 and p[k - 1] != 0x2F:
+            k -= 1
+        if n - k >= 5 and memcmp(p + n - 5, ".json", 5) == 0:
+            n -= 5
+        col_str(&c[T_PLACE_ID], p + k, n - k)
+    else:
+        col_null(&c[T_PLACE_ID])
+    w_str(st, &c[T_PLACE_CC], get2(t, A, "location", "twitter_country_code", tmp))
+    col_list_close(&c[T_WITHHELD])
+    w_rules(st, &c[T_RULES], get2(t, A, "gnip", "matching_rules", tmp))
+    w_provenance(st, c, T_DIALECT, D_ACT)
+    st.n_tweets += 1
+    return 0
+
+
+# ---------------------------------------------------------------- compliance
+
+cdef int emit_comp(State* st, Msg* m) except -1 nogil:
+    cdef Col* c = st.ccols
+    cdef Tape* t = &st.tape
+    cdef Node* nd
+    col_code(&c[C_KIND], m.kind)
+    col_i64_or_null(&c[C_TWEET], m.tweet_id)
+    col_i64_or_null(&c[C_USER], m.user_id)
+    col_i64_or_null(&c[C_UPTO], m.up_to)
+    col_i64_or_null(&c[C_OBJ], m.object_id)
+    w_strlist(st, &c[C_COUNTRIES], m.countries, NULL, 1)
+    if m.event_at != NO_TIME:
+        col_i64(&c[C_EVENT], m.event_at)
+    else:
+        col_null(&c[C_EVENT])
+    if m.count != NO_TIME:
+        col_i64(&c[C_COUNT], m.count)
+    else:
+        col_null(&c[C_COUNT])
+    if m.code_raw and m.code_node != NONE and (t.nodes[m.code_node].type == J_INT
+                                               or t.nodes[m.code_node].type == J_FLT):
+        nd = &t.nodes[m.code_node]
+        col_str(&c[C_CODE], <const char*>(t.s + nd.start), nd.end - nd.start)
+    else:
+        w_str(st, &c[C_CODE], m.code_node)
+    if m.detail_lit != NULL:
+        col_str(&c[C_DETAIL], m.detail_lit, strlen(m.detail_lit))
+    else:
+        w_str(st, &c[C_DETAIL], m.detail_node)
+    w_provenance(st, c, C_DIALECT, m.dialect)
+    st.n_compliance += 1
+    return 0
+
+
+cdef inline void msg_comp(Msg* m, int kind, int dialect) noexcept nogil:
+    memset(m, 0, sizeof(Msg))
+    m.cls = M_COMP
+    m.kind = kind
+    m.dialect = dialect
+    m.node = NONE
+    m.env = NONE
+    m.id = -1
+    m.tweet_id = -1
+    m.user_id = -1
+    m.up_to = -1
+    m.object_id = -1
+    m.countries = NONE
+    m.event_at = NO_TIME
+    m.count = NO_TIME
+    m.code_node = NONE
+    m.detail_node = NONE
+    m.detail_lit = NULL
+
+
+cdef inline int64_t time_or_none(State* st, uint32_t v) except -2 nogil:
+    cdef int64_t ms
+    if get_time(&st.tape, v, &ms, &st.scratch):
+        return ms
+    return NO_TIME
+
+
+cdef inline int push(State* st, Msg* m) except -1 nogil:
+    return buf_put(&st.msgs, m, sizeof(Msg))
+
+
+cdef inline int need(State* st, bint ok, const char* field) noexcept nogil:
+    if ok:
+        return E_OK
+    st.reject_field = field
+    return E_NOID
+
+
+cdef int kind_of(Tape* t, uint32_t v, int upto, Buf* tmp) except -2 nogil:
+    """Index of the compliance kind named by string v among the first ``upto`` kinds, or -1."""
+    cdef const char* p
+    cdef Py_ssize_t n
+    cdef int k
+    if not is_type(t, v, J_STR):
+        return -1
+    str_view(t, v, &p, &n, tmp)
+    for k in range(upto):
+        if n == <Py_ssize_t>strlen(KIND_NAMES[k]) and memcmp(p, KIND_NAMES[k], n) == 0:
+            return k
+    return -1
+
+
+cdef inline bint is_tweet_kind(int k) noexcept nogil:
+    return k == K_DELETE or k == K_STATUS_WITHHELD or k == K_DROP or k == K_UNDROP \
+        or k == K_TWEET_EDIT
+
+
+cdef int classify_v2(State* st, uint32_t M, Msg* m) except -1 nogil:
+    """A v2 envelope: compliance event, tweets, api errors, or other."""
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef uint32_t data = get(t, M, "data", tmp), el, C, errs
+    cdef int k, produced = 0
+    cdef int64_t x
+    if is_type(t, data, J_OBJ) and t.nodes[data].count == 1:
+        k = kind_of(t, data + 1, K_TWEET_EDIT + 1, tmp)
+        if k == K_DM_DELETE or k == K_STATUS_WITHHELD:
+            k = -1                  # v1.1 names, not v2 compliance keys
+        if k < 0 and str_is(t, data + 1, "withheld", tmp):
+            k = K_STATUS_WITHHELD
+        if k >= 0:
+            C = data + 2
+            msg_comp(m, k, D_V2)
+            if k == K_TWEET_EDIT:
+                m.tweet_id = get_id(t, get(t, C, "initial_tweet_id", tmp), tmp)
+            else:
+                m.tweet_id = get_id(t, get2(t, C, "tweet", "id", tmp), tmp)
+            m.user_id = get_id(t, get2(t, C, "tweet", "author_id", tmp), tmp)
+            if m.user_id < 0:
+                m.user_id = get_id(t, get2(t, C, "user", "id", tmp), tmp)
+            m.up_to = get_id(t, get(t, C, "up_to_tweet_id", tmp), tmp)
+            m.countries = get(t, C, "withheld_in_countries", tmp)
+            m.event_at = time_or_none(st, get(t, C, "event_at", tmp))
+            if is_tweet_kind(k):
+                if need(st, m.tweet_id >= 0, "$.data.*.tweet.id"):
+                    return E_NOID
+            elif need(st, m.user_id >= 0, "$.data.*.user.id"):
+                return E_NOID
+            return push(st, m)
+    # tweets
+    if is_type(t, data, J_OBJ):
+        el = data
+    else:
+        el = arr_first(t, data)
+    while el != NONE:
+        if is_type(t, el, J_OBJ) and get(t, el, "text", tmp) != NONE:
+            memset(m, 0, sizeof(Msg))
+            m.cls = M_V2
+            m.node = el
+            m.env = M
+            m.id = get_id(t, get(t, el, "id", tmp), tmp)
+            if need(st, m.id >= 0, "$.data.id"):
+                return E_NOID
+            push(st, m)
+            produced += 1
+        el = NONE if el == data else arr_next(t, data, el)
+    errs = get(t, M, "errors", tmp)
+    el = arr_first(t, errs)
+    while el != NONE:
+        msg_comp(m, K_API_ERROR, D_V2)
+        if is_type(t, el, J_OBJ):
+            x = get_id(t, get(t, el, "resource_id", tmp), tmp)
+            C = get(t, el, "resource_type", tmp)
+            if str_is(t, C, "tweet", tmp):
+                m.tweet_id = x
+            elif str_is(t, C, "user", tmp):
+                m.user_id = x
+            m.code_node = get(t, el, "title", tmp)
+            m.detail_node = get(t, el, "detail", tmp)
+        push(st, m)
+        produced += 1
+        el = arr_next(t, errs, el)
+    if produced == 0:
+        msg_comp(m, K_OTHER, D_V2)
+        m.detail_lit = "data"
+        push(st, m)
+    return E_OK
+
+
+cdef int classify_act(State* st, uint32_t A, Msg* m) except -1 nogil:
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef uint32_t verb = get(t, A, "verb", tmp), O
+    cdef int k
+    if str_is(t, verb, "post", tmp) or str_is(t, verb, "share", tmp):
+        memset(m, 0, sizeof(Msg))
+        m.cls = M_ACT
+        m.node = A
+        m.env = NONE
+        m.id = gnip_id(t, get(t, A, "id", tmp), tmp)
+        if need(st, m.id >= 0, "$.id"):
+            return E_NOID
+        return push(st, m)
+    k = kind_of(t, verb, K_TWEET_EDIT + 1, tmp)
+    if k < 0 or k == K_DM_DELETE:
+        msg_comp(m, K_OTHER, D_ACT)
+        m.detail_node = verb
+        return push(st, m)
+    msg_comp(m, k, D_ACT)
+    O = obj_or_none(t, get(t, A, "object", tmp))
+    m.countries = get(t, O, "withheld_in_countries", tmp)
+    if m.countries == NONE:
+        m.countries = get(t, A, "withheld_in_countries", tmp)
+    m.event_at = time_or_none(st, get(t, A, "timestampMs", tmp))
+    if m.event_at == NO_TIME:
+        m.event_at = time_or_none(st, get(t, A, "postedTime", tmp))
+    if k == K_SCRUB_GEO:
+        m.user_id = gnip_id(t, get2(t, A, "actor", "id", tmp), tmp)
+        m.up_to = gnip_id(t, get2(t, A, "target", "up_to_id", tmp), tmp)
+        if need(st, m.user_id >= 0, "$.actor.id"):
+            return E_NOID
+    elif is_tweet_kind(k):
+        m.tweet_id = gnip_id(t, get(t, O, "id", tmp), tmp)
+        m.user_id = gnip_id(t, get2(t, A, "actor", "id", tmp), tmp)
+        if m.user_id < 0:
+            m.user_id = gnip_id(t, get(t, O, "user_id", tmp), tmp)
+        if need(st, m.tweet_id >= 0, "$.object.id"):
+            return E_NOID
+    else:
+        m.user_id = gnip_id(t, get(t, O, "id", tmp), tmp)
+        if need(st, m.user_id >= 0, "$.object.id"):
+            return E_NOID
+    return push(st, m)
+
+
+cdef int classify_stream(State* st, uint32_t M, Msg* m) except -2 nogil:
+    """v1.1 stream and Gnip system messages. -1 when the message is none of them."""
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef uint32_t v, S, u
+    v = get(t, M, "delete", tmp)
+    if v != NONE:
+        S = get(t, v, "direct_message", tmp)
+        if S != NONE and get(t, v, "status", tmp) == NONE:
+            msg_comp(m, K_DM_DELETE, D_V1)
+            m.user_id = pref_id(t, S, "user_id_str", "user_id", tmp)
+        else:
+            S = get(t, v, "status", tmp)
+            msg_comp(m, K_DELETE, D_V1)
+            m.tweet_id = pref_id(t, S, "id_str", "id", tmp)
+            m.user_id = pref_id(t, S, "user_id_str", "user_id", tmp)
+            if need(st, m.tweet_id >= 0, "$.delete.status.id_str"):
+                return E_NOID
+        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        return push(st, m)
+    v = get(t, M, "scrub_geo", tmp)
+    if v != NONE:
+        msg_comp(m, K_SCRUB_GEO, D_V1)
+        m.user_id = pref_id(t, v, "user_id_str", "user_id", tmp)
+        m.up_to = get_id(t, get(t, v, "up_to_status_id_str", tmp), tmp)
+        if m.up_to < 0:
+            m.up_to = pref_id(t, v, "up_to_status_id_string", "up_to_status_id", tmp)
+        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        if need(st, m.user_id >= 0, "$.scrub_geo.user_id_str"):
+            return E_NOID
+        return push(st, m)
+    v = get(t, M, "status_withheld", tmp)
+    if v != NONE:
+        msg_comp(m, K_STATUS_WITHHELD, D_V1)
+        m.tweet_id = pref_id(t, v, "id_str", "id", tmp)
+        m.user_id = pref_id(t, v, "user_id_str", "user_id", tmp)
+        m.countries = get(t, v, "withheld_in_countries", tmp)
+        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        if need(st, m.tweet_id >= 0, "$.status_withheld.id_str"):
+            return E_NOID
+        return push(st, m)
+    v = get(t, M, "user_withheld", tmp)
+    if v != NONE:
+        msg_comp(m, K_USER_WITHHELD, D_V1)
+        m.user_id = pref_id(t, v, "id_str", "id", tmp)
+        m.countries = get(t, v, "withheld_in_countries", tmp)
+        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        if need(st, m.user_id >= 0, "$.user_withheld.id_str"):
+            return E_NOID
+        return push(st, m)
+    v = get(t, M, "limit", tmp)
+    if v != NONE:
+        msg_comp(m, K_LIMIT, D_V1)
+        if not get_int(t, get(t, v, "track", tmp), &m.count):
+            m.count = NO_TIME
+        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        return push(st, m)
+    v = get(t, M, "warning", tmp)
+    if v != NONE:
+        msg_comp(m, K_WARNING, D_V1)
+        m.code_node = get(t, v, "code", tmp)
+        m.detail_node = get(t, v, "message", tmp)
+        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        return push(st, m)
+    v = get(t, M, "disconnect", tmp)
+    if v != NONE:
+        msg_comp(m, K_DISCONNECT, D_V1)
+        m.code_node = get(t, v, "code", tmp)
+        m.code_raw = 1
+        m.detail_node = get(t, v, "reason", tmp)
+        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        return push(st, m)
+    for u in range(3):
+        v = get(t, M, "info" if u == 0 else ("warn" if u == 1 else "error"), tmp)
+        if v != NONE:
+            msg_comp(m, K_SYSTEM_INFO + u, D_V1)
+            m.detail_node = get(t, v, "message", tmp)
+            m.event_at = time_or_none(st, get(t, v, "sent", tmp))
+            return push(st, m)
+    return -1
+
+
+cdef int classify(State* st, uint32_t M) except -1 nogil:
+    """Classify one message; E_OK or a reject code (st.reject_field says where)."""
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef Msg m
+    cdef int r
+    if not is_type(t, M, J_OBJ):
+        st.reject_field = NULL
+        return E_NOTOBJ
+    if get(t, M, "data", tmp) != NONE:
+        return classify_v2(st, M, &m)
+    if get(t, M, "verb", tmp) != NONE:
+        return classify_act(st, M, &m)
+    r = classify_stream(st, M, &m)
+    if r >= 0:
+        return r
+    if get(t, M, "action", tmp) != NONE and get(t, M, "id", tmp) != NONE \
+            and get(t, M, "reason", tmp) != NONE:
+        msg_comp(&m, K_BATCH, D_V2)
+        m.object_id = get_id(t, get(t, M, "id", tmp), tmp)
+        m.code_node = get(t, M, "action", tmp)
+        m.detail_node = get(t, M, "reason", tmp)
+        m.event_at = time_or_none(st, get(t, M, "created_at", tmp))
+        if need(st, m.object_id >= 0, "$.id"):
+            return E_NOID
+        return push(st, &m)
+    if get(t, M, "text", tmp) != NONE or get(t, M, "full_text", tmp) != NONE:
+        memset(&m, 0, sizeof(Msg))
+        m.node = M
+        m.env = NONE
+        if get(t, M, "user", tmp) != NONE or get(t, M, "author_id", tmp) == NONE:
+            m.cls = M_V1
+            m.id = pref_id(t, M, "id_str", "id", tmp)
+            if need(st, m.id >= 0, "$.id_str"):
+                return E_NOID
+        else:
+            m.cls = M_V2
+            m.id = get_id(t, get(t, M, "id", tmp), tmp)
+            if need(st, m.id >= 0, "$.id"):
+                return E_NOID
+        return push(st, &m)
+    msg_comp(&m, K_OTHER, D_V1)
+    m.detail_node = first_key(t, M)
+    return push(st, &m)
+
+
+cdef int split_and_classify(State* st) except -1 nogil:
+    """Split the line's value into messages (pages) and classify them all."""
+    cdef Tape* t = &st.tape
+    cdef Buf* tmp = &st.scratch
+    cdef uint32_t root = 0, v, el, i
+    cdef int r
+    cdef Msg m
+    st.msgs.len = 0
+    if t.nodes[root].type == J_ARR:
+        el = arr_first(t, root)
+        while el != NONE:
+            r = classify(st, el)
+            if r:
+                return r
+            el = arr_next(t, root, el)
+    elif t.nodes[root].type == J_OBJ:
+        v = get(t, root, "statuses", tmp)
+        if is_type(t, v, J_ARR):
+            el = arr_first(t, v)
+            while el != NONE:
+                r = classify(st, el)
+                if r:
+                    return r
+                el = arr_next(t, v, el)
+        elif t.nodes[root].count == 1 and str_is(t, root + 1, "id", tmp) \
+                and is_type(t, root + 2, J_OBJ):
+            v = root + 2
+            el = v + 1          # key, value, key, value, ...
+            for i in range(t.nodes[v].count):
+                if t.nodes[el + 1].type != J_NULL:
+                    r = classify(st, el + 1)
+                    if r:
+                        return r
+                el = t.nodes[el + 1].next
+        else:
+            return classify(st, root)
+    else:
+        st.reject_field = "$"
+        return E_NOTOBJ
+    if st.msgs.len == 0:
+        msg_comp(&m, K_OTHER, D_V1)
+        m.detail_lit = "empty"
+        push(st, &m)
+    return E_OK
+
+
+cdef int emit_all(State* st) except -1 nogil:
+    cdef Msg* ms = <Msg*>st.msgs.data
+    cdef Py_ssize_t i, n = st.msgs.len // sizeof(Msg)
+    cdef uint32_t env = NONE
+    for i in range(n):
+        if ms[i].cls == M_V1:
+            emit_v1(st, &ms[i])
+        elif ms[i].cls == M_V2:
+            if ms[i].env != env:
+                env = ms[i].env
+                build_lookups(st, env)
+            if env == NONE:
+                st.lookups.len = 0
+            emit_v2(st, &ms[i])
+        elif ms[i].cls == M_ACT:
+            emit_act(st, &ms[i])
+        else:
+            emit_comp(st, &ms[i])
+    return 0

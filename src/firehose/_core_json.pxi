@@ -1,0 +1,439 @@
+# UTF-8 validation, a validating JSON scanner that writes a flat tape, and string decoding.
+# Included by _core.pyx. Everything here runs without the GIL.
+#
+# The tape is simdjson's idea in scalar form: one Node per value, containers know where their
+# subtree ends (``next``), so skipping a field is O(1) and nothing is decoded unless asked for.
+
+cdef enum:
+    J_OBJ = 1
+    J_ARR
+    J_STR
+    J_INT
+    J_FLT
+    J_TRUE
+    J_FALSE
+    J_NULL
+
+cdef enum:
+    F_ESC = 1
+
+# error / reject codes (the order of REASONS in _core.pyx)
+cdef enum:
+    E_OK = 0
+    E_LONG
+    E_UTF8
+    E_JSON
+    E_TRUNC
+    E_ESC
+    E_SURR
+    E_DEEP
+    E_NOTOBJ
+    E_NOID
+
+cdef uint32_t NONE = 0xFFFFFFFF
+
+# 1 for bytes that end a run of plain string content: '"', '\\' and control characters
+cdef unsigned char STRSTOP[256]
+cdef unsigned char HEXVAL[256]
+cdef int _i
+for _i in range(256):
+    STRSTOP[_i] = 1 if (_i < 0x20 or _i == 0x22 or _i == 0x5C) else 0
+    HEXVAL[_i] = 255
+for _i in range(10):
+    HEXVAL[0x30 + _i] = _i
+for _i in range(6):
+    HEXVAL[0x41 + _i] = 10 + _i
+    HEXVAL[0x61 + _i] = 10 + _i
+
+cdef uint64_t ONES = 0x0101010101010101ULL
+cdef uint64_t HIGHS = 0x8080808080808080ULL
+
+
+cdef inline bint swar_has_stop(uint64_t x) noexcept nogil:
+    """True if any of the 8 bytes may be '"', '\\' or < 0x20 (false positives allowed)."""
+    cdef uint64_t q = x ^ (ONES * 0x22)
+    cdef uint64_t b = x ^ (ONES * 0x5C)
+    cdef uint64_t r = ((q - ONES) & ~q) | ((b - ONES) & ~b) | ((x - ONES * 0x20) & ~x)
+    return (r & HIGHS) != 0
+
+
+cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    """-1 if s[:n] is valid UTF-8, else the offset of the first bad sequence."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t x
+    cdef unsigned char c, c1
+    while i < n:
+        while i + 8 <= n:
+            memcpy(&x, s + i, 8)
+            if x & HIGHS:
+                break
+            i += 8
+        if i >= n:
+            break
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if c < 0xC2 or c > 0xF4:
+            return i
+        if c < 0xE0:
+            if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+                return i
+            i += 2
+        elif c < 0xF0:
+            if i + 2 >= n:
+                return i
+            c1 = s[i + 1]
+            if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80:
+                return i
+            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0):
+                return i
+            i += 3
+        else:
+            if i + 3 >= n:
+                return i
+            c1 = s[i + 1]
+            if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80 or (s[i + 3] & 0xC0) != 0x80:
+                return i
+            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
+                return i
+            i += 4
+    return -1
+
+
+cdef inline Py_ssize_t skip_ws(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
+    cdef unsigned char c
+    while pos < n:
+        c = s[pos]
+        if c == 0x20 or c == 0x0A or c == 0x0D or c == 0x09:
+            pos += 1
+        else:
+            break
+    return pos
+
+
+cdef inline int fail(Tape* t, int err, Py_ssize_t pos) noexcept nogil:
+    t.err = err
+    t.err_pos = pos
+    return err
+
+
+cdef Py_ssize_t tape_new(Tape* t, uint8_t typ, Py_ssize_t start) except -1 nogil:
+    cdef Py_ssize_t cap
+    cdef Node* p
+    cdef Node* nd
+    if t.len >= t.cap:
+        cap = t.cap * 2
+        if cap < 1024:
+            cap = 1024
+        p = <Node*>realloc(t.nodes, cap * sizeof(Node))
+        if p == NULL:
+            with gil:
+                raise MemoryError("firehose core: out of memory growing the JSON tape")
+        t.nodes = p
+        t.cap = cap
+    nd = &t.nodes[t.len]
+    nd.type = typ
+    nd.flags = 0
+    nd.start = <uint32_t>start
+    nd.end = <uint32_t>start
+    nd.next = <uint32_t>(t.len + 1)
+    nd.count = 0
+    t.len += 1
+    return t.len - 1
+
+
+cdef inline int hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
+    """Value of 4 hex digits at s[p:p+4]; -1 if not hex, -2 if the input ends first."""
+    cdef int v = 0, k, h
+    for k in range(4):
+        if p + k >= n:
+            return -2
+        h = HEXVAL[s[p + k]]
+        if h == 255:
+            return -1
+        v = (v << 4) | h
+    return v
+
+
+cdef int parse_string(Tape* t) except -1 nogil:
+    """t.pos is at the opening quote. Validates escapes and surrogate pairing."""
+    cdef const unsigned char* s = t.s
+    cdef Py_ssize_t n = t.n
+    cdef Py_ssize_t p = t.pos + 1
+    cdef Py_ssize_t idx = tape_new(t, J_STR, p)
+    cdef uint8_t flags = 0
+    cdef uint64_t x
+    cdef unsigned char c, e
+    cdef int cp, lo
+    while True:
+        while p + 8 <= n:
+            memcpy(&x, s + p, 8)
+            if swar_has_stop(x):
+                break
+            p += 8
+        while p < n and not STRSTOP[s[p]]:
+            p += 1
+        if p >= n:
+            return fail(t, E_TRUNC, p)
+        c = s[p]
+        if c == 0x22:
+            break
+        if c != 0x5C:
+            return fail(t, E_JSON, p)          # raw control character
+        flags = F_ESC
+        if p + 1 >= n:
+            return fail(t, E_TRUNC, p)
+        e = s[p + 1]
+        if e == 0x22 or e == 0x5C or e == 0x2F or e == 0x62 or e == 0x66 or e == 0x6E \
+                or e == 0x72 or e == 0x74:
+            p += 2
+            continue
+        if e != 0x75:
+            return fail(t, E_ESC, p)
+        cp = hex4(s, p + 2, n)
+        if cp == -2:
+            return fail(t, E_TRUNC, p)
+        if cp < 0:
+            return fail(t, E_ESC, p)
+        if 0xD800 <= cp <= 0xDBFF:
+            if p + 7 >= n:
+                if p + 6 >= n or s[p + 6] == 0x5C:
+                    return fail(t, E_TRUNC, p)
+                return fail(t, E_SURR, p)
+            if s[p + 6] != 0x5C or s[p + 7] != 0x75:
+                return fail(t, E_SURR, p)
+            lo = hex4(s, p + 8, n)
+            if lo == -2:
+                return fail(t, E_TRUNC, p)
+            if lo < 0:
+                return fail(t, E_ESC, p + 6)
+            if not (0xDC00 <= lo <= 0xDFFF):
+                return fail(t, E_SURR, p)
+            p += 12
+        elif 0xDC00 <= cp <= 0xDFFF:
+            return fail(t, E_SURR, p)
+        else:
+            p += 6
+    t.nodes[idx].end = <uint32_t>p
+    t.nodes[idx].flags = flags
+    t.pos = p + 1
+    return 0
+
+
+cdef int parse_number(Tape* t) except -1 nogil:
+    cdef const unsigned char* s = t.s
+    cdef Py_ssize_t n = t.n
+    cdef Py_ssize_t p = t.pos
+    cdef Py_ssize_t start = p
+    cdef uint8_t typ = J_INT
+    cdef Py_ssize_t idx
+    if s[p] == 0x2D:
+        p += 1
+        if p >= n:
+            return fail(t, E_TRUNC, p)
+    if s[p] == 0x30:
+        p += 1
+    elif 0x31 <= s[p] <= 0x39:
+        p += 1
+        while p < n and 0x30 <= s[p] <= 0x39:
+            p += 1
+    else:
+        return fail(t, E_JSON, p)
+    if p < n and s[p] == 0x2E:
+        typ = J_FLT
+        p += 1
+        if p >= n:
+            return fail(t, E_TRUNC, p)
+        if not (0x30 <= s[p] <= 0x39):
+            return fail(t, E_JSON, p)
+        while p < n and 0x30 <= s[p] <= 0x39:
+            p += 1
+    if p < n and (s[p] == 0x65 or s[p] == 0x45):
+        typ = J_FLT
+        p += 1
+        if p < n and (s[p] == 0x2B or s[p] == 0x2D):
+            p += 1
+        if p >= n:
+            return fail(t, E_TRUNC, p)
+        if not (0x30 <= s[p] <= 0x39):
+            return fail(t, E_JSON, p)
+        while p < n and 0x30 <= s[p] <= 0x39:
+            p += 1
+    idx = tape_new(t, typ, start)
+    t.nodes[idx].end = <uint32_t>p
+    t.pos = p
+    return 0
+
+
+cdef int parse_literal(Tape* t, const char* lit, Py_ssize_t ln, uint8_t typ) except -1 nogil:
+    cdef Py_ssize_t p = t.pos
+    cdef Py_ssize_t k
+    cdef Py_ssize_t idx
+    for k in range(ln):
+        if p + k >= t.n:
+            return fail(t, E_TRUNC, p + k)
+        if t.s[p + k] != <unsigned char>lit[k]:
+            return fail(t, E_JSON, p)
+    idx = tape_new(t, typ, p)
+    t.nodes[idx].end = <uint32_t>(p + ln)
+    t.pos = p + ln
+    return 0
+
+
+cdef int parse_value(Tape* t, int depth) except -1 nogil:
+    """Parse one value at t.pos (whitespace already skipped)."""
+    cdef const unsigned char* s = t.s
+    cdef Py_ssize_t n = t.n
+    cdef Py_ssize_t pos = t.pos
+    cdef Py_ssize_t idx
+    cdef uint32_t count = 0
+    cdef int r
+    cdef unsigned char c
+    if pos >= n:
+        return fail(t, E_TRUNC, pos)
+    c = s[pos]
+    if c == 0x22:
+        return parse_string(t)
+    if c == 0x7B or c == 0x5B:
+        if depth > t.max_depth:
+            return fail(t, E_DEEP, pos)
+        idx = tape_new(t, J_OBJ if c == 0x7B else J_ARR, pos)
+        pos = skip_ws(s, pos + 1, n)
+        if pos >= n:
+            return fail(t, E_TRUNC, pos)
+        if s[pos] == (0x7D if c == 0x7B else 0x5D):
+            pos += 1
+        else:
+            while True:
+                if c == 0x7B:
+                    if pos >= n:
+                        return fail(t, E_TRUNC, pos)
+                    if s[pos] != 0x22:
+                        return fail(t, E_JSON, pos)
+                    t.pos = pos
+                    r = parse_string(t)
+                    if r:
+                        return r
+                    pos = skip_ws(s, t.pos, n)
+                    if pos >= n:
+                        return fail(t, E_TRUNC, pos)
+                    if s[pos] != 0x3A:
+                        return fail(t, E_JSON, pos)
+                    pos = skip_ws(s, pos + 1, n)
+                t.pos = pos
+                r = parse_value(t, depth + 1)
+                if r:
+                    return r
+                count += 1
+                pos = skip_ws(s, t.pos, n)
+                if pos >= n:
+                    return fail(t, E_TRUNC, pos)
+                if s[pos] == 0x2C:
+                    pos = skip_ws(s, pos + 1, n)
+                    continue
+                if s[pos] == (0x7D if c == 0x7B else 0x5D):
+                    pos += 1
+                    break
+                return fail(t, E_JSON, pos)
+        t.nodes[idx].end = <uint32_t>pos
+        t.nodes[idx].count = count
+        t.nodes[idx].next = <uint32_t>t.len
+        t.pos = pos
+        return 0
+    if c == 0x2D or (0x30 <= c <= 0x39):
+        return parse_number(t)
+    if c == 0x74:
+        return parse_literal(t, "true", 4, J_TRUE)
+    if c == 0x66:
+        return parse_literal(t, "false", 5, J_FALSE)
+    if c == 0x6E:
+        return parse_literal(t, "null", 4, J_NULL)
+    return fail(t, E_JSON, pos)
+
+
+cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
+    """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where)."""
+    cdef int r
+    t.s = s
+    t.n = n
+    t.len = 0
+    t.err = E_OK
+    t.err_pos = 0
+    t.pos = skip_ws(s, 0, n)
+    r = parse_value(t, 1)
+    if r:
+        return r
+    t.pos = skip_ws(s, t.pos, n)
+    if t.pos != n:
+        return fail(t, E_JSON, t.pos)
+    return E_OK
+
+
+# ---------------------------------------------------------------- decoding strings
+
+cdef inline int put_utf8(Buf* b, uint32_t cp) except -1 nogil:
+    cdef char* o
+    buf_reserve(b, 4)
+    o = b.data + b.len
+    if cp < 0x80:
+        o[0] = <char>cp
+        b.len += 1
+    elif cp < 0x800:
+        o[0] = <char>(0xC0 | (cp >> 6))
+        o[1] = <char>(0x80 | (cp & 0x3F))
+        b.len += 2
+    elif cp < 0x10000:
+        o[0] = <char>(0xE0 | (cp >> 12))
+        o[1] = <char>(0x80 | ((cp >> 6) & 0x3F))
+        o[2] = <char>(0x80 | (cp & 0x3F))
+        b.len += 3
+    else:
+        o[0] = <char>(0xF0 | (cp >> 18))
+        o[1] = <char>(0x80 | ((cp >> 12) & 0x3F))
+        o[2] = <char>(0x80 | ((cp >> 6) & 0x3F))
+        o[3] = <char>(0x80 | (cp & 0x3F))
+        b.len += 4
+    return 0
+
+
+cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf* out) except -1 nogil:
+    """Append the decoded bytes of raw (validated) string content s[start:end] to out."""
+    cdef Py_ssize_t p = start, q
+    cdef unsigned char e
+    cdef uint32_t cp, lo
+    buf_reserve(out, end - start)
+    while p < end:
+        q = p
+        while q < end and s[q] != 0x5C:
+            q += 1
+        if q > p:
+            memcpy(out.data + out.len, s + p, q - p)
+            out.len += q - p
+        if q >= end:
+            break
+        e = s[q + 1]
+        if e == 0x75:
+            cp = <uint32_t>hex4(s, q + 2, end)
+            if 0xD800 <= cp <= 0xDBFF:
+                lo = <uint32_t>hex4(s, q + 8, end)
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00)
+                p = q + 12
+            else:
+                p = q + 6
+            put_utf8(out, cp)
+            continue
+        if e == 0x62:
+            e = 0x08
+        elif e == 0x66:
+            e = 0x0C
+        elif e == 0x6E:
+            e = 0x0A
+        elif e == 0x72:
+            e = 0x0D
+        elif e == 0x74:
+            e = 0x09
+        out.data[out.len] = <char>e
+        out.len += 1
+        p = q + 2
+    return 0

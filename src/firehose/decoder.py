@@ -1,0 +1,275 @@
+"""``Decoder``: the public face of the Cython core.
+
+A Decoder is built once and fed chunks of captures, cut anywhere (mid-line, mid-UTF-8
+sequence). It keeps the unterminated tail of the current source, numbers lines per source,
+dedupes tweet ids across chunks and sources, and returns Arrow tables of what each call
+completed. See docs/fields.md for what is read and how.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+
+from . import _core
+from .errors import ParseError
+from .reader import DEFAULT_CHUNK, iter_chunks
+from .schema import COMPLIANCE, REJECTS, TWEETS
+
+__all__ = ["Decoder", "DecodeResult", "decode_file", "iter_file"]
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """What one ``feed``/``finish`` call completed: three Arrow tables."""
+
+    tweets: pa.Table
+    compliance: pa.Table
+    rejects: pa.Table
+
+    @staticmethod
+    def concat(results) -> "DecodeResult":
+        results = list(results)
+        return DecodeResult(
+            pa.concat_tables([r.tweets for r in results]) if results else TWEETS.empty_table(),
+            pa.concat_tables([r.compliance for r in results]) if results
+            else COMPLIANCE.empty_table(),
+            pa.concat_tables([r.rejects for r in results]) if results else REJECTS.empty_table(),
+        )
+
+
+class Decoder:
+    """Decode firehose captures (NDJSON of X API v1.1, v2 and Gnip payloads) into Arrow.
+
+    Parameters
+    ----------
+    batch_size:
+        Maximum rows per RecordBatch of the returned tables.
+    dedupe:
+        Drop tweets whose id was already seen (first wins), across chunks and sources.
+    dedupe_window_hours:
+        How much tweet time the dedupe table remembers (ids older than this behind the newest
+        tweet seen are forgotten; memory stays bounded).
+    dedupe_state:
+        Bytes from :meth:`dedupe_state` of an earlier run, to resume without duplicates.
+    max_line_bytes, max_depth:
+        Lines longer than this, or JSON nested deeper, are rejected.
+    on_error:
+        ``"quarantine"`` (default) puts bad lines into ``rejects`` and goes on; ``"raise"``
+        raises :class:`firehose.ParseError` naming source, line, byte offset and field.
+    """
+
+    def __init__(self, batch_size: int = 65536, dedupe: bool = True, *,
+                 dedupe_window_hours: float = 48.0, dedupe_state: bytes | None = None,
+                 max_line_bytes: int = 16 << 20, max_depth: int = 64,
+                 on_error: str = "quarantine"):
+        if on_error not in ("quarantine", "raise"):
+            raise ValueError("on_error must be 'quarantine' or 'raise'")
+        self.batch_size = int(batch_size)
+        self.on_error = on_error
+        self._eng = _core.Engine(batch_size=self.batch_size, max_line_bytes=max_line_bytes,
+                                 max_depth=max_depth, dedupe=dedupe,
+                                 window_ms=int(dedupe_window_hours * 3600 * 1000))
+        if dedupe_state is not None:
+            self._eng.load_dedupe_state(bytes(dedupe_state))
+        self._sources: list[str] = []          # dictionary of source_file
+        self._codes: dict[str, int] = {}
+        self._pos: dict[str, tuple[int, int]] = {}   # source -> (next offset, lines so far)
+        self._cur: str | None = None
+        self._offset = 0                       # offset of the next byte of the current source
+        self._carry = bytearray()              # unterminated tail of the current source
+        self._carry_off = 0
+        self._batches_t: list[pa.RecordBatch] = []
+        self._batches_c: list[pa.RecordBatch] = []
+        self._rejects: list[dict] = []
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def stats(self) -> dict:
+        """Counters: lines, blank, tweets, duplicates, dedupe_late, compliance, rejects, bytes."""
+        return self._eng.stats()
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self._sources)
+
+    def dedupe_state(self) -> bytes:
+        """The dedupe memory, to pass as ``Decoder(dedupe_state=...)`` when resuming."""
+        return self._eng.dedupe_state()
+
+    def dedupe_memory(self) -> tuple[int, int]:
+        """(ids remembered, bytes held by the dedupe tables)."""
+        return self._eng.dedupe_memory()
+
+    def feed(self, chunk, source: str = "<stream>", offset: int | None = None) -> DecodeResult:
+        """Decode the complete lines that ``chunk`` finishes.
+
+        ``source`` names the capture (provenance columns); ``offset`` is where the chunk starts
+        in that source (default: right after the previous chunk of the same source). Feeding
+        another source first ends the current one: its unterminated last line is decoded.
+        """
+        data = chunk if isinstance(chunk, bytes) else bytes(chunk)
+        self._switch(source, offset)
+        n = len(data)
+        if n == 0:
+            return self._result()
+        nl = data.find(b"\n")
+        if nl < 0:
+            self._carry += data
+            self._offset += n
+            return self._result()
+        start = 0
+        if self._carry:
+            head = bytes(self._carry) + data[:nl + 1]
+            self._carry.clear()
+            self._decode(head, 0, len(head), self._carry_off, final=False)
+            start = nl + 1
+        base = self._offset
+        stop = self._decode(data, start, n, base + start, final=False)
+        if stop < n:
+            self._carry_off = base + stop
+            self._carry += data[stop:]
+        self._offset = base + n
+        return self._result()
+
+    def finish(self) -> DecodeResult:
+        """End the current source (its last line needs no newline) and flush everything."""
+        self._end_source()
+        return self._result()
+
+    # ------------------------------------------------------------------ internals
+
+    def _code(self, source: str) -> int:
+        code = self._codes.get(source)
+        if code is None:
+            code = self._codes[source] = len(self._sources)
+            self._sources.append(source)
+        return code
+
+    def _switch(self, source: str, offset: int | None) -> None:
+        source = os.fspath(source)
+        if source != self._cur:
+            self._end_source()
+            self._cur = source
+            self._code(source)
+            self._offset, self._eng.line_no = self._pos.get(source, (0, 0))
+            self._carry_off = self._offset
+        if offset is not None and offset != self._offset:
+            # a jump within the source: what was carried is a line cut off by the jump
+            self._flush_carry()
+            self._offset = self._carry_off = int(offset)
+
+    def _flush_carry(self) -> None:
+        if self._carry:
+            tail = bytes(self._carry)
+            self._carry.clear()
+            self._decode(tail, 0, len(tail), self._carry_off, final=True)
+
+    def _end_source(self) -> None:
+        if self._cur is None:
+            return
+        self._flush_carry()
+        self._pos[self._cur] = (self._offset, self._eng.line_no)
+        self._cur = None
+
+    def _decode(self, buf: bytes, start: int, end: int, base: int, *, final: bool) -> int:
+        eng = self._eng
+        code = self._codes[self._cur]
+        pos = start
+        while True:
+            stop, rejects = eng.decode(buf, pos, end, base + (pos - start), code, final)
+            if rejects:
+                self._add_rejects(rejects)
+            if not eng.batch_full:
+                return stop          # done, or an unterminated last line remains
+            self._take_batches()
+            if stop >= end:
+                return stop
+            pos = stop
+
+    def _add_rejects(self, rejects) -> None:
+        src = self._cur
+        for line, off, raw, reason, field, col in rejects:
+            detail = _core_detail(reason, col, field)
+            rec = {"source": src, "line": line, "byte_offset": off, "reason": reason,
+                   "field": field, "detail": detail, "raw": raw}
+            if self.on_error == "raise":
+                raise ParseError(reason, detail, source=src, line=line, byte_offset=off,
+                                 field=field)
+            self._rejects.append(rec)
+
+    def _take_batches(self) -> None:
+        eng = self._eng
+        if eng.pending_tweets or eng.batch_full:
+            b = eng.take_tweets(self._sources)
+            if b.num_rows:
+                self._batches_t.append(b)
+        if eng.pending_compliance or eng.batch_full:
+            b = eng.take_compliance(self._sources)
+            if b.num_rows:
+                self._batches_c.append(b)
+
+    def _result(self) -> DecodeResult:
+        self._take_batches()
+        # every batch of one result shares the latest source dictionary
+        tweets = _unify(self._batches_t, TWEETS, self._sources)
+        comp = _unify(self._batches_c, COMPLIANCE, self._sources)
+        rejects = (pa.Table.from_pylist(self._rejects, schema=REJECTS) if self._rejects
+                   else REJECTS.empty_table())
+        self._batches_t, self._batches_c, self._rejects = [], [], []
+        return DecodeResult(tweets, comp, rejects)
+
+
+def _core_detail(reason: str, col: int, field: str | None) -> str:
+    text = _core._DETAILS.get(reason, reason)
+    if reason in ("not_an_object", "missing_id"):
+        return text + (f" at {field}" if field else "")
+    if reason == "line_too_long":
+        return text
+    return f"{text} at column {col}"
+
+
+def _unify(batches, schema, sources) -> pa.Table:
+    if not batches:
+        return schema.empty_table()
+    if len(batches) > 1:
+        # older batches carry a shorter prefix of the same source dictionary: widen them
+        idx = schema.get_field_index("source_file")
+        full = pa.array(sources, pa.string())
+        fixed = []
+        for b in batches:
+            col = b.column(idx)
+            if len(col.dictionary) != len(full):
+                col = pa.DictionaryArray.from_arrays(col.indices, full)
+                b = b.set_column(idx, schema.field(idx), col)
+            fixed.append(b)
+        batches = fixed
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT_CHUNK,
+              source: str | None = None, **kwargs) -> Iterator[DecodeResult]:
+    """Stream a capture (plain, .gz or .zst) through a Decoder, yielding a result per chunk.
+
+    Pass ``decoder`` to share dedupe state across files; otherwise a new one is made with
+    ``kwargs``. The source's last line is flushed at the end; the decoder stays usable."""
+    dec = decoder if decoder is not None else Decoder(**kwargs)
+    name = source if source is not None else os.fspath(path)
+    for chunk, offset in iter_chunks(path, chunk_size):
+        yield dec.feed(chunk, source=name, offset=offset)
+    yield dec.finish()
+
+
+def decode_file(path, **kwargs) -> DecodeResult:
+    """Decode a whole capture file into three tables (tweets, compliance, rejects)."""
+    dec = kwargs.pop("decoder", None) or Decoder(**kwargs)
+    res = DecodeResult.concat(iter_file(path, decoder=dec))
+    return _WithStats(res.tweets, res.compliance, res.rejects, dec.stats)
+
+
+@dataclass(frozen=True)
+class _WithStats(DecodeResult):
+    stats: dict = None

@@ -1,0 +1,109 @@
+"""Opening captures: plain, gzip and zstd files (by their magic bytes), globs and stdin.
+
+``iter_chunks(path)`` yields ``(chunk, offset)`` pairs of decompressed bytes, where ``offset`` is
+the position of the chunk in the decompressed stream. Chunks are cut anywhere; the decoder
+re-aligns them on newlines.
+"""
+from __future__ import annotations
+
+import glob as _glob
+import gzip
+import io
+import os
+import sys
+from typing import BinaryIO, Iterator
+
+from .errors import InputError
+
+__all__ = ["open_capture", "iter_chunks", "expand_paths", "DEFAULT_CHUNK"]
+
+DEFAULT_CHUNK = 4 << 20
+_GZIP = b"\x1f\x8b"
+_ZSTD = b"\x28\xb5\x2f\xfd"
+
+
+def expand_paths(patterns) -> list[str]:
+    """Expand globs (sorted, so runs are deterministic); ``-`` stays stdin."""
+    out: list[str] = []
+    for pat in ([patterns] if isinstance(patterns, (str, os.PathLike)) else patterns):
+        pat = os.fspath(pat)
+        if pat == "-" or not any(ch in pat for ch in "*?["):
+            out.append(pat)
+            continue
+        hits = sorted(_glob.glob(pat))
+        if not hits:
+            raise InputError(f"{pat}: no file matches this pattern")
+        out.extend(hits)
+    return out
+
+
+def open_capture(path) -> BinaryIO:
+    """A binary stream of the decompressed capture at ``path`` (``-`` is standard input)."""
+    path = os.fspath(path)
+    try:
+        raw = sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as e:
+        raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
+    head = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
+    if head.startswith(_GZIP):
+        return _Closing(gzip.GzipFile(fileobj=raw, mode="rb"), raw)
+    if head.startswith(_ZSTD):
+        import zstandard
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True,
+                                                          closefd=True)
+    return raw
+
+
+class _Closing(io.RawIOBase):
+    """A decompressing reader that also closes the file under it."""
+
+    def __init__(self, inner, raw):
+        self._inner = inner
+        self._raw = raw
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        return self._inner.read(n)
+
+    def close(self):
+        try:
+            self._inner.close()
+        finally:
+            if self._raw is not sys.stdin.buffer:
+                self._raw.close()
+            super().close()
+
+
+def iter_chunks(path, chunk_size: int = DEFAULT_CHUNK) -> Iterator[tuple[bytes, int]]:
+    """Yield ``(bytes, offset)`` chunks of the decompressed capture, streaming."""
+    name = os.fspath(path)
+    f = open_capture(path)
+    offset = 0
+    try:
+        while True:
+            try:
+                chunk = f.read(chunk_size)
+            except (OSError, EOFError, ValueError) as e:
+                raise InputError(f"{name}: read failed at decompressed byte {offset}: {e}") from None
+            except Exception as e:  # zstandard.ZstdError is not an OSError
+                if type(e).__name__ == "ZstdError":
+                    raise InputError(f"{name}: corrupt zstd stream at decompressed byte "
+                                     f"{offset}: {e}") from None
+                raise
+            if not chunk:
+                break
+            yield chunk, offset
+            offset += len(chunk)
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def read_all(path) -> bytes:
+    """The whole decompressed capture (for tests and small files)."""
+    buf = io.BytesIO()
+    for chunk, _ in iter_chunks(path):
+        buf.write(chunk)
+    return buf.getvalue()
