@@ -828,6 +828,9 @@ def _classify(msg: dict, path: str, tweets: list, compliance: list) -> None:
         if isinstance(errors, list):
             for X in errors:
                 rid = _id(_get(X, "resource_id"))
+                param = _get(X, "parameter")
+                if isinstance(param, str) and param.endswith("username"):
+                    rid = None                # resource_id is a username, e.g. "2245"
                 rtype = _get(X, "resource_type")
                 compliance.append(_compliance_row(
                     "api_error", "v2",
