@@ -118,6 +118,8 @@ class Decoder:
             return self._result()
         nl = data.find(b"\n")
         if nl < 0:
+            if not self._carry:
+                self._carry_off = self._offset
             self._carry += data
             self._offset += n
             return self._result()

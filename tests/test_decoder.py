@@ -1,0 +1,293 @@
+"""The Decoder's own behaviour: framing, provenance, batching, dedupe memory and state, errors,
+and the GIL being released during the scan. Field-by-field agreement with the oracle over the
+real corpora is tests/test_differential.py."""
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import threading
+
+import pyarrow as pa
+import pytest
+
+import firehose
+from firehose import schema
+from firehose.errors import ParseError, StateError
+
+SNOW_EPOCH = 1288834974657
+
+
+def tweet(i: int, ms: int | None = None, text: str = "hello", **extra) -> bytes:
+    """A small v1.1 status with a snowflake id at time ``ms``."""
+    ms = 1_650_000_000_000 + i * 1000 if ms is None else ms
+    tid = ((ms - SNOW_EPOCH) << 22) | (i & 0x3FFFFF)
+    obj = {"id": tid, "id_str": str(tid), "text": text, "created_at": "Wed Aug 27 13:08:45 +0000 2008",
+           "user": {"id": 7, "id_str": "7", "screen_name": "u"}}
+    obj.update(extra)
+    return json.dumps(obj).encode() + b"\n"
+
+
+def tid_of(line: bytes) -> int:
+    return int(json.loads(line)["id_str"])
+
+
+def decode(data: bytes, **kw) -> firehose.DecodeResult:
+    dec = firehose.Decoder(**kw)
+    return firehose.DecodeResult.concat([dec.feed(data, source="t"), dec.finish()])
+
+
+def test_schemas_are_the_declared_ones():
+    out = decode(tweet(1) + b'{"delete":{"status":{"id_str":"5"}}}\n{"x":\n')
+    assert out.tweets.schema == schema.TWEETS
+    assert out.compliance.schema == schema.COMPLIANCE
+    assert out.rejects.schema == schema.REJECTS
+    assert (out.tweets.num_rows, out.compliance.num_rows, out.rejects.num_rows) == (1, 1, 1)
+
+
+def test_framing_crlf_blank_and_unterminated_last_line():
+    a, b, c = tweet(1), tweet(2), tweet(3)
+    data = a.replace(b"\n", b"\r\n") + b"\r\n" + b"   \n" + b + c.rstrip(b"\n")
+    dec = firehose.Decoder()
+    first = dec.feed(data, source="cap")
+    assert first.tweets.column("id").to_pylist() == [tid_of(a), tid_of(b)]
+    last = dec.finish()
+    assert last.tweets.column("id").to_pylist() == [tid_of(c)]
+    assert last.tweets.column("line").to_pylist() == [5]
+    assert last.tweets.column("byte_offset").to_pylist() == [data.rindex(b"\n") + 1]
+    assert dec.stats["lines"] == 5 and dec.stats["blank"] == 2
+
+
+def test_cut_off_last_line_is_rejected_whole_with_its_place():
+    good = tweet(1)
+    cut = tweet(2)[:40]
+    dec = firehose.Decoder()
+    dec.feed(good + cut, source="cap.ndjson")
+    out = dec.finish()
+    rej = out.rejects.to_pylist()
+    assert len(rej) == 1
+    r = rej[0]
+    assert (r["source"], r["line"], r["byte_offset"], r["reason"]) == ("cap.ndjson", 2, len(good), "truncated")
+    assert r["raw"] == cut
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 64, 1000])
+def test_any_chunking_gives_the_same_tables(cut):
+    lines = [tweet(i, text="caf\u00e9 \U0001F600 " * (i % 5)) for i in range(30)]
+    lines.insert(7, b'{"limit":{"track":12}}\r\n')
+    lines.insert(12, b"not json\n")
+    data = b"".join(lines)
+    whole = decode(data)
+    dec = firehose.Decoder()
+    parts = [dec.feed(data[i:i + cut], source="t") for i in range(0, len(data), cut)]
+    parts.append(dec.finish())
+    split = firehose.DecodeResult.concat(parts)
+    assert split.tweets.to_pylist() == whole.tweets.to_pylist()
+    assert split.compliance.to_pylist() == whole.compliance.to_pylist()
+    assert split.rejects.to_pylist() == whole.rejects.to_pylist()
+
+
+def test_utf8_sequence_cut_between_chunks():
+    line = json.dumps({"id_str": "12", "text": "\u00e9\u4e2d\U0001F600", "user": {}},
+                      ensure_ascii=False).encode() + b"\n"
+    cut = line.index("\u4e2d".encode()) + 1       # inside the 3-byte sequence
+    dec = firehose.Decoder()
+    dec.feed(line[:cut], source="s")
+    out = dec.feed(line[cut:], source="s")
+    assert out.tweets.column("text").to_pylist() == ["\u00e9\u4e2d\U0001F600"]
+
+
+def test_batches_respect_batch_size():
+    data = b"".join(tweet(i) for i in range(25))
+    out = decode(data, batch_size=10)
+    assert out.tweets.num_rows == 25
+    assert [b.num_rows for b in out.tweets.to_batches()] == [10, 10, 5]
+
+
+def test_source_dictionary_and_line_numbers_per_source():
+    dec = firehose.Decoder()
+    dec.feed(tweet(1) + tweet(2), source="a")
+    dec.feed(tweet(3), source="b")
+    out = dec.feed(tweet(4), source="a")
+    assert dec.finish().tweets.num_rows == 0
+    assert out.tweets.column("source_file").to_pylist() == ["a"]
+    assert out.tweets.column("line").to_pylist() == [3]
+    assert dec.sources == ["a", "b"]
+
+
+def test_dedupe_first_wins_across_chunks_and_sources():
+    a, b = tweet(1, text="first"), tweet(2)
+    again = a.replace(b'"first"', b'"second"')
+    dec = firehose.Decoder()
+    r1 = dec.feed(a + b, source="x")
+    r2 = dec.feed(again, source="y")
+    r3 = dec.finish()
+    assert r1.tweets.column("text").to_pylist() == ["first", "hello"]
+    assert r2.tweets.num_rows == 0 and r3.tweets.num_rows == 0
+    assert dec.stats["duplicates"] == 1
+    assert decode(a + again, dedupe=False).tweets.num_rows == 2
+
+
+def test_dedupe_window_forgets_old_buckets_and_counts_late_tweets():
+    base = 1_650_000_000_000
+    hour = 3600 * 1000
+    old = tweet(1, ms=base)
+    new = tweet(2, ms=base + 3 * hour)      # window 1 h: buckets of 15 min, old one is forgotten
+    dec = firehose.Decoder(dedupe_window_hours=1)
+    dec.feed(old + new + old, source="s")
+    out = dec.finish()
+    assert dec.stats["dedupe_late"] == 1
+    assert dec.stats["duplicates"] == 0
+    # within the window the same id is a duplicate
+    dec = firehose.Decoder(dedupe_window_hours=1)
+    near = tweet(3, ms=base + hour // 2)
+    dec.feed(old + near + old, source="s")
+    assert dec.stats["duplicates"] == 1 and dec.stats["dedupe_late"] == 0
+
+
+def test_dedupe_memory_is_at_most_16_bytes_per_id_once_grown():
+    base = 1_650_000_000_000
+    data = b"".join(tweet(i, ms=base + i) for i in range(200_00))
+    dec = firehose.Decoder()
+    dec.feed(data, source="s")
+    ids, nbytes = dec.dedupe_memory()
+    assert ids == 20_000
+    assert nbytes <= 16 * ids + 8 * 1024 * 2      # plus the fixed initial tables
+
+
+def test_dedupe_state_round_trip_resumes_without_duplicates():
+    first = b"".join(tweet(i) for i in range(50))
+    dec = firehose.Decoder()
+    dec.feed(first, source="s")
+    state = dec.dedupe_state()
+    dec2 = firehose.Decoder(dedupe_state=state)
+    out = dec2.feed(first[: len(first) // 2] + tweet(99), source="s2")
+    out = firehose.DecodeResult.concat([out, dec2.finish()])
+    assert out.tweets.column("id").to_pylist() == [tid_of(tweet(99))]
+    with pytest.raises(StateError):
+        firehose.Decoder(dedupe_state=state[:-3])
+    with pytest.raises(StateError):
+        firehose.Decoder(dedupe_state=b"nonsense")
+
+
+def test_on_error_raise_names_source_line_offset_and_field():
+    data = tweet(1) + b'{"text": "no id", "user": {}}\n'
+    dec = firehose.Decoder(on_error="raise")
+    with pytest.raises(ParseError) as ei:
+        dec.feed(data, source="cap-7.ndjson")
+    e = ei.value
+    assert isinstance(e, ValueError)
+    assert (e.source, e.line, e.byte_offset, e.reason, e.field) == (
+        "cap-7.ndjson", 2, len(tweet(1)), "missing_id", "$.id_str")
+    assert "cap-7.ndjson:2" in str(e) and "$.id_str" in str(e)
+
+
+@pytest.mark.parametrize("line,reason", [
+    (b'{"text": "a", "user": {}, "id": 1.5}', "missing_id"),
+    (b'{"a": "\\x"}', "invalid_escape"),
+    (b'{"a": "\\ud83d"}', "lone_surrogate"),
+    (b'{"a": "\\ude00"}', "lone_surrogate"),
+    (b'{"a": "\xff"}', "invalid_utf8"),
+    (b'{"a": "\xed\xa0\x80"}', "invalid_utf8"),          # a surrogate encoded in UTF-8
+    (b'{"a": 1} x', "invalid_json"),
+    (b'{"a": NaN}', "invalid_json"),
+    (b'{"a": "tab\there"}', "invalid_json"),
+    (b'{"a": [1, 2', "truncated"),
+    (b'[' * 65 + b']' * 65, "too_deep"),
+    (b'42', "not_an_object"),
+    (b'[{"text": "x", "id_str": "1", "user": {}}, 3]', "not_an_object"),
+])
+def test_each_reject_reason(line, reason):
+    out = decode(line + b"\n")
+    assert out.rejects.column("reason").to_pylist() == [reason]
+    assert out.rejects.column("raw").to_pylist() == [line]
+    assert out.tweets.num_rows == 0
+
+
+def test_line_too_long_and_depth_limits_are_settable():
+    line = tweet(1)
+    assert decode(line, max_line_bytes=len(line) - 2).rejects.column("reason").to_pylist() == ["line_too_long"]
+    assert decode(line, max_line_bytes=len(line)).tweets.num_rows == 1
+    deep = b'{"a":' * 10 + b"1" + b"}" * 10 + b"\n"
+    assert decode(deep, max_depth=9).rejects.column("reason").to_pylist() == ["too_deep"]
+    assert decode(deep, max_depth=10).compliance.column("kind").to_pylist() == ["other"]
+
+
+def test_a_page_with_one_bad_status_is_rejected_whole():
+    page = json.dumps({"statuses": [json.loads(tweet(1)), {"text": "no id", "user": {}}]}).encode()
+    out = decode(page + b"\n")
+    assert out.tweets.num_rows == 0
+    assert out.rejects.column("reason").to_pylist() == ["missing_id"]
+
+
+def test_decode_file_plain_gzip_and_zstd(tmp_path):
+    import zstandard
+    data = b"".join(tweet(i) for i in range(100)) + b'{"limit":{"track":3}}'
+    (tmp_path / "a.ndjson").write_bytes(data)
+    (tmp_path / "b.ndjson.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "c.ndjson.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    for name in ("a.ndjson", "b.ndjson.gz", "c.ndjson.zst"):
+        out = firehose.decode_file(tmp_path / name)
+        assert out.tweets.num_rows == 100, name
+        assert out.compliance.column("count").to_pylist() == [3]
+        assert out.stats["bytes"] == len(data)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(firehose.FirehoseError, match="nope.ndjson: cannot open"):
+        firehose.decode_file(tmp_path / "nope.ndjson")
+
+
+def test_arrays_are_zero_copy_views_of_core_buffers():
+    out = decode(b"".join(tweet(i) for i in range(10)))
+    col = out.tweets.column("text").chunk(0)
+    # the data buffer is the core's own memory, exported read-only, not a copy made by Arrow
+    buf = col.buffers()[2]
+    assert not buf.is_mutable
+    assert col.to_pylist() == ["hello"] * 10
+
+
+def test_gil_is_released_while_scanning():
+    """While one thread is inside a single long decode call, another thread keeps running."""
+    data = b"".join(tweet(i, text="x" * 3000) for i in range(20000))   # ~60 MB, one call
+    eng_dec = firehose.Decoder(batch_size=1 << 30, dedupe=False)
+    state = {"in_call": False, "done": False}
+    progress = []
+
+    def worker():
+        state["in_call"] = True
+        eng_dec._eng.decode(data, 0, len(data), 0, eng_dec._code("s"), False)
+        state["in_call"] = False
+        state["done"] = True
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)          # the main thread only runs if the worker lets go of the GIL
+    try:
+        t = threading.Thread(target=worker)
+        t.start()
+        while not state["in_call"] and not state["done"]:
+            pass
+        n = 0
+        while state["in_call"]:
+            n += 1
+        t.join()
+        progress.append(n)
+    finally:
+        sys.setswitchinterval(old)
+    assert progress[0] > 1000, "the main thread made no progress during decode: GIL held"
+
+
+def test_two_threads_decode_independently_and_agree():
+    data = b"".join(tweet(i) for i in range(2000))
+    results = [None, None]
+
+    def run(k):
+        results[k] = decode(data)
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert results[0].tweets.equals(results[1].tweets)
+    assert results[0].tweets.num_rows == 2000
