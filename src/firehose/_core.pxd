@@ -40,6 +40,14 @@ cdef struct Node:
     uint32_t next        # tape index just after this node's subtree
     uint32_t count       # containers: children (objects: key/value pairs)
 
+# an object's members, laid out flat for lookups (built on first lookup, cached per line)
+cdef struct Member:
+    uint64_t k8           # first 8 bytes of the key, zero-padded
+    uint32_t klen
+    uint32_t key          # key node
+    uint32_t val          # value node
+    uint32_t esc          # key has escapes: compare decoded
+
 cdef struct Tape:
     const unsigned char* s
     Py_ssize_t n
@@ -50,6 +58,12 @@ cdef struct Tape:
     int max_depth
     int err
     Py_ssize_t err_pos
+    Buf mem               # Member arrays of the cached objects
+    uint32_t cobj[8]
+    Py_ssize_t coff[8]
+    uint32_t ccount[8]
+    uint64_t cmask[8]     # one bit per member key: a cheap "surely absent" test
+    int cnext
 
 # ---------------------------------------------------------------- dedupe
 cdef struct IdTable:

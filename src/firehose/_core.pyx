@@ -171,6 +171,7 @@ cdef class Engine:
         for i in range(C_NCOLS):
             col_free(&self.st.ccols[i])
         free(self.st.tape.nodes)
+        buf_free(&self.st.tape.mem)
         buf_free(&self.st.scratch)
         buf_free(&self.st.scratch2)
         buf_free(&self.st.msgs)

@@ -118,20 +118,25 @@ cdef inline int fail(Tape* t, int err, Py_ssize_t pos) noexcept nogil:
     return err
 
 
-cdef Py_ssize_t tape_new(Tape* t, uint8_t typ, Py_ssize_t start) except -1 nogil:
+cdef int tape_grow(Tape* t) except -1 nogil:
     cdef Py_ssize_t cap
     cdef Node* p
+    cap = t.cap * 2
+    if cap < 1024:
+        cap = 1024
+    p = <Node*>realloc(t.nodes, cap * sizeof(Node))
+    if p == NULL:
+        with gil:
+            raise MemoryError("firehose core: out of memory growing the JSON tape")
+    t.nodes = p
+    t.cap = cap
+    return 0
+
+
+cdef inline Py_ssize_t tape_new(Tape* t, uint8_t typ, Py_ssize_t start) except -1 nogil:
     cdef Node* nd
     if t.len >= t.cap:
-        cap = t.cap * 2
-        if cap < 1024:
-            cap = 1024
-        p = <Node*>realloc(t.nodes, cap * sizeof(Node))
-        if p == NULL:
-            with gil:
-                raise MemoryError("firehose core: out of memory growing the JSON tape")
-        t.nodes = p
-        t.cap = cap
+        tape_grow(t)
     nd = &t.nodes[t.len]
     nd.type = typ
     nd.flags = 0
@@ -354,10 +359,13 @@ cdef int parse_value(Tape* t, int depth) except -1 nogil:
 
 cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
     """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where)."""
-    cdef int r
+    cdef int r, c
     t.s = s
     t.n = n
     t.len = 0
+    t.mem.len = 0
+    for c in range(8):
+        t.cobj[c] = NONE
     t.err = E_OK
     t.err_pos = 0
     t.pos = skip_ws(s, 0, n)

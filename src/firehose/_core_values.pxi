@@ -15,21 +15,74 @@ cdef inline bint key_eq(Tape* t, uint32_t k, const char* key, Py_ssize_t klen, B
     return tmp.len == klen and memcmp(tmp.data, key, klen) == 0
 
 
+cdef inline uint64_t key_bit(uint64_t k8, uint32_t klen) noexcept nogil:
+    return (<uint64_t>1) << (((k8 + klen) * 0x9E3779B97F4A7C15ULL) >> 58)
+
+
+cdef Member* members(Tape* t, uint32_t obj, uint32_t* count, uint64_t* mask) except NULL nogil:
+    """The flat member array of object ``obj``, built on first use and cached for the line."""
+    cdef int c
+    cdef uint32_t i, k, n
+    cdef Py_ssize_t off, ln
+    cdef Member* ms
+    cdef Node* nd
+    cdef uint64_t m = 0
+    for c in range(8):
+        if t.cobj[c] == obj:
+            count[0] = t.ccount[c]
+            mask[0] = t.cmask[c]
+            return <Member*>(t.mem.data + t.coff[c])
+    n = t.nodes[obj].count
+    off = t.mem.len
+    buf_reserve(&t.mem, (n + 1) * sizeof(Member))
+    ms = <Member*>(t.mem.data + off)
+    i = obj + 1
+    for k in range(n):
+        nd = &t.nodes[i]
+        ln = nd.end - nd.start
+        ms[k].k8 = 0
+        memcpy(&ms[k].k8, t.s + nd.start, ln if ln < 8 else 8)
+        ms[k].klen = <uint32_t>ln
+        ms[k].key = i
+        ms[k].val = i + 1
+        ms[k].esc = nd.flags & F_ESC
+        m |= key_bit(ms[k].k8, ms[k].klen) if not ms[k].esc else 0xFFFFFFFFFFFFFFFFULL
+        i = t.nodes[i + 1].next
+    t.mem.len = off + n * sizeof(Member)
+    c = t.cnext
+    t.cnext = (c + 1) & 7
+    t.cobj[c] = obj
+    t.coff[c] = off
+    t.ccount[c] = n
+    t.cmask[c] = m
+    count[0] = n
+    mask[0] = m
+    return ms
+
+
 cdef uint32_t get(Tape* t, uint32_t obj, const char* key, Buf* tmp) except? 0xFFFFFFFE nogil:
     """Tape index of member ``key`` of object ``obj`` (the last one if repeated), or NONE."""
-    cdef uint32_t i, k, found = NONE
+    cdef uint32_t count, j
     cdef Py_ssize_t klen
-    cdef uint32_t count
-    if obj == NONE or t.nodes[obj].type != J_OBJ:
+    cdef uint64_t want = 0, mask
+    cdef Member* ms
+    if obj == NONE or t.nodes[obj].type != J_OBJ or t.nodes[obj].count == 0:
         return NONE
+    ms = members(t, obj, &count, &mask)
     klen = strlen(key)
-    count = t.nodes[obj].count
-    i = obj + 1
-    for k in range(count):
-        if key_eq(t, i, key, klen, tmp):
-            found = i + 1
-        i = t.nodes[i + 1].next
-    return found
+    memcpy(&want, key, klen if klen < 8 else 8)
+    if not (mask & key_bit(want, <uint32_t>klen)):
+        return NONE
+    j = count
+    while j > 0:
+        j -= 1
+        if ms[j].esc:
+            if key_eq(t, ms[j].key, key, klen, tmp):
+                return ms[j].val
+        elif ms[j].k8 == want and ms[j].klen == klen:
+            if klen <= 8 or memcmp(t.s + t.nodes[ms[j].key].start + 8, key + 8, klen - 8) == 0:
+                return ms[j].val
+    return NONE
 
 
 cdef inline uint32_t get2(Tape* t, uint32_t obj, const char* k1, const char* k2, Buf* tmp) except? 0xFFFFFFFE nogil:
