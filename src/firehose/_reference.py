@@ -922,7 +922,12 @@ def _plain(s: pa.Schema) -> pa.Schema:
 _PLAIN = {id(s): _plain(s) for s in (schema.TWEETS, schema.COMPLIANCE, schema.REJECTS)}
 
 
+_EMPTY = {id(s): s.empty_table() for s in (schema.TWEETS, schema.COMPLIANCE, schema.REJECTS)}
+
+
 def _table(rows: list[dict], s: pa.Schema) -> pa.Table:
+    if not rows:
+        return _EMPTY[id(s)]
     return pa.Table.from_pylist(rows, schema=_PLAIN[id(s)]).cast(s)
 
 
@@ -1074,7 +1079,7 @@ class ReferenceDecoder:
             self.stats["compliance"] += 1
 
     def _parse(self, s: str) -> Any:
-        """json.loads with the reject reasons of fields.md (JSON-level, first error left to right)."""
+        """json.loads with fields.md's reject reasons (JSON-level: first error, left to right)."""
         q = _depth_exceeded_at(s, self.max_depth)
         text = s if q < 0 else s[:q + 1]     # never hand Python more nesting than max_depth + 1
         try:

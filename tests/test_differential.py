@@ -1,0 +1,144 @@
+"""The fast decoder against the oracle: any difference on any input is a bug in one of them.
+
+* every corpus file, fed whole to ``firehose.Decoder`` and to ``ReferenceDecoder``: identical
+  tweets and compliance tables, identical rejects (source, line, byte_offset, reason, raw) and
+  identical stats;
+* every corpus file fed to the fast decoder in seeded random chunk splits: the same as one feed;
+* the whole corpus through one decoder of each kind (dedupe across sources);
+* hypothesis: arbitrary bytes and mutated corpus lines in arbitrary chunk splits: no crash, no
+  hang, every line accounted for, the same rejected lines as the reference (reasons may differ
+  only among the JSON-level ones, docs/fields.md "Rejects"), the same rows.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+_core = pytest.importorskip("firehose._core")
+if not hasattr(_core, "decode_lines"):
+    pytest.skip("firehose._core has no decode_lines yet: the fast decoder has not landed",
+                allow_module_level=True)
+
+import firehose  # noqa: E402
+from firehose._reference import ReferenceDecoder  # noqa: E402
+
+try:  # noqa: E402
+    from corpus import (REJECT_KEY_COLUMNS, assert_same, corpus_file, corpus_files,
+                        corpus_params, decode, fuzz_input, line_sets, rel, run, split_at,
+                        table_diff)
+except ImportError:  # pragma: no cover - tests/ imported as a package
+    from tests.corpus import (REJECT_KEY_COLUMNS, assert_same, corpus_file, corpus_files,
+                              corpus_params, decode, fuzz_input, line_sets, rel, run, split_at,
+                              table_diff)
+
+JSON_LEVEL = frozenset(("too_deep", "invalid_escape", "lone_surrogate", "truncated",
+                        "invalid_json"))
+
+
+def fast(**kw):
+    return lambda: firehose.Decoder(**kw)
+
+
+def ref(**kw):
+    return lambda: ReferenceDecoder(**kw)
+
+
+@pytest.mark.parametrize("path", corpus_params())
+def test_corpus_file_matches_reference(path):
+    name = rel(path)
+    data = path.read_bytes()
+    assert_same(decode(fast(dedupe=True), data, name), decode(ref(dedupe=True), data, name), name)
+
+
+@pytest.mark.parametrize("path", corpus_params())
+def test_corpus_file_random_splits(path):
+    name = rel(path)
+    data = path.read_bytes()
+    whole = decode(fast(dedupe=True), data, name)
+    rng = random.Random(name)
+    for _ in range(2):
+        n = rng.randrange(1, 40)
+        cuts = [rng.randrange(len(data) + 1) for _ in range(n)]
+        split = decode(fast(dedupe=True), data, name, split_at(data, cuts))
+        problems = [f"{kind}: {d}" for kind in ("tweets", "compliance", "rejects")
+                    if (d := table_diff(getattr(split, kind), getattr(whole, kind),
+                                        names=("split", "whole")))]
+        if split.stats != whole.stats:
+            problems.append(f"stats: split {split.stats} vs whole {whole.stats}")
+        assert not problems, f"{name}, cuts {sorted(set(cuts))}:\n" + "\n".join(problems)
+
+
+def test_whole_corpus_through_one_decoder():
+    pieces = [(p.read_bytes(), rel(p), None) for p in corpus_files()]
+    for dedupe in (True, False):
+        assert_same(run(fast(dedupe=dedupe)(), pieces), run(ref(dedupe=dedupe)(), pieces),
+                    f"whole corpus, dedupe={dedupe}")
+
+
+def test_tiny_chunks_of_a_crlf_capture():
+    # a real CRLF user-stream capture (the .json original; its .ndjson sibling is LF-framed):
+    # friends, delete and warning lines, a blank line and a cut-off tweet, 1..7 bytes at a time
+    lines = corpus_file("twitter-ruby-fixtures/track_streaming_user.json").read_bytes().split(
+        b"\r\n")
+    data = b"\r\n".join([lines[0], lines[4], b"", lines[5], lines[1][:200]])
+    want = decode(ref(), data, "s")
+    assert want.rejects.column("reason").to_pylist() == ["truncated"]
+    for size in range(1, 8):
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        assert_same(decode(fast(), data, "s", chunks), want, f"chunks of {size}")
+
+
+def test_sources_offsets_and_carry_match_reference():
+    a = b'{"id": 1, "text": "a"}\r\n{"limit": {"track": 3}}\n{"id": 2, "te'
+    b = b'xt": "b"}\n\n{"delete": {"status": {"id_str": "4"}}}'
+    c = b'{"id": 1, "text": "again"}\n[{"id": 5, "text": "e"}, 7]\n'
+    pieces = [(a, "s1", 1000), (b, "s1", None), (c, "s2", 0), (a, "s1", None), (c, "s2", None)]
+    for dedupe in (True, False):
+        assert_same(run(fast(dedupe=dedupe)(), pieces), run(ref(dedupe=dedupe)(), pieces),
+                    f"dedupe={dedupe}")
+
+
+_FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@_FUZZ
+@given(fuzz_input())
+def test_fuzz_accounting_and_rejected_lines(case):
+    data, chunks = case
+    t0 = time.monotonic()
+    got = decode(fast(dedupe=False), data, "fuzz", chunks)
+    assert time.monotonic() - t0 < 10, "the fast decoder took over 10 s on a few KB"
+    want = decode(ref(dedupe=False), data, "fuzz")
+
+    rows, rejected = line_sets(got)
+    s = got.stats
+    assert not rows & rejected, "a line both gave rows and was rejected"
+    assert s["lines"] == s["blank"] + len(rejected) + len(rows), s
+    assert s["rejects"] == got.rejects.num_rows == len(rejected), s
+    assert (s["bytes"], s["lines"], s["blank"]) == (
+        want.stats["bytes"], want.stats["lines"], want.stats["blank"])
+
+    g = {r["line"]: r for r in got.rejects.select(list(REJECT_KEY_COLUMNS)).to_pylist()}
+    w = {r["line"]: r for r in want.rejects.select(list(REJECT_KEY_COLUMNS)).to_pylist()}
+    assert sorted(g) == sorted(w), (f"rejected lines differ: fast {sorted(g)} vs reference "
+                                    f"{sorted(w)}; fast {g}; reference {w}")
+    for line, r in g.items():
+        x = w[line]
+        assert (r["byte_offset"], r["raw"]) == (x["byte_offset"], x["raw"]), (r, x)
+        assert r["reason"] == x["reason"] or {r["reason"], x["reason"]} <= JSON_LEVEL, (
+            f"line {line}: fast says {r['reason']}, reference {x['reason']}: {r['raw']!r}")
+
+
+@_FUZZ
+@given(fuzz_input())
+def test_fuzz_rows_match_reference(case):
+    data, chunks = case
+    got = decode(fast(dedupe=True), data, "fuzz", chunks)
+    want = decode(ref(dedupe=True), data, "fuzz")
+    for kind in ("tweets", "compliance"):
+        d = table_diff(getattr(got, kind), getattr(want, kind))
+        assert d is None, f"{kind}: {d}\ninput: {data!r}"
