@@ -59,11 +59,10 @@ cdef struct Tape:
     int err
     Py_ssize_t err_pos
     Buf mem               # Member arrays of the cached objects
-    uint32_t cobj[8]
-    Py_ssize_t coff[8]
-    uint32_t ccount[8]
-    uint64_t cmask[8]     # one bit per member key: a cheap "surely absent" test
-    int cnext
+    uint32_t cobj[64]     # direct-mapped by object node index
+    Py_ssize_t coff[64]
+    uint32_t ccount[64]
+    uint64_t cmask[64]    # one bit per member key: a cheap "surely absent" test
 
 # ---------------------------------------------------------------- dedupe
 cdef struct IdTable:

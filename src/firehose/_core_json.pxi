@@ -49,6 +49,43 @@ cdef uint64_t ONES = 0x0101010101010101ULL
 cdef uint64_t HIGHS = 0x8080808080808080ULL
 
 
+cdef extern from *:
+    """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    /* Index of the first byte in s[p:n] that is a quote, a backslash or a control character (< 0x20),
+       or n if none: 16 bytes per step. */
+    static inline Py_ssize_t fh_scan_string(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x1F);
+        while (p + 16 <= n) {
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, b)),
+                                       _mm_cmpeq_epi8(_mm_max_epu8(x, c), c));
+            int m = _mm_movemask_epi8(hit);
+            if (m) return p + __builtin_ctz(m);
+            p += 16;
+        }
+        while (p < n) {
+            unsigned char ch = s[p];
+            if (ch == 0x22 || ch == 0x5C || ch < 0x20) return p;
+            p++;
+        }
+        return n;
+    }
+    #else
+    static inline Py_ssize_t fh_scan_string(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        while (p < n) {
+            unsigned char ch = s[p];
+            if (ch == 0x22 || ch == 0x5C || ch < 0x20) return p;
+            p++;
+        }
+        return n;
+    }
+    #endif
+    """
+    Py_ssize_t scan_string "fh_scan_string"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
+
+
 cdef inline bint swar_has_stop(uint64_t x) noexcept nogil:
     """True if any of the 8 bytes may be '"', '\\' or < 0x20 (false positives allowed)."""
     cdef uint64_t q = x ^ (ONES * 0x22)
@@ -172,13 +209,7 @@ cdef int parse_string(Tape* t) except -1 nogil:
     cdef unsigned char c, e
     cdef int cp, lo
     while True:
-        while p + 8 <= n:
-            memcpy(&x, s + p, 8)
-            if swar_has_stop(x):
-                break
-            p += 8
-        while p < n and not STRSTOP[s[p]]:
-            p += 1
+        p = scan_string(s, p, n)
         if p >= n:
             return fail(t, E_TRUNC, p)
         c = s[p]
@@ -364,7 +395,7 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     t.n = n
     t.len = 0
     t.mem.len = 0
-    for c in range(8):
+    for c in range(64):
         t.cobj[c] = NONE
     t.err = E_OK
     t.err_pos = 0

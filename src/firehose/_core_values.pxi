@@ -15,27 +15,36 @@ cdef inline bint key_eq(Tape* t, uint32_t k, const char* key, Py_ssize_t klen, B
     return tmp.len == klen and memcmp(tmp.data, key, klen) == 0
 
 
-cdef inline uint64_t key_bit(uint64_t k8, uint32_t klen) noexcept nogil:
-    return (<uint64_t>1) << (((k8 + klen) * 0x9E3779B97F4A7C15ULL) >> 58)
+cdef inline uint64_t key_hash(uint64_t k8, uint32_t klen) noexcept nogil:
+    return (k8 + klen) * 0x9E3779B97F4A7C15ULL
 
 
 cdef Member* members(Tape* t, uint32_t obj, uint32_t* count, uint64_t* mask) except NULL nogil:
-    """The flat member array of object ``obj``, built on first use and cached for the line."""
+    """The flat member array of object ``obj``, built on first use and cached for the line.
+
+    Behind the ``count`` Members lie 128 one-byte slots of an open-addressing index (member
+    number + 1, 0 = empty); ``mask`` holds one bit per key (a quick "surely absent" test), or
+    is 0 when the index is not usable (escaped keys, more than 96 members): then scan."""
     cdef int c
-    cdef uint32_t i, k, n
+    cdef uint32_t i, k, n, j
     cdef Py_ssize_t off, ln
     cdef Member* ms
     cdef Node* nd
-    cdef uint64_t m = 0
-    for c in range(8):
-        if t.cobj[c] == obj:
-            count[0] = t.ccount[c]
-            mask[0] = t.cmask[c]
-            return <Member*>(t.mem.data + t.coff[c])
+    cdef uint8_t* slots
+    cdef uint64_t m = 0, h
+    cdef bint indexable
+    c = obj & 63
+    if t.cobj[c] == obj:
+        count[0] = t.ccount[c]
+        mask[0] = t.cmask[c]
+        return <Member*>(t.mem.data + t.coff[c])
     n = t.nodes[obj].count
     off = t.mem.len
-    buf_reserve(&t.mem, (n + 1) * sizeof(Member))
+    buf_reserve(&t.mem, n * sizeof(Member) + 128)
     ms = <Member*>(t.mem.data + off)
+    slots = <uint8_t*>(ms + n)
+    memset(slots, 0, 128)
+    indexable = n <= 96
     i = obj + 1
     for k in range(n):
         nd = &t.nodes[i]
@@ -46,11 +55,21 @@ cdef Member* members(Tape* t, uint32_t obj, uint32_t* count, uint64_t* mask) exc
         ms[k].key = i
         ms[k].val = i + 1
         ms[k].esc = nd.flags & F_ESC
-        m |= key_bit(ms[k].k8, ms[k].klen) if not ms[k].esc else 0xFFFFFFFFFFFFFFFFULL
+        if ms[k].esc:
+            indexable = 0
+        if indexable:
+            h = key_hash(ms[k].k8, ms[k].klen)
+            m |= (<uint64_t>1) << (h >> 58)
+            j = <uint32_t>(h >> 32) & 127
+            while slots[j]:
+                if key_same(t, &ms[slots[j] - 1], &ms[k]):
+                    break           # a repeated key: the later one wins
+                j = (j + 1) & 127
+            slots[j] = <uint8_t>(k + 1)
         i = t.nodes[i + 1].next
-    t.mem.len = off + n * sizeof(Member)
-    c = t.cnext
-    t.cnext = (c + 1) & 7
+    if not indexable:
+        m = 0
+    t.mem.len = off + n * sizeof(Member) + 128
     t.cobj[c] = obj
     t.coff[c] = off
     t.ccount[c] = n
@@ -60,18 +79,36 @@ cdef Member* members(Tape* t, uint32_t obj, uint32_t* count, uint64_t* mask) exc
     return ms
 
 
+cdef inline bint key_same(Tape* t, Member* a, Member* b) noexcept nogil:
+    return a.k8 == b.k8 and a.klen == b.klen and (
+        a.klen <= 8 or memcmp(t.s + t.nodes[a.key].start + 8, t.s + t.nodes[b.key].start + 8,
+                              a.klen - 8) == 0)
+
+
 cdef uint32_t get(Tape* t, uint32_t obj, const char* key, Buf* tmp) except? 0xFFFFFFFE nogil:
     """Tape index of member ``key`` of object ``obj`` (the last one if repeated), or NONE."""
-    cdef uint32_t count, j
+    cdef uint32_t count, j, k
     cdef Py_ssize_t klen
-    cdef uint64_t want = 0, mask
+    cdef uint64_t want = 0, mask, h
     cdef Member* ms
+    cdef uint8_t* slots
     if obj == NONE or t.nodes[obj].type != J_OBJ or t.nodes[obj].count == 0:
         return NONE
     ms = members(t, obj, &count, &mask)
     klen = strlen(key)
     memcpy(&want, key, klen if klen < 8 else 8)
-    if not (mask & key_bit(want, <uint32_t>klen)):
+    if mask:
+        h = key_hash(want, <uint32_t>klen)
+        if not (mask & ((<uint64_t>1) << (h >> 58))):
+            return NONE
+        slots = <uint8_t*>(ms + count)
+        j = <uint32_t>(h >> 32) & 127
+        while slots[j]:
+            k = slots[j] - 1
+            if ms[k].k8 == want and ms[k].klen == klen and (
+                    klen <= 8 or memcmp(t.s + t.nodes[ms[k].key].start + 8, key + 8, klen - 8) == 0):
+                return ms[k].val
+            j = (j + 1) & 127
         return NONE
     j = count
     while j > 0:
