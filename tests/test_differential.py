@@ -17,11 +17,6 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-_core = pytest.importorskip("firehose._core")
-if not hasattr(_core, "decode_lines"):
-    pytest.skip("firehose._core has no decode_lines yet: the fast decoder has not landed",
-                allow_module_level=True)
-
 import firehose  # noqa: E402
 from firehose._reference import ReferenceDecoder  # noqa: E402
 

@@ -85,6 +85,8 @@ cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize
     cdef const unsigned char* line = s + ls
     cdef Py_ssize_t n = le - ls, k, bad
     cdef int r
+    if n > st.max_line_bytes:
+        return reject(st, ls, le, E_LONG, 0, NULL)
     if n > 0 and line[n - 1] == 0x0D:
         n -= 1
     k = 0
@@ -93,8 +95,6 @@ cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize
     if k == n:
         st.n_blank += 1
         return 0
-    if n > st.max_line_bytes:
-        return reject(st, ls, le, E_LONG, 0, NULL)
     bad = utf8_check(line, n)
     if bad >= 0:
         return reject(st, ls, le, E_UTF8, bad, NULL)

@@ -596,7 +596,7 @@ cdef int emit_v2(State* st, Msg* m) except -1 nogil:
     w_str(st, &c[T_PLACE_ID], pid)
     w_str(st, &c[T_PLACE_CC], get(t, find_key(st, L_PLACE, pid), "country_code", tmp))
     w_strlist(st, &c[T_WITHHELD], get2(t, D, "withheld", "country_codes", tmp), NULL, 1)
-    w_rules(st, &c[T_RULES], get(t, m.env, "matching_rules", tmp))
+    w_rules(st, &c[T_RULES], get(t, m.env if m.env != NONE else D, "matching_rules", tmp))
     w_provenance(st, c, T_DIALECT, D_V2)
     st.n_tweets += 1
     return 0
@@ -671,9 +671,10 @@ cdef int emit_act(State* st, Msg* m) except -1 nogil:
         k = n
         while k > 0 and p[k - 1] != 0x2F:
             k -= 1
-        if n - k >= 5 and memcmp(p + n - 5, ".json", 5) == 0:
-            n -= 5
-        col_str(&c[T_PLACE_ID], p + k, n - k)
+        if k > 0 and n - k >= 5 and memcmp(p + n - 5, ".json", 5) == 0:
+            col_str(&c[T_PLACE_ID], p + k, n - k - 5)
+        else:
+            col_null(&c[T_PLACE_ID])
     else:
         col_null(&c[T_PLACE_ID])
     w_str(st, &c[T_PLACE_CC], get2(t, A, "location", "twitter_country_code", tmp))
@@ -783,6 +784,8 @@ cdef int classify_v2(State* st, uint32_t M, Msg* m) except -1 nogil:
     cdef uint32_t data = get(t, M, "data", tmp), el, C, errs
     cdef int k, produced = 0
     cdef int64_t x
+    cdef const char* pp
+    cdef Py_ssize_t pn
     if is_type(t, data, J_OBJ) and t.nodes[data].count == 1:
         k = kind_of(t, data + 1, K_TWEET_EDIT + 1, tmp)
         if k == K_DM_DELETE or k == K_STATUS_WITHHELD:
@@ -831,6 +834,11 @@ cdef int classify_v2(State* st, uint32_t M, Msg* m) except -1 nogil:
         msg_comp(m, K_API_ERROR, D_V2)
         if is_type(t, el, J_OBJ):
             x = get_id(t, get(t, el, "resource_id", tmp), tmp)
+            C = get(t, el, "parameter", tmp)
+            if is_type(t, C, J_STR):
+                str_view(t, C, &pp, &pn, tmp)
+                if pn >= 8 and memcmp(pp + pn - 8, "username", 8) == 0:
+                    x = -1          # resource_id is a username (e.g. "2245"), not an id
             C = get(t, el, "resource_type", tmp)
             if str_is(t, C, "tweet", tmp):
                 m.tweet_id = x
@@ -901,8 +909,8 @@ cdef int classify_stream(State* st, uint32_t M, Msg* m) except -2 nogil:
     cdef uint32_t v, S, u
     v = get(t, M, "delete", tmp)
     if v != NONE:
-        S = get(t, v, "direct_message", tmp)
-        if S != NONE and get(t, v, "status", tmp) == NONE:
+        S = obj_or_none(t, get(t, v, "direct_message", tmp))
+        if S != NONE and not is_type(t, get(t, v, "status", tmp), J_OBJ):
             msg_comp(m, K_DM_DELETE, D_V1)
             m.user_id = pref_id(t, S, "user_id_str", "user_id", tmp)
         else:
@@ -1032,39 +1040,38 @@ cdef int split_and_classify(State* st) except -1 nogil:
     st.msgs.len = 0
     if t.nodes[root].type == J_ARR:
         el = arr_first(t, root)
+        if el == NONE:
+            msg_comp(&m, K_OTHER, D_V1)      # an empty page: accounted for, detail null
+            return push(st, &m)
         while el != NONE:
             r = classify(st, el)
             if r:
                 return r
             el = arr_next(t, root, el)
-    elif t.nodes[root].type == J_OBJ:
-        v = get(t, root, "statuses", tmp)
-        if is_type(t, v, J_ARR):
-            el = arr_first(t, v)
-            while el != NONE:
-                r = classify(st, el)
-                if r:
-                    return r
-                el = arr_next(t, v, el)
-        elif t.nodes[root].count == 1 and str_is(t, root + 1, "id", tmp) \
-                and is_type(t, root + 2, J_OBJ):
-            v = root + 2
-            el = v + 1          # key, value, key, value, ...
-            for i in range(t.nodes[v].count):
-                if t.nodes[el + 1].type != J_NULL:
-                    r = classify(st, el + 1)
-                    if r:
-                        return r
-                el = t.nodes[el + 1].next
-        else:
-            return classify(st, root)
-    else:
+        return E_OK
+    if t.nodes[root].type != J_OBJ:
         st.reject_field = "$"
         return E_NOTOBJ
+    v = get(t, root, "statuses", tmp)
+    if is_type(t, v, J_ARR) and t.nodes[v].count > 0:
+        el = arr_first(t, v)
+        while el != NONE:
+            r = classify(st, el)
+            if r:
+                return r
+            el = arr_next(t, v, el)
+    elif t.nodes[root].count == 1 and str_is(t, root + 1, "id", tmp) \
+            and is_type(t, root + 2, J_OBJ):
+        v = root + 2
+        el = v + 1          # key, value, key, value, ...
+        for i in range(t.nodes[v].count):
+            if t.nodes[el + 1].type != J_NULL:
+                r = classify(st, el + 1)
+                if r:
+                    return r
+            el = t.nodes[el + 1].next
     if st.msgs.len == 0:
-        msg_comp(&m, K_OTHER, D_V1)
-        m.detail_lit = "empty"
-        push(st, &m)
+        return classify(st, root)
     return E_OK
 
 
