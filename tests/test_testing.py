@@ -251,9 +251,12 @@ def test_start_moves_the_clock():
 
 @pytest.mark.parametrize("kw", [dict(dup_rate=-0.1), dict(malformed_rate=1.5), dict(dialect="v3"),
                                 dict(dup_rate=0.5, compliance_rate=0.5), dict(start="2009-01-01")])
-def test_bad_arguments(kw):
+def test_bad_arguments(kw, tmp_path):
     with pytest.raises(ValueError):
-        next(T.generate(1, **kw))
+        T.generate(1, **kw)                       # checked at the call, not at the first next()
+    with pytest.raises(ValueError):
+        T.write_capture(tmp_path / "x.ndjson.gz", 1, **kw)
+    assert not (tmp_path / "x.ndjson.gz").exists()
 
 
 # ---- rates ----------------------------------------------------------------------------------
@@ -586,3 +589,24 @@ def test_cli_demo_report_with_a_stub_decoder(tmp_path, monkeypatch):
     assert "hello world" in r.output and "\u2026" in r.output
     r = CliRunner().invoke(main, ["demo", "--n", "50", "--dir", str(tmp_path / "demo")])
     assert r.exit_code == 0 and "using existing" in r.output
+
+
+@pytest.mark.parametrize("dialect", ["v1.1", "mixed"])
+def test_labels_agree_with_the_compiled_decoder(dialect, tmp_path):
+    """The labels are a contract: the decoder must find exactly these tweets, duplicates,
+    compliance kinds and reject reasons, line by line."""
+    pytest.importorskip("firehose._core")
+    import firehose
+
+    labs = list(T.generate_labeled(2000, seed=17, dialect=dialect, dup_rate=0.03, malformed_rate=0.03,
+                                   compliance_rate=0.05, keepalive_rate=0.01))
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(b"".join(line for _, line in labs))
+    res = firehose.decode_file(str(path))
+    want = Counter(lab.split(":")[0] for lab, _ in labs)
+    assert res.tweets.num_rows == want["tweet"] and res.stats["duplicates"] == want["duplicate"]
+    assert res.stats["blank"] == want["blank"] and res.stats["lines"] == len(labs)
+    assert Counter(res.compliance.column("kind").to_pylist()) == Counter(
+        lab[11:] for lab, _ in labs if lab.startswith("compliance:"))
+    got = dict(zip(res.rejects.column("line").to_pylist(), res.rejects.column("reason").to_pylist()))
+    assert got == {i: lab[7:] for i, (lab, _) in enumerate(labs, 1) if lab.startswith("reject:")}

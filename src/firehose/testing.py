@@ -17,13 +17,13 @@ Bytes are written the way the v1.1 API wrote them: every non-ASCII character as 
 :func:`generate_mixed`) all three interleaved.
 
 Everything derives from ``random.Random(seed)`` and ``start``: the same arguments give the same
-bytes, on any machine and Python >= 3.10. :func:`generate_labeled` yields ``(label, line)``
-pairs saying what the decoder must make of each line (see ``LABELS`` below).
+bytes, on any machine and Python >= 3.10 (only ``random()`` and ``getrandbits()`` are used,
+whose sequences Python keeps stable). :func:`generate_labeled` yields ``(label, line)`` pairs
+saying what a decoder must make of each line.
 """
 from __future__ import annotations
 
 import datetime as _dt
-from array import array
 import gzip
 import json
 import os
@@ -31,6 +31,7 @@ import random
 import re
 import sys
 import time
+from array import array
 from binascii import b2a_base64 as _b2a
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -308,7 +309,6 @@ _COLOURS = ["1DA1F2", "F5F8FA", "C0DEED", "000000", "FFFFFF", "333333", "DDEEF6"
             "ABB8C2", "E81C4F", "FAB81E", "19CF86", "9266CC", "981CEB", "3B94D9", "4A913C"]
 _DEFAULT_COLOURS = ("F5F8FA", "C0DEED", "1DA1F2", "C0DEED", "DDEEF6", "333333")
 _PALETTES = [tuple(_Rand("firehose.palette.%d" % _i).many(_COLOURS, 6)) for _i in range(64)]
-_B62 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _B64_FIX = bytes.maketrans(b"+/", b"Qz")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -425,6 +425,9 @@ def _start_ms(start) -> int:
     return ms
 
 
+_NO_REPLY = ('"in_reply_to_status_id":null,"in_reply_to_status_id_str":null,"in_reply_to_user_id":null,'
+             '"in_reply_to_user_id_str":null,"in_reply_to_screen_name":null')
+
 # Placeholders: pre-serialised sub-objects (users, embedded tweets) are spliced in after dumps.
 _PH_USER = "\x00U"
 _PH_RT = "\x00R"
@@ -445,10 +448,13 @@ class _User:
 
 
 class _Tweet:
-    __slots__ = ("id", "ms", "user", "lang", "app", "text", "ents", "media", "media_span",
-                 "media_tco", "reply", "quote", "rt", "place", "coords", "withheld", "sensitive",
-                 "display_start", "counts", "web_tco", "permalink_tco", "_v11", "_v11e", "_v2",
-                 "_act")
+    # class-level defaults: a new tweet sets only what differs (cheaper than __slots__ here)
+    id = ms = user = lang = app = text = None
+    ents = media = ()
+    media_span = reply = quote = rt = place = coords = withheld = sensitive = None
+    display_start = 0
+    counts = (0, 0, 0, 0)
+    web_tco = permalink_tco = _v11 = _v2 = _act = None
 
 
 _USER_SLOTS = 12000
@@ -561,8 +567,8 @@ class _Gen:
         u.statuses = int(10 ** (1 + r.random() * 4.7))
         img_id = ((max(created, 1300000000000) - TWITTER_EPOCH_MS) << 22) | r.getrandbits(22)
         u.img = "pbs.twimg.com/profile_images/%d/%s_normal.jpg" % (img_id, r.code(8))
-        u.banner = ("https://pbs.twimg.com/profile_banners/%d/%d" % (u.id, (self.start // 1000) - r.between(86400, 90000000))
-                    if r.random() < 0.7 else None)
+        banner_s = self.start // 1000 - r.between(86400, 90000000)
+        u.banner = "https://pbs.twimg.com/profile_banners/%d/%d" % (u.id, banner_s) if r.random() < 0.7 else None
         u.default_profile = r.random() < 0.4
         u.colours = _DEFAULT_COLOURS if u.default_profile else r.pick(_PALETTES)
         u.geo_enabled = r.random() < 0.3
@@ -598,31 +604,31 @@ class _Gen:
         return s
 
     def _user_v11_ref(self, u: _User) -> str:
-        if True:
-            c = u.colours
-            d = {
-                "id": u.id, "id_str": str(u.id), "name": u.name, "screen_name": u.sn,
-                "location": u.loc or None, "url": u.url, "description": u.desc or None,
-                "translator_type": "none", "protected": u.protected, "verified": u.verified,
-                "followers_count": u.followers, "friends_count": u.friends, "listed_count": u.listed,
-                "favourites_count": u.favs, "statuses_count": u.statuses,
-                "created_at": _v11_time(u.created_ms), "utc_offset": None, "time_zone": None,
-                "geo_enabled": u.geo_enabled, "lang": None, "contributors_enabled": False,
-                "is_translator": False, "profile_background_color": c[0],
-                "profile_background_image_url": "http://abs.twimg.com/images/themes/theme1/bg.png",
-                "profile_background_image_url_https": "https://abs.twimg.com/images/themes/theme1/bg.png",
-                "profile_background_tile": False, "profile_link_color": c[2],
-                "profile_sidebar_border_color": c[1], "profile_sidebar_fill_color": c[4],
-                "profile_text_color": c[5], "profile_use_background_image": u.default_profile,
-                "profile_image_url": "http://" + u.img, "profile_image_url_https": "https://" + u.img,
-            }
-            if u.banner:
-                d["profile_banner_url"] = u.banner
-            d.update({"default_profile": u.default_profile, "default_profile_image": False,
-                      "following": None, "follow_request_sent": None, "notifications": None})
-            if u.withheld:
-                d["withheld_in_countries"] = u.withheld
-            return _v11_escape(_dumps_ascii(d))
+        """Reference for _user_v11 (dict + json.dumps), used by _line_v11_ref."""
+        c = u.colours
+        d = {
+            "id": u.id, "id_str": str(u.id), "name": u.name, "screen_name": u.sn,
+            "location": u.loc or None, "url": u.url, "description": u.desc or None,
+            "translator_type": "none", "protected": u.protected, "verified": u.verified,
+            "followers_count": u.followers, "friends_count": u.friends, "listed_count": u.listed,
+            "favourites_count": u.favs, "statuses_count": u.statuses,
+            "created_at": _v11_time(u.created_ms), "utc_offset": None, "time_zone": None,
+            "geo_enabled": u.geo_enabled, "lang": None, "contributors_enabled": False,
+            "is_translator": False, "profile_background_color": c[0],
+            "profile_background_image_url": "http://abs.twimg.com/images/themes/theme1/bg.png",
+            "profile_background_image_url_https": "https://abs.twimg.com/images/themes/theme1/bg.png",
+            "profile_background_tile": False, "profile_link_color": c[2],
+            "profile_sidebar_border_color": c[1], "profile_sidebar_fill_color": c[4],
+            "profile_text_color": c[5], "profile_use_background_image": u.default_profile,
+            "profile_image_url": "http://" + u.img, "profile_image_url_https": "https://" + u.img,
+        }
+        if u.banner:
+            d["profile_banner_url"] = u.banner
+        d.update({"default_profile": u.default_profile, "default_profile_image": False,
+                  "following": None, "follow_request_sent": None, "notifications": None})
+        if u.withheld:
+            d["withheld_in_countries"] = u.withheld
+        return _v11_escape(_dumps_ascii(d))
 
     # ---- tweets ----------------------------------------------------------------------------
     def _new_tweet(self, ms: int, kind: str = "original") -> _Tweet:
@@ -633,21 +639,11 @@ class _Gen:
         t.id = self._snowflake(ms)
         t.user = u = self._pick_user()
         t.app = rng.wpick(_APP_TABLE)
-        t.reply = t.quote = t.rt = t.place = t.coords = t.withheld = None
-        t.media = ()
-        t.media_span = None
-        t._v11 = t._v11e = t._v2 = t._act = None
-        t.sensitive = None
-        t.web_tco = t.permalink_tco = None
-        t.counts = (0, 0, 0, 0)
         if kind == "retweet":
-            t.rt = self._pick_original(ms)
-            t.lang = t.rt.lang
-            t.text = None
-            t.ents = ()
-            t.display_start = 0
-            if t.rt.quote is not None:
-                t.quote = t.rt.quote
+            t.rt = o = self._pick_original(ms)
+            t.lang = o.lang
+            if o.quote is not None:
+                t.quote = o.quote
             return t
         lang = u.lang if rng.random() < 0.8 else rng.wpick(_LANG_TABLE)
         t.lang = lang
@@ -679,7 +675,7 @@ class _Gen:
         if len(pool) > 8 and rng.random() < 0.6:
             r = rng.random()
             o = pool[(self.pool_i - 1 - int(len(pool) * r * r)) % len(pool)]
-            if not (quotable and o.quote is not None) and o.ms < ms:
+            if not (quotable and o.quote is not None) and o.ms < ms - 1000:
                 return o
         # an older original (seconds to weeks back), kept in the pool to be retweeted again
         back = int(2000 + 86400000 * 14 * rng.random() ** 6)
@@ -945,8 +941,8 @@ class _Gen:
             d["quoted_status_id_str"] = str(q.id)
             d["quoted_status"] = _PH_QT
             qt = t.permalink_tco if rt is None else rt.permalink_tco
-            d["quoted_status_permalink"] = {"url": qt, "expanded": "https://twitter.com/%s/status/%d" % (q.user.sn, q.id),
-                                            "display": ("twitter.com/%s/status/%d" % (q.user.sn, q.id))[:26] + "\u2026"}
+            perma = "twitter.com/%s/status/%d" % (q.user.sn, q.id)
+            d["quoted_status_permalink"] = {"url": qt, "expanded": "https://" + perma, "display": perma[:26] + "\u2026"}
         d["is_quote_status"] = q is not None
         if ext is not None:
             d["extended_tweet"] = ext
@@ -1062,13 +1058,23 @@ class _Gen:
 
     def _json_v11(self, t: _Tweet, top: bool) -> str:
         """The v1.1 JSON text of a tweet (escaped as the API did): a stream line if ``top``,
-        else the form embedded as retweeted_status / quoted_status (cached)."""
-        if not top and t._v11e is not None:
-            return t._v11e
-        P = ['{"created_at":"', _v11_time(t.ms), '","id":%d,"id_str":"%d","text":' % (t.id, t.id)]
-        add = P.append
+        else the form embedded as retweeted_status / quoted_status. Both share everything up to
+        ``filter_level``, which is built once and kept while the tweet may still be embedded."""
+        core = t._v11
+        if core is None:
+            core = self._core_v11(t)
+            if t.rt is None:                        # originals may be retweeted or quoted later
+                t._v11 = core
+        tail = ',"lang":"%s"%s' % (t.lang, ',"withheld_in_countries":[%s]' % ",".join(
+            '"%s"' % c for c in t.withheld) if t.withheld else "")
+        if top:
+            return '%s,"filter_level":"low"%s,"timestamp_ms":"%d"}' % (core, tail, t.ms)
+        return core + tail + "}"
+
+    def _core_v11(self, t: _Tweet) -> str:
         ext = ""
         xmedia = ""
+        extra = ""
         rt = t.rt
         if rt is not None:
             ru = rt.user
@@ -1078,7 +1084,7 @@ class _Gen:
             if len(full) > 140:
                 full = full[:139] + "\u2026"
                 limit = 139
-            add(_J(full))
+            text_json = _J(full)
             mj = ""
             if rt.media and (limit is None or rt.media_span[1] + len(prefix) <= limit):
                 s, e, tco = rt.media_span
@@ -1093,9 +1099,9 @@ class _Gen:
             text = t.text
             items = self._media_json(t, t.media_span[0], t.media_span[1]) if t.media else None
             if len(text) <= 140:
-                add(_J(text))
-                if t.display_start or t.media:
-                    add(',"display_text_range":[%d,%d]' % (t.display_start, self._display_end(t)))
+                text_json = _J(text)
+                if t.display_start or items:
+                    extra = ',"display_text_range":[%d,%d]' % (t.display_start, self._display_end(t))
                 if items:
                     ents = self._ents_json(t.ents, media=items[0])
                     xmedia = ",".join(items)
@@ -1103,7 +1109,7 @@ class _Gen:
                     ents = self._ents_json(t.ents)
             else:
                 prefix = self._compat_prefix(text)
-                add(_J(prefix + "\u2026 " + t.web_tco))
+                text_json = _J(prefix + "\u2026 " + t.web_tco)
                 w0 = len(prefix) + 2
                 web = ('{"url":%s,"expanded_url":"https:\\/\\/twitter.com\\/i\\/web\\/status\\/%d",'
                        '"display_url":%s,"indices":[%d,%d]}'
@@ -1114,63 +1120,42 @@ class _Gen:
                     _J(text), t.display_start, self._display_end(t),
                     self._ents_json(t.ents, media=items[0] if items else ""),
                     ',"extended_entities":{"media":[%s]}' % ",".join(items) if items else "")
-        add(',"source":')
-        add(t.app[3])
-        add(',"truncated":true' if ext else ',"truncated":false')
         if t.reply is not None:
             rid, ru = t.reply
-            add(',"in_reply_to_status_id":%d,"in_reply_to_status_id_str":"%d","in_reply_to_user_id":%d,'
-                '"in_reply_to_user_id_str":"%d","in_reply_to_screen_name":%s' % (rid, rid, ru.id, ru.id, _J(ru.sn)))
+            reply = ('"in_reply_to_status_id":%d,"in_reply_to_status_id_str":"%d","in_reply_to_user_id":%d,'
+                     '"in_reply_to_user_id_str":"%d","in_reply_to_screen_name":"%s"' % (rid, rid, ru.id, ru.id, ru.sn))
         else:
-            add(',"in_reply_to_status_id":null,"in_reply_to_status_id_str":null,"in_reply_to_user_id":null,'
-                '"in_reply_to_user_id_str":null,"in_reply_to_screen_name":null')
-        add(',"user":')
-        add(self._user_v11(t.user))
+            reply = _NO_REPLY
         if t.coords is not None:
             lon, lat = t.coords
-            add(',"geo":{"type":"Point","coordinates":[%r,%r]},"coordinates":{"type":"Point","coordinates":[%r,%r]}'
-                % (lat, lon, lon, lat))
+            geo = ('{"type":"Point","coordinates":[%r,%r]},"coordinates":{"type":"Point","coordinates":[%r,%r]}'
+                   % (lat, lon, lon, lat))
         else:
-            add(',"geo":null,"coordinates":null')
-        add(',"place":')
-        add(t.place["v11"] if t.place is not None else "null")
-        add(',"contributors":null')
-        if rt is not None:
-            add(',"retweeted_status":')
-            add(self._json_v11(rt, False))
+            geo = 'null,"coordinates":null'
         q = t.quote
+        if rt is not None:
+            qs = ',"retweeted_status":' + self._json_v11(rt, False)
+        else:
+            qs = ""
         if q is not None:
             qt = t.permalink_tco if rt is None else rt.permalink_tco
             qsn = q.user.sn
-            add(',"quoted_status_id":%d,"quoted_status_id_str":"%d","quoted_status":' % (q.id, q.id))
-            add(self._json_v11(q, False))
-            add(',"quoted_status_permalink":{"url":%s,"expanded":%s,"display":%s},"is_quote_status":true'
-                % (_J(qt), _J("https://twitter.com/%s/status/%d" % (qsn, q.id)),
-                   _J(("twitter.com/%s/status/%d" % (qsn, q.id))[:26] + "\u2026")))
+            qs += (',"quoted_status_id":%d,"quoted_status_id_str":"%d","quoted_status":%s,'
+                   '"quoted_status_permalink":{"url":%s,"expanded":%s,"display":%s},"is_quote_status":true'
+                   % (q.id, q.id, self._json_v11(q, False), _J(qt),
+                      _J("https://twitter.com/%s/status/%d" % (qsn, q.id)),
+                      _J(("twitter.com/%s/status/%d" % (qsn, q.id))[:26] + "\u2026")))
         else:
-            add(',"is_quote_status":false')
-        if ext:
-            add(ext)
+            qs += ',"is_quote_status":false'
         rc, fc, pc, qc = t.counts
-        add(',"quote_count":%d,"reply_count":%d,"retweet_count":%d,"favorite_count":%d,"entities":'
-            % (qc, pc, rc, fc))
-        add(ents)
-        add(',"favorited":false,"retweeted":false')
-        if xmedia:
-            add(',"extended_entities":{"media":[%s]}' % xmedia)
-        if t.sensitive is not None:
-            add(',"possibly_sensitive":true' if t.sensitive else ',"possibly_sensitive":false')
-        if top:
-            add(',"filter_level":"low"')
-        add(',"lang":%s' % _J(t.lang))
-        if t.withheld:
-            add(',"withheld_in_countries":[%s]' % ",".join('"%s"' % c for c in t.withheld))
-        if top:
-            add(',"timestamp_ms":"%d"}' % t.ms)
-            return "".join(P)
-        add("}")
-        t._v11e = s = "".join(P)
-        return s
+        return ('{"created_at":"%s","id":%d,"id_str":"%d","text":%s%s,"source":%s,"truncated":%s,%s,"user":%s,'
+                '"geo":%s,"place":%s,"contributors":null%s%s,"quote_count":%d,"reply_count":%d,'
+                '"retweet_count":%d,"favorite_count":%d,"entities":%s,"favorited":false,"retweeted":false%s%s'
+                % (_v11_time(t.ms), t.id, t.id, text_json, extra, t.app[3], "true" if ext else "false", reply,
+                   self._user_v11(t.user), geo, t.place["v11"] if t.place is not None else "null", qs, ext,
+                   qc, pc, rc, fc, ents, ',"extended_entities":{"media":[%s]}' % xmedia if xmedia else "",
+                   "" if t.sensitive is None else ',"possibly_sensitive":true' if t.sensitive
+                   else ',"possibly_sensitive":false'))
 
     def _line_v11(self, t: _Tweet) -> bytes:
         return self._json_v11(t, True).encode("ascii") + b"\n"
@@ -1209,7 +1194,8 @@ class _Gen:
                 text = text[:139] + "\u2026"
                 limit = 139
             src_ents = [(k, s + shift, e + shift, p) for k, s, e, p in rt.ents]
-            ents = [("mention", 3, 4 + len(rt.user.sn), rt.user)] + [e for e in src_ents if limit is None or e[2] <= limit]
+            ents = [("mention", 3, 4 + len(rt.user.sn), rt.user)]
+            ents += [e for e in src_ents if limit is None or e[2] <= limit]
             d["text"] = text
             d["conversation_id"] = str(t.id)
             d["referenced_tweets"] = [{"type": "retweeted", "id": str(rt.id)}]
@@ -1456,7 +1442,8 @@ class _Gen:
                                         "target": {"up_to_id": "tag:search.twitter.com,2005:%d" % tid},
                                         "timestampMs": _gnip_ts(ms)}
         else:
-            kind, m = "system_info", {"info": {"message": "Replay Request Completed", "sent": _gnip_ts(ms)[:-10] + "+00:00"}}
+            sent = _gnip_ts(ms)[:-10] + "+00:00"                 # Gnip sends these without ms
+            kind, m = "system_info", {"info": {"message": "Replay Request Completed", "sent": sent}}
         return "compliance:" + kind, _dumps_utf8(m).replace("/", "\\/").encode("utf-8") + b"\n"
 
     # ---- malformed lines ------------------------------------------------------------------
@@ -1620,11 +1607,12 @@ def generate(n: int, seed: int = 0, dup_rate: float = 0.02, malformed_rate: floa
     off, invalid JSON, invalid UTF-8, bad escape, lone surrogate, missing id), are stream /
     compliance messages, or are blank keep-alives. Time starts at ``start`` (epoch ms, datetime
     or ISO string; default 2022-03-01T00:00:00Z) and advances 1-4 ms per status. ``dialect``:
-    ``"v1.1"`` (default), ``"v2"``, ``"activity"`` (Gnip) or ``"mixed"``.
+    ``"v1.1"`` (default), ``"v2"``, ``"activity"`` (Gnip) or ``"mixed"``. Arguments are checked
+    when called (``ValueError``), not at the first ``next()``.
     """
-    for _, line in generate_labeled(n, seed, dup_rate, malformed_rate, compliance_rate, start,
-                                    dialect, keepalive_rate):
-        yield line
+    labeled = generate_labeled(n, seed, dup_rate, malformed_rate, compliance_rate, start, dialect,
+                               keepalive_rate)
+    return (line for _, line in labeled)
 
 
 def generate_mixed(n: int, seed: int = 0, **kw) -> Iterator[bytes]:
@@ -1672,12 +1660,13 @@ def write_capture(path, n: int, level: int | None = None, **kw) -> int:
     Returns the number of uncompressed bytes written."""
     if kw.pop("mixed", False):
         kw["dialect"] = "mixed"
+    lines = generate(n, **kw)                 # checks the arguments before a file is created
     out, closers = _open_sink(path, level)
     total = 0
     try:
         batch: list = []
         size = 0
-        for line in generate(n, **kw):
+        for line in lines:
             batch.append(line)
             size += len(line)
             if size >= 1 << 20:
