@@ -240,7 +240,7 @@ cdef class Engine:
     def take_tweets(self, sources):
         """The buffered tweet rows as a RecordBatch of schema.TWEETS (builders are reset)."""
         cdef int i
-        srcdict = pa.array(sources, pa.string())
+        srcdict = sources if isinstance(sources, pa.Array) else pa.array(sources, pa.string())
         arrays = []
         for i in range(T_NCOLS):
             f = _schema.TWEETS.field(i)
@@ -252,7 +252,7 @@ cdef class Engine:
 
     def take_compliance(self, sources):
         cdef int i
-        srcdict = pa.array(sources, pa.string())
+        srcdict = sources if isinstance(sources, pa.Array) else pa.array(sources, pa.string())
         arrays = []
         for i in range(C_NCOLS):
             f = _schema.COMPLIANCE.field(i)

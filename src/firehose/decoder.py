@@ -20,6 +20,10 @@ from .schema import COMPLIANCE, REJECTS, TWEETS
 
 __all__ = ["Decoder", "DecodeResult", "decode_file", "iter_file"]
 
+_EMPTY_TWEETS = TWEETS.empty_table()
+_EMPTY_COMPLIANCE = COMPLIANCE.empty_table()
+_EMPTY_REJECTS = REJECTS.empty_table()
+
 
 @dataclass(frozen=True)
 class DecodeResult:
@@ -32,12 +36,11 @@ class DecodeResult:
     @staticmethod
     def concat(results) -> "DecodeResult":
         results = list(results)
-        return DecodeResult(
-            pa.concat_tables([r.tweets for r in results]) if results else TWEETS.empty_table(),
-            pa.concat_tables([r.compliance for r in results]) if results
-            else COMPLIANCE.empty_table(),
-            pa.concat_tables([r.rejects for r in results]) if results else REJECTS.empty_table(),
-        )
+        if not results:
+            return DecodeResult(_EMPTY_TWEETS, _EMPTY_COMPLIANCE, _EMPTY_REJECTS)
+        return DecodeResult(pa.concat_tables([r.tweets for r in results]),
+                            pa.concat_tables([r.compliance for r in results]),
+                            pa.concat_tables([r.rejects for r in results]))
 
 
 class Decoder:
@@ -75,6 +78,7 @@ class Decoder:
         if dedupe_state is not None:
             self._eng.load_dedupe_state(bytes(dedupe_state))
         self._sources: list[str] = []          # dictionary of source_file
+        self._srcdict = pa.array([], pa.string())
         self._codes: dict[str, int] = {}
         self._pos: dict[str, tuple[int, int]] = {}   # source -> (next offset, lines so far)
         self._cur: str | None = None
@@ -149,6 +153,7 @@ class Decoder:
         if code is None:
             code = self._codes[source] = len(self._sources)
             self._sources.append(source)
+            self._srcdict = pa.array(self._sources, pa.string())
         return code
 
     def _switch(self, source: str, offset: int | None) -> None:
@@ -206,21 +211,21 @@ class Decoder:
     def _take_batches(self) -> None:
         eng = self._eng
         if eng.pending_tweets or eng.batch_full:
-            b = eng.take_tweets(self._sources)
+            b = eng.take_tweets(self._srcdict)
             if b.num_rows:
                 self._batches_t.append(b)
         if eng.pending_compliance or eng.batch_full:
-            b = eng.take_compliance(self._sources)
+            b = eng.take_compliance(self._srcdict)
             if b.num_rows:
                 self._batches_c.append(b)
 
     def _result(self) -> DecodeResult:
         self._take_batches()
         # every batch of one result shares the latest source dictionary
-        tweets = _unify(self._batches_t, TWEETS, self._sources)
-        comp = _unify(self._batches_c, COMPLIANCE, self._sources)
+        tweets = _unify(self._batches_t, TWEETS, self._srcdict, _EMPTY_TWEETS)
+        comp = _unify(self._batches_c, COMPLIANCE, self._srcdict, _EMPTY_COMPLIANCE)
         rejects = (pa.Table.from_pylist(self._rejects, schema=REJECTS) if self._rejects
-                   else REJECTS.empty_table())
+                   else _EMPTY_REJECTS)
         self._batches_t, self._batches_c, self._rejects = [], [], []
         return DecodeResult(tweets, comp, rejects)
 
@@ -234,13 +239,12 @@ def _core_detail(reason: str, col: int, field: str | None) -> str:
     return f"{text} at column {col}"
 
 
-def _unify(batches, schema, sources) -> pa.Table:
+def _unify(batches, schema, full, empty) -> pa.Table:
     if not batches:
-        return schema.empty_table()
+        return empty
     if len(batches) > 1:
         # older batches carry a shorter prefix of the same source dictionary: widen them
         idx = schema.get_field_index("source_file")
-        full = pa.array(sources, pa.string())
         fixed = []
         for b in batches:
             col = b.column(idx)
