@@ -15,7 +15,7 @@ $(PY):
 
 # Build requirements first, then the package in editable mode with its test extras.
 $(STAMP): $(PY) pyproject.toml setup.py
-	$(PIP) install -q "setuptools>=68" wheel "Cython>=3.0" "numpy>=1.26" "pyarrow>=14"
+	$(PIP) install -q "setuptools>=77" wheel "Cython>=3.0" "numpy>=1.26" "pyarrow>=14"
 	$(PIP) install -q --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 

@@ -291,3 +291,24 @@ def test_two_threads_decode_independently_and_agree():
         t.join()
     assert results[0].tweets.equals(results[1].tweets)
     assert results[0].tweets.num_rows == 2000
+
+
+def test_readahead_gives_the_same_result_and_stops_its_thread(tmp_path):
+    data = b"".join(tweet(i) for i in range(3000))
+    path = tmp_path / "c.ndjson.gz"
+    path.write_bytes(gzip.compress(data))
+    inline = firehose.DecodeResult.concat(firehose.iter_file(path, readahead=0, chunk_size=50_000))
+    ahead = firehose.DecodeResult.concat(firehose.iter_file(path, readahead=3, chunk_size=50_000))
+    assert ahead.tweets.equals(inline.tweets) and ahead.tweets.num_rows == 3000
+    it = firehose.iter_file(path, readahead=2, chunk_size=10_000)
+    next(it)
+    it.close()                                   # the consumer stops early
+    assert not [t for t in threading.enumerate() if t.name == "firehose-prefetch"]
+
+
+def test_readahead_reports_a_corrupt_gzip_with_its_position(tmp_path):
+    data = gzip.compress(b"".join(tweet(i) for i in range(3000)))
+    path = tmp_path / "bad.ndjson.gz"
+    path.write_bytes(data[: len(data) // 2] + b"\x00" * 100 + data[len(data) // 2 + 100:])
+    with pytest.raises(firehose.FirehoseError, match=r"bad.ndjson.gz: read failed at decompressed byte \d+"):
+        firehose.decode_file(path)

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from . import _core
 from .errors import ParseError
-from .reader import DEFAULT_CHUNK, iter_chunks
+from .reader import DEFAULT_CHUNK, iter_chunks, prefetch
 from .schema import COMPLIANCE, REJECTS, TWEETS
 
 __all__ = ["Decoder", "DecodeResult", "decode_file", "iter_file"]
@@ -257,14 +257,18 @@ def _unify(batches, schema, full, empty) -> pa.Table:
 
 
 def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT_CHUNK,
-              source: str | None = None, **kwargs) -> Iterator[DecodeResult]:
+              source: str | None = None, readahead: int = 2, **kwargs) -> Iterator[DecodeResult]:
     """Stream a capture (plain, .gz or .zst) through a Decoder, yielding a result per chunk.
 
     Pass ``decoder`` to share dedupe state across files; otherwise a new one is made with
-    ``kwargs``. The source's last line is flushed at the end; the decoder stays usable."""
+    ``kwargs``. Reading and decompression run ``readahead`` chunks ahead in a thread (0: inline).
+    The source's last line is flushed at the end; the decoder stays usable."""
     dec = decoder if decoder is not None else Decoder(**kwargs)
     name = source if source is not None else os.fspath(path)
-    for chunk, offset in iter_chunks(path, chunk_size):
+    chunks = iter_chunks(path, chunk_size)
+    if readahead > 0:
+        chunks = prefetch(chunks, readahead)
+    for chunk, offset in chunks:
         yield dec.feed(chunk, source=name, offset=offset)
     yield dec.finish()
 

@@ -10,12 +10,14 @@ import glob as _glob
 import gzip
 import io
 import os
+import queue
 import sys
+import threading
 from typing import BinaryIO, Iterator
 
 from .errors import InputError
 
-__all__ = ["open_capture", "iter_chunks", "expand_paths", "DEFAULT_CHUNK"]
+__all__ = ["open_capture", "iter_chunks", "prefetch", "expand_paths", "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 4 << 20
 _GZIP = b"\x1f\x8b"
@@ -107,3 +109,52 @@ def read_all(path) -> bytes:
     for chunk, _ in iter_chunks(path):
         buf.write(chunk)
     return buf.getvalue()
+
+
+_DONE = object()
+
+
+def prefetch(chunks: Iterator, depth: int = 2) -> Iterator:
+    """Run ``chunks`` (e.g. ``iter_chunks(path)``) in a background thread, ``depth`` items ahead.
+
+    Reading and decompressing (zlib, zstd and file reads release the GIL) then overlap with
+    decoding on the other core. Errors are re-raised in the consumer; closing the generator
+    stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run():
+        try:
+            for item in chunks:
+                if not put((None, item)):
+                    return
+            put((None, _DONE))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put((e, None))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    t = threading.Thread(target=run, name="firehose-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            err, item = q.get()
+            if err is not None:
+                raise err
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join()
