@@ -49,8 +49,13 @@ cdef Member* members(Tape* t, uint32_t obj, uint32_t* count, uint64_t* mask) exc
     for k in range(n):
         nd = &t.nodes[i]
         ln = nd.end - nd.start
-        ms[k].k8 = 0
-        memcpy(&ms[k].k8, t.s + nd.start, ln if ln < 8 else 8)
+        if nd.start + 8 <= t.n:
+            memcpy(&ms[k].k8, t.s + nd.start, 8)        # a fixed-size load
+            if ln < 8:
+                ms[k].k8 &= (<uint64_t>1 << (8 * ln)) - 1
+        else:
+            ms[k].k8 = 0
+            memcpy(&ms[k].k8, t.s + nd.start, ln if ln < 8 else 8)
         ms[k].klen = <uint32_t>ln
         ms[k].key = i
         ms[k].val = i + 1
