@@ -3,12 +3,14 @@
     firehose gen 300000 -o capture.ndjson.zst --seed 7 --malformed-rate 0.001
     firehose gen 1000 --mixed | head
     firehose demo --n 20000 --dir demo
+    firehose rules check rules.ndjson
 
 ``gen`` needs only the pure-Python generator (:mod:`firehose.testing`); ``demo`` also needs the
 compiled decoder, imported lazily so that ``gen`` works in a checkout that is not built yet.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -147,6 +149,189 @@ def demo(n, directory, seed):
         click.echo("first tweets:")
         for row in tweets.select(["id", "lang", "text"]).slice(0, 3).to_pylist():
             click.echo(f"  {row['id']}  {row['lang'] or '-':<3}  {_clip(row['text'])}")
+
+
+# --------------------------------------------------------------------------------------------
+# firehose rules check
+
+_RULE_KEYS = ("id", "value", "tag", "fold")
+
+
+@main.group("rules")
+def rules_group() -> None:
+    """Work with PowerTrack rule files."""
+
+
+@rules_group.command("check")
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.pass_context
+def rules_check(ctx, file):
+    """Check every rule of a rules file and print each problem.
+
+    Problems print as FILE:LINE: rule ID: col N: reason; a clean file prints "N rules OK".
+    FILE holds NDJSON objects {"id", "value", "tag", "fold"} (one a line), a JSON array of such
+    objects, or plain text with one rule value a line (ids are then line-N).  The format is
+    told by the first character that is not whitespace: '[' array, '{' NDJSON, else text.
+    Blank lines are skipped.  An object without "id" gets line-N.  Exit status: 0 all rules
+    are valid, 1 some problem, 2 the file cannot be read.
+    """
+    from .rules import check
+
+    name = "<stdin>" if file == "-" else file
+    try:
+        if file == "-":
+            stdin = sys.stdin
+            data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+        else:
+            with open(file, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        click.echo(f"{name}: cannot read: {e.strerror or e}", err=True)
+        ctx.exit(2)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        click.echo(f"{name}: cannot read: not UTF-8 text (byte {e.start})", err=True)
+        ctx.exit(2)
+    try:
+        entries = _read_rule_entries(text)
+    except _RulesFileError as e:
+        click.echo(f"{name}:{e.line}: cannot read: {e}", err=True)
+        ctx.exit(2)
+
+    problems = []                              # (line, order, message)
+    rules, lines = [], []
+    for line, rule, errs in entries:
+        problems.extend((line, 0, m) for m in errs)
+        if rule is not None:
+            rules.append(rule)
+            lines.append(line)
+    for err in check(rules, where=[f"line {n}" for n in lines]):
+        problems.append((lines[err.index], 1, str(err)))
+    problems.sort(key=lambda p: (p[0], p[1]))  # stable: a rule's problems stay by column
+    for line, _, message in problems:
+        click.echo(f"{name}:{line}: {message}")
+    if problems:
+        bad = len({p[0] for p in problems})
+        click.echo(f"{len(problems)} problem{'s' * (len(problems) != 1)} in {bad} of "
+                   f"{len(entries)} rule{'s' * (len(entries) != 1)}", err=True)
+        ctx.exit(1)
+    click.echo(f"{len(rules)} rule{'s' * (len(rules) != 1)} OK")
+
+
+class _RulesFileError(ValueError):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+def _read_rule_entries(text: str) -> list:
+    """``[(line, Rule | None, [problem, ...]), ...]`` from the text of a rules file."""
+    head = text.lstrip()
+    if head.startswith("["):
+        return [(line, *_rule_from_object(obj, line)) for line, obj in _json_array_items(text)]
+    out = []
+    for n, raw in enumerate(text.split("\n"), 1):
+        raw = raw[:-1] if raw.endswith("\r") else raw
+        if not raw.strip():
+            continue
+        if head.startswith("{"):
+            try:
+                obj = json.loads(raw)
+            except ValueError as e:
+                out.append((n, None, [f"invalid JSON: {getattr(e, 'msg', e)} "
+                                      f"(col {getattr(e, 'colno', '?')})"]))
+                continue
+            out.append((n, *_rule_from_object(obj, n)))
+        else:
+            out.append((n, *_rule_from_value(f"line-{n}", raw)))
+    return out
+
+
+def _rule_from_value(rule_id: str, value: str):
+    from .rules import Rule
+    return Rule(rule_id, value), []
+
+
+def _rule_from_object(obj, line: int):
+    """``(Rule | None, [problem, ...])`` from one decoded JSON value."""
+    from .rules import Rule, RuleError
+
+    if not isinstance(obj, dict):
+        return None, [f"expected a JSON object with id, value and tag, got {type(obj).__name__}"]
+    problems = []
+    rid = obj.get("id", f"line-{line}")
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        rid = str(rid)
+    who = f"rule {rid}: " if isinstance(rid, str) and rid.strip() else ""
+    for key in obj:
+        if key not in _RULE_KEYS:
+            problems.append(f"{who}unknown key {key!r} (a rule has {', '.join(_RULE_KEYS)})")
+    value, tag, fold = obj.get("value"), obj.get("tag"), obj.get("fold", False)
+    if not isinstance(rid, str):
+        problems.append(f"id must be a string or an integer, not {json.dumps(rid)}")
+    if "value" not in obj:
+        problems.append(f"{who}missing \"value\"")
+    elif not isinstance(value, str):
+        problems.append(f"{who}value must be a string, not {json.dumps(value)}")
+    if tag is not None and not isinstance(tag, str):
+        problems.append(f"{who}tag must be a string or null, not {json.dumps(tag)}")
+    if not isinstance(fold, bool):
+        problems.append(f"{who}fold must be true or false, not {json.dumps(fold)}")
+    if len(problems) > sum(p.startswith(f"{who}unknown key") for p in problems):
+        return None, problems                  # something other than unknown keys is wrong
+    try:
+        return Rule(rid, value, tag, fold), problems
+    except RuleError as e:
+        return None, problems + [str(e)]
+
+
+def _json_array_items(text: str):
+    """``(line, value)`` of each element of the JSON array that is the whole of ``text``."""
+    import bisect
+
+    newlines = [i for i, c in enumerate(text) if c == "\n"]
+
+    def line_of(pos: int) -> int:
+        return bisect.bisect_left(newlines, pos) + 1
+
+    dec = json.JSONDecoder()
+    n = len(text)
+
+    def skip(i: int) -> int:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    i = skip(0)
+    if i >= n or text[i] != "[":
+        raise _RulesFileError(line_of(i), "not a JSON array of rules")
+    start = i
+    i = skip(i + 1)
+    items = []
+    if i < n and text[i] == "]":
+        i += 1
+    else:
+        while True:
+            try:
+                value, end = dec.raw_decode(text, i)
+            except ValueError as e:
+                raise _RulesFileError(line_of(i), f"not a JSON array of rules: "
+                                      f"{getattr(e, 'msg', e)}") from None
+            items.append((line_of(i), value))
+            i = skip(end)
+            if i < n and text[i] == ",":
+                i = skip(i + 1)
+            elif i < n and text[i] == "]":
+                i += 1
+                break
+            else:
+                raise _RulesFileError(line_of(min(i, n - 1)) if i < n else line_of(start),
+                                      "not a JSON array of rules: expected ',' or ']'")
+    i = skip(i)
+    if i < n:
+        raise _RulesFileError(line_of(i), "not a JSON array of rules: extra data after the array")
+    return items
 
 
 if __name__ == "__main__":
