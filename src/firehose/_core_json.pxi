@@ -35,8 +35,10 @@ cdef uint32_t NONE = 0xFFFFFFFF
 # 1 for bytes that end a run of plain string content: '"', '\\' and control characters
 cdef unsigned char STRSTOP[256]
 cdef unsigned char HEXVAL[256]
+cdef unsigned char SIMPLE_ESC[256]      # the characters after a backslash other than 'u'
 cdef int _i
 for _i in range(256):
+    SIMPLE_ESC[_i] = 1 if _i in b'"\\/bfnrt' else 0
     STRSTOP[_i] = 1 if (_i < 0x20 or _i == 0x22 or _i == 0x5C) else 0
     HEXVAL[_i] = 255
 for _i in range(10):
@@ -221,8 +223,7 @@ cdef int parse_string(Tape* t) except -1 nogil:
         if p + 1 >= n:
             return fail(t, E_TRUNC, p)
         e = s[p + 1]
-        if e == 0x22 or e == 0x5C or e == 0x2F or e == 0x62 or e == 0x66 or e == 0x6E \
-                or e == 0x72 or e == 0x74:
+        if SIMPLE_ESC[e]:
             p += 2
             continue
         if e != 0x75:

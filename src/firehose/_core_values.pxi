@@ -97,10 +97,27 @@ cdef uint32_t get(Tape* t, uint32_t obj, const char* key, Buf* tmp) except? 0xFF
     cdef uint64_t want = 0, mask, h
     cdef Member* ms
     cdef uint8_t* slots
+    cdef uint32_t i, found
+    cdef Node* nd
     if obj == NONE or t.nodes[obj].type != J_OBJ or t.nodes[obj].count == 0:
         return NONE
-    ms = members(t, obj, &count, &mask)
     klen = strlen(key)
+    count = t.nodes[obj].count
+    if count <= 8:
+        # small objects (entity elements, ...) are asked once or twice: a plain scan is cheaper
+        # than building their index
+        found = NONE
+        i = obj + 1
+        for j in range(count):
+            nd = &t.nodes[i]
+            if nd.flags & F_ESC:
+                if key_eq(t, i, key, klen, tmp):
+                    found = i + 1
+            elif <Py_ssize_t>(nd.end - nd.start) == klen and memcmp(t.s + nd.start, key, klen) == 0:
+                found = i + 1
+            i = t.nodes[i + 1].next
+        return found
+    ms = members(t, obj, &count, &mask)
     memcpy(&want, key, klen if klen < 8 else 8)
     if mask:
         h = key_hash(want, <uint32_t>klen)
