@@ -22,8 +22,10 @@ cdef enum:
     T_A_VER
     T_IRT_S
     T_IRT_U
+    T_IRT_SN
     T_RT_S
     T_RT_U
+    T_RT_SN
     T_RT_TEXT
     T_Q_S
     T_Q_TEXT
@@ -404,9 +406,12 @@ cdef int emit_v1(State* st, Msg* m) except -1 nogil:
     w_bool(st, &c[T_A_VER], get(t, U, "verified", tmp))
     col_i64_or_null(&c[T_IRT_S], pref_id(t, T, "in_reply_to_status_id_str", "in_reply_to_status_id", tmp))
     col_i64_or_null(&c[T_IRT_U], pref_id(t, T, "in_reply_to_user_id_str", "in_reply_to_user_id", tmp))
+    w_str(st, &c[T_IRT_SN], get(t, T, "in_reply_to_screen_name", tmp))
     R = obj_or_none(t, get(t, T, "retweeted_status", tmp))
     col_i64_or_null(&c[T_RT_S], pref_id(t, R, "id_str", "id", tmp))
-    col_i64_or_null(&c[T_RT_U], pref_id(t, get(t, R, "user", tmp), "id_str", "id", tmp))
+    v = obj_or_none(t, get(t, R, "user", tmp))
+    col_i64_or_null(&c[T_RT_U], pref_id(t, v, "id_str", "id", tmp))
+    w_str(st, &c[T_RT_SN], get(t, v, "screen_name", tmp))
     w_str(st, &c[T_RT_TEXT], v1_text(t, R, tmp))
     Q = obj_or_none(t, get(t, T, "quoted_status", tmp))
     if Q == NONE:
@@ -560,10 +565,17 @@ cdef int emit_v2(State* st, Msg* m) except -1 nogil:
     w_bool(st, &c[T_A_VER], get(t, U, "verified", tmp))
     v2_ref(st, D, "replied_to", &rid)
     col_i64_or_null(&c[T_IRT_S], rid)
-    col_i64_or_null(&c[T_IRT_U], get_id(t, get(t, D, "in_reply_to_user_id", tmp), tmp))
+    author = get_id(t, get(t, D, "in_reply_to_user_id", tmp), tmp)
+    col_i64_or_null(&c[T_IRT_U], author)
+    w_str(st, &c[T_IRT_SN], get(t, find_id(st, L_USER, author), "username", tmp))
     obj = v2_ref(st, D, "retweeted", &rid)
     col_i64_or_null(&c[T_RT_S], rid)
-    col_i64_or_null(&c[T_RT_U], get_id(t, get(t, obj, "author_id", tmp), tmp))
+    author = get_id(t, get(t, obj, "author_id", tmp), tmp)
+    col_i64_or_null(&c[T_RT_U], author)
+    U = find_id(st, L_USER, author)
+    if U == NONE:
+        U = obj_or_none(t, get(t, obj, "author", tmp))
+    w_str(st, &c[T_RT_SN], get(t, U, "username", tmp))
     w_str(st, &c[T_RT_TEXT], v2_text(t, obj, tmp))
     obj = v2_ref(st, D, "quoted", &rid)
     col_i64_or_null(&c[T_Q_S], rid)
@@ -638,10 +650,13 @@ cdef int emit_act(State* st, Msg* m) except -1 nogil:
     w_bool(st, &c[T_A_VER], get(t, act, "verified", tmp))
     col_i64_or_null(&c[T_IRT_S], id_after_slash(t, get2(t, A, "inReplyTo", "link", tmp), tmp))
     col_null(&c[T_IRT_U])
+    col_null(&c[T_IRT_SN])
     share = str_is(t, get(t, A, "verb", tmp), "share", tmp)
     O = obj_or_none(t, get(t, A, "object", tmp)) if share else NONE
     col_i64_or_null(&c[T_RT_S], gnip_id(t, get(t, O, "id", tmp), tmp))
-    col_i64_or_null(&c[T_RT_U], gnip_id(t, get2(t, O, "actor", "id", tmp), tmp))
+    v = obj_or_none(t, get(t, O, "actor", tmp))
+    col_i64_or_null(&c[T_RT_U], gnip_id(t, get(t, v, "id", tmp), tmp))
+    w_str(st, &c[T_RT_SN], get(t, v, "preferredUsername", tmp))
     w_str(st, &c[T_RT_TEXT], act_body(t, O, tmp))
     Q = obj_or_none(t, get(t, A, "twitter_quoted_status", tmp))
     if Q == NONE:

@@ -518,9 +518,11 @@ def _v11_tweet(T: dict, path: str) -> dict:
         in_reply_to_status_id=_pref(T.get("in_reply_to_status_id_str"),
                                     T.get("in_reply_to_status_id")),
         in_reply_to_user_id=_pref(T.get("in_reply_to_user_id_str"), T.get("in_reply_to_user_id")),
+        in_reply_to_screen_name=_string(T.get("in_reply_to_screen_name")),
         retweeted_status_id=None if R is None else _pref(R.get("id_str"), R.get("id")),
         retweeted_user_id=None if R is None else _pref(_get(R, "user", "id_str"),
                                                        _get(R, "user", "id")),
+        retweeted_screen_name=None if R is None else _string(_get(R, "user", "screen_name")),
         retweeted_text=None if R is None else _v11_text(R),
         quoted_status_id=qid,
         quoted_text=None if Q is None else _v11_text(Q),
@@ -573,6 +575,11 @@ def _v2_ref(D: dict, typ: str, inc: _Includes) -> tuple[dict | None, dict | None
     return None, None
 
 
+def _user_by_id(inc: _Includes, uid: Any) -> dict | None:
+    """includes.users[uid] (the user object), when uid is a string."""
+    return inc.users.get(uid) if isinstance(uid, str) else None
+
+
 def _v2_tweet(D: dict, inc: _Includes, rules: list, path: str) -> dict:
     tid = _id(D.get("id"))
     if tid is None:
@@ -617,8 +624,12 @@ def _v2_tweet(D: dict, inc: _Includes, rules: list, path: str) -> dict:
         author_verified=_bool(_get(U, "verified")),
         in_reply_to_status_id=_id(_get(rp, "id")),
         in_reply_to_user_id=_id(D.get("in_reply_to_user_id")),
+        in_reply_to_screen_name=_string(_get(_user_by_id(inc, D.get("in_reply_to_user_id")),
+                                             "username")),
         retweeted_status_id=_id(_get(rt, "id")),
         retweeted_user_id=_id(_get(rt_obj, "author_id")),
+        retweeted_screen_name=_string(_get(
+            _user_by_id(inc, _get(rt_obj, "author_id")) or _get(rt_obj, "author"), "username")),
         retweeted_text=None if rt_obj is None else _v2_text(rt_obj),
         quoted_status_id=_id(_get(qt, "id")),
         quoted_text=None if qt_obj is None else _v2_text(qt_obj),
@@ -685,6 +696,7 @@ def _activity_tweet(A: dict, verb: str, path: str) -> dict:
         in_reply_to_status_id=reply,
         retweeted_status_id=None if O is None else _gnip_id(O.get("id")),
         retweeted_user_id=None if O is None else _gnip_id(_get(O, "actor", "id")),
+        retweeted_screen_name=None if O is None else _string(_get(O, "actor", "preferredUsername")),
         retweeted_text=None if O is None else _gnip_body(O),
         quoted_status_id=None if Q is None else _gnip_id(Q.get("id")),
         quoted_text=None if Q is None else _gnip_body(Q),
