@@ -6,9 +6,12 @@ fields of the three dialects (v1.1, v2, Gnip activities) into column buffers, de
 and hands the buffers to Arrow without copying. All of it runs with the GIL released.
 """
 from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t
-from libc.stdlib cimport malloc, calloc, realloc, free, strtod
+from libc.stdlib cimport malloc, calloc, realloc, free, strtod, qsort
 from libc.string cimport memcpy, memcmp, memset, memchr, strlen
 from cpython.buffer cimport PyBuffer_FillInfo
+
+cdef extern from "<string.h>" nogil:
+    void* memmem(const void* haystack, size_t hl, const void* needle, size_t nl)
 
 import struct as _struct
 
@@ -21,6 +24,7 @@ include "_core_json.pxi"
 include "_core_values.pxi"
 include "_core_dedupe.pxi"
 include "_core_emit.pxi"
+include "_core_match.pxi"
 
 _EMPTY = pa.py_buffer(b"")
 

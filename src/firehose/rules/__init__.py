@@ -8,11 +8,12 @@
 """
 from __future__ import annotations
 
+from .compile import RuleSet
 from .syntax import (HAS_VALUES, IS_VALUES, MAX_RULE_LENGTH, NON_STANDALONE_OPS, STANDALONE_OPS,
                      And, Keyword, Node, Not, Op, Or, Phrase, Rule, RuleError, check, parse)
 
 __all__ = [
-    "Rule", "RuleError", "parse", "check",
+    "Rule", "RuleSet", "RuleError", "parse", "check",
     "And", "Or", "Not", "Keyword", "Phrase", "Op", "Node",
     "MAX_RULE_LENGTH", "STANDALONE_OPS", "NON_STANDALONE_OPS", "HAS_VALUES", "IS_VALUES",
 ]

@@ -50,6 +50,7 @@ def tables() -> tuple[bytes, array, array]:
         low = ch.lower()
         if len(low) == 1:
             lower[cp] = ord(low)
+        fold[cp] = lower[cp]
         lc = chr(lower[cp])
         if unicodedata.decomposition(lc):
             dec = "".join(c for c in unicodedata.normalize("NFKD", lc)

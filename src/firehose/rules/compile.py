@@ -1,0 +1,428 @@
+"""Compiling rules into an immutable snapshot the core matches batch after batch.
+
+Each rule becomes a small postfix program over term hashes and column predicates, and a set of
+*anchor* terms: terms one of which must occur in a tweet for the rule to match at all (taken
+from its rarest clause). The snapshot keeps every rule's program and an anchor → rules
+postings table; the core tokenises each tweet, looks its terms up in the postings to find the
+candidate rules and runs only their programs. Rules with no anchor (``contains:`` alone, a
+bounding box alone, ...) are run on every tweet.
+
+Snapshots are immutable; :meth:`RuleSet.add` and :meth:`RuleSet.remove` return new ones that
+reuse the compiled programs of the rules they keep, so changing a few rules of 100,000 costs the
+few, plus a vectorised re-concatenation.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .syntax import And, Keyword, Not, Op, Or, Phrase, Rule, RuleError, parse
+from .tokens import BIGRAM, CJK, NS, tables, term_hash, tokenize
+
+__all__ = ["RuleSet", "compile_rule", "CompiledRule"]
+
+# opcodes (mirrored in _core_match.pxi)
+OP_TERM, OP_SEQ, OP_AND, OP_OR, OP_NOT = 1, 2, 3, 4, 5
+OP_NOTNULL, OP_TRUE, OP_NONEMPTY, OP_LISTHAS, OP_RANGE = 6, 7, 8, 9, 10
+OP_BBOX, OP_RADIUS, OP_SAMPLE, OP_CONTAINS, OP_URLCONTAINS = 11, 12, 13, 14, 15
+
+# columns the predicates read (indices mirrored in the core)
+C_RT, C_REPLY, C_QUOTE, C_COORD, C_PLACE, C_VERIFIED = 0, 1, 2, 3, 4, 5
+C_URLS, C_MEDIA, C_MENTIONS, C_HASHTAGS, C_CASHTAGS, C_FOLLOWERS = 6, 7, 8, 9, 10, 11
+
+#: extra namespaces for whole-value terms the core adds for every tweet
+VALUE_NS = {
+    "from": b"f", "from_id": b"fi", "to": b"to", "to_id": b"toi", "retweets_of": b"rt",
+    "retweets_of_id": b"rti", "lang": b"lg", "place_country": b"pc", "source": b"src",
+}
+
+_FIELD_NS = {"bio": NS["bio"], "bio_name": NS["bio_name"], "bio_location": NS["bio_location"],
+             "url": NS["url"]}
+
+
+def _lower(s: str) -> str:
+    """Lower-case code point by code point, as the core does (docs/rules.md)."""
+    _, lower, _ = tables()
+    return "".join(chr(lower[ord(c)]) if ord(c) < len(lower) else c for c in s)
+
+
+def _i64(h: int) -> int:
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def _f64_bits(x: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", x))[0]
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: Rule
+    program: tuple          # int64 words
+    strings: tuple          # byte strings the program refers to (by index)
+    anchors: tuple | None   # term hashes (unsigned), or None: evaluate on every tweet
+    prefix_lengths: frozenset
+    needs_fold: bool
+
+
+class _Compiler:
+    def __init__(self, rule: Rule):
+        self.rule = rule
+        self.prog: list[int] = []
+        self.strings: list[bytes] = []
+        self.prefix_lengths: set[int] = set()
+        self.needs_fold = False
+
+    # -- helpers -----------------------------------------------------------------------------
+    def string(self, s: str) -> int:
+        self.strings.append(s.encode("utf-8", "surrogatepass"))
+        return len(self.strings) - 1
+
+    def term(self, ns: bytes, token: str) -> tuple[int, ...]:
+        h = term_hash(ns, token)
+        self.prog += [OP_TERM, _i64(h)]
+        return (h,)
+
+    def seq(self, hashes: list[int], rel: list[int], in_order: int, other: int) -> None:
+        """A phrase (in_order == -1: token i at relative position rel[i]) or a proximity
+        (all tokens in one field, span <= in_order in the rule's order, <= other otherwise)."""
+        words = [OP_SEQ, len(hashes), in_order, other]
+        for h, r in zip(hashes, rel):
+            words += [_i64(h), r]
+        self.prog += words
+
+    def text_terms(self, text: str, ns: bytes, fold: bool, proximity: int | None = None,
+                   prefix: bool = False):
+        """Keyword / phrase / proximity on a tokenised field. Returns the anchor hashes."""
+        if fold:
+            self.needs_fold = True
+            if ns == NS["text"]:
+                ns = NS["fold"]
+        toks = tokenize(text, fold=fold)
+        # CJK runs: bigrams, or the unigram of a lone character
+        picked = []
+        i = 0
+        while i < len(toks):
+            t = toks[i]
+            if t.kind == CJK:
+                run = [t]
+                j = i + 1
+                # U B U B U: a bigram at the position of the last unigram links the next one
+                while (j + 1 < len(toks) and toks[j].kind == BIGRAM
+                       and toks[j].pos == run[-1].pos and toks[j + 1].kind == CJK):
+                    run.append(toks[j + 1])
+                    j += 2
+                if len(run) == 1:
+                    picked.append((t.text, t.pos))
+                else:
+                    picked += [(a.text + b.text, a.pos) for a, b in zip(run, run[1:])]
+                i = j
+                continue
+            if t.kind != BIGRAM:
+                picked.append((t.text, t.pos))
+            i += 1
+        if not picked:
+            raise RuleError(f"{text!r} has no token to match", rule_id=self.rule.id)
+        if prefix:
+            word = picked[-1][0]
+            n = len(word)
+            pns = NS["fold_prefix"] if fold else NS["prefix"]
+            self.prefix_lengths.add(n)
+            if len(picked) > 1:
+                raise RuleError(f"a prefix must be one word: {text!r}", rule_id=self.rule.id)
+            return self.term(pns, word)
+        hashes = [term_hash(ns, tok) for tok, _ in picked]
+        rel = [p - picked[0][1] for _, p in picked]
+        if len(hashes) == 1:
+            self.prog += [OP_TERM, _i64(hashes[0])]
+            return (hashes[0],)
+        if proximity is None:
+            self.seq(hashes, rel, -1, -1)
+        else:
+            self.seq(hashes, rel, proximity, proximity - 2)
+        return self._anchor(hashes, [t for t, _ in picked])
+
+    @staticmethod
+    def _anchor(hashes, words):
+        # one token of a phrase is required: take the longest (a cheap stand-in for the rarest)
+        k = max(range(len(words)), key=lambda i: (len(words[i]), -i))
+        return (hashes[k],)
+
+    # -- the tree ----------------------------------------------------------------------------
+    def node(self, n) -> tuple | None:
+        """Emit n's program; return its anchor set (None: cannot be anchored)."""
+        fold_all = self.rule.fold
+        if isinstance(n, Keyword):
+            return self.text_terms(n.text, NS["text"], n.fold or fold_all, prefix=n.prefix)
+        if isinstance(n, Phrase):
+            return self.text_terms(n.text, NS["text"], n.fold or fold_all, n.proximity)
+        if isinstance(n, Not):
+            self.node(n.child)
+            self.prog.append(OP_NOT)
+            return None
+        if isinstance(n, (And, Or)):
+            anchors = [self.node(c) for c in n.children]
+            self.prog += [OP_AND if isinstance(n, And) else OP_OR, len(n.children)]
+            if isinstance(n, Or):
+                if any(a is None for a in anchors):
+                    return None
+                return tuple(sorted(set().union(*anchors)))
+            usable = [a for a in anchors if a is not None]
+            return min(usable, key=len) if usable else None
+        if isinstance(n, Op):
+            return self.op(n)
+        raise TypeError(f"unknown rule node {n!r}")
+
+    def op(self, n: Op):
+        name, v = n.name, n.value
+        if name in ("hashtag", "cashtag"):
+            return self.term(NS[name], _lower(v))
+        if name == "mention":
+            if isinstance(v, int):
+                return self.term(NS["mention_id"], str(v))
+            return self.term(NS["mention"], _lower(v))
+        if name in ("from", "to", "retweets_of"):
+            if isinstance(v, int):
+                return self.term(VALUE_NS[name + "_id"], str(v))
+            return self.term(VALUE_NS[name], _lower(v))
+        if name in ("lang", "place_country", "source"):
+            return self.term(VALUE_NS[name], _lower(v))
+        if name in _FIELD_NS:
+            return self.text_terms(v, _FIELD_NS[name], False)
+        if name in ("contains", "url_contains"):
+            self.prog += [OP_CONTAINS if name == "contains" else OP_URLCONTAINS,
+                          self.string(_lower(v)), 0]
+            return None
+        if name == "is":
+            if v == "verified":
+                self.prog += [OP_TRUE, C_VERIFIED]
+            else:
+                self.prog += [OP_NOTNULL, {"retweet": C_RT, "reply": C_REPLY, "quote": C_QUOTE}[v]]
+            return None
+        if name == "has":
+            if v == "geo":
+                self.prog += [OP_NOTNULL, C_COORD, OP_NOTNULL, C_PLACE, OP_OR, 2]
+            elif v == "images":
+                self.prog += [OP_LISTHAS, C_MEDIA, self.string("photo"), 0]
+            elif v == "videos":
+                self.prog += [OP_LISTHAS, C_MEDIA, self.string("video"), 0,
+                              OP_LISTHAS, C_MEDIA, self.string("animated_gif"), 0, OP_OR, 2]
+            else:
+                col = {"links": C_URLS, "media": C_MEDIA, "mentions": C_MENTIONS,
+                       "hashtags": C_HASHTAGS, "symbols": C_CASHTAGS}[v]
+                self.prog += [OP_NONEMPTY, col]
+            return None
+        if name == "followers_count":
+            lo, hi = v
+            self.prog += [OP_RANGE, C_FOLLOWERS, int(lo), (1 << 63) - 1 if hi is None else int(hi)]
+            return None
+        if name == "bounding_box":
+            self.prog += [OP_BBOX] + [_f64_bits(float(x)) for x in v]
+            return None
+        if name == "point_radius":
+            self.prog += [OP_RADIUS] + [_f64_bits(float(x)) for x in v]
+            return None
+        if name == "sample":
+            self.prog += [OP_SAMPLE, int(v)]
+            return None
+        raise RuleError(f"operator {name}: is not supported by the matcher", n.col,
+                        rule_id=self.rule.id)
+
+
+def _sample_nodes(n) -> list:
+    if isinstance(n, Op) and n.name == "sample":
+        return [n]
+    if isinstance(n, (And, Or)):
+        return [s for c in n.children for s in _sample_nodes(c)]
+    return []
+
+
+def compile_rule(rule: Rule) -> CompiledRule:
+    """Parse and compile one rule (raises RuleError naming the rule and column)."""
+    tree = rule.parse()
+    c = _Compiler(rule)
+    anchors = c.node(tree)
+    # a positive sample: anywhere applies to the whole rule (docs/rules.md)
+    top = tree.children if isinstance(tree, And) else (tree,)
+    extra = [s for s in _sample_nodes(tree) if not any(s is t for t in top)]
+    if extra:
+        for s in extra:
+            c.prog += [OP_SAMPLE, int(s.value)]
+        c.prog += [OP_AND, 1 + len(extra)]
+    return CompiledRule(rule, tuple(c.prog), tuple(c.strings),
+                        None if anchors is None else tuple(anchors),
+                        frozenset(c.prefix_lengths), c.needs_fold)
+
+
+class RuleSet:
+    """An immutable, compiled set of rules: build once, match batch after batch.
+
+    >>> rs = RuleSet([Rule("1", "apple OR banana", tag="fruit")])
+    >>> rs.match(tweets)          # pyarrow.Table: row (int64), rule_id (string)
+    >>> rs.annotate(tweets)       # tweets + matching_rules list<struct<id, tag>>
+    """
+
+    def __init__(self, rules: Iterable[Rule] = (), *, _compiled: dict | None = None):
+        compiled: dict[str, CompiledRule] = dict(_compiled or {})
+        errors = []
+        for r in rules:
+            if r.id in compiled:
+                errors.append(RuleError(f"duplicate rule id {r.id!r}", rule_id=r.id))
+                continue
+            try:
+                compiled[r.id] = compile_rule(r)
+            except RuleError as e:
+                errors.append(e)
+        if errors:
+            if len(errors) == 1:
+                raise errors[0]
+            raise RuleError(f"{len(errors)} rules are invalid; the first: {errors[0]}",
+                            rule_id=errors[0].rule_id) from errors[0]
+        self._compiled = compiled
+        self._order = list(compiled)
+        self._build()
+
+    # ---------------------------------------------------------------------- snapshots
+    def add(self, rules: Iterable[Rule]) -> "RuleSet":
+        """A new snapshot with these rules added (the others are not recompiled)."""
+        return RuleSet(rules, _compiled=self._compiled)
+
+    def remove(self, ids: Iterable[str]) -> "RuleSet":
+        """A new snapshot without the rules of these ids (unknown ids are an error)."""
+        ids = set(ids)
+        missing = ids - self._compiled.keys()
+        if missing:
+            raise KeyError(f"no such rule: {sorted(missing)[:5]}")
+        return RuleSet((), _compiled={k: v for k, v in self._compiled.items() if k not in ids})
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [self._compiled[k].rule for k in self._order]
+
+    @property
+    def version(self) -> str:
+        """A content hash of the snapshot (rule ids, values, tags and options, in order)."""
+        import hashlib
+        h = hashlib.sha256()
+        for k in self._order:
+            r = self._compiled[k].rule
+            h.update(repr((r.id, r.value, r.tag, r.fold)).encode())
+        return h.hexdigest()[:16]
+
+    # ---------------------------------------------------------------------- the arrays
+    def _build(self) -> None:
+        crs = [self._compiled[k] for k in self._order]
+        n = len(crs)
+        lengths = np.fromiter((len(c.program) for c in crs), np.int64, n)
+        self._prog_off = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=self._prog_off[1:])
+        prog = np.empty(int(self._prog_off[-1]), np.int64)
+        # strings: one pool; program references are rewritten to (offset, length) pairs
+        pool = bytearray()
+        pos = 0
+        for c in crs:
+            words = list(c.program)
+            if c.strings:
+                offs = []
+                for s in c.strings:
+                    offs.append((len(pool), len(s)))
+                    pool += s
+                words = _relocate(words, offs)
+            prog[pos:pos + len(words)] = words
+            pos += len(words)
+        assert pos == len(prog)
+        self._prog = prog
+        self._pool = bytes(pool)
+        # anchors -> rules (CSR, sorted by hash); rules without anchors run always
+        hs, rs = [], []
+        always = []
+        for i, c in enumerate(crs):
+            if c.anchors is None:
+                always.append(i)
+            else:
+                hs.extend(c.anchors)
+                rs.extend([i] * len(c.anchors))
+        h = np.array(hs, np.uint64)
+        r = np.array(rs, np.int32)
+        order = np.lexsort((r, h))
+        h, r = h[order], r[order]
+        uniq, starts = np.unique(h, return_index=True)
+        self._anchor_hash = uniq
+        self._anchor_off = np.append(starts, len(h)).astype(np.int64)
+        self._anchor_rule = r
+        self._always = np.array(always, np.int32)
+        self._prefix_mask = 0
+        self._needs_fold = False
+        for c in crs:
+            for k in c.prefix_lengths:
+                self._prefix_mask |= 1 << min(k, 63)
+            self._needs_fold |= c.needs_fold
+        self._ids = pa.array([c.rule.id for c in crs], pa.string())
+        self._tags = pa.array([c.rule.tag for c in crs], pa.string())
+        self._matcher = None
+
+    def _core(self):
+        if self._matcher is None:
+            from .. import _core
+            _core.set_unicode_tables(*tables())
+            self._matcher = _core.Matcher(self._prog, self._prog_off, self._pool,
+                                          self._anchor_hash, self._anchor_off,
+                                          self._anchor_rule, self._always,
+                                          self._prefix_mask, self._needs_fold)
+        return self._matcher
+
+    # ---------------------------------------------------------------------- matching
+    def match_indices(self, tweets: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """(row, rule index) arrays of every match, sorted by row then rule order."""
+        if len(self._order) == 0 or tweets.num_rows == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int32)
+        return self._core().match(tweets.combine_chunks())
+
+    def match(self, tweets: pa.Table) -> pa.Table:
+        """Every (row, rule_id) pair whose rule matches the row."""
+        rows, idx = self.match_indices(tweets)
+        return pa.table({"row": pa.array(rows, pa.int64()),
+                         "rule_id": self._ids.take(pa.array(idx, pa.int32()))})
+
+    def annotate(self, tweets: pa.Table) -> pa.Table:
+        """``tweets`` with a ``matching_rules`` column: list<struct<id, tag>> per row."""
+        rows, idx = self.match_indices(tweets)
+        counts = np.bincount(rows, minlength=tweets.num_rows) if len(rows) else \
+            np.zeros(tweets.num_rows, np.int64)
+        offsets = np.zeros(tweets.num_rows + 1, np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        take = pa.array(idx, pa.int32())
+        items = pa.StructArray.from_arrays([self._ids.take(take), self._tags.take(take)],
+                                           names=["id", "tag"])
+        col = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+        return tweets.append_column("matching_rules", col)
+
+
+def _relocate(words: list[int], offs: list[tuple[int, int]]) -> list[int]:
+    """Rewrite string references (index, 0) after OP_CONTAINS / OP_URLCONTAINS / OP_LISTHAS
+    into (pool offset, length), in place."""
+    out = list(words)
+    i = 0
+    while i < len(out):
+        op = out[i]
+        if op in (OP_CONTAINS, OP_URLCONTAINS):
+            out[i + 1], out[i + 2] = offs[out[i + 1]]
+        elif op == OP_LISTHAS:
+            out[i + 2], out[i + 3] = offs[out[i + 2]]
+        width = _WIDTH.get(op)
+        if width is None:                # OP_SEQ: variable
+            width = 4 + 2 * out[i + 1]
+        i += width
+    return out
+
+
+_WIDTH = {OP_TERM: 2, OP_AND: 2, OP_OR: 2, OP_NOT: 1, OP_NOTNULL: 2, OP_TRUE: 2,
+          OP_NONEMPTY: 2, OP_LISTHAS: 4, OP_RANGE: 4, OP_BBOX: 5, OP_RADIUS: 4, OP_SAMPLE: 2,
+          OP_CONTAINS: 3, OP_URLCONTAINS: 3}
