@@ -72,3 +72,19 @@ def test_cjk_runs_give_unigrams_and_bigrams():
 def test_diacritics_kept_unless_folded():
     assert [t.text for t in tokenize("Cumpleaños")] == ["cumpleaños"]
     assert [t.text for t in tokenize("Cumpleaños", fold=True)] == ["cumpleanos"]
+
+
+def test_the_fast_compile_path_equals_the_general_one():
+    import random
+    from firehose.rules import Rule, parse
+    from firehose.rules.compile import _fast_tree, compile_rule
+    rnd = random.Random(7)
+    alphabet = "abcXYZ019_"
+    for i in range(300):
+        words = ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 8)))
+                 for _ in range(rnd.randint(1, 4))]
+        r = Rule(str(i), " ".join(words))
+        assert _fast_tree(r) == parse(r.value)
+        assert compile_rule(r) == compile_rule(r, fast=False)
+    for v in ["a OR b", "AND", "a  b", "-a", "a-b", "café", "fold:x"]:
+        assert _fast_tree(Rule("x", v)) is None

@@ -13,7 +13,9 @@ few, plus a vectorised re-concatenation.
 """
 from __future__ import annotations
 
-import math
+import gc
+import itertools
+import re
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -21,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .syntax import And, Keyword, Not, Op, Or, Phrase, Rule, RuleError, parse
+from .syntax import MAX_RULE_LENGTH, And, Keyword, Not, Op, Or, Phrase, Rule, RuleError
 from .tokens import BIGRAM, CJK, NS, tables, term_hash, tokenize
 
 __all__ = ["RuleSet", "compile_rule", "CompiledRule"]
@@ -82,10 +84,10 @@ class _Compiler:
         self.strings.append(s.encode("utf-8", "surrogatepass"))
         return len(self.strings) - 1
 
-    def term(self, ns: bytes, token: str) -> tuple[int, ...]:
+    def term(self, ns: bytes, token: str) -> tuple:
         h = term_hash(ns, token)
         self.prog += [OP_TERM, _i64(h)]
-        return (h,)
+        return ((h, _estimate(ns, token)),)
 
     def seq(self, hashes: list[int], rel: list[int], in_order: int, other: int) -> None:
         """A phrase (in_order == -1: token i at relative position rel[i]) or a proximity
@@ -139,18 +141,14 @@ class _Compiler:
         rel = [p - picked[0][1] for _, p in picked]
         if len(hashes) == 1:
             self.prog += [OP_TERM, _i64(hashes[0])]
-            return (hashes[0],)
+            return ((hashes[0], _estimate(ns, picked[0][0])),)
         if proximity is None:
             self.seq(hashes, rel, -1, -1)
         else:
             self.seq(hashes, rel, proximity, proximity - 2)
-        return self._anchor(hashes, [t for t, _ in picked])
-
-    @staticmethod
-    def _anchor(hashes, words):
-        # one token of a phrase is required: take the longest (a cheap stand-in for the rarest)
-        k = max(range(len(words)), key=lambda i: (len(words[i]), -i))
-        return (hashes[k],)
+        # every token of a phrase is required: anchor on the rarest-looking one
+        k = min(range(len(picked)), key=lambda i: (_estimate(ns, picked[i][0]), i))
+        return ((hashes[k], _estimate(ns, picked[k][0])),)
 
     # -- the tree ----------------------------------------------------------------------------
     def node(self, n) -> tuple | None:
@@ -170,9 +168,10 @@ class _Compiler:
             if isinstance(n, Or):
                 if any(a is None for a in anchors):
                     return None
-                return tuple(sorted(set().union(*anchors)))
+                return tuple(set().union(*anchors))
+            # an AND needs all its children: anchor on the child whose anchors are rarest
             usable = [a for a in anchors if a is not None]
-            return min(usable, key=len) if usable else None
+            return min(usable, key=lambda a: sum(e for _, e in a)) if usable else None
         if isinstance(n, Op):
             return self.op(n)
         raise TypeError(f"unknown rule node {n!r}")
@@ -241,9 +240,59 @@ def _sample_nodes(n) -> list:
     return []
 
 
-def compile_rule(rule: Rule) -> CompiledRule:
+_SIMPLE = re.compile(r"[A-Za-z0-9_]+(?: [A-Za-z0-9_]+)*")
+
+
+def _fast_tree(rule: Rule):
+    """The AST of the commonest rules -- ASCII words separated by single spaces, without
+    OR/AND -- built without the parser (tests check it equals the parser's)."""
+    v = rule.value
+    if rule.fold or len(v) > MAX_RULE_LENGTH or not _SIMPLE.fullmatch(v):
+        return None
+    words = v.split(" ")
+    if "OR" in words or "AND" in words:
+        return None
+    if len(words) == 1:
+        return Keyword(words[0])
+    return And(tuple(Keyword(w) for w in words))
+
+
+# Anchor choice: an estimate of how common a term is (smaller is rarer). Without a sample of
+# the stream, longer tokens are taken as rarer, and whole-value terms that almost every tweet
+# has (language, source app, country) as common.
+_COMMON_NS = (b"lg", b"src", b"pc")
+
+
+def _estimate(ns: bytes, token: str) -> float:
+    if ns in _COMMON_NS:
+        return 1.0
+    return 1.0 / (1 + len(token)) ** 2
+
+
+def _compile_simple(rule: Rule) -> CompiledRule | None:
+    """ASCII words joined by spaces compile straight to TERM ... AND, anchored on the rarest
+    looking word: what the general path gives for them (tests compare), 10x sooner."""
+    tree = _fast_tree(rule)
+    if tree is None:
+        return None
+    words = rule.value.lower().split(" ")
+    hashes = [term_hash(b"t", w) for w in words]
+    prog = []
+    for h in hashes:
+        prog += [OP_TERM, _i64(h)]
+    if len(words) > 1:
+        prog += [OP_AND, len(words)]
+    k = min(range(len(words)), key=lambda i: (_estimate(b"t", words[i]), i))
+    return CompiledRule(rule, tuple(prog), (), (hashes[k],), frozenset(), False)
+
+
+def compile_rule(rule: Rule, *, fast: bool = True) -> CompiledRule:
     """Parse and compile one rule (raises RuleError naming the rule and column)."""
-    tree = rule.parse()
+    if fast:
+        done = _compile_simple(rule)
+        if done is not None:
+            return done
+    tree = _fast_tree(rule) or rule.parse()
     c = _Compiler(rule)
     anchors = c.node(tree)
     # a positive sample: anywhere applies to the whole rule (docs/rules.md)
@@ -254,7 +303,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
             c.prog += [OP_SAMPLE, int(s.value)]
         c.prog += [OP_AND, 1 + len(extra)]
     return CompiledRule(rule, tuple(c.prog), tuple(c.strings),
-                        None if anchors is None else tuple(anchors),
+                        None if anchors is None else tuple(sorted({h for h, _ in anchors})),
                         frozenset(c.prefix_lengths), c.needs_fold)
 
 
@@ -269,14 +318,20 @@ class RuleSet:
     def __init__(self, rules: Iterable[Rule] = (), *, _compiled: dict | None = None):
         compiled: dict[str, CompiledRule] = dict(_compiled or {})
         errors = []
-        for r in rules:
-            if r.id in compiled:
-                errors.append(RuleError(f"duplicate rule id {r.id!r}", rule_id=r.id))
-                continue
-            try:
-                compiled[r.id] = compile_rule(r)
-            except RuleError as e:
-                errors.append(e)
+        gc_was = gc.isenabled()
+        gc.disable()          # compiling makes many small objects and no cycles
+        try:
+            for r in rules:
+                if r.id in compiled:
+                    errors.append(RuleError(f"duplicate rule id {r.id!r}", rule_id=r.id))
+                    continue
+                try:
+                    compiled[r.id] = compile_rule(r)
+                except RuleError as e:
+                    errors.append(e)
+        finally:
+            if gc_was:
+                gc.enable()
         if errors:
             if len(errors) == 1:
                 raise errors[0]
@@ -323,32 +378,27 @@ class RuleSet:
         lengths = np.fromiter((len(c.program) for c in crs), np.int64, n)
         self._prog_off = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=self._prog_off[1:])
-        prog = np.empty(int(self._prog_off[-1]), np.int64)
         # strings: one pool; program references are rewritten to (offset, length) pairs
         pool = bytearray()
-        pos = 0
+        programs = []
         for c in crs:
-            words = list(c.program)
+            words = c.program
             if c.strings:
                 offs = []
                 for s in c.strings:
                     offs.append((len(pool), len(s)))
                     pool += s
-                words = _relocate(words, offs)
-            prog[pos:pos + len(words)] = words
-            pos += len(words)
-        assert pos == len(prog)
+                words = _relocate(list(words), offs)
+            programs.append(words)
+        prog = np.fromiter(itertools.chain.from_iterable(programs), np.int64,
+                           int(self._prog_off[-1]))
         self._prog = prog
         self._pool = bytes(pool)
         # anchors -> rules (CSR, sorted by hash); rules without anchors run always
-        hs, rs = [], []
-        always = []
-        for i, c in enumerate(crs):
-            if c.anchors is None:
-                always.append(i)
-            else:
-                hs.extend(c.anchors)
-                rs.extend([i] * len(c.anchors))
+        always = [i for i, c in enumerate(crs) if c.anchors is None]
+        hs = list(itertools.chain.from_iterable(c.anchors for c in crs if c.anchors is not None))
+        rs = list(itertools.chain.from_iterable(
+            itertools.repeat(i, len(c.anchors)) for i, c in enumerate(crs) if c.anchors is not None))
         h = np.array(hs, np.uint64)
         r = np.array(rs, np.int32)
         order = np.lexsort((r, h))

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence, Union
 
 from ..errors import ConfigError
+from .tokens import BIGRAM, tokenize
 
 __all__ = [
     "And", "Or", "Not", "Keyword", "Phrase", "Op", "Node",
@@ -258,25 +259,9 @@ def _is_cjk(ch: str) -> bool:
 
 
 def _count_tokens(text: str) -> int:
-    """How many tokens the core would cut ``text`` into, near enough to tell 0, 1 and more:
-    runs of word characters, each ``So`` symbol, each CJK character.  A combining mark with no
-    word before it (an emoji's variation selector) counts for nothing."""
-    n = 0
-    in_word = False
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat == "So" or (cat[0] in "LN" and _is_cjk(ch)):
-            n += 1
-            in_word = False
-        elif ch == "_" or cat[0] in "LN":
-            if not in_word:
-                n += 1
-                in_word = True
-        elif cat[0] == "M":
-            pass                      # continues a word, or belongs to a symbol
-        else:
-            in_word = False
-    return n
+    """How many tokens the matcher cuts ``text`` into (CJK characters, words, symbols; bigrams
+    are not counted), by the shared tokeniser of :mod:`.tokens`."""
+    return sum(1 for t in tokenize(text) if t.kind != BIGRAM)
 
 
 # --------------------------------------------------------------------------------------------

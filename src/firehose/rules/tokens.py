@@ -6,6 +6,7 @@ point identically by construction (docs/rules.md, "Tokens").
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 from array import array
 from functools import lru_cache
@@ -72,9 +73,17 @@ class Token(NamedTuple):
 BIGRAM = CJK + 1
 
 
-def tokenize(text: str, fold: bool = False) -> list[Token]:
+_ASCII_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+
+@lru_cache(maxsize=1 << 16)
+def tokenize(text: str, fold: bool = False) -> tuple[Token, ...]:
     """The tokens of ``text`` in order: words, one-code-point symbols, CJK unigrams and bigrams
     (a bigram has the position of its first character)."""
+    if text.isascii():
+        # ASCII has no So symbols and no CJK; its word characters are [A-Za-z0-9_]
+        return tuple(Token(m.group(), i, WORD)
+                     for i, m in enumerate(_ASCII_WORD.finditer(text.lower())))
     cls, lower, folds = tables()
     out: list[Token] = []
     pos = 0
@@ -109,7 +118,7 @@ def tokenize(text: str, fold: bool = False) -> list[Token]:
                 pos += 1
     if word:
         out.append(Token("".join(word), pos, WORD))
-    return out
+    return tuple(out)
 
 
 def term_hash(ns: bytes, token: str) -> int:
