@@ -480,6 +480,7 @@ cdef struct MState:
     Py_ssize_t nrules
     uint64_t prefix_mask
     bint fold
+    uint32_t fields             # which term namespaces to produce (rules.compile.FIELD_BITS)
     int32_t* stamp              # per rule: last row it was a candidate for
     int32_t* cand
     uint8_t* stack
@@ -703,7 +704,12 @@ cdef int run_program(MState* m, Cols* c, RowTerms* r, int64_t row, Py_ssize_t ru
     return st[0] if sp == 1 else 0
 
 
+cdef inline bint want(MState* m, int b) noexcept nogil:
+    return (m.fields >> b) & 1
+
+
 cdef int row_terms(MState* m, Cols* c, RowTerms* r, int64_t row) except -1 nogil:
+    """All the row's terms that some rule of the set can ask for."""
     cdef TokCfg cfg
     cdef const char* p
     cdef Py_ssize_t n
@@ -716,64 +722,70 @@ cdef int row_terms(MState* m, Cols* c, RowTerms* r, int64_t row) except -1 nogil
     if m.fold:
         cfg.fns = "tf"
     cfg.fnslen = 2
-    cfg.field = FLD_TEXT
     cfg.base = 0
-    if s_get(&c.text, row, &p, &n):
-        tokenize_into(r, p, n, &cfg)
-    cfg.field = FLD_QUOTED
-    if s_get(&c.quoted, row, &p, &n):
-        tokenize_into(r, p, n, &cfg)
+    if want(m, 0):
+        cfg.field = FLD_TEXT
+        if s_get(&c.text, row, &p, &n):
+            tokenize_into(r, p, n, &cfg)
+        cfg.field = FLD_QUOTED
+        if s_get(&c.quoted, row, &p, &n):
+            tokenize_into(r, p, n, &cfg)
     cfg.prefix_mask = 0
     cfg.fns = NULL
-    cfg.nslen = strlen("b")
     cfg.ns = "b"
+    cfg.nslen = 1
     cfg.field = FLD_BIO
-    if s_get(&c.bio, row, &p, &n):
+    if want(m, 1) and s_get(&c.bio, row, &p, &n):
         tokenize_into(r, p, n, &cfg)
     cfg.ns = "bn"
     cfg.nslen = 2
     cfg.field = FLD_BIO_NAME
-    if s_get(&c.bio_name, row, &p, &n):
+    if want(m, 2) and s_get(&c.bio_name, row, &p, &n):
         tokenize_into(r, p, n, &cfg)
     cfg.ns = "bl"
     cfg.field = FLD_BIO_LOC
-    if s_get(&c.bio_loc, row, &p, &n):
+    if want(m, 3) and s_get(&c.bio_loc, row, &p, &n):
         tokenize_into(r, p, n, &cfg)
     cfg.ns = "u"
     cfg.nslen = 1
     cfg.field = FLD_URL
-    for k in range(c.urls.loffs[row], c.urls.loffs[row + 1]):
-        cfg.base = (k - c.urls.loffs[row]) << 20
-        if s_get(&c.urls.child, k, &p, &n):
-            tokenize_into(r, p, n, &cfg)
-    for k in range(c.hashtags.loffs[row], c.hashtags.loffs[row + 1]):
-        if s_get(&c.hashtags.child, k, &p, &n):
-            add_value(r, "h", p, n)
-    for k in range(c.mentions.loffs[row], c.mentions.loffs[row + 1]):
-        if s_get(&c.mentions.child, k, &p, &n):
-            add_value(r, "m", p, n)
-    for k in range(c.cashtags.loffs[row], c.cashtags.loffs[row + 1]):
-        if s_get(&c.cashtags.child, k, &p, &n):
-            add_value(r, "c", p, n)
-    for k in range(c.mention_ids.loffs[row], c.mention_ids.loffs[row + 1]):
-        add_id(r, "mi", c.mention_ids.ivals[k + c.mention_ids.ioff])
-    if s_get(&c.screen_name, row, &p, &n):
+    if want(m, 4):
+        for k in range(c.urls.loffs[row], c.urls.loffs[row + 1]):
+            cfg.base = (k - c.urls.loffs[row]) << 20
+            if s_get(&c.urls.child, k, &p, &n):
+                tokenize_into(r, p, n, &cfg)
+    if want(m, 5):
+        for k in range(c.hashtags.loffs[row], c.hashtags.loffs[row + 1]):
+            if s_get(&c.hashtags.child, k, &p, &n):
+                add_value(r, "h", p, n)
+    if want(m, 6):
+        for k in range(c.mentions.loffs[row], c.mentions.loffs[row + 1]):
+            if s_get(&c.mentions.child, k, &p, &n):
+                add_value(r, "m", p, n)
+    if want(m, 7):
+        for k in range(c.cashtags.loffs[row], c.cashtags.loffs[row + 1]):
+            if s_get(&c.cashtags.child, k, &p, &n):
+                add_value(r, "c", p, n)
+    if want(m, 8):
+        for k in range(c.mention_ids.loffs[row], c.mention_ids.loffs[row + 1]):
+            add_id(r, "mi", c.mention_ids.ivals[k + c.mention_ids.ioff])
+    if want(m, 9) and s_get(&c.screen_name, row, &p, &n):
         add_value(r, "f", p, n)
-    if bit(c.author_id.valid, row + c.author_id.off):
+    if want(m, 10) and bit(c.author_id.valid, row + c.author_id.off):
         add_id(r, "fi", c.author_id.vals[row + c.author_id.off])
-    if s_get(&c.irt_sn, row, &p, &n):
+    if want(m, 11) and s_get(&c.irt_sn, row, &p, &n):
         add_value(r, "to", p, n)
-    if bit(c.irt_uid.valid, row + c.irt_uid.off):
+    if want(m, 12) and bit(c.irt_uid.valid, row + c.irt_uid.off):
         add_id(r, "toi", c.irt_uid.vals[row + c.irt_uid.off])
-    if s_get(&c.rt_sn, row, &p, &n):
+    if want(m, 13) and s_get(&c.rt_sn, row, &p, &n):
         add_value(r, "rt", p, n)
-    if bit(c.rt_uid.valid, row + c.rt_uid.off):
+    if want(m, 14) and bit(c.rt_uid.valid, row + c.rt_uid.off):
         add_id(r, "rti", c.rt_uid.vals[row + c.rt_uid.off])
-    if s_get(&c.lang, row, &p, &n):
+    if want(m, 15) and s_get(&c.lang, row, &p, &n):
         add_value(r, "lg", p, n)
-    if s_get(&c.place_cc, row, &p, &n):
+    if want(m, 16) and s_get(&c.place_cc, row, &p, &n):
         add_value(r, "pc", p, n)
-    if s_get(&c.source, row, &p, &n):
+    if want(m, 17) and s_get(&c.source, row, &p, &n):
         add_value(r, "src", p, n)
     rt_index(r)
     return 0
@@ -832,7 +844,7 @@ cdef class Matcher:
     cdef object keep
 
     def __cinit__(self, prog, prog_off, bytes pool, anchor_hash, anchor_off, anchor_rule,
-                  always, uint64_t prefix_mask, bint fold):
+                  always, uint64_t prefix_mask, bint fold, uint32_t fields=0xFFFFFFFF):
         cdef const int64_t[::1] pv = prog
         cdef const int64_t[::1] po = prog_off
         cdef const uint64_t[::1] ah = anchor_hash
@@ -858,6 +870,7 @@ cdef class Matcher:
         self.m.nalways = al.shape[0]
         self.m.prefix_mask = prefix_mask
         self.m.fold = fold
+        self.m.fields = fields
         while ns < 2 * nh:
             ns *= 2
         self.m.anslots = ns

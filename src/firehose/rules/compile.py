@@ -69,6 +69,13 @@ class CompiledRule:
     anchors: tuple | None   # term hashes (unsigned), or None: evaluate on every tweet
     prefix_lengths: frozenset
     needs_fold: bool
+    namespaces: frozenset = frozenset({b"t"})   # term namespaces the program looks up
+
+
+#: which term namespaces each bit of the core's field mask produces (mirrored in the core)
+FIELD_BITS = {b"t": 0, b"tf": 0, b"p": 0, b"pf": 0, b"b": 1, b"bn": 2, b"bl": 3, b"u": 4,
+              b"h": 5, b"m": 6, b"c": 7, b"mi": 8, b"f": 9, b"fi": 10, b"to": 11, b"toi": 12,
+              b"rt": 13, b"rti": 14, b"lg": 15, b"pc": 16, b"src": 17}
 
 
 class _Compiler:
@@ -78,6 +85,7 @@ class _Compiler:
         self.strings: list[bytes] = []
         self.prefix_lengths: set[int] = set()
         self.needs_fold = False
+        self.namespaces: set[bytes] = set()
 
     # -- helpers -----------------------------------------------------------------------------
     def string(self, s: str) -> int:
@@ -85,6 +93,7 @@ class _Compiler:
         return len(self.strings) - 1
 
     def term(self, ns: bytes, token: str) -> tuple:
+        self.namespaces.add(ns)
         h = term_hash(ns, token)
         self.prog += [OP_TERM, _i64(h)]
         return ((h, _estimate(ns, token)),)
@@ -137,6 +146,7 @@ class _Compiler:
             if len(picked) > 1:
                 raise RuleError(f"a prefix must be one word: {text!r}", rule_id=self.rule.id)
             return self.term(pns, word)
+        self.namespaces.add(ns)
         hashes = [term_hash(ns, tok) for tok, _ in picked]
         rel = [p - picked[0][1] for _, p in picked]
         if len(hashes) == 1:
@@ -304,7 +314,7 @@ def compile_rule(rule: Rule, *, fast: bool = True) -> CompiledRule:
         c.prog += [OP_AND, 1 + len(extra)]
     return CompiledRule(rule, tuple(c.prog), tuple(c.strings),
                         None if anchors is None else tuple(sorted({h for h, _ in anchors})),
-                        frozenset(c.prefix_lengths), c.needs_fold)
+                        frozenset(c.prefix_lengths), c.needs_fold, frozenset(c.namespaces))
 
 
 class RuleSet:
@@ -410,6 +420,9 @@ class RuleSet:
         self._always = np.array(always, np.int32)
         self._prefix_mask = 0
         self._needs_fold = False
+        self._field_mask = 0
+        for ns in set().union(*(c.namespaces for c in crs)) if crs else ():
+            self._field_mask |= 1 << FIELD_BITS[ns]
         for c in crs:
             for k in c.prefix_lengths:
                 self._prefix_mask |= 1 << min(k, 63)
@@ -425,7 +438,8 @@ class RuleSet:
             self._matcher = _core.Matcher(self._prog, self._prog_off, self._pool,
                                           self._anchor_hash, self._anchor_off,
                                           self._anchor_rule, self._always,
-                                          self._prefix_mask, self._needs_fold)
+                                          self._prefix_mask, self._needs_fold,
+                                          self._field_mask)
         return self._matcher
 
     # ---------------------------------------------------------------------- matching
