@@ -32,14 +32,11 @@ cdef enum:
 
 cdef uint32_t NONE = 0xFFFFFFFF
 
-# 1 for bytes that end a run of plain string content: '"', '\\' and control characters
-cdef unsigned char STRSTOP[256]
 cdef unsigned char HEXVAL[256]
 cdef unsigned char SIMPLE_ESC[256]      # the characters after a backslash other than 'u'
 cdef int _i
 for _i in range(256):
     SIMPLE_ESC[_i] = 1 if _i in b'"\\/bfnrt' else 0
-    STRSTOP[_i] = 1 if (_i < 0x20 or _i == 0x22 or _i == 0x5C) else 0
     HEXVAL[_i] = 255
 for _i in range(10):
     HEXVAL[0x30 + _i] = _i
@@ -47,7 +44,6 @@ for _i in range(6):
     HEXVAL[0x41 + _i] = 10 + _i
     HEXVAL[0x61 + _i] = 10 + _i
 
-cdef uint64_t ONES = 0x0101010101010101ULL
 cdef uint64_t HIGHS = 0x8080808080808080ULL
 
 
@@ -86,14 +82,6 @@ cdef extern from *:
     #endif
     """
     Py_ssize_t scan_string "fh_scan_string"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
-
-
-cdef inline bint swar_has_stop(uint64_t x) noexcept nogil:
-    """True if any of the 8 bytes may be '"', '\\' or < 0x20 (false positives allowed)."""
-    cdef uint64_t q = x ^ (ONES * 0x22)
-    cdef uint64_t b = x ^ (ONES * 0x5C)
-    cdef uint64_t r = ((q - ONES) & ~q) | ((b - ONES) & ~b) | ((x - ONES * 0x20) & ~x)
-    return (r & HIGHS) != 0
 
 
 cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
@@ -207,7 +195,6 @@ cdef int parse_string(Tape* t) except -1 nogil:
     cdef Py_ssize_t p = t.pos + 1
     cdef Py_ssize_t idx = tape_new(t, J_STR, p)
     cdef uint8_t flags = 0
-    cdef uint64_t x
     cdef unsigned char c, e
     cdef int cp, lo
     while True:
