@@ -85,7 +85,7 @@ cdef struct RejectRec:
 
 # ---------------------------------------------------------------- all decoder state, in C
 cdef struct State:
-    Col cols[36]          # tweets, in schema order
+    Col cols[37]          # tweets, in schema order
     Col ccols[14]         # compliance, in schema order
     Tape tape
     Buf scratch

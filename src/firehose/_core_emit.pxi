@@ -28,6 +28,7 @@ cdef enum:
     T_RT_SN
     T_RT_TEXT
     T_Q_S
+    T_Q_U
     T_Q_TEXT
     T_HASH
     T_MENT
@@ -420,6 +421,7 @@ cdef int emit_v1(State* st, Msg* m) except -1 nogil:
     if q < 0:
         q = pref_id(t, Q, "id_str", "id", tmp)
     col_i64_or_null(&c[T_Q_S], q)
+    col_i64_or_null(&c[T_Q_U], pref_id(t, obj_or_none(t, get(t, Q, "user", tmp)), "id_str", "id", tmp))
     w_str(st, &c[T_Q_TEXT], v1_text(t, Q, tmp))
     et = obj_or_none(t, get(t, T, "extended_tweet", tmp))
     E = get(t, et, "entities", tmp) if et != NONE else get(t, T, "entities", tmp)
@@ -579,6 +581,7 @@ cdef int emit_v2(State* st, Msg* m) except -1 nogil:
     w_str(st, &c[T_RT_TEXT], v2_text(t, obj, tmp))
     obj = v2_ref(st, D, "quoted", &rid)
     col_i64_or_null(&c[T_Q_S], rid)
+    col_i64_or_null(&c[T_Q_U], get_id(t, get(t, obj, "author_id", tmp), tmp))
     w_str(st, &c[T_Q_TEXT], v2_text(t, obj, tmp))
     nt = obj_or_none(t, get(t, D, "note_tweet", tmp))
     E = get(t, nt, "entities", tmp)
@@ -662,6 +665,7 @@ cdef int emit_act(State* st, Msg* m) except -1 nogil:
     if Q == NONE:
         Q = obj_or_none(t, get(t, O, "twitter_quoted_status", tmp))
     col_i64_or_null(&c[T_Q_S], gnip_id(t, get(t, Q, "id", tmp), tmp))
+    col_i64_or_null(&c[T_Q_U], gnip_id(t, get2(t, Q, "actor", "id", tmp), tmp))
     w_str(st, &c[T_Q_TEXT], act_body(t, Q, tmp))
     lo = obj_or_none(t, get(t, A, "long_object", tmp))
     E = get(t, lo, "twitter_entities", tmp) if lo != NONE else get(t, A, "twitter_entities", tmp)

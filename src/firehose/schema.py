@@ -47,6 +47,7 @@ TWEETS = pa.schema([
     pa.field("retweeted_screen_name", pa.string()),
     pa.field("retweeted_text", pa.string()),
     pa.field("quoted_status_id", pa.int64()),
+    pa.field("quoted_user_id", pa.int64()),
     pa.field("quoted_text", pa.string()),
     pa.field("hashtags", _str_list, nullable=False),
     pa.field("mentions", _str_list, nullable=False),

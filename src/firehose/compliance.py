@@ -1,0 +1,204 @@
+"""Compliance state: what must never be delivered, and what must be masked.
+
+Fed the ``compliance`` tables the decoder produces (deletes, drops, user deletes / protects /
+suspends and their reversals, withholding, scrub_geo), it keeps for every tweet and user the
+*latest* state by event time (ties and missing times: the later arrival wins), so a delete
+that arrives before its tweet still wins when the tweet comes, and an ``undrop`` that is older
+than the ``drop`` it follows changes nothing.
+
+Per batch of tweets it answers, vectorised:
+
+* :meth:`ComplianceState.deny` — one boolean column per reason (``deleted``, ``dropped``,
+  ``user_deleted``, ``user_suspended``, ``user_protected``), each true where the tweet itself,
+  or the tweet it retweets or quotes, or any of their authors is in that state;
+* :meth:`ComplianceState.withheld` — where the tweet or its author is withheld in any of a
+  seat's delivery countries (``XX`` and ``XY`` mean everywhere);
+* :meth:`ComplianceState.scrub_geo_mask` — where geo must be masked (``scrub_geo`` up to a
+  status id for that author).
+
+A row whose ids are null is not "unknown, so fine": callers treat the masks as denials and the
+entitlement layer denies rows it cannot vouch for.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["ComplianceState", "DENY_REASONS"]
+
+#: tweet-level states, and the compliance kinds that set (True) or clear (False) them
+_TWEET_KINDS = {"delete": ("deleted", True), "drop": ("dropped", True),
+                "undrop": ("dropped", False)}
+_USER_KINDS = {
+    "user_delete": ("user_deleted", True), "user_undelete": ("user_deleted", False),
+    "user_suspend": ("user_suspended", True), "user_unsuspend": ("user_suspended", False),
+    "user_protect": ("user_protected", True), "user_unprotect": ("user_protected", False),
+}
+DENY_REASONS = ("deleted", "dropped", "user_deleted", "user_suspended", "user_protected")
+_EVERYWHERE = {"XX", "XY"}
+_NO_TIME = np.iinfo(np.int64).min
+
+
+@dataclass
+class _Latest:
+    """id -> (event time, arrival seq, value): the latest by (time, seq) wins."""
+    entries: dict = field(default_factory=dict)
+
+    def put(self, key: int, t: int, seq: int, value) -> None:
+        cur = self.entries.get(key)
+        if cur is None or (t, seq) >= (cur[0], cur[1]):
+            self.entries[key] = (t, seq, value)
+
+    def ids_where(self, pred) -> pa.Array:
+        return pa.array([k for k, (_, _, v) in self.entries.items() if pred(v)], pa.int64())
+
+
+class ComplianceState:
+    """Latest-wins compliance state, applied to tweets batch by batch."""
+
+    def __init__(self):
+        self._seq = 0
+        self._tweet = {name: _Latest() for name in ("deleted", "dropped")}
+        self._user = {name: _Latest() for name in ("user_deleted", "user_suspended",
+                                                    "user_protected")}
+        self._withheld_tweet = _Latest()     # tweet id -> frozenset of countries
+        self._withheld_user = _Latest()      # user id -> frozenset of countries
+        self._scrub = {}                     # user id -> highest up_to_tweet_id
+        self._cache = None
+        self.events = 0
+
+    # ------------------------------------------------------------------ updates
+    def apply(self, compliance: pa.Table) -> None:
+        """Fold a compliance table (firehose.schema.COMPLIANCE) into the state."""
+        if compliance.num_rows == 0:
+            return
+        kinds = compliance.column("kind").to_pylist()
+        tweet = compliance.column("tweet_id").to_pylist()
+        user = compliance.column("user_id").to_pylist()
+        upto = compliance.column("up_to_tweet_id").to_pylist()
+        countries = compliance.column("countries").to_pylist()
+        times = pc.cast(compliance.column("event_at"), pa.int64()).to_pylist()
+        for kind, tid, uid, up, cs, t in zip(kinds, tweet, user, upto, countries, times):
+            self._seq += 1
+            t = _NO_TIME if t is None else t
+            if kind in _TWEET_KINDS and tid is not None:
+                name, on = _TWEET_KINDS[kind]
+                self._tweet[name].put(tid, t, self._seq, on)
+            elif kind in _USER_KINDS and uid is not None:
+                name, on = _USER_KINDS[kind]
+                self._user[name].put(uid, t, self._seq, on)
+            elif kind == "status_withheld" and tid is not None:
+                self._withheld_tweet.put(tid, t, self._seq, frozenset(cs))
+            elif kind == "user_withheld" and uid is not None:
+                self._withheld_user.put(uid, t, self._seq, frozenset(cs))
+            elif kind == "scrub_geo" and uid is not None and up is not None:
+                self._scrub[uid] = max(up, self._scrub.get(uid, 0))
+            else:
+                continue
+            self.events += 1
+        self._cache = None
+
+    # ------------------------------------------------------------------ queries
+    def _sets(self) -> dict:
+        if self._cache is None:
+            c = {name: st.ids_where(bool) for name, st in {**self._tweet, **self._user}.items()}
+            self._cache = c
+        return self._cache
+
+    def deny(self, tweets: pa.Table) -> dict[str, np.ndarray]:
+        """Per reason, a boolean array over the rows: deny where true."""
+        sets = self._sets()
+        tweet_cols = [tweets.column(c) for c in ("id", "retweeted_status_id", "quoted_status_id")]
+        user_cols = [tweets.column(c) for c in ("author_id", "retweeted_user_id",
+                                                "quoted_user_id") if c in tweets.column_names]
+        out = {}
+        for name in DENY_REASONS:
+            cols = tweet_cols if name in self._tweet else user_cols
+            mask = np.zeros(tweets.num_rows, bool)
+            if len(sets[name]):
+                for col in cols:
+                    hit = pc.fill_null(pc.is_in(col, value_set=sets[name]), False)
+                    mask |= hit.to_numpy(zero_copy_only=False)
+            out[name] = mask
+        return out
+
+    def withheld(self, tweets: pa.Table, delivery_countries) -> np.ndarray:
+        """True where the tweet (its own ``withheld_in_countries`` or a status_withheld event)
+        or its author (a user_withheld event) is withheld in a delivery country."""
+        seat = {c.upper() for c in delivery_countries}
+        n = tweets.num_rows
+        mask = np.zeros(n, bool)
+
+        def hits(cs) -> bool:
+            return bool(cs) and (bool(_EVERYWHERE & set(cs)) or bool(seat & set(cs)))
+
+        own = tweets.column("withheld_in_countries").to_pylist()
+        mask |= np.fromiter((hits(cs) for cs in own), bool, n)
+        for latest, col in ((self._withheld_tweet, "id"), (self._withheld_user, "author_id")):
+            ids = latest.ids_where(hits)
+            if len(ids):
+                mask |= pc.fill_null(pc.is_in(tweets.column(col), value_set=ids),
+                                     False).to_numpy(zero_copy_only=False)
+        return mask
+
+    def scrub_geo_mask(self, tweets: pa.Table) -> np.ndarray:
+        """True where geo must be masked: the author scrubbed geo up to an id >= the tweet's."""
+        if not self._scrub:
+            return np.zeros(tweets.num_rows, bool)
+        authors = tweets.column("author_id").to_pylist()
+        ids = tweets.column("id").to_pylist()
+        scrub = self._scrub
+        return np.fromiter((a is not None and a in scrub and i <= scrub[a]
+                            for a, i in zip(authors, ids)), bool, tweets.num_rows)
+
+    # ------------------------------------------------------------------ persistence
+    def to_bytes(self) -> bytes:
+        """The state as Arrow IPC (for checkpoints)."""
+        rows = []
+        for name, st in {**self._tweet, **self._user}.items():
+            rows += [(name, k, t, s, v, None) for k, (t, s, v) in st.entries.items()]
+        for name, st in (("withheld_tweet", self._withheld_tweet),
+                         ("withheld_user", self._withheld_user)):
+            rows += [(name, k, t, s, None, sorted(v)) for k, (t, s, v) in st.entries.items()]
+        rows += [("scrub_geo", k, v, 0, None, None) for k, v in self._scrub.items()]
+        cols = list(zip(*rows)) if rows else [[]] * 6
+        table = pa.table({
+            "state": pa.array(cols[0], pa.string()), "id": pa.array(cols[1], pa.int64()),
+            "time": pa.array(cols[2], pa.int64()), "seq": pa.array(cols[3], pa.int64()),
+            "on": pa.array(cols[4], pa.bool_()),
+            "countries": pa.array(cols[5], pa.list_(pa.string())),
+        }, metadata={"seq": str(self._seq), "events": str(self.events)})
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        return sink.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ComplianceState":
+        from .errors import StateError
+        try:
+            table = pa.ipc.open_stream(data).read_all()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise StateError(f"compliance state is corrupt: {e}") from None
+        self = cls()
+        meta = table.schema.metadata or {}
+        self._seq = int(meta.get(b"seq", b"0"))
+        self.events = int(meta.get(b"events", b"0"))
+        for name, k, t, s, on, cs in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            if name in self._tweet:
+                self._tweet[name].entries[k] = (t, s, on)
+            elif name in self._user:
+                self._user[name].entries[k] = (t, s, on)
+            elif name == "withheld_tweet":
+                self._withheld_tweet.entries[k] = (t, s, frozenset(cs))
+            elif name == "withheld_user":
+                self._withheld_user.entries[k] = (t, s, frozenset(cs))
+            elif name == "scrub_geo":
+                self._scrub[k] = t
+            else:
+                raise StateError(f"compliance state has an unknown entry {name!r}")
+        return self
