@@ -4,6 +4,7 @@
     firehose gen 1000 --mixed | head
     firehose demo --n 20000 --dir demo
     firehose rules check rules.ndjson
+    firehose config validate examples/clients.toml
 
 ``gen`` needs only the pure-Python generator (:mod:`firehose.testing`); ``demo`` also needs the
 compiled decoder, imported lazily so that ``gen`` works in a checkout that is not built yet.
@@ -332,6 +333,72 @@ def _json_array_items(text: str):
     if i < n:
         raise _RulesFileError(line_of(i), "not a JSON array of rules: extra data after the array")
     return items
+
+
+# --------------------------------------------------------------------------------------------
+# firehose config validate
+
+
+@main.group("config")
+def config_group() -> None:
+    """Work with client configuration files (TOML)."""
+
+
+@config_group.command("validate")
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.pass_context
+def config_validate(ctx, file):
+    """Validate a configuration file and print each problem.
+
+    Problems print as FILE: key.path: message, warnings as FILE: key.path: warning: message.
+    A valid file prints its warnings, then one line: what it defines and its sha256.
+    Exit status: 0 valid (warnings or not), 2 problems or the file cannot be read.
+    """
+    from .config import loads
+    from .errors import ConfigError
+
+    name = "<stdin>" if file == "-" else file
+    try:
+        if file == "-":
+            stdin = sys.stdin
+            data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+        else:
+            with open(file, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        click.echo(f"{name}: cannot read: {e.strerror or e}", err=True)
+        ctx.exit(2)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        click.echo(f"{name}: cannot read: not UTF-8 text (byte {e.start})", err=True)
+        ctx.exit(2)
+
+    def where(p) -> str:
+        return f"{name}: {p.path}: " if p.path else f"{name}: "
+
+    try:
+        cfg = loads(text, source=name)
+    except ConfigError as e:
+        problems = getattr(e, "problems", ())
+        for p in problems:
+            click.echo(f"{where(p)}{p.message}")
+        for w in getattr(e, "warnings", ()):
+            click.echo(f"{where(w)}warning: {w.message}")
+        n = len(problems)
+        click.echo(f"{name}: {n} problem{'s' * (n != 1)}", err=True)
+        ctx.exit(2)
+    for w in cfg.warnings:
+        click.echo(f"{where(w)}warning: {w.message}")
+
+    def k(n: int, word: str, plural: str | None = None) -> str:
+        return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+    n_rules = sum(len(c.rules) for c in cfg.clients.values())
+    click.echo(f"{name}: OK: {k(len(cfg.clients), 'client')} ({k(n_rules, 'rule')}), "
+               f"{k(len(cfg.organisations), 'organisation')}, {k(len(cfg.sources), 'source')}, "
+               f"{k(len(cfg.licences), 'licence')}, {k(len(cfg.field_groups), 'field group')}, "
+               f"{k(len(cfg.warnings), 'warning')}; sha256 {cfg.hash}")
 
 
 if __name__ == "__main__":
