@@ -1,0 +1,419 @@
+"""Entitlements: who may receive what, compiled once, applied per batch.
+
+**Control plane.** :func:`compile_plans` turns a :class:`firehose.config.Config` into an
+immutable :class:`PlanSet`: one :class:`Plan` per (client, source) with everything the data
+plane needs — allowed or not (with every reason and, for the organisation graph, the path that
+triggered it), the columns it may see, its delivery countries, caps — and a version and hash.
+Deny by default; forbid overrides permit:
+
+* no grant for the source → deny (``no_grant``);
+* the licence's prohibited categories apply to the seat's organisation and to every ancestor
+  reached through ``controlled_by``, ``acts_on_behalf_of`` and ``component_of``; through
+  ``owned_by`` when prohibited owners hold, in aggregate, at least the licence's ownership
+  threshold (default 50 %: 25 % + 25 % held by two prohibited owners counts as 50 %);
+  → ``prohibited_category``, with the path (``frontco -> holding -> agency -> intelligence``);
+* an organisation that is referenced but not defined, or a cycle, anywhere up the graph through
+  any edge → ``unresolved_ownership``;
+* seats of categories the licence lists as needing approval (government, homeland security,
+  ...) need a recorded, unexpired approval for their use case → ``approval_missing``;
+* a delivery country under the licence's embargo → ``embargoed_country``;
+* government-like seats never get the exact-geo or author-profile columns (``field_denied``),
+  and a column that no granted field group lists is never delivered.
+
+**Data plane.** :class:`Entitlements` applies plans to a batch of tweets and the matches of
+each client's rules: compliance masks once per batch (:mod:`firehose.compliance`), then per
+plan the seat decision, withholding in its countries and caps in tweet-id order; the delivered
+rows are projected to the plan's columns, with geo masked where scrub_geo says so. Every
+matched row is either delivered or denied for exactly one reason, and the audit says so.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .compliance import DENY_REASONS, ComplianceState
+from .config import Client, Config
+from .schema import TWEETS
+
+__all__ = ["Denial", "Plan", "PlanSet", "compile_plans", "Entitlements", "BatchResult",
+           "GOVERNMENT_CATEGORIES", "SENSITIVE_GROUPS", "AUDIT", "DENIALS", "LEDGER"]
+
+#: seats in these categories (or under an organisation in them) are treated as government
+GOVERNMENT_CATEGORIES = frozenset({"government", "homeland_security", "law_enforcement",
+                                   "military", "intelligence", "surveillance"})
+#: field groups government seats never receive
+SENSITIVE_GROUPS = ("geo_exact", "author_profile")
+DEFAULT_OWNERSHIP_THRESHOLD = 50.0
+_CONTROL_KINDS = ("controlled_by", "acts_on_behalf_of", "component_of")
+_GEO_COLUMNS = ("coordinates", "place_id", "place_country_code")
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a seat, a column or a row is refused."""
+
+    reason: str                 # no_grant, prohibited_category, unresolved_ownership, ...
+    policy: str                 # the licence (or "default") whose rule it is
+    detail: str
+    path: tuple[str, ...] = ()  # organisation path, ending with the category when there is one
+
+    @property
+    def path_text(self) -> str:
+        return " -> ".join(self.path)
+
+
+@dataclass(frozen=True)
+class Plan:
+    client: str
+    source: str
+    licence: str
+    allowed: bool
+    denials: tuple[Denial, ...]          # seat-level: non-empty iff not allowed
+    columns: tuple[str, ...]             # delivered columns, in schema order
+    column_denials: tuple[Denial, ...]   # columns withheld from a granted group
+    delivery_countries: tuple[str, ...]
+    redistribution: str
+    objects_per_day: int | None
+    group: str                           # affiliated group (root organisation) for group caps
+    group_ids_per_30d: int | None
+
+
+@dataclass(frozen=True)
+class PlanSet:
+    plans: Mapping[tuple[str, str], Plan]
+    version: int
+    hash: str
+
+    def plan(self, client: str, source: str) -> Plan:
+        p = self.plans.get((client, source))
+        if p is None:          # unknown seats are denied, never permitted by accident
+            return Plan(client, source, "default", False,
+                        (Denial("no_plan", "default", f"no plan for {client!r} on {source!r}"),),
+                        (), (), (), "full", 0, client, 0)
+        return p
+
+
+# ------------------------------------------------------------------------ the organisation graph
+
+class _Graph:
+    def __init__(self, config: Config, prohibited: frozenset, threshold: float):
+        self.orgs = config.organisations
+        self.prohibited = prohibited
+        self.threshold = threshold
+        self.memo: dict[str, tuple[str, tuple[str, ...], str] | None] = {}
+        self.active: set[str] = set()
+
+    def verdict(self, name: str) -> tuple[str, tuple[str, ...], str] | None:
+        """None if ``name`` is clear; else (reason, path, detail) of the first finding."""
+        if name in self.memo:
+            return self.memo[name]
+        if name in self.active:
+            return ("unresolved_ownership", (name,), f"ownership cycle through {name!r}")
+        org = self.orgs.get(name)
+        if org is None:
+            return ("unresolved_ownership", (name,),
+                    f"organisation {name!r} is referenced but not defined")
+        self.active.add(name)
+        try:
+            found = self._judge(org)
+        finally:
+            self.active.discard(name)
+        self.memo[name] = found
+        return found
+
+    def _judge(self, org):
+        bad = sorted(set(org.categories) & self.prohibited)
+        if bad:
+            return ("prohibited_category", (org.name, bad[0]),
+                    f"{org.name} is in prohibited category {bad[0]!r}")
+        unresolved = None
+        for e in org.edges:
+            v = self.verdict(e.parent)
+            if v is None:
+                continue
+            reason, path, detail = v
+            if reason == "unresolved_ownership":
+                # an unknown parent denies through any edge, whatever the share
+                unresolved = unresolved or (reason, (org.name,) + path, detail)
+            elif e.kind in _CONTROL_KINDS:
+                return (reason, (org.name,) + path, f"{org.name} {e.kind} {path[0]}: {detail}")
+        if unresolved:
+            return unresolved
+        owners = [(e, self.verdict(e.parent)) for e in org.edges if e.kind == "owned_by"]
+        blocked = [(e, v) for e, v in owners if v is not None]
+        share = sum(100.0 if e.percent is None else float(e.percent) for e, _ in blocked)
+        if blocked and share >= self.threshold:
+            e, (reason, path, detail) = max(blocked, key=lambda ev: ev[0].percent or 100.0)
+            names = ", ".join(f"{b.parent} {b.percent or 100:g}%" for b, _ in blocked)
+            return (reason, (org.name,) + path,
+                    f"{org.name} is {share:g}% owned by prohibited owners ({names}): {detail}")
+        return None
+
+    def categories(self, name: str, seen=None) -> set[str]:
+        """The organisation's categories and those of its control-type ancestors."""
+        seen = set() if seen is None else seen
+        if name in seen or name not in self.orgs:
+            return set()
+        seen.add(name)
+        org = self.orgs[name]
+        out = set(org.categories)
+        for e in org.edges:
+            if e.kind in _CONTROL_KINDS:
+                out |= self.categories(e.parent, seen)
+        return out
+
+    def root(self, name: str) -> str:
+        """The affiliated group: follow the largest owner / the controller up to the top."""
+        seen = {name}
+        while name in self.orgs:
+            org = self.orgs[name]
+            ups = [e for e in org.edges if e.kind in _CONTROL_KINDS or
+                   (e.kind == "owned_by" and (e.percent or 100) > 50)]
+            if not ups or ups[0].parent in seen:
+                return name
+            name = ups[0].parent
+            seen.add(name)
+        return name
+
+
+def _approved(client: Client, today: _dt.date) -> bool:
+    return any(a.use_case == client.use_case and (a.expires is None or a.expires >= today)
+               for a in client.approvals)
+
+
+def compile_plans(config: Config, *, version: int = 1, today: _dt.date | None = None) -> PlanSet:
+    """Every (client, source) plan of a configuration."""
+    today = today or _dt.date.today()
+    plans = {}
+    graphs: dict[str, _Graph] = {}
+    for cname, client in sorted(config.clients.items()):
+        for sname, source in sorted(config.sources.items()):
+            lic = config.licences[source.licence]
+            g = graphs.get(lic.name)
+            if g is None:
+                threshold = getattr(lic, "ownership_threshold_percent", None)
+                g = graphs[lic.name] = _Graph(config, frozenset(lic.prohibited_categories),
+                                              DEFAULT_OWNERSHIP_THRESHOLD if threshold is None
+                                              else float(threshold))
+            plans[(cname, sname)] = _plan(config, client, sname, lic, g, today)
+    canon = json.dumps([_plan_dict(p) for _, p in sorted(plans.items())], sort_keys=True,
+                       default=str)
+    return PlanSet(plans, version, hashlib.sha256(canon.encode()).hexdigest()[:16])
+
+
+def _plan(config, client, sname, lic, g: _Graph, today) -> Plan:
+    denials: list[Denial] = []
+    grants = [gr for gr in client.grants if gr.source == sname]
+    if not grants:
+        denials.append(Denial("no_grant", "default", f"{client.name} has no grant for {sname}"))
+    v = g.verdict(client.organisation)
+    if v is not None:
+        reason, path, detail = v
+        if reason == "prohibited_category":
+            denials.append(Denial(reason, lic.name, detail, path))
+        else:
+            denials.append(Denial(reason, "default", detail, path))
+    cats = g.categories(client.organisation)
+    need = sorted(cats & set(lic.approval_required))
+    if need and not _approved(client, today):
+        denials.append(Denial("approval_missing", lic.name,
+                              f"{client.name} is {need[0]} and has no current approval for use "
+                              f"case {client.use_case!r}"))
+    embargo = sorted(set(client.delivery_countries) & set(lic.embargoed_countries))
+    if embargo:
+        denials.append(Denial("embargoed_country", lic.name,
+                              f"{client.name} delivers to embargoed {', '.join(embargo)}"))
+    government = bool(cats & GOVERNMENT_CATEGORIES)
+    cols: set[str] = set()
+    col_denials = []
+    for gr in grants:
+        for fg in gr.field_groups:
+            group = config.field_groups[fg]
+            if government and fg in SENSITIVE_GROUPS:
+                col_denials.append(Denial("field_denied", lic.name,
+                                          f"{client.name} is a government seat: no {fg}"))
+                continue
+            cols |= set(group.columns)
+    if government:     # whatever group lists them, sensitive columns stay out
+        for fg in SENSITIVE_GROUPS:
+            if fg in config.field_groups:
+                cols -= set(config.field_groups[fg].columns)
+    if lic.redistribution == "ids":
+        cols &= {"id"}
+    columns = tuple(n for n in TWEETS.names if n in cols)
+    caps = lic.caps
+    return Plan(client.name, sname, lic.name, not denials, tuple(denials), columns,
+                tuple(col_denials), tuple(client.delivery_countries), lic.redistribution,
+                caps.objects_per_recipient_per_day, g.root(client.organisation),
+                caps.post_ids_per_group_per_30d)
+
+
+def _plan_dict(p: Plan) -> dict:
+    d = dict(p.__dict__)
+    d["denials"] = [x.__dict__ for x in p.denials]
+    d["column_denials"] = [x.__dict__ for x in p.column_denials]
+    return d
+
+
+# ------------------------------------------------------------------------ the data plane
+
+AUDIT = pa.schema([
+    ("batch", pa.int64()), ("client", pa.string()), ("source", pa.string()),
+    ("plan_version", pa.int64()), ("plan_hash", pa.string()),
+    ("outcome", pa.string()),          # "matched", "delivered" or "denied"
+    ("reason", pa.string()), ("policy", pa.string()), ("rows", pa.int64()),
+])
+DENIALS = pa.schema([
+    ("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
+    ("reason", pa.string()), ("policy", pa.string()), ("rules", pa.list_(pa.string())),
+    ("path", pa.string()), ("detail", pa.string()),
+])
+LEDGER = pa.schema([("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
+                    ("plan_version", pa.int64())])
+
+
+@dataclass
+class BatchResult:
+    delivered: dict[str, pa.Table]       # client -> projected rows (+ matching_rules)
+    audit: pa.Table
+    denials: pa.Table
+    ledger: pa.Table
+
+
+class Entitlements:
+    """Applies a PlanSet batch by batch; keeps the cap counters."""
+
+    def __init__(self, plans: PlanSet, compliance: ComplianceState | None = None,
+                 source: str | None = None):
+        self.plans = plans
+        self.compliance = compliance or ComplianceState()
+        self.source = source
+        self._day_counts: dict[tuple[str, int], int] = {}
+        self._group_counts: dict[tuple[str, int], int] = {}
+        self.batch = 0
+
+    def replace_plans(self, plans: PlanSet) -> None:
+        """A new configuration takes effect at the next batch."""
+        self.plans = plans
+
+    def apply(self, tweets: pa.Table, matches: Mapping[str, tuple[np.ndarray, pa.Array]],
+              source: str | None = None) -> BatchResult:
+        """``matches``: client -> (matched row indices, matching_rules list array aligned with
+        them). Returns what each client gets and the audit of the batch."""
+        self.batch += 1
+        source = source or self.source
+        if source is None:
+            raise ValueError("apply(): no source named")
+        deny = self.compliance.deny(tweets)
+        scrub = self.compliance.scrub_geo_mask(tweets)
+        idcol = tweets.column("id")
+        id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
+        ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
+        created = tweets.column("created_at")
+        days = pc.cast(created, pa.int64()).to_numpy(zero_copy_only=False) if created.null_count \
+            == 0 else pc.fill_null(pc.cast(created, pa.int64()), 0).to_numpy(zero_copy_only=False)
+        days = days // 86_400_000
+        delivered: dict[str, pa.Table] = {}
+        audit, denials, ledger = [], [], []
+        for client, (rows, rules) in sorted(matches.items()):
+            plan = self.plans.plan(client, source)
+            rows = np.asarray(rows, np.int64)
+            order = np.argsort(ids[rows], kind="stable")      # caps go in tweet-id order
+            rows = rows[order]
+            rules = rules.take(pa.array(order)) if len(rows) else rules
+            reason = np.full(len(rows), None, object)
+            policy = np.full(len(rows), None, object)
+            path = np.full(len(rows), "", object)
+            detail = np.full(len(rows), "", object)
+
+            def mark(mask, r, pol, pth="", det=""):
+                m = mask & (reason == None)  # noqa: E711 - first reason wins
+                reason[m] = r
+                policy[m] = pol
+                path[m] = pth
+                detail[m] = det
+
+            if not plan.allowed:
+                d = plan.denials[0]
+                mark(np.ones(len(rows), bool), d.reason, d.policy, d.path_text, d.detail)
+            mark(id_null[rows], "null_id", "default")      # nothing to vouch for: deny
+            for name in DENY_REASONS:
+                mark(deny[name][rows], name, "compliance")
+            mark(self.compliance.withheld(tweets, plan.delivery_countries)[rows], "withheld",
+                 "compliance")
+            self._caps(plan, rows, days, reason, policy, mark)
+            ok = reason == None  # noqa: E711
+            keep = rows[ok]
+            table = tweets.take(pa.array(keep, pa.int64())).select(list(plan.columns))
+            if len(keep) and scrub[keep].any():
+                table = _mask_geo(table, scrub[keep])
+            table = table.append_column("matching_rules", rules.filter(pa.array(ok)))
+            delivered[client] = table
+            base = (self.batch, client, source, self.plans.version, self.plans.hash)
+            audit.append(base + ("matched", None, None, len(rows)))
+            audit.append(base + ("delivered", None, None, int(ok.sum())))
+            for (r, pol), n in _counts(reason[~ok], policy[~ok]).items():
+                audit.append(base + ("denied", r, pol, n))
+            if (~ok).any():
+                bad = np.nonzero(~ok)[0]
+                rl = rules.take(pa.array(bad)).to_pylist()
+                for i, k in enumerate(bad):
+                    denials.append((self.batch, client, int(ids[rows[k]]), reason[k], policy[k],
+                                    [x["id"] for x in rl[i]], path[k], detail[k]))
+            ledger += [(self.batch, client, int(t), self.plans.version) for t in ids[keep]]
+        return BatchResult(
+            delivered,
+            pa.Table.from_pylist([dict(zip(AUDIT.names, a)) for a in audit], schema=AUDIT),
+            pa.Table.from_pylist([dict(zip(DENIALS.names, d)) for d in denials], schema=DENIALS),
+            pa.Table.from_pylist([dict(zip(LEDGER.names, x)) for x in ledger], schema=LEDGER))
+
+    def _caps(self, plan: Plan, rows, days, reason, policy, mark) -> None:
+        if plan.objects_per_day is None and plan.group_ids_per_30d is None:
+            return
+        over = np.zeros(len(rows), bool)
+        for i, r in enumerate(rows):
+            if reason[i] is not None:
+                continue
+            day = int(days[r])
+            if plan.objects_per_day is not None:
+                k = (plan.client, day)
+                if self._day_counts.get(k, 0) >= plan.objects_per_day:
+                    over[i] = True
+                    continue
+            if plan.group_ids_per_30d is not None:
+                used = sum(self._group_counts.get((plan.group, d), 0)
+                           for d in range(day - 29, day + 1))
+                if used >= plan.group_ids_per_30d:
+                    over[i] = True
+                    continue
+                self._group_counts[(plan.group, day)] = \
+                    self._group_counts.get((plan.group, day), 0) + 1
+            if plan.objects_per_day is not None:
+                self._day_counts[(plan.client, day)] = self._day_counts.get((plan.client, day), 0) + 1
+        mark(over, "cap_exceeded", plan.licence)
+
+
+def _counts(reasons, policies) -> dict:
+    out: dict = {}
+    for r, p in zip(reasons, policies):
+        out[(r, p)] = out.get((r, p), 0) + 1
+    return out
+
+
+def _mask_geo(table: pa.Table, mask: np.ndarray) -> pa.Table:
+    """Null the geo columns where mask is true (scrub_geo)."""
+    m = pa.array(mask)
+    for name in _GEO_COLUMNS:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            col = table.column(i)
+            table = table.set_column(i, table.field(i),
+                                     pc.if_else(m, pa.nulls(len(mask), col.type), col))
+    return table

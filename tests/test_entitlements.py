@@ -1,0 +1,254 @@
+"""Entitlements: plans from the organisation graph, licences and approvals; per-batch masks,
+projections, caps and the audit balance."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import firehose
+from firehose import config as cfg
+from firehose.compliance import ComplianceState
+from firehose.entitlements import Entitlements, compile_plans
+from firehose.routing import Router
+
+BASE = """
+[sources.fh]
+licence = "lic"
+[licences.lic]
+prohibited_categories = ["intelligence"]
+approval_required = ["government", "homeland_security"]
+embargoed_countries = ["KP"]
+[field_groups]
+core = ["id", "created_at", "text", "lang"]
+author_profile = ["author_id", "author_screen_name"]
+geo_exact = ["coordinates"]
+geo_place = ["place_id", "place_country_code"]
+"""
+
+
+def seat(name, org, *, groups=("core", "geo_exact"), countries=("US",), use_case="news",
+         approvals="", rules='[{ id = "r1", value = "hello" }]'):
+    gl = ", ".join(f'"{g}"' for g in groups)
+    cl = ", ".join(f'"{c}"' for c in countries)
+    return f"""
+[clients.{name}]
+organisation = "{org}"
+delivery_countries = [{cl}]
+use_case = "{use_case}"
+grants = [{{ source = "fh", field_groups = [{gl}] }}]
+rules = {rules}
+{approvals}
+"""
+
+
+def plans(text, **kw):
+    return compile_plans(cfg.loads(BASE + text), today=dt.date(2026, 1, 1), **kw)
+
+
+def org(name, cats, **edges):
+    lines = [f"[organisations.{name}]", f"categories = {json.dumps(cats)}"]
+    for k, v in edges.items():
+        lines.append(f"{k} = {v}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_client_whose_parents_parent_is_an_intelligence_agency_is_denied_with_the_path():
+    ps = plans(org("agency", ["intelligence"]) +
+               org("holding", ["commercial"], owned_by='[{ org = "agency", percent = 60 }]') +
+               org("frontco", ["commercial"], owned_by='[{ org = "holding", percent = 100 }]') +
+               org("paper", ["media"]) + seat("front", "frontco") + seat("news", "paper"))
+    p = ps.plan("front", "fh")
+    assert not p.allowed
+    d = p.denials[0]
+    assert d.reason == "prohibited_category" and d.policy == "lic"
+    assert d.path_text == "frontco -> holding -> agency -> intelligence"
+    assert ps.plan("news", "fh").allowed
+
+
+def test_ownership_aggregates_across_prohibited_owners():
+    two = (org("a1", ["intelligence"]) + org("a2", ["intelligence"]) + org("clean", ["commercial"]))
+    ps = plans(two + org("x", ["commercial"], owned_by='[{ org = "a1", percent = 25 }, '
+                                                     '{ org = "a2", percent = 25 }]')
+               + org("y", ["commercial"], owned_by='[{ org = "a1", percent = 25 }, '
+                                                  '{ org = "clean", percent = 75 }]')
+               + seat("sx", "x") + seat("sy", "y"))
+    assert not ps.plan("sx", "fh").allowed
+    assert "50% owned" in ps.plan("sx", "fh").denials[0].detail
+    assert ps.plan("sy", "fh").allowed          # 25% is under the 50% threshold
+
+
+def test_a_missing_parent_denies():
+    ps = plans(org("x", ["commercial"], controlled_by='["ghost"]') + seat("s", "x"))
+    d = ps.plan("s", "fh").denials[0]
+    assert d.reason == "unresolved_ownership" and d.path == ("x", "ghost")
+
+
+def test_a_contractor_acting_on_behalf_of_an_agency_is_denied():
+    ps = plans(org("agency", ["intelligence"]) +
+               org("contractor", ["commercial"], acts_on_behalf_of='["agency"]') +
+               seat("c", "contractor"))
+    assert ps.plan("c", "fh").denials[0].path_text == "contractor -> agency -> intelligence"
+
+
+def test_homeland_security_parent_approved_seat_and_barred_intelligence_subunit():
+    text = (org("dhs", ["homeland_security"]) +
+            org("alerts", ["homeland_security"], component_of='["dhs"]') +
+            org("intel-unit", ["intelligence"], component_of='["dhs"]') +
+            seat("alerts-seat", "alerts", groups=("core", "geo_exact", "author_profile"),
+                 use_case="news alerts",
+                 approvals='approvals = [{ use_case = "news alerts", by = "legal", '
+                           'date = 2025-01-10 }]') +
+            seat("intel-seat", "intel-unit", use_case="news alerts",
+                 approvals='approvals = [{ use_case = "news alerts", by = "legal", '
+                           'date = 2025-01-10 }]') +
+            seat("unapproved", "alerts", use_case="monitoring"))
+    ps = plans(text)
+    ok = ps.plan("alerts-seat", "fh")
+    assert ok.allowed
+    assert "coordinates" not in ok.columns and "author_screen_name" not in ok.columns
+    assert {d.reason for d in ok.column_denials} == {"field_denied"}
+    assert ps.plan("intel-seat", "fh").denials[0].reason == "prohibited_category"
+    assert ps.plan("unapproved", "fh").denials[0].reason == "approval_missing"
+
+
+def test_embargoed_delivery_country_and_no_grant():
+    ps = plans(org("p", ["media"]) + seat("k", "p", countries=("US", "KP")))
+    assert ps.plan("k", "fh").denials[0].reason == "embargoed_country"
+    assert ps.plan("nobody", "fh").denials[0].reason == "no_plan"
+
+
+def test_plans_have_a_stable_hash_that_changes_with_the_config():
+    a = plans(org("p", ["media"]) + seat("s", "p"))
+    b = plans(org("p", ["media"]) + seat("s", "p"))
+    c = plans(org("p", ["intelligence"]) + seat("s", "p"))
+    assert a.hash == b.hash != c.hash
+
+
+# ------------------------------------------------------------------------ the data plane
+
+def tweets(*objs):
+    data = b"".join(json.dumps(o).encode() + b"\n" for o in objs)
+    dec = firehose.Decoder(dedupe=False)
+    return firehose.DecodeResult.concat([dec.feed(data, source="t"), dec.finish()])
+
+
+def tw(tid, text="hello world", uid=7, **extra):
+    o = {"id_str": str(tid), "text": text, "user": {"id_str": str(uid), "screen_name": "u"},
+         "created_at": "Wed Aug 27 13:08:45 +0000 2014"}
+    o.update(extra)
+    return o
+
+
+CONFIG = (org("paper", ["media"]) + org("agency", ["intelligence"]) +
+          org("front", ["commercial"], owned_by='[{ org = "agency", percent = 100 }]') +
+          seat("news", "paper", countries=("DE",)) + seat("spy", "front") +
+          seat("nogeo", "paper", groups=("core",)))
+
+
+def run_batch(decoded, config_text=CONFIG, state=None):
+    config = cfg.loads(BASE + config_text)
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)),
+                       state or ComplianceState(), source="fh")
+    ent.compliance.apply(decoded.compliance)
+    routed = Router.from_config(config).route(decoded.tweets)
+    return ent.apply(decoded.tweets, routed.by_client)
+
+
+def balance(result):
+    a = result.audit.to_pylist()
+    for client in {r["client"] for r in a}:
+        rows = [r for r in a if r["client"] == client]
+        matched = sum(r["rows"] for r in rows if r["outcome"] == "matched")
+        delivered = sum(r["rows"] for r in rows if r["outcome"] == "delivered")
+        denied = sum(r["rows"] for r in rows if r["outcome"] == "denied")
+        assert matched == delivered + denied, client
+    return a
+
+
+def test_audit_balances_and_the_front_company_gets_nothing():
+    d = tweets(tw(1), tw(2), tw(3, "nothing here"))
+    res = run_batch(d)
+    balance(res)
+    assert res.delivered["spy"].num_rows == 0
+    assert res.delivered["news"].column("id").to_pylist() == [1, 2]
+    spy = [r for r in res.denials.to_pylist() if r["client"] == "spy"]
+    assert {r["path"] for r in spy} == {"front -> agency -> intelligence"}
+    assert spy[0]["rules"] == ["r1"]
+    assert res.ledger.num_rows == 4          # news 2 + nogeo 2
+
+
+def test_delete_before_the_tweet_and_retweet_of_a_deleted_tweet():
+    d = tweets({"delete": {"status": {"id_str": "1"}}}, tw(1),
+               tw(2, "hello RT", retweeted_status=tw(1)), tw(3))
+    res = run_batch(d)
+    balance(res)
+    assert res.delivered["news"].column("id").to_pylist() == [3]
+    reasons = {(r["tweet_id"], r["reason"]) for r in res.denials.to_pylist() if r["client"] == "news"}
+    assert reasons == {(1, "deleted"), (2, "deleted")}
+
+
+def test_withheld_in_the_seats_country_and_everywhere():
+    d = tweets(tw(1, withheld_in_countries=["DE"]), tw(2, withheld_in_countries=["XX"]),
+               tw(3, withheld_in_countries=["FR"]))
+    res = run_batch(d)
+    assert res.delivered["news"].column("id").to_pylist() == [3]      # news delivers to DE
+    assert res.delivered["nogeo"].column("id").to_pylist() == [1, 3]  # nogeo delivers to US
+
+
+def test_scrub_geo_and_a_seat_without_geo_never_sees_coordinates():
+    geo = {"coordinates": {"type": "Point", "coordinates": [13.4, 52.5]}}
+    d = tweets({"scrub_geo": {"user_id_str": "7", "up_to_status_id_str": "1"}},
+               tw(1, **geo), tw(2, **geo))
+    res = run_batch(d)
+    news = res.delivered["news"]
+    assert news.column("coordinates").to_pylist() == [None, {"lon": 13.4, "lat": 52.5}]
+    assert "coordinates" not in res.delivered["nogeo"].column_names
+
+
+def test_a_client_recategorised_between_batches_is_cut_off_at_the_batch_boundary():
+    config1 = cfg.loads(BASE + org("p", ["media"]) + seat("s", "p"))
+    config2 = cfg.loads(BASE + org("p", ["intelligence"]) + seat("s", "p"))
+    ent = Entitlements(compile_plans(config1, version=1, today=dt.date(2026, 1, 1)), source="fh")
+    router = Router.from_config(config1)
+    d = tweets(tw(1))
+    first = ent.apply(d.tweets, router.route(d.tweets).by_client)
+    ent.replace_plans(compile_plans(config2, version=2, today=dt.date(2026, 1, 1)))
+    second = ent.apply(d.tweets, router.route(d.tweets).by_client)
+    assert first.delivered["s"].num_rows == 1 and second.delivered["s"].num_rows == 0
+    assert {r["plan_version"] for r in second.audit.to_pylist()} == {2}
+
+
+def test_caps_apply_in_tweet_id_order():
+    config = cfg.loads(BASE + "[licences.lic.caps]\nobjects_per_recipient_per_day = 2\n"
+                       + org("p", ["media"]) + seat("s", "p"))
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh")
+    d = tweets(tw(5), tw(3), tw(4), tw(1))
+    res = ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
+    balance(res)
+    assert res.delivered["s"].column("id").to_pylist() == [1, 3]
+    assert sorted(r["tweet_id"] for r in res.denials.to_pylist()) == [4, 5]
+    assert {r["reason"] for r in res.denials.to_pylist()} == {"cap_exceeded"}
+
+
+def test_matching_rules_lists_every_rule_of_the_client_that_matched():
+    rules = '[{ id = "a", value = "hello", tag = "greet" }, { id = "b", value = "world" }]'
+    config_text = org("p", ["media"]) + seat("s", "p", rules=rules)
+    res = run_batch(tweets(tw(1), tw(2, "just world")), config_text)
+    mr = res.delivered["s"].column("matching_rules").to_pylist()
+    assert mr == [[{"id": "a", "tag": "greet"}, {"id": "b", "tag": None}],
+                  [{"id": "b", "tag": None}]]
+
+
+def test_null_ids_are_denied():
+    d = tweets(tw(1))
+    t = d.tweets.set_column(0, pa.field("id", pa.int64()), pa.array([None], pa.int64()))
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("s", "p"))
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh")
+    res = ent.apply(t, Router.from_config(config).route(t).by_client)
+    assert res.delivered["s"].num_rows == 0
+    assert [r["reason"] for r in res.denials.to_pylist()] == ["null_id"]
