@@ -175,7 +175,7 @@ def test_audit_balances_and_the_front_company_gets_nothing():
     res = run_batch(d)
     balance(res)
     assert res.delivered["spy"].num_rows == 0
-    assert res.delivered["news"].column("id").to_pylist() == [1, 2]
+    assert res.table("news").column("id").to_pylist() == [1, 2]
     spy = [r for r in res.denials.to_pylist() if r["client"] == "spy"]
     assert {r["path"] for r in spy} == {"front -> agency -> intelligence"}
     assert spy[0]["rules"] == ["r1"]
@@ -187,7 +187,7 @@ def test_delete_before_the_tweet_and_retweet_of_a_deleted_tweet():
                tw(2, "hello RT", retweeted_status=tw(1)), tw(3))
     res = run_batch(d)
     balance(res)
-    assert res.delivered["news"].column("id").to_pylist() == [3]
+    assert res.table("news").column("id").to_pylist() == [3]
     reasons = {(r["tweet_id"], r["reason"]) for r in res.denials.to_pylist() if r["client"] == "news"}
     assert reasons == {(1, "deleted"), (2, "deleted")}
 
@@ -196,8 +196,8 @@ def test_withheld_in_the_seats_country_and_everywhere():
     d = tweets(tw(1, withheld_in_countries=["DE"]), tw(2, withheld_in_countries=["XX"]),
                tw(3, withheld_in_countries=["FR"]))
     res = run_batch(d)
-    assert res.delivered["news"].column("id").to_pylist() == [3]      # news delivers to DE
-    assert res.delivered["nogeo"].column("id").to_pylist() == [1, 3]  # nogeo delivers to US
+    assert res.table("news").column("id").to_pylist() == [3]      # news delivers to DE
+    assert res.table("nogeo").column("id").to_pylist() == [1, 3]  # nogeo delivers to US
 
 
 def test_scrub_geo_and_a_seat_without_geo_never_sees_coordinates():
@@ -205,9 +205,9 @@ def test_scrub_geo_and_a_seat_without_geo_never_sees_coordinates():
     d = tweets({"scrub_geo": {"user_id_str": "7", "up_to_status_id_str": "1"}},
                tw(1, **geo), tw(2, **geo))
     res = run_batch(d)
-    news = res.delivered["news"]
+    news = res.table("news")
     assert news.column("coordinates").to_pylist() == [None, {"lon": 13.4, "lat": 52.5}]
-    assert "coordinates" not in res.delivered["nogeo"].column_names
+    assert "coordinates" not in res.table("nogeo").column_names
 
 
 def test_a_client_recategorised_between_batches_is_cut_off_at_the_batch_boundary():
@@ -230,7 +230,7 @@ def test_caps_apply_in_tweet_id_order():
     d = tweets(tw(5), tw(3), tw(4), tw(1))
     res = ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
     balance(res)
-    assert res.delivered["s"].column("id").to_pylist() == [1, 3]
+    assert res.table("s").column("id").to_pylist() == [1, 3]
     assert sorted(r["tweet_id"] for r in res.denials.to_pylist()) == [4, 5]
     assert {r["reason"] for r in res.denials.to_pylist()} == {"cap_exceeded"}
 
@@ -239,7 +239,7 @@ def test_matching_rules_lists_every_rule_of_the_client_that_matched():
     rules = '[{ id = "a", value = "hello", tag = "greet" }, { id = "b", value = "world" }]'
     config_text = org("p", ["media"]) + seat("s", "p", rules=rules)
     res = run_batch(tweets(tw(1), tw(2, "just world")), config_text)
-    mr = res.delivered["s"].column("matching_rules").to_pylist()
+    mr = res.table("s").column("matching_rules").to_pylist()
     assert mr == [[{"id": "a", "tag": "greet"}, {"id": "b", "tag": None}],
                   [{"id": "b", "tag": None}]]
 
@@ -252,3 +252,17 @@ def test_null_ids_are_denied():
     res = ent.apply(t, Router.from_config(config).route(t).by_client)
     assert res.delivered["s"].num_rows == 0
     assert [r["reason"] for r in res.denials.to_pylist()] == ["null_id"]
+
+
+def test_a_delete_of_a_delivered_tweet_is_forwarded_to_exactly_its_recipients():
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p") +
+                       seat("b", "p", rules='[{ id = "r", value = "other" }]'))
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh")
+    router = Router.from_config(config)
+    d = tweets(tw(1), tw(2, "other words"))
+    ent.apply(d.tweets, router.route(d.tweets).by_client)
+    later = tweets({"delete": {"status": {"id_str": "1"}}}, {"delete": {"status": {"id_str": "9"}}})
+    fwd = ent.forward(later.compliance)
+    assert list(fwd) == ["a"]
+    assert fwd["a"].column("tweet_id").to_pylist() == [1]
+    assert ent.plan_versions().num_rows == 2

@@ -126,34 +126,60 @@ class ComplianceState:
             out[name] = mask
         return out
 
-    def withheld(self, tweets: pa.Table, delivery_countries) -> np.ndarray:
-        """True where the tweet (its own ``withheld_in_countries`` or a status_withheld event)
-        or its author (a user_withheld event) is withheld in a delivery country."""
-        seat = {c.upper() for c in delivery_countries}
-        n = tweets.num_rows
+    def withheld_pairs(self, tweets: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """(row, country) pairs saying where each row is withheld: its own
+        ``withheld_in_countries``, status_withheld events for its id and user_withheld events
+        for its author. Computed once per batch; :meth:`withheld_for` asks per seat."""
+        col = tweets.column("withheld_in_countries")
+        rows = [pc.list_parent_indices(col).to_numpy(zero_copy_only=False)]
+        countries = [pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(object)]
+        for latest, name in ((self._withheld_tweet, "id"), (self._withheld_user, "author_id")):
+            if not latest.entries:
+                continue
+            known = pa.array(list(latest.entries), pa.int64())
+            col_ids = tweets.column(name)
+            cand = np.nonzero(pc.fill_null(pc.is_in(col_ids, value_set=known), False)
+                              .to_numpy(zero_copy_only=False))[0]
+            ids = pc.take(col_ids, pa.array(cand)).to_pylist()
+            r, c = [], []
+            for i, k in zip(cand, ids):
+                for cc in latest.entries[k][2]:
+                    r.append(i)
+                    c.append(cc)
+            rows.append(np.array(r, np.int64))
+            countries.append(np.array(c, object))
+        return np.concatenate(rows).astype(np.int64), np.concatenate(countries)
+
+    @staticmethod
+    def withheld_for(pairs: tuple[np.ndarray, np.ndarray], n: int, delivery_countries) -> np.ndarray:
+        """Rows withheld in any of these delivery countries (``XX``/``XY``: everywhere)."""
+        rows, countries = pairs
         mask = np.zeros(n, bool)
-
-        def hits(cs) -> bool:
-            return bool(cs) and (bool(_EVERYWHERE & set(cs)) or bool(seat & set(cs)))
-
-        own = tweets.column("withheld_in_countries").to_pylist()
-        mask |= np.fromiter((hits(cs) for cs in own), bool, n)
-        for latest, col in ((self._withheld_tweet, "id"), (self._withheld_user, "author_id")):
-            ids = latest.ids_where(hits)
-            if len(ids):
-                mask |= pc.fill_null(pc.is_in(tweets.column(col), value_set=ids),
-                                     False).to_numpy(zero_copy_only=False)
+        if len(rows):
+            want = {c.upper() for c in delivery_countries} | _EVERYWHERE
+            hit = np.fromiter((c in want for c in countries), bool, len(countries))
+            mask[rows[hit]] = True
         return mask
+
+    def withheld(self, tweets: pa.Table, delivery_countries) -> np.ndarray:
+        """True where the tweet or its author is withheld in a delivery country."""
+        return self.withheld_for(self.withheld_pairs(tweets), tweets.num_rows, delivery_countries)
 
     def scrub_geo_mask(self, tweets: pa.Table) -> np.ndarray:
         """True where geo must be masked: the author scrubbed geo up to an id >= the tweet's."""
+        mask = np.zeros(tweets.num_rows, bool)
         if not self._scrub:
-            return np.zeros(tweets.num_rows, bool)
-        authors = tweets.column("author_id").to_pylist()
-        ids = tweets.column("id").to_pylist()
-        scrub = self._scrub
-        return np.fromiter((a is not None and a in scrub and i <= scrub[a]
-                            for a, i in zip(authors, ids)), bool, tweets.num_rows)
+            return mask
+        authors = tweets.column("author_id")
+        cand = np.nonzero(pc.fill_null(pc.is_in(authors, value_set=pa.array(list(self._scrub),
+                                                                             pa.int64())), False)
+                          .to_numpy(zero_copy_only=False))[0]
+        if len(cand):
+            a = pc.take(authors, pa.array(cand)).to_numpy(zero_copy_only=False)
+            i = pc.take(tweets.column("id"), pa.array(cand)).to_numpy(zero_copy_only=False)
+            upto = np.fromiter((self._scrub[int(x)] for x in a), np.int64, len(a))
+            mask[cand] = i <= upto
+        return mask
 
     # ------------------------------------------------------------------ persistence
     def to_bytes(self) -> bytes:

@@ -42,7 +42,7 @@ from .compliance import DENY_REASONS, ComplianceState
 from .config import Client, Config
 from .schema import TWEETS
 
-__all__ = ["Denial", "Plan", "PlanSet", "compile_plans", "Entitlements", "BatchResult",
+__all__ = ["Denial", "Plan", "PlanSet", "compile_plans", "Entitlements", "BatchResult", "Delivery",
            "GOVERNMENT_CATEGORIES", "SENSITIVE_GROUPS", "AUDIT", "DENIALS", "LEDGER"]
 
 #: seats in these categories (or under an organisation in them) are treated as government
@@ -280,11 +280,37 @@ LEDGER = pa.schema([("batch", pa.int64()), ("client", pa.string()), ("tweet_id",
 
 
 @dataclass
+class Delivery:
+    """What one client gets from a batch: row indices into the batch (in tweet-id order), the
+    plan's columns, each row's matching rules, and where geo must be masked. The table is made
+    only when a sink asks for it (:meth:`table`)."""
+    tweets: pa.Table
+    rows: np.ndarray
+    columns: tuple[str, ...]
+    rules: pa.Array              # matching_rules of the client's matched rows, in match order
+    rules_at: np.ndarray         # for each delivered row, its index into ``rules``
+    scrub: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.rows)
+
+    def table(self) -> pa.Table:
+        t = self.tweets.select(list(self.columns)).take(pa.array(self.rows, pa.int64()))
+        if len(self.rows) and self.scrub.any():
+            t = _mask_geo(t, self.scrub)
+        return t.append_column("matching_rules", self.rules.take(pa.array(self.rules_at)))
+
+
+@dataclass
 class BatchResult:
-    delivered: dict[str, pa.Table]       # client -> projected rows (+ matching_rules)
+    delivered: dict[str, Delivery]       # client -> its delivery (``.table()`` to materialise)
     audit: pa.Table
     denials: pa.Table
     ledger: pa.Table
+
+    def table(self, client: str) -> pa.Table:
+        return self.delivered[client].table()
 
 
 class Entitlements:
@@ -297,6 +323,7 @@ class Entitlements:
         self.source = source
         self._day_counts: dict[tuple[str, int], int] = {}
         self._group_counts: dict[tuple[str, int], int] = {}
+        self._delivered: dict[str, list[np.ndarray]] = {}
         self.batch = 0
 
     def replace_plans(self, plans: PlanSet) -> None:
@@ -313,6 +340,8 @@ class Entitlements:
             raise ValueError("apply(): no source named")
         deny = self.compliance.deny(tweets)
         scrub = self.compliance.scrub_geo_mask(tweets)
+        withheld_pairs = self.compliance.withheld_pairs(tweets)
+        withheld_cache: dict[tuple, np.ndarray] = {}
         idcol = tweets.column("id")
         id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
         ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
@@ -327,18 +356,16 @@ class Entitlements:
             rows = np.asarray(rows, np.int64)
             order = np.argsort(ids[rows], kind="stable")      # caps go in tweet-id order
             rows = rows[order]
-            rules = rules.take(pa.array(order)) if len(rows) else rules
-            reason = np.full(len(rows), None, object)
-            policy = np.full(len(rows), None, object)
-            path = np.full(len(rows), "", object)
-            detail = np.full(len(rows), "", object)
+            # rules stay in matched order: ``order`` maps id order back to them
+            # one reason code per row (0: deliver); the first reason that applies wins
+            code = np.zeros(len(rows), np.int16)
+            table_r: list[tuple[str, str, str, str]] = [("", "", "", "")]
 
             def mark(mask, r, pol, pth="", det=""):
-                m = mask & (reason == None)  # noqa: E711 - first reason wins
-                reason[m] = r
-                policy[m] = pol
-                path[m] = pth
-                detail[m] = det
+                m = mask & (code == 0)
+                if m.any():
+                    table_r.append((r, pol, pth, det))
+                    code[m] = len(table_r) - 1
 
             if not plan.allowed:
                 d = plan.denials[0]
@@ -346,40 +373,90 @@ class Entitlements:
             mark(id_null[rows], "null_id", "default")      # nothing to vouch for: deny
             for name in DENY_REASONS:
                 mark(deny[name][rows], name, "compliance")
-            mark(self.compliance.withheld(tweets, plan.delivery_countries)[rows], "withheld",
-                 "compliance")
-            self._caps(plan, rows, days, reason, policy, mark)
-            ok = reason == None  # noqa: E711
+            key = tuple(plan.delivery_countries)
+            if key not in withheld_cache:
+                withheld_cache[key] = self.compliance.withheld_for(withheld_pairs, tweets.num_rows,
+                                                                   key)
+            mark(withheld_cache[key][rows], "withheld", "compliance")
+            self._caps(plan, rows, days, code, mark)
+            ok = code == 0
             keep = rows[ok]
-            table = tweets.take(pa.array(keep, pa.int64())).select(list(plan.columns))
-            if len(keep) and scrub[keep].any():
-                table = _mask_geo(table, scrub[keep])
-            table = table.append_column("matching_rules", rules.filter(pa.array(ok)))
-            delivered[client] = table
+            delivered[client] = Delivery(tweets, keep, plan.columns, rules, order[ok],
+                                         scrub[keep])
             base = (self.batch, client, source, self.plans.version, self.plans.hash)
             audit.append(base + ("matched", None, None, len(rows)))
             audit.append(base + ("delivered", None, None, int(ok.sum())))
-            for (r, pol), n in _counts(reason[~ok], policy[~ok]).items():
+            counts = np.bincount(code, minlength=len(table_r))
+            by_reason: dict = {}
+            for k in range(1, len(table_r)):
+                if counts[k]:
+                    r, pol = table_r[k][0], table_r[k][1]
+                    by_reason[(r, pol)] = by_reason.get((r, pol), 0) + int(counts[k])
+            for (r, pol), n in by_reason.items():
                 audit.append(base + ("denied", r, pol, n))
-            if (~ok).any():
-                bad = np.nonzero(~ok)[0]
-                rl = rules.take(pa.array(bad)).to_pylist()
-                for i, k in enumerate(bad):
-                    denials.append((self.batch, client, int(ids[rows[k]]), reason[k], policy[k],
-                                    [x["id"] for x in rl[i]], path[k], detail[k]))
-            ledger += [(self.batch, client, int(t), self.plans.version) for t in ids[keep]]
+            bad = np.nonzero(~ok)[0]
+            if len(bad):
+                rl = rules.take(pa.array(order[bad]))
+                denials.append(pa.table({
+                    "batch": pa.array(np.full(len(bad), self.batch), pa.int64()),
+                    "client": pa.array([client] * len(bad), pa.string()),
+                    "tweet_id": pa.array(ids[rows[bad]], pa.int64()),
+                    "reason": _labels(table_r, 0).take(pa.array(code[bad])),
+                    "policy": _labels(table_r, 1).take(pa.array(code[bad])),
+                    "rules": pa.ListArray.from_arrays(rl.offsets,
+                                                      pc.struct_field(rl.values, "id")),
+                    "path": _labels(table_r, 2).take(pa.array(code[bad])),
+                    "detail": _labels(table_r, 3).take(pa.array(code[bad])),
+                }, schema=DENIALS))
+            self._remember(client, ids[keep])
+            ledger.append(pa.table({
+                "batch": pa.array(np.full(len(keep), self.batch), pa.int64()),
+                "client": pa.array([client] * len(keep), pa.string()),
+                "tweet_id": pa.array(ids[keep], pa.int64()),
+                "plan_version": pa.array(np.full(len(keep), self.plans.version), pa.int64()),
+            }, schema=LEDGER))
         return BatchResult(
             delivered,
             pa.Table.from_pylist([dict(zip(AUDIT.names, a)) for a in audit], schema=AUDIT),
-            pa.Table.from_pylist([dict(zip(DENIALS.names, d)) for d in denials], schema=DENIALS),
-            pa.Table.from_pylist([dict(zip(LEDGER.names, x)) for x in ledger], schema=LEDGER))
+            pa.concat_tables(denials) if denials else DENIALS.empty_table(),
+            pa.concat_tables(ledger) if ledger else LEDGER.empty_table())
 
-    def _caps(self, plan: Plan, rows, days, reason, policy, mark) -> None:
+    # ------------------------------------------------------------------ deletes to forward
+    def _remember(self, client: str, ids: np.ndarray) -> None:
+        if len(ids):
+            self._delivered.setdefault(client, []).append(np.asarray(ids, np.int64))
+
+    def forward(self, compliance: pa.Table) -> dict[str, pa.Table]:
+        """The compliance events each client must be sent: deletes (and drops, user deletes
+        and withholdings) of tweets or authors it was delivered. Call with each batch's
+        compliance table before or after :meth:`apply`; the state is updated separately."""
+        if compliance.num_rows == 0 or not self._delivered:
+            return {}
+        out = {}
+        tid = compliance.column("tweet_id")
+        for client, parts in self._delivered.items():
+            got = np.unique(np.concatenate(parts))
+            self._delivered[client] = [got]
+            hit = pc.fill_null(pc.is_in(tid, value_set=pa.array(got)), False)
+            if pc.any(hit).as_py():
+                out[client] = compliance.filter(hit)
+        return out
+
+    def plan_versions(self) -> pa.Table:
+        """The plan set in force: version, hash and each plan's decision (for the audit)."""
+        ps = self.plans
+        rows = [{"plan_version": ps.version, "plan_hash": ps.hash, "client": p.client,
+                 "source": p.source, "allowed": p.allowed,
+                 "reasons": [d.reason for d in p.denials], "columns": list(p.columns)}
+                for p in ps.plans.values()]
+        return pa.Table.from_pylist(rows)
+
+    def _caps(self, plan: Plan, rows, days, code, mark) -> None:
         if plan.objects_per_day is None and plan.group_ids_per_30d is None:
             return
         over = np.zeros(len(rows), bool)
         for i, r in enumerate(rows):
-            if reason[i] is not None:
+            if code[i]:
                 continue
             day = int(days[r])
             if plan.objects_per_day is not None:
@@ -400,11 +477,8 @@ class Entitlements:
         mark(over, "cap_exceeded", plan.licence)
 
 
-def _counts(reasons, policies) -> dict:
-    out: dict = {}
-    for r, p in zip(reasons, policies):
-        out[(r, p)] = out.get((r, p), 0) + 1
-    return out
+def _labels(table_r, k) -> pa.Array:
+    return pa.array([t[k] for t in table_r], pa.string())
 
 
 def _mask_geo(table: pa.Table, mask: np.ndarray) -> pa.Table:

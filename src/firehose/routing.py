@@ -51,11 +51,14 @@ class Router:
     def route(self, tweets: pa.Table) -> Routed:
         rows, idx = self.ruleset.match_indices(tweets)
         clients = self._rule_client[idx] if len(idx) else np.empty(0, np.int32)
+        # group the (row, rule) pairs by client, keeping row-then-rule order inside each
+        order = np.argsort(clients, kind="stable")
+        rows_s, idx_s, cl_s = rows[order], idx[order], clients[order]
+        bounds = np.searchsorted(cl_s, np.arange(len(self._clients) + 1))
         out: dict[str, tuple[np.ndarray, pa.Array]] = {}
         for ci, name in enumerate(self._clients):
-            sel = np.nonzero(clients == ci)[0]
-            r, k = rows[sel], idx[sel]
-            # pairs arrive sorted by row then rule: group them by row
+            r = rows_s[bounds[ci]:bounds[ci + 1]]
+            k = idx_s[bounds[ci]:bounds[ci + 1]]
             uniq, start = np.unique(r, return_index=True)
             offsets = np.append(start, len(r)).astype(np.int32)
             take = pa.array(k, pa.int32())

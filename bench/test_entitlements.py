@@ -1,0 +1,89 @@
+"""The routing and entitlement stage: 1M tweets, 200 client seats (issue 4's benchmark).
+
+Target: under 0.5 s of one core per 1M tweets at 200 clients for the entitlement stage.
+Routing (one matcher pass over all clients' rules) is reported beside it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import firehose
+from firehose import config as cfg
+from firehose.compliance import ComplianceState
+from firehose.entitlements import Entitlements, compile_plans
+from firehose.routing import Router
+from firehose.testing import generate_bytes
+
+N_BASE = 20_000
+REPEAT = 50            # 1M rows
+N_CLIENTS = 200
+
+
+@pytest.fixture(scope="module")
+def batch():
+    data = generate_bytes(N_BASE, seed=11)
+    dec = firehose.Decoder(dedupe=False)
+    out = firehose.DecodeResult.concat([dec.feed(data, source="bench"), dec.finish()])
+    base = out.tweets
+    parts = []
+    for k in range(REPEAT):              # distinct ids, same content
+        parts.append(base.set_column(0, base.schema.field(0),
+                                     pc.add(base.column("id"), pa.scalar(k, pa.int64()))))
+    tweets = pa.concat_tables(parts).combine_chunks()
+    words = sorted({w.lower() for t in base.column("text").to_pylist()[:2000]
+                    for w in t.split() if w.isalpha() and len(w) > 3})
+    return tweets, out.compliance, words
+
+
+def make_config(words, n_clients):
+    rnd = random.Random(5)
+    orgs = {"agency": {"categories": ["intelligence"]},
+            "holding": {"categories": ["commercial"], "owned_by": [{"org": "agency", "percent": 60}]}}
+    clients = {}
+    for i in range(n_clients):
+        org = f"org{i}"
+        if i % 10 == 0:
+            orgs[org] = {"categories": ["commercial"], "owned_by": [{"org": "holding", "percent": 100}]}
+        else:
+            orgs[org] = {"categories": ["media" if i % 2 else "finance"]}
+        rules = [{"id": str(j), "value": " ".join(rnd.sample(words, 1 + (j % 2)))}
+                 for j in range(3)]
+        clients[f"c{i}"] = {"organisation": org, "delivery_countries": ["US", "DE"][: 1 + i % 2],
+                            "use_case": "news", "rules": rules,
+                            "grants": [{"source": "fh", "field_groups": ["core", "geo_exact"]}]}
+    return cfg.from_dict({
+        "sources": {"fh": {"licence": "lic"}},
+        "licences": {"lic": {"prohibited_categories": ["intelligence"]}},
+        "field_groups": {"core": ["id", "created_at", "text", "lang"], "geo_exact": ["coordinates"]},
+        "organisations": orgs, "clients": clients})
+
+
+def test_route_1m_tweets_200_clients(benchmark, batch):
+    tweets, _, words = batch
+    router = Router.from_config(make_config(words, N_CLIENTS))
+    routed = benchmark.pedantic(router.route, args=(tweets,), rounds=1, iterations=1)
+    benchmark.extra_info.update(rows=tweets.num_rows, clients=N_CLIENTS,
+                                pairs=routed.matched_pairs, unmatched=routed.unmatched)
+
+
+def test_entitlements_1m_tweets_200_clients(benchmark, batch):
+    tweets, compliance, words = batch
+    config = make_config(words, N_CLIENTS)
+    routed = Router.from_config(config).route(tweets)
+    state = ComplianceState()
+    state.apply(compliance)
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), state, source="fh")
+    res = benchmark.pedantic(ent.apply, args=(tweets, routed.by_client), rounds=3, iterations=1)
+    a = res.audit.to_pylist()
+    matched = sum(r["rows"] for r in a if r["outcome"] == "matched")
+    delivered = sum(r["rows"] for r in a if r["outcome"] == "delivered")
+    assert matched == delivered + sum(r["rows"] for r in a if r["outcome"] == "denied")
+    benchmark.extra_info.update(rows=tweets.num_rows, clients=N_CLIENTS, matched=matched,
+                                delivered=delivered, seconds_per_1m_tweets=benchmark.stats["min"]
+                                * 1e6 / tweets.num_rows)
