@@ -53,6 +53,8 @@ SENSITIVE_GROUPS = ("geo_exact", "author_profile")
 DEFAULT_OWNERSHIP_THRESHOLD = 50.0
 _CONTROL_KINDS = ("controlled_by", "acts_on_behalf_of", "component_of")
 _GEO_COLUMNS = ("coordinates", "place_id", "place_country_code")
+#: reasons that do not depend on the seat, in the order they are checked
+_GLOBAL_REASONS = ("null_id",) + DENY_REASONS
 
 
 @dataclass(frozen=True)
@@ -338,13 +340,17 @@ class Entitlements:
         source = source or self.source
         if source is None:
             raise ValueError("apply(): no source named")
-        deny = self.compliance.deny(tweets)
-        scrub = self.compliance.scrub_geo_mask(tweets)
-        withheld_pairs = self.compliance.withheld_pairs(tweets)
-        withheld_cache: dict[tuple, np.ndarray] = {}
         idcol = tweets.column("id")
         id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
         ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
+        deny = self.compliance.deny(tweets)
+        scrub = self.compliance.scrub_geo_mask(tweets)
+        withheld_pairs = self.compliance.withheld_pairs(tweets)
+        global_code = np.zeros(tweets.num_rows, np.int8)
+        for k, name in enumerate(_GLOBAL_REASONS, 1):
+            m = id_null if name == "null_id" else deny[name]
+            global_code[m & (global_code == 0)] = k
+        withheld_cache: dict[tuple, np.ndarray] = {}
         created = tweets.column("created_at")
         days = pc.cast(created, pa.int64()).to_numpy(zero_copy_only=False) if created.null_count \
             == 0 else pc.fill_null(pc.cast(created, pa.int64()), 0).to_numpy(zero_copy_only=False)
@@ -370,9 +376,10 @@ class Entitlements:
             if not plan.allowed:
                 d = plan.denials[0]
                 mark(np.ones(len(rows), bool), d.reason, d.policy, d.path_text, d.detail)
-            mark(id_null[rows], "null_id", "default")      # nothing to vouch for: deny
-            for name in DENY_REASONS:
-                mark(deny[name][rows], name, "compliance")
+            # the batch-wide reasons (null id, then compliance), one gather per client
+            g = global_code[rows]
+            for k, name in enumerate(_GLOBAL_REASONS, 1):
+                mark(g == k, name, "default" if name == "null_id" else "compliance")
             key = tuple(plan.delivery_countries)
             if key not in withheld_cache:
                 withheld_cache[key] = self.compliance.withheld_for(withheld_pairs, tweets.num_rows,
@@ -399,7 +406,7 @@ class Entitlements:
                 rl = rules.take(pa.array(order[bad]))
                 denials.append(pa.table({
                     "batch": pa.array(np.full(len(bad), self.batch), pa.int64()),
-                    "client": pa.array([client] * len(bad), pa.string()),
+                    "client": pa.repeat(pa.scalar(client, pa.string()), len(bad)),
                     "tweet_id": pa.array(ids[rows[bad]], pa.int64()),
                     "reason": _labels(table_r, 0).take(pa.array(code[bad])),
                     "policy": _labels(table_r, 1).take(pa.array(code[bad])),
@@ -411,7 +418,7 @@ class Entitlements:
             self._remember(client, ids[keep])
             ledger.append(pa.table({
                 "batch": pa.array(np.full(len(keep), self.batch), pa.int64()),
-                "client": pa.array([client] * len(keep), pa.string()),
+                "client": pa.repeat(pa.scalar(client, pa.string()), len(keep)),
                 "tweet_id": pa.array(ids[keep], pa.int64()),
                 "plan_version": pa.array(np.full(len(keep), self.plans.version), pa.int64()),
             }, schema=LEDGER))
