@@ -795,6 +795,18 @@ cdef int cmp_i32(const void* a, const void* b) noexcept nogil:
     return (<const int32_t*>a)[0] - (<const int32_t*>b)[0]
 
 
+cdef inline void isort_i32(int32_t* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef int32_t x
+    for i in range(1, n):
+        x = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
 cdef int match_rows(MState* m, Cols* c, RowTerms* r, int64_t nrows) except -1 nogil:
     cdef int64_t row
     cdef Py_ssize_t i, ncand, j
@@ -829,7 +841,10 @@ cdef int match_rows(MState* m, Cols* c, RowTerms* r, int64_t nrows) except -1 no
                 m.cand[ncand] = rule
                 ncand += 1
         if ncand > 1:
-            qsort(m.cand, ncand, 4, cmp_i32)
+            if ncand <= 32:
+                isort_i32(m.cand, ncand)       # the common case: a handful of candidates
+            else:
+                qsort(m.cand, ncand, 4, cmp_i32)
         for j in range(ncand):
             if run_program(m, c, r, row, m.cand[j]):
                 buf_i64(&m.out_rows, row)
