@@ -204,6 +204,11 @@ g("prox-three-tight", '"red green blue"~3', _RGB, [4])
 g("prox-three-wide", '"red green blue"~5', _RGB, [0, 1, 2, 3, 4])
 g("prox-fold", 'fold:"feliz cumpleanos"~2', [st("cumpleaños feliz"), st("feliz gran cumpleaños"),
                                              st("cumpleanos x feliz")], [1])
+# a CJK unigram and the bigram starting at it are two tokens at one position: each can stand
+# for one of the phrase's tokens (span 0, in no order: N - 2 >= 0)
+_SAME_POS = [st("東京"), st("東 東京"), st("京東"), st("東京東")]
+g("prox-same-position", '"東 東京"~2', _SAME_POS, [0, 1, 3])
+g("prox-same-position-tight", '"東 東京"~1', _SAME_POS, [1])
 g("prox-cjk", '"東京 大阪"~4', [st("東京から大阪"), st("東京からの大阪"), st("大阪東京")], [0, 2])
 g("prox-cjk-tight", '"東京 大阪"~3', [st("東京から大阪"), st("東京からの大阪"), st("大阪東京")],
   [])
@@ -487,13 +492,13 @@ def test_lower_and_fold_agree_with_the_token_tables():
 
 
 def test_terms():
-    assert ref.terms("東京タワー") == [("東京", 0), ("京タ", 1), ("タワ", 2), ("ワー", 3)]
-    assert ref.terms("a東京b") == [("a", 0), ("東京", 1), ("b", 3)]
-    assert ref.terms("東") == [("東", 0)]
-    assert ref.terms("Don't") == [("don", 0), ("t", 1)]
-    assert ref.terms("Cumpleaños", folded=True) == [("cumpleanos", 0)]
-    assert ref.terms("❤️🍕") == [("❤", 0), ("🍕", 1)]
-    assert ref.terms("...") == []
+    assert ref.terms("東京タワー") == (("東京", 0), ("京タ", 1), ("タワ", 2), ("ワー", 3))
+    assert ref.terms("a東京b") == (("a", 0), ("東京", 1), ("b", 3))
+    assert ref.terms("東") == (("東", 0),)
+    assert ref.terms("Don't") == (("don", 0), ("t", 1))
+    assert ref.terms("Cumpleaños", folded=True) == (("cumpleanos", 0),)
+    assert ref.terms("❤️🍕") == (("❤", 0), ("🍕", 1))
+    assert ref.terms("...") == ()
 
 
 def test_haversine():

@@ -1,9 +1,10 @@
 """The oracle for rule matching: ``docs/rules.md`` "What each clause matches", rule by rule.
 
 Every rule is evaluated on every row, clause by clause, over plain Python strings: no term
-hashes, no candidate index.  It is written to be read, not to be fast; the tests run the fast
-matcher (``firehose.rules.RuleSet``) and this module on the same rules and tweets and treat any
-difference as a bug in one of them.
+hashes, no candidate index (each rule's tree is turned into nested predicates once, so the
+clauses are not re-read per row).  It is written to be read, not to be fast; the tests run the
+fast matcher (``firehose.rules.RuleSet``) and this module on the same rules and tweets and treat
+any difference as a bug in one of them.
 
     >>> import pyarrow as pa
     >>> from firehose.rules import Rule
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from bisect import bisect_left
 from collections import Counter
-from typing import Any
+from functools import lru_cache
+from typing import Any, Callable
 
 import pyarrow as pa
 import xxhash
@@ -57,12 +60,14 @@ def _fold_char(c: str) -> str:
     return bare if len(bare) == 1 else low
 
 
+@lru_cache(maxsize=1 << 16)
 def lower(s: str) -> str:
     """``s`` lower-cased code point by code point (a code point whose lower case is several
     code points, such as ``İ``, is kept as it is)."""
     return "".join(_lower_char(c) for c in s)
 
 
+@lru_cache(maxsize=1 << 16)
 def fold(s: str) -> str:
     """``s`` lower-cased and folded code point by code point (``ñ`` -> ``n``)."""
     return "".join(_fold_char(c) for c in s)
@@ -71,7 +76,8 @@ def fold(s: str) -> str:
 # --------------------------------------------------------------------------------------------
 # keyword and phrase text -> terms
 
-def terms(text: str, folded: bool = False) -> list[tuple[str, int]]:
+@lru_cache(maxsize=1 << 16)
+def terms(text: str, folded: bool = False) -> tuple[tuple[str, int], ...]:
     """The terms a keyword or phrase looks for: ``(token text, position relative to the
     first)``.  A run of two or more CJK characters is its bigrams (its unigrams are dropped);
     a lone CJK character is its unigram."""
@@ -81,38 +87,46 @@ def terms(text: str, folded: bool = False) -> list[tuple[str, int]]:
             if not (t.kind == CJK and (t.pos in bigram_at or t.pos - 1 in bigram_at))]
     kept.sort(key=lambda t: t.pos)            # tokenize puts a bigram before its 2nd unigram
     if not kept:
-        return []
+        return ()
     first = kept[0].pos
-    return [(t.text, t.pos - first) for t in kept]
+    return tuple((t.text, t.pos - first) for t in kept)
 
 
 class _Field:
     """One tokenised field: its tokens as (position, text) pairs and the positions of each
     token text."""
 
-    __slots__ = ("pairs", "positions")
+    __slots__ = ("pairs", "positions", "_sorted")
 
     def __init__(self, text: str, folded: bool):
         self.pairs: set[tuple[int, str]] = set()
         self.positions: dict[str, list[int]] = {}
+        self._sorted: list[str] | None = None
         for tok in tokenize(text, folded):
             self.pairs.add((tok.pos, tok.text))
             self.positions.setdefault(tok.text, []).append(tok.pos)
         for ps in self.positions.values():
             ps.sort()
 
-    def has_sequence(self, seq: list[tuple[str, int]]) -> bool:
+    def has_sequence(self, seq: tuple[tuple[str, int], ...]) -> bool:
         """Every term at its relative position, all shifted by the same amount."""
         if not seq:
             return False
         first_text, _ = seq[0]
+        if len(seq) == 1:
+            return first_text in self.positions
         for start in self.positions.get(first_text, ()):
             if all((start + rel, text) in self.pairs for text, rel in seq):
                 return True
         return False
 
     def has_prefix(self, prefix: str) -> bool:
-        return any(text.startswith(prefix) for text in self.positions)
+        """A token starts with ``prefix``: in the sorted token texts, those that do come first
+        among the texts from ``prefix`` on."""
+        if self._sorted is None:
+            self._sorted = sorted(self.positions)
+        i = bisect_left(self._sorted, prefix)
+        return i < len(self._sorted) and self._sorted[i].startswith(prefix)
 
     def near(self, words: list[str], n: int) -> bool:
         """Each of ``words`` matched by its own token, positions spanning at most ``n`` when
@@ -131,13 +145,14 @@ class _Field:
                 prev = later[0]
             if prev is not None and prev - start <= n:
                 return True
-        # any order: some window of positions [s, s + n - 2] holds enough of every word
+        # any order: some window of positions [s, s + n - 2] holds enough tokens of every
+        # word (a field has at most one token of a given text at a position, so tokens of
+        # different words never compete)
         width = n - 2
         if width < 0:
             return False
         need = Counter(words)
-        starts = sorted({p for w in need for p in self.positions[w]})
-        for s in starts:
+        for s in sorted({p for w in need for p in self.positions[w]}):
             if all(sum(1 for p in self.positions[w] if s <= p <= s + width) >= k
                    for w, k in need.items()):
                 return True
@@ -147,31 +162,34 @@ class _Field:
 # --------------------------------------------------------------------------------------------
 # one row
 
-class _Row:
-    """A tweets row (a dict from ``to_pylist``) with its fields tokenised on first use."""
+class _Row(dict):
+    """A tweets row: the dict ``to_pylist`` gives (``get`` reads a column, None when the
+    table lacks it), with text and quoted_text tokenised up front, other fields on first
+    use."""
 
-    __slots__ = ("row", "_fields")
+    __slots__ = ("_fields", "words")
 
     def __init__(self, row: dict[str, Any]):
-        self.row = row
+        super().__init__(row)
         self._fields: dict[tuple[str, bool], list[_Field]] = {}
-
-    def get(self, column: str) -> Any:
-        return self.row.get(column)
+        #: every token text of text and quoted_text: [plain, folded]
+        self.words = [{w for f in self.fields("text", folded) for w in f.positions}
+                      for folded in (False, True)]
 
     def fields(self, what: str, folded: bool = False) -> list[_Field]:
         """``what``: ``text`` (text and quoted_text, each its own field), ``bio``,
         ``bio_name``, ``bio_location`` or ``urls`` (each URL its own field)."""
         key = (what, folded)
-        if key not in self._fields:
+        fields = self._fields.get(key)
+        if fields is None:
             if what == "text":
-                values = [self.row.get("text"), self.row.get("quoted_text")]
+                values = [self.get("text"), self.get("quoted_text")]
             elif what == "urls":
-                values = list(self.row.get("urls") or ())
+                values = list(self.get("urls") or ())
             else:
-                values = [self.row.get(_BIO_COLUMNS[what])]
-            self._fields[key] = [_Field(v, folded) for v in values if v is not None]
-        return self._fields[key]
+                values = [self.get(_BIO_COLUMNS[what])]
+            fields = self._fields[key] = [_Field(v, folded) for v in values if v is not None]
+        return fields
 
 
 _BIO_COLUMNS = {"bio": "author_description", "bio_name": "author_name",
@@ -179,7 +197,10 @@ _BIO_COLUMNS = {"bio": "author_description", "bio_name": "author_name",
 
 
 # --------------------------------------------------------------------------------------------
-# clauses
+# clauses: each node becomes a predicate on a row, built once per rule
+
+Pred = Callable[[_Row], bool]
+
 
 def sampled(tweet_id: int, percent: int) -> bool:
     """``sample:percent`` keeps the tweet: ``xxh3_64(id as 8 little-endian bytes) % 100 <
@@ -197,126 +218,176 @@ def haversine_km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
 
 
 def _same_name(a: str | None, b: str) -> bool:
+    """Equal case-insensitively (both lower-cased code point by code point); null is not."""
     return a is not None and lower(a) == lower(b)
 
 
-def _user(row: _Row, value: object, id_column: str, name_column: str) -> bool:
-    if isinstance(value, int):
-        return row.get(id_column) == value
-    return _same_name(row.get(name_column), value)
+def _in_fields(what: str, folded: bool, test: Callable[[_Field], bool]) -> Pred:
+    """True when ``test`` holds for one of the row's ``what`` fields."""
+    def pred(row: _Row) -> bool:
+        for f in row.fields(what, folded):
+            if test(f):
+                return True
+        return False
+    return pred
 
 
-def _keyword(node: Keyword, row: _Row) -> bool:
+def _keyword(node: Keyword) -> Pred:
+    folded = node.fold
     if node.prefix:
-        prefix = fold(node.text) if node.fold else lower(node.text)
-        return any(f.has_prefix(prefix) for f in row.fields("text", node.fold))
-    seq = terms(node.text, node.fold)
-    return any(f.has_sequence(seq) for f in row.fields("text", node.fold))
+        prefix = fold(node.text) if folded else lower(node.text)
+        return _in_fields("text", folded, lambda f: f.has_prefix(prefix))
+    seq = terms(node.text, folded)
+    if len(seq) == 1:                     # the common case: the token occurs in a field
+        token = seq[0][0]
+        return lambda row: token in row.words[folded]
+    return _in_fields("text", folded, lambda f: f.has_sequence(seq))
 
 
-def _phrase(node: Phrase, row: _Row) -> bool:
-    seq = terms(node.text, node.fold)
-    fields = row.fields("text", node.fold)
+def _phrase(node: Phrase) -> Pred:
+    folded = node.fold
+    seq = terms(node.text, folded)
     if node.proximity is None:
-        return any(f.has_sequence(seq) for f in fields)
+        return _in_fields("text", folded, lambda f: f.has_sequence(seq))
     words = [text for text, _ in seq]
-    return any(f.near(words, node.proximity) for f in fields)
+    n = node.proximity
+    return _in_fields("text", folded, lambda f: f.near(words, n))
 
 
-def _op(node: Op, row: _Row, negated: bool) -> bool:
-    name, v = node.name, node.value
-    if name == "hashtag":
-        return any(_same_name(h, v) for h in row.get("hashtags") or ())
-    if name == "cashtag":
-        return any(_same_name(c, v) for c in row.get("cashtags") or ())
-    if name == "mention":
-        if isinstance(v, int):
-            return v in (row.get("mention_ids") or ())
-        return any(_same_name(m, v) for m in row.get("mentions") or ())
-    if name == "from":
-        return _user(row, v, "author_id", "author_screen_name")
-    if name == "to":
-        return _user(row, v, "in_reply_to_user_id", "in_reply_to_screen_name")
-    if name == "retweets_of":
-        return _user(row, v, "retweeted_user_id", "retweeted_screen_name")
-    if name in ("bio", "bio_name", "bio_location", "url"):
-        seq = terms(v)
-        return any(f.has_sequence(seq) for f in row.fields("urls" if name == "url" else name))
-    if name == "url_contains":
-        return any(lower(v) in lower(u) for u in row.get("urls") or ())
-    if name == "contains":
-        return any(t is not None and lower(v) in lower(t)
-                   for t in (row.get("text"), row.get("quoted_text")))
-    if name == "lang":
-        return _same_name(row.get("lang"), v)
-    if name == "place_country":
-        return _same_name(row.get("place_country_code"), v)
-    if name == "source":
-        return _same_name(row.get("source"), v)
-    if name == "has":
-        return _has(v, row)
-    if name == "is":
-        if v == "verified":
-            return row.get("author_verified") is True
-        column = {"retweet": "retweeted_status_id", "reply": "in_reply_to_status_id",
-                  "quote": "quoted_status_id"}[v]
-        return row.get(column) is not None
-    if name == "followers_count":
-        lo, hi = v
-        n = row.get("author_followers_count")
-        return n is not None and lo <= n and (hi is None or n <= hi)
-    if name == "bounding_box":
-        c = row.get("coordinates")
-        west, south, east, north = v
-        return c is not None and west <= c["lon"] <= east and south <= c["lat"] <= north
-    if name == "point_radius":
-        c = row.get("coordinates")
-        lon, lat, r = v
-        return c is not None and haversine_km(lon, lat, c["lon"], c["lat"]) <= r
-    if name == "sample":
-        # outside any negation the clause is true here and applies to the whole rule
-        # (see matches()); inside a negation it is the predicate "sampled"
-        return sampled(row.get("id"), v) if negated else True
-    raise ValueError(f"unknown operator {name}:")
+def _user(value: object, id_column: str, name_column: str) -> Pred:
+    if isinstance(value, int):
+        return lambda row: row.get(id_column) == value
+    return lambda row: _same_name(row.get(name_column), value)
 
 
-def _has(v: str, row: _Row) -> bool:
-    def nonempty(column: str) -> bool:
-        return bool(row.get(column))
+def _any_named(column: str, value: str) -> Pred:
+    return lambda row: any(_same_name(x, value) for x in row.get(column) or ())
 
+
+def _nonempty(column: str) -> Pred:
+    return lambda row: bool(row.get(column))
+
+
+def _not_null(column: str) -> Pred:
+    return lambda row: row.get(column) is not None
+
+
+def _has(v: str) -> Pred:
     if v == "links":
-        return nonempty("urls")
+        return _nonempty("urls")
     if v == "media":
-        return nonempty("media_types")
+        return _nonempty("media_types")
     if v == "images":
-        return "photo" in (row.get("media_types") or ())
+        return lambda row: "photo" in (row.get("media_types") or ())
     if v == "videos":
-        types = row.get("media_types") or ()
-        return "video" in types or "animated_gif" in types
+        return lambda row: any(t in ("video", "animated_gif")
+                               for t in row.get("media_types") or ())
     if v == "mentions":
-        return nonempty("mentions")
+        return _nonempty("mentions")
     if v == "hashtags":
-        return nonempty("hashtags")
+        return _nonempty("hashtags")
     if v == "symbols":
-        return nonempty("cashtags")
+        return _nonempty("cashtags")
     if v == "geo":
-        return row.get("coordinates") is not None or row.get("place_id") is not None
+        return lambda row: (row.get("coordinates") is not None
+                            or row.get("place_id") is not None)
     raise ValueError(f"unknown has:{v}")
 
 
-def _eval(node: Node, row: _Row, negated: bool = False) -> bool:
+def _is(v: str) -> Pred:
+    if v == "verified":
+        return lambda row: row.get("author_verified") is True
+    return _not_null({"retweet": "retweeted_status_id", "reply": "in_reply_to_status_id",
+                      "quote": "quoted_status_id"}[v])
+
+
+def _op(node: Op, negated: bool) -> Pred:
+    name, v = node.name, node.value
+    if name == "hashtag":
+        return _any_named("hashtags", v)
+    if name == "cashtag":
+        return _any_named("cashtags", v)
+    if name == "mention":
+        if isinstance(v, int):
+            return lambda row: v in (row.get("mention_ids") or ())
+        return _any_named("mentions", v)
+    if name == "from":
+        return _user(v, "author_id", "author_screen_name")
+    if name == "to":
+        return _user(v, "in_reply_to_user_id", "in_reply_to_screen_name")
+    if name == "retweets_of":
+        return _user(v, "retweeted_user_id", "retweeted_screen_name")
+    if name in ("bio", "bio_name", "bio_location", "url"):
+        seq = terms(v)                                    # never folded
+        return _in_fields("urls" if name == "url" else name, False,
+                          lambda f: f.has_sequence(seq))
+    if name == "url_contains":
+        part = lower(v)
+        return lambda row: any(part in lower(u) for u in row.get("urls") or ())
+    if name == "contains":
+        part = lower(v)
+        return lambda row: any(t is not None and part in lower(t)
+                               for t in (row.get("text"), row.get("quoted_text")))
+    if name == "lang":
+        return lambda row: _same_name(row.get("lang"), v)
+    if name == "place_country":
+        return lambda row: _same_name(row.get("place_country_code"), v)
+    if name == "source":
+        return lambda row: _same_name(row.get("source"), v)
+    if name == "has":
+        return _has(v)
+    if name == "is":
+        return _is(v)
+    if name == "followers_count":
+        lo, hi = v
+        return lambda row: ((n := row.get("author_followers_count")) is not None
+                            and lo <= n and (hi is None or n <= hi))
+    if name == "bounding_box":
+        west, south, east, north = v
+        return lambda row: ((c := row.get("coordinates")) is not None
+                            and west <= c["lon"] <= east and south <= c["lat"] <= north)
+    if name == "point_radius":
+        lon, lat, r = v
+        return lambda row: ((c := row.get("coordinates")) is not None
+                            and haversine_km(lon, lat, c["lon"], c["lat"]) <= r)
+    if name == "sample":
+        # outside any negation the clause is true where it stands and applies to the whole
+        # rule (see _rule_sample); inside a negation it is the predicate "sampled"
+        if negated:
+            return lambda row: sampled(row.get("id"), v)
+        return lambda row: True
+    raise ValueError(f"unknown operator {name}:")
+
+
+def _compile(node: Node, negated: bool = False) -> Pred:
+    """The predicate of ``node``; ``negated``: the node is inside a ``Not``."""
     if isinstance(node, And):
-        return all(_eval(c, row, negated) for c in node.children)
+        parts = [_compile(c, negated) for c in node.children]
+
+        def all_of(row: _Row) -> bool:
+            for p in parts:
+                if not p(row):
+                    return False
+            return True
+        return all_of
     if isinstance(node, Or):
-        return any(_eval(c, row, negated) for c in node.children)
+        parts = [_compile(c, negated) for c in node.children]
+
+        def any_of(row: _Row) -> bool:
+            for p in parts:
+                if p(row):
+                    return True
+            return False
+        return any_of
     if isinstance(node, Not):
-        return not _eval(node.child, row, True)
+        inner = _compile(node.child, True)
+        return lambda row: not inner(row)
     if isinstance(node, Keyword):
-        return _keyword(node, row)
+        return _keyword(node)
     if isinstance(node, Phrase):
-        return _phrase(node, row)
+        return _phrase(node)
     if isinstance(node, Op):
-        return _op(node, row, negated)
+        return _op(node, negated)
     raise TypeError(f"not a rule node: {node!r}")
 
 
@@ -330,52 +401,49 @@ def _rule_sample(node: Node) -> int | None:
     return None                                 # Not, Keyword, Phrase
 
 
+def _rule_predicate(node: Node) -> Pred:
+    """The whole rule: its clauses, and the tweet sampled when a positive ``sample:`` says so."""
+    pred = _compile(node)
+    n = _rule_sample(node)
+    if n is None:
+        return pred
+    return lambda row: sampled(row.get("id"), n) and pred(row)
+
+
 def matches(node: Node, row: dict[str, Any]) -> bool:
     """Whether a parsed rule matches one tweets row (a dict as given by ``to_pylist``)."""
-    r = _Row(row)
-    n = _rule_sample(node)
-    if n is not None and not sampled(r.get("id"), n):
-        return False
-    return _eval(node, r)
+    return _rule_predicate(node)(_Row(row))
 
 
 # --------------------------------------------------------------------------------------------
 # public
 
-def _parsed(rules: list[Rule]) -> list[tuple[Rule, Node]]:
+def _compiled(rules: list[Rule]) -> list[tuple[Rule, Pred]]:
     rules = list(rules)
-    errors = check(rules)
-    if errors:
-        raise errors[0]
-    return [(rule, rule.parse()) for rule in rules]
+    if len({rule.id for rule in rules}) != len(rules):
+        raise check(rules)[0]
+    return [(rule, _rule_predicate(rule.parse())) for rule in rules]
 
 
-def _match_rows(parsed: list[tuple[Rule, Node]], tweets: pa.Table) -> list[list[Rule]]:
+def _match_rows(compiled: list[tuple[Rule, Pred]], tweets: pa.Table) -> list[list[Rule]]:
     out = []
     for row in tweets.to_pylist():
         r = _Row(row)
-        hits = []
-        for rule, node in parsed:
-            n = _rule_sample(node)
-            if n is not None and not sampled(r.get("id"), n):
-                continue
-            if _eval(node, r):
-                hits.append(rule)
-        out.append(hits)
+        out.append([rule for rule, pred in compiled if pred(r)])
     return out
 
 
 def match(rules: list[Rule], tweets: pa.Table) -> list[tuple[int, str]]:
     """Every ``(row index, rule id)`` where the rule matches the row, by row, then in the
     order of ``rules``.  Invalid rules and duplicate ids raise :class:`RuleError`."""
-    per_row = _match_rows(_parsed(rules), tweets)
+    per_row = _match_rows(_compiled(rules), tweets)
     return [(i, rule.id) for i, hits in enumerate(per_row) for rule in hits]
 
 
 def annotate(rules: list[Rule], tweets: pa.Table) -> pa.Table:
     """``tweets`` with a ``matching_rules`` column (``list<struct<id, tag>>``, the matching
     rules in the order given; an empty list where none matched)."""
-    per_row = _match_rows(_parsed(rules), tweets)
+    per_row = _match_rows(_compiled(rules), tweets)
     column = pa.array([[{"id": rule.id, "tag": rule.tag} for rule in hits] for hits in per_row],
                       type=MATCHING_RULES_TYPE)
     if "matching_rules" in tweets.column_names:
