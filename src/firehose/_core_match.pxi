@@ -491,67 +491,155 @@ cdef struct MState:
     Buf out_rules
 
 
-cdef bint seq_pick(RowTerms* r, const int64_t* w, int k, int i, uint8_t field, int32_t* pos,
-                   int64_t inord, int64_t other) noexcept nogil:
-    """Proximity: choose an occurrence in ``field`` for tokens i.. and test the span."""
-    cdef int32_t o, mn, mx, j
-    cdef bint in_order
-    if i == k:
-        mn = pos[0]
-        mx = pos[0]
-        in_order = 1
-        for j in range(1, k):
-            if pos[j] < mn:
-                mn = pos[j]
-            if pos[j] > mx:
-                mx = pos[j]
-            if pos[j] <= pos[j - 1]:
-                in_order = 0
-        for j in range(k):
-            for o in range(j + 1, k):
-                if pos[j] == pos[o]:
-                    return 0             # one occurrence cannot stand for two tokens
-        return (mx - mn) <= (inord if in_order else other)
-    o = rt_find(r, <uint64_t>w[2 * i])
-    while o >= 0:
-        if r.occ[o].field == field:
-            pos[i] = r.occ[o].pos
-            if seq_pick(r, w, k, i + 1, field, pos, inord, other):
+cdef struct PItem:
+    int32_t pos
+    int32_t tok          # index of the distinct hash
+
+
+cdef int cmp_pitem(const void* a, const void* b) noexcept nogil:
+    cdef int32_t x = (<const PItem*>a).pos, y = (<const PItem*>b).pos
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef bint prox_field(RowTerms* r, const int64_t* hs, int k, uint8_t field, int64_t inord,
+                     int64_t other) except -1 nogil:
+    """Proximity in one field, in polynomial time whatever the repeats.
+
+    In the rule's order (positions strictly increasing, span <= inord): for each position of
+    the first token, take greedily the next larger position of each following token.
+    Any order (span <= other): a window of width ``other`` holding, for every distinct token,
+    at least as many of its occurrences as the phrase repeats it (an occurrence has one hash,
+    so distinct tokens never compete for one: counting is matching)."""
+    cdef int i, j, d, nd = 0, sat
+    cdef uint64_t dh[64]
+    cdef int need[64]
+    cdef int have[64]
+    cdef int tokd[64]
+    cdef int32_t o, cur, start, p
+    cdef Py_ssize_t n = 0, lo, hi, cap
+    cdef PItem* items
+    cdef bint found
+    # distinct hashes and how many times the phrase uses each
+    for i in range(k):
+        for d in range(nd):
+            if dh[d] == <uint64_t>hs[2 * i]:
+                break
+        else:
+            d = nd
+            dh[nd] = <uint64_t>hs[2 * i]
+            need[nd] = 0
+            nd += 1
+        need[d] += 1
+        tokd[i] = d
+    # every occurrence in this field of a distinct hash, sorted by position
+    cap = 0
+    for d in range(nd):
+        o = rt_find(r, dh[d])
+        while o >= 0:
+            if r.occ[o].field == field:
+                cap += 1
+            o = r.occ[o].next
+    if cap == 0:
+        return 0
+    if cap * <Py_ssize_t>sizeof(PItem) > r.bufcap:
+        rt_reserve_buf(r, cap * sizeof(PItem))
+    items = <PItem*>r.buf
+    for d in range(nd):
+        o = rt_find(r, dh[d])
+        while o >= 0:
+            if r.occ[o].field == field:
+                items[n].pos = r.occ[o].pos
+                items[n].tok = d
+                n += 1
+            o = r.occ[o].next
+    qsort(items, n, sizeof(PItem), cmp_pitem)
+    if inord >= 0:
+        for lo in range(n):
+            if items[lo].tok != tokd[0]:
+                continue
+            start = items[lo].pos
+            cur = start
+            found = 1
+            hi = lo
+            for i in range(1, k):
+                # the next occurrence of token i after cur
+                j = -1
+                for p in range(hi + 1, n):
+                    if items[p].tok == tokd[i] and items[p].pos > cur:
+                        j = p
+                        break
+                if j < 0:
+                    return 0 if other < 0 else _window(items, n, nd, need, other, have)
+                cur = items[j].pos
+                hi = j
+                if cur - start > inord:
+                    found = 0
+                    break
+            if found:
                 return 1
-        o = r.occ[o].next
+    if other < 0:
+        return 0
+    return _window(items, n, nd, need, other, have)
+
+
+cdef bint _window(PItem* items, Py_ssize_t n, int nd, int* need, int64_t width,
+                  int* have) noexcept nogil:
+    """Is there a window [x, x + width] with have[d] >= need[d] for every distinct token d?"""
+    cdef Py_ssize_t lo = 0, hi
+    cdef int d, sat = 0
+    for d in range(nd):
+        have[d] = 0
+    for hi in range(n):
+        d = items[hi].tok
+        have[d] += 1
+        if have[d] == need[d]:
+            sat += 1
+        while items[hi].pos - items[lo].pos > width:
+            d = items[lo].tok
+            if have[d] == need[d]:
+                sat -= 1
+            have[d] -= 1
+            lo += 1
+        if sat == nd:
+            return 1
     return 0
 
 
-cdef bint eval_seq(RowTerms* r, const int64_t* w) noexcept nogil:
+cdef bint eval_seq(RowTerms* r, const int64_t* w) except -1 nogil:
     """w = [k, inord, other, (hash, rel) * k]."""
     cdef int k = <int>w[0], i
     cdef int64_t inord = w[1], other = w[2]
     cdef const int64_t* hs = w + 3
     cdef int32_t o, q, p
     cdef bint ok
-    cdef int32_t pos[64]
+    cdef uint32_t seen = 0
     if k > 64:
+        return 0
+    if inord >= 0:
+        # proximity: try each field the first token occurs in (fields are 0..15)
+        o = rt_find(r, <uint64_t>hs[0])
+        while o >= 0:
+            if not (seen >> r.occ[o].field) & 1:
+                seen |= 1u << r.occ[o].field
+                if prox_field(r, hs, k, r.occ[o].field, inord, other):
+                    return 1
+            o = r.occ[o].next
         return 0
     o = rt_find(r, <uint64_t>hs[0])
     while o >= 0:
-        if inord < 0:
-            # a phrase: token i at the first token's position + rel[i]
-            p = r.occ[o].pos
-            ok = 1
-            for i in range(1, k):
-                q = rt_find(r, <uint64_t>hs[2 * i])
-                while q >= 0 and not (r.occ[q].field == r.occ[o].field
-                                      and r.occ[q].pos == p + <int32_t>hs[2 * i + 1]):
-                    q = r.occ[q].next
-                if q < 0:
-                    ok = 0
-                    break
-            if ok:
-                return 1
-        else:
-            pos[0] = r.occ[o].pos
-            if seq_pick(r, hs, k, 1, r.occ[o].field, pos, inord, other):
-                return 1
+        # a phrase: token i at the first token's position + rel[i]
+        p = r.occ[o].pos
+        ok = 1
+        for i in range(1, k):
+            q = rt_find(r, <uint64_t>hs[2 * i])
+            while q >= 0 and not (r.occ[q].field == r.occ[o].field
+                                  and r.occ[q].pos == p + <int32_t>hs[2 * i + 1]):
+                q = r.occ[q].next
+            if q < 0:
+                ok = 0
+                break
+        if ok:
+            return 1
         o = r.occ[o].next
     return 0
 
