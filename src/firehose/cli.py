@@ -40,6 +40,27 @@ def _clip(text, width: int = 70) -> str:
     return text if len(text) <= width else text[:width - 1] + "\u2026"
 
 
+
+def _read_text(ctx: click.Context, file: str) -> tuple[str, str]:
+    """(display name, UTF-8 text) of a file or ``-`` (stdin); exit 2 with one line if it cannot
+    be read."""
+    name = "<stdin>" if file == "-" else file
+    try:
+        if file == "-":
+            stdin = sys.stdin
+            data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+        else:
+            with open(file, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        click.echo(f"{name}: cannot read: {e.strerror or e}", err=True)
+        ctx.exit(2)
+    try:
+        return name, data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        click.echo(f"{name}: cannot read: not UTF-8 text (byte {e.start})", err=True)
+        ctx.exit(2)
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="firehose")
 def main() -> None:
@@ -178,22 +199,7 @@ def rules_check(ctx, file):
     """
     from .rules import check
 
-    name = "<stdin>" if file == "-" else file
-    try:
-        if file == "-":
-            stdin = sys.stdin
-            data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-        else:
-            with open(file, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        click.echo(f"{name}: cannot read: {e.strerror or e}", err=True)
-        ctx.exit(2)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        click.echo(f"{name}: cannot read: not UTF-8 text (byte {e.start})", err=True)
-        ctx.exit(2)
+    name, text = _read_text(ctx, file)
     try:
         entries = _read_rule_entries(text)
     except _RulesFileError as e:
@@ -357,22 +363,7 @@ def config_validate(ctx, file):
     from .config import loads
     from .errors import ConfigError
 
-    name = "<stdin>" if file == "-" else file
-    try:
-        if file == "-":
-            stdin = sys.stdin
-            data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-        else:
-            with open(file, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        click.echo(f"{name}: cannot read: {e.strerror or e}", err=True)
-        ctx.exit(2)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        click.echo(f"{name}: cannot read: not UTF-8 text (byte {e.start})", err=True)
-        ctx.exit(2)
+    name, text = _read_text(ctx, file)
 
     def where(p) -> str:
         return f"{name}: {p.path}: " if p.path else f"{name}: "
