@@ -180,7 +180,8 @@ cdef struct RowTerms:
     Occ* occ
     Py_ssize_t n, cap
     int32_t* slots              # head occurrence per slot, -1 empty
-    Py_ssize_t nslots
+    Py_ssize_t nslots           # slots in use for this row (a power of two)
+    Py_ssize_t slotcap          # slots allocated (the longest row so far)
     char* buf                   # namespace + 0x1f + token being hashed
     Py_ssize_t bufcap
     int32_t* cpend              # byte end of each code point of the token (prefixes)
@@ -437,13 +438,14 @@ cdef int rt_index(RowTerms* r) except -1 nogil:
     cdef int32_t* p
     while need < 2 * r.n:
         need *= 2
-    if need > r.nslots:
+    if need > r.slotcap:
         p = <int32_t*>realloc(r.slots, need * 4)
         if p == NULL:
             with gil:
                 raise MemoryError()
         r.slots = p
-        r.nslots = need
+        r.slotcap = need
+    r.nslots = need            # sized to this row: one long row must not slow the next ones
     memset(r.slots, 0xFF, r.nslots * 4)
     for i in range(r.n - 1, -1, -1):
         j = <Py_ssize_t>(mix64(r.occ[i].h) & (r.nslots - 1))
