@@ -77,7 +77,10 @@ def snapshot_package() -> Path:
     import tempfile
     spec = importlib.util.find_spec("firehose")
     src = Path(spec.origin).parent
-    dst = Path(tempfile.mkdtemp(prefix="firehose-bench-")) / "firehose"
+    tmp = tempfile.mkdtemp(prefix="firehose-bench-")
+    import atexit
+    atexit.register(shutil.rmtree, tmp, True)
+    dst = Path(tmp) / "firehose"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.c", "*.html", "__pycache__"))
     sys.path.insert(0, str(dst.parent))
     os.environ["PYTHONPATH"] = os.pathsep.join(
