@@ -36,6 +36,10 @@ bench: compile
 	$(PIP) install -q -e '.[bench]' --no-build-isolation
 	$(PY) -m pytest bench --benchmark-only -q
 
+bench-compare: compile
+	$(PIP) install -q -e '.[bench]' --no-build-isolation
+	$(PY) bench/compare/run.py --mb 300
+
 clean:
 	rm -rf build src/firehose/_core.c src/firehose/*.so src/firehose/*.html .pytest_cache .benchmarks
 

@@ -104,6 +104,7 @@ cdef int table_add(IdTable* tb, int64_t key) except -1 nogil:
 cdef IdTable* bucket_table(State* st, int64_t b) except? NULL nogil:
     """The table of bucket b (made if needed), or NULL if b is already forgotten."""
     cdef int i, j
+    cdef Py_ssize_t cap
     if b > st.bmax:
         st.bmax = b
         j = 0
@@ -116,10 +117,15 @@ cdef IdTable* bucket_table(State* st, int64_t b) except? NULL nogil:
         st.ngens = j
     if b < st.bmax - KEEP_BUCKETS:
         return NULL
+    cap = TABLE_MIN
     for i in range(st.ngens):
         if st.gens[i].bucket == b:
             return &st.gens[i]
-    table_init(&st.gens[st.ngens], b, TABLE_MIN)
+        # a new bucket will likely hold about as many ids as the busiest live one: start it
+        # near that size instead of growing it 1.4x at a time from the minimum
+        if st.gens[i].n * 2 > cap:
+            cap = st.gens[i].n * 2
+    table_init(&st.gens[st.ngens], b, cap)
     st.ngens += 1
     return &st.gens[st.ngens - 1]
 
