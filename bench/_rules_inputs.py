@@ -301,7 +301,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -333,7 +333,7 @@ def _memory_child(n: int, mix: str = "live5") -> dict:
     rs.match(one)
     t1 = time.perf_counter()
     ready = rss_bytes()
-    peak = _status_kib("VmHWM") * 1024 if peak_ok else 0
+    peak = status_kib("VmHWM") * 1024 if peak_ok else 0
     del rl
     gc.collect()
     kept = rss_bytes()

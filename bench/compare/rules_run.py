@@ -66,11 +66,6 @@ ENGINES = ("firehose", "pyahocorasick", "hyperscan", "python-set")
 TARGET_AC = 5.0            # the issue: at 100k keyword rules >= 5x pyahocorasick
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _is_word(c: str) -> bool:
     return c.isalnum() or c == "_"
 
@@ -240,14 +235,6 @@ CLASSES = {"firehose": Firehose, "pyahocorasick": AhoCorasick, "hyperscan": Hype
 
 # ------------------------------------------------------------------------------- memory
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def memory_child(engine: str, n: int, tweets: int) -> dict:
     """In a fresh process: RSS growth and peak (VmHWM, reset first) while building ``engine``
     on the first ``n`` keywords, above the RSS with the keyword list made."""
@@ -259,13 +246,13 @@ def memory_child(engine: str, n: int, tweets: int) -> dict:
     else:
         CLASSES[engine](kws[:1], one)
     gc.collect()
-    base = rss_bytes()
+    base = ri.rss_bytes()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     eng = CLASSES[engine](kws, one)
     gc.collect()
-    held = rss_bytes()
-    peak = _status_kib("VmHWM") * 1024
+    held = ri.rss_bytes()
+    peak = ri.status_kib("VmHWM") * 1024
     out = {"engine": engine, "keywords": n, "held_MiB": round((held - base) / 2**20, 1),
            "peak_MiB": round((peak - base) / 2**20, 1)}
     if engine == "pyahocorasick":

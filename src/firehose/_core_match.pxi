@@ -488,7 +488,8 @@ cdef struct MState:
     uint8_t* stack
     Py_ssize_t stackcap
     Buf lowtext                 # lower-cased text / quoted / urls for contains:
-    int lowtext_row
+    const char* lowtext_of      # the value lowtext holds (reset per match() call)
+    Py_ssize_t lowtext_n
     Buf out_rows
     Buf out_rules
 
@@ -652,11 +653,15 @@ cdef bint lower_contains(MState* m, SCol* c, int64_t row, const char* needle, Py
     cdef Py_ssize_t n, i = 0
     if not s_get(c, row, &p, &n):
         return 0
-    m.lowtext.len = 0
-    buf_reserve(&m.lowtext, 4 * n + 8)
-    while i < n:
-        m.lowtext.len += utf8_put(m.lowtext.data + m.lowtext.len,
-                                  u_lower(next_cp(<const unsigned char*>p, &i, n)))
+    if p != m.lowtext_of or n != m.lowtext_n:
+        # several contains: rules ask about the same value: lower-case it once
+        m.lowtext.len = 0
+        buf_reserve(&m.lowtext, 4 * n + 8)
+        while i < n:
+            m.lowtext.len += utf8_put(m.lowtext.data + m.lowtext.len,
+                                      u_lower(next_cp(<const unsigned char*>p, &i, n)))
+        m.lowtext_of = p
+        m.lowtext_n = n
     if nl == 0:
         return 1
     if nl > m.lowtext.len:
@@ -1072,6 +1077,7 @@ cdef class Matcher:
         c.lat = <const double*>_addr(lat.buffers()[1]) + <Py_ssize_t>lat.offset - <Py_ssize_t>co.offset
         self.m.out_rows.len = 0
         self.m.out_rules.len = 0
+        self.m.lowtext_of = NULL          # another table may reuse the same addresses
         memset(self.m.stamp, 0xFF, (self.m.nrules + 1) * 4)
         with nogil:
             match_rows(&self.m, &c, &self.r, n)

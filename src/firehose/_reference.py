@@ -262,9 +262,8 @@ _ESCAPE_CUT = re.compile(r"\\u[0-9a-fA-F]{0,4}")   # Python wants a character af
 _ESCAPE_PREFIX = re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?")
 
 
-def _depth_exceeded_at(s: str, max_depth: int) -> int:
-    """Index of the first ``[``/``{`` (outside strings) that opens level max_depth + 1, or -1."""
-    depth = 0
+def _outside_strings(s: str):
+    """(index, character) of every character of ``s`` outside string literals."""
     in_str = False
     i, n = 0, len(s)
     while i < n:
@@ -276,33 +275,27 @@ def _depth_exceeded_at(s: str, max_depth: int) -> int:
                 in_str = False
         elif c == '"':
             in_str = True
-        elif c in "[{":
+        else:
+            yield i, c
+        i += 1
+
+
+def _depth_exceeded_at(s: str, max_depth: int) -> int:
+    """Index of the first ``[``/``{`` (outside strings) that opens level max_depth + 1, or -1."""
+    depth = 0
+    for i, c in _outside_strings(s):
+        if c in "[{":
             depth += 1
             if depth > max_depth:
                 return i
         elif c in "]}":
             depth -= 1
-        i += 1
     return -1
 
 
 def _outside_strings_find(s: str, chars: str) -> int:
     """Index of the first character of ``chars`` outside string literals, or -1."""
-    in_str = False
-    i, n = 0, len(s)
-    while i < n:
-        c = s[i]
-        if in_str:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-        elif c in chars:
-            return i
-        i += 1
-    return -1
+    return next((i for i, c in _outside_strings(s) if c in chars), -1)
 
 
 def _hex4(s: str, i: int, end: int) -> int | None:

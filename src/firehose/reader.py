@@ -103,14 +103,6 @@ def iter_chunks(path, chunk_size: int = DEFAULT_CHUNK) -> Iterator[tuple[bytes, 
             f.close()
 
 
-def read_all(path) -> bytes:
-    """The whole decompressed capture (for tests and small files)."""
-    buf = io.BytesIO()
-    for chunk, _ in iter_chunks(path):
-        buf.write(chunk)
-    return buf.getvalue()
-
-
 _DONE = object()
 
 
