@@ -108,6 +108,28 @@ class Decoder:
         """(ids remembered, bytes held by the dedupe tables)."""
         return self._eng.dedupe_memory()
 
+    def register_sources(self, names) -> None:
+        """Fix the ``source_file`` dictionary in advance (in this order), so the tables of a
+        run carry the same dictionary whichever source they came from, and a resumed run
+        writes the same bytes as an uninterrupted one."""
+        for name in names:
+            self._code(os.fspath(name))
+
+    def position(self) -> tuple[str | None, int, int]:
+        """``(source, offset, lines)``: where decoding of the current source would restart —
+        the first byte of the line not yet finished (its unterminated tail is held in memory)
+        and the number of lines finished before it. ``source`` is None between sources."""
+        off = self._carry_off if self._carry else self._offset
+        return self._cur, off, self._eng.line_no
+
+    def seek(self, source: str, offset: int, lines: int) -> None:
+        """Continue ``source`` at byte ``offset`` as if ``lines`` lines came before it (resume
+        from a :meth:`position` taken in an earlier run). Ends the current source first."""
+        self._end_source()
+        source = os.fspath(source)
+        self._code(source)
+        self._pos[source] = (int(offset), int(lines))
+
     def feed(self, chunk, source: str = "<stream>", offset: int | None = None) -> DecodeResult:
         """Decode the complete lines that ``chunk`` finishes.
 

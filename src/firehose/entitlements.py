@@ -85,6 +85,10 @@ class Plan:
     objects_per_day: int | None
     group: str                           # affiliated group (root organisation) for group caps
     group_ids_per_30d: int | None
+    #: the original payload may be delivered (a granted group lists ``raw_json``, the licence
+    #: redistributes full objects, and the seat is not a government seat: the raw line holds
+    #: the author profile and exact geo)
+    raw_json: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,11 +254,18 @@ def _plan(config, client, sname, lic, g: _Graph, today) -> Plan:
     if lic.redistribution == "ids":
         cols &= {"id"}
     columns = tuple(n for n in TWEETS.names if n in cols)
+    raw = "raw_json" in cols and not government
+    if government and any("raw_json" in config.field_groups[fg].columns
+                          for gr in grants for fg in gr.field_groups
+                          if fg not in SENSITIVE_GROUPS):
+        col_denials.append(Denial("field_denied", lic.name,
+                                  f"{client.name} is a government seat: no raw_json (it holds "
+                                  "the author profile and exact geo)"))
     caps = lic.caps
     return Plan(client.name, sname, lic.name, not denials, tuple(denials), columns,
                 tuple(col_denials), tuple(client.delivery_countries), lic.redistribution,
                 caps.objects_per_recipient_per_day, g.root(client.organisation),
-                caps.post_ids_per_group_per_30d)
+                caps.post_ids_per_group_per_30d, raw)
 
 
 def _plan_dict(p: Plan) -> dict:
@@ -427,6 +438,46 @@ class Entitlements:
             pa.Table.from_pylist([dict(zip(AUDIT.names, a)) for a in audit], schema=AUDIT),
             pa.concat_tables(denials) if denials else DENIALS.empty_table(),
             pa.concat_tables(ledger) if ledger else LEDGER.empty_table())
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_to_bytes(self) -> bytes:
+        """Batch counter, cap counters and the ids delivered per client (for forwarding
+        deletes), as Arrow IPC: with :meth:`load_state` a resumed run carries on exactly."""
+        rows = [("day", k[0], k[1], v) for k, v in sorted(self._day_counts.items())]
+        rows += [("group", k[0], k[1], v) for k, v in sorted(self._group_counts.items())]
+        kinds, names, keys, vals = (list(x) for x in zip(*rows)) if rows else ([], [], [], [])
+        for client in sorted(self._delivered):
+            got = np.unique(np.concatenate(self._delivered[client]))
+            self._delivered[client] = [got]
+            kinds += ["delivered"] * len(got)
+            names += [client] * len(got)
+            keys += got.tolist()
+            vals += [0] * len(got)
+        table = pa.table({"kind": pa.array(kinds, pa.string()), "name": pa.array(names, pa.string()),
+                          "key": pa.array(keys, pa.int64()), "value": pa.array(vals, pa.int64())},
+                         metadata={"batch": str(self.batch)})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    def load_state(self, data: bytes) -> None:
+        from .errors import StateError
+        try:
+            table = pa.ipc.open_stream(data).read_all()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise StateError(f"entitlement state is corrupt: {e}") from None
+        self.batch = int((table.schema.metadata or {}).get(b"batch", b"0"))
+        self._day_counts, self._group_counts, delivered = {}, {}, {}
+        for kind, name, key, value in zip(*(table.column(c).to_pylist()
+                                            for c in ("kind", "name", "key", "value"))):
+            if kind == "day":
+                self._day_counts[(name, key)] = value
+            elif kind == "group":
+                self._group_counts[(name, key)] = value
+            else:
+                delivered.setdefault(name, []).append(key)
+        self._delivered = {c: [np.array(v, np.int64)] for c, v in delivered.items()}
 
     # ------------------------------------------------------------------ deletes to forward
     def _remember(self, client: str, ids: np.ndarray) -> None:

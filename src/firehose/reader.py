@@ -78,24 +78,53 @@ class _Closing(io.RawIOBase):
             super().close()
 
 
-def iter_chunks(path, chunk_size: int = DEFAULT_CHUNK) -> Iterator[tuple[bytes, int]]:
-    """Yield ``(bytes, offset)`` chunks of the decompressed capture, streaming."""
+def iter_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0) -> Iterator[tuple[bytes, int]]:
+    """Yield ``(bytes, offset)`` chunks of the decompressed capture, streaming.
+
+    Chunks are cut at multiples of ``chunk_size`` in the decompressed stream (so the same
+    input always gives the same chunks), beginning at ``start`` (a plain file seeks there; a
+    compressed one is decompressed up to it)."""
     name = os.fspath(path)
     f = open_capture(path)
     offset = 0
+
+    def read(n: int) -> bytes:
+        try:
+            return f.read(n)
+        except (OSError, EOFError, ValueError) as e:
+            raise InputError(f"{name}: read failed at decompressed byte {offset}: {e}") from None
+        except Exception as e:  # zstandard.ZstdError is not an OSError
+            if type(e).__name__ == "ZstdError":
+                raise InputError(f"{name}: corrupt zstd stream at decompressed byte "
+                                 f"{offset}: {e}") from None
+            raise
+
     try:
-        while True:
+        if start:
             try:
-                chunk = f.read(chunk_size)
-            except (OSError, EOFError, ValueError) as e:
-                raise InputError(f"{name}: read failed at decompressed byte {offset}: {e}") from None
-            except Exception as e:  # zstandard.ZstdError is not an OSError
-                if type(e).__name__ == "ZstdError":
-                    raise InputError(f"{name}: corrupt zstd stream at decompressed byte "
-                                     f"{offset}: {e}") from None
-                raise
+                if name == "-" or not isinstance(f, io.BufferedReader):   # compressed
+                    raise io.UnsupportedOperation
+                f.seek(start)
+                offset = start
+            except (io.UnsupportedOperation, OSError, AttributeError):
+                while offset < start:
+                    skipped = read(min(chunk_size, start - offset))
+                    if not skipped:
+                        break
+                    offset += len(skipped)
+            if offset != start:
+                raise InputError(f"{name}: ends at decompressed byte {offset}, "
+                                 f"before the resume position {start}")
+        while True:
+            want = chunk_size - offset % chunk_size
+            chunk = read(want)
             if not chunk:
                 break
+            while len(chunk) < want:         # some decompressors return short reads
+                more = read(want - len(chunk))
+                if not more:
+                    break
+                chunk += more
             yield chunk, offset
             offset += len(chunk)
     finally:

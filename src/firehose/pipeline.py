@@ -1,0 +1,675 @@
+"""The main job: captures in, every client's entitled matches out, with an audit and a report.
+
+    pipe = firehose.Pipeline(firehose.config.load("clients.toml"), out_dir="out")
+    report = pipe.run(["capture-*.ndjson.gz"])          # or resume=True after a crash
+    print(report.summary())
+
+    pipe = firehose.Pipeline(config, sinks={"newsroom": my_callback})   # embedding
+    tables = pipe.process(chunk, source="live")         # {client: pyarrow.Table}
+
+Stages per batch (docs/architecture.md): read (a thread: file, decompression) → decode (a
+thread: the Cython core, GIL released) → compliance (forward deletes of what was delivered,
+then fold the batch's events into the state) → routing (all clients' rules, one pass) →
+entitlements (plans, masks, caps, audit) → sinks. Every stage counts what came in, what went
+out and what it dropped, by reason; the counts balance and land in the report and manifest.
+
+**Batches are cut by input position, not by timing.** A batch is every line whose newline
+falls in one ``batch_bytes`` window of a decompressed input (and an input's unterminated last
+line); inputs never share a batch. Compliance events of a batch are applied before its tweets
+are judged. Since batches depend only on the input, the outputs are byte-identical whatever
+the read size or the thread count, and a resumed run cuts the same batches as an
+uninterrupted one.
+
+**Commits.** Every ``commit_every`` batches (and at the end) each sink renames its part into
+place, then the checkpoint (input position, dedupe memory, compliance and entitlement state,
+counters) is written. ``resume=True`` removes parts above the checkpoint and temporary files,
+then continues from the checkpoint: the result is the uninterrupted run's, file for file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from .checkpoint import CHECKPOINT_NAME, Checkpoint
+from .compliance import ComplianceState
+from .config import Config
+from .decoder import Decoder, DecodeResult
+from .entitlements import AUDIT, DENIALS, LEDGER, Entitlements, compile_plans
+from .errors import ConfigError, InputError, SinkError, StateError
+from .reader import expand_paths, iter_chunks, prefetch
+from .routing import Router
+from .schema import COMPLIANCE, REJECTS
+from .sinks import (PART_RE, CallbackSink, PartSink, Sink, atomic_write, raw_with_rules)
+
+__all__ = ["Pipeline", "Report", "MANIFEST_NAME", "DEFAULT_BATCH_BYTES"]
+
+MANIFEST_NAME = "manifest.json"
+DEFAULT_BATCH_BYTES = 16 << 20
+DEFAULT_COMMIT_EVERY = 8
+_STDIN = "<stdin>"
+
+
+# ------------------------------------------------------------------------------ counters
+
+class Counters(dict):
+    """Named integer counters (``stage.what[.reason]``) that survive a resume."""
+
+    def add(self, key: str, n: int = 1) -> None:
+        if n:
+            self[key] = self.get(key, 0) + int(n)
+
+    def prefix(self, p: str) -> dict[str, int]:
+        return {k[len(p):]: v for k, v in sorted(self.items()) if k.startswith(p)}
+
+
+@dataclass
+class _Batch:
+    res: DecodeResult
+    input_index: int
+    source: str
+    position: tuple[int, int, int]       # (input index, offset, lines) to restart after it
+    stats: dict                          # decoder counter deltas of this batch
+    raw: tuple[bytes, int] | None        # (bytes, offset of bytes[0]) holding the batch's lines
+    snapshot: bytes | None = None        # dedupe memory, when this batch ends a commit
+    decode_s: float = 0.0
+
+
+@dataclass
+class Report:
+    """What a run did: counters by stage, per-client figures, time per stage, outputs."""
+    counters: dict
+    clients: list[str]
+    seconds: float
+    stage_seconds: dict
+    inputs: list[dict]
+    out_dir: str | None
+    resumed_from: int | None = None
+    complete: bool = True
+
+    def get(self, key: str) -> int:
+        return int(self.counters.get(key, 0))
+
+    @property
+    def reject_rate(self) -> float:
+        lines = self.get("decode.lines")
+        return self.get("decode.rejects") / lines if lines else 0.0
+
+    def summary(self) -> str:
+        return format_summary(self)
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+class Pipeline:
+    """Wires decoder, compliance, routing, entitlements and sinks.
+
+    Parameters
+    ----------
+    config:
+        A validated :class:`firehose.config.Config`.
+    out_dir:
+        Where a run writes (``clients/NAME/`` per client in the kind its sink names, their
+        ``compliance/`` forwards, ``audit/``, ``rejects/``, the manifest and the checkpoint).
+        None: nothing is written except through ``sinks``.
+    sinks:
+        ``{client: callable or Sink}``: overrides a client's sink; a callable gets each batch's
+        table (embedding, and the config's ``kind = "callback"`` seats).
+    source:
+        The configured source the captures come from (default: the only one).
+    batch_bytes, commit_every:
+        The batch window (decompressed bytes) and how many batches make a commit.
+    """
+
+    def __init__(self, config: Config, *, out_dir: str | None = None,
+                 sinks: Mapping[str, "Callable | Sink"] | None = None, source: str | None = None,
+                 batch_bytes: int = DEFAULT_BATCH_BYTES, commit_every: int = DEFAULT_COMMIT_EVERY,
+                 batch_rows: int = 65536, dedupe_window_hours: float = 48.0,
+                 readahead: int = 2, today: _dt.date | None = None):
+        if not isinstance(config, Config):
+            raise TypeError("Pipeline(config): a firehose.config.Config (config.load(path))")
+        if source is None:
+            if len(config.sources) != 1:
+                raise ConfigError(f"{config.origin}: {len(config.sources)} sources configured; "
+                                  "name the one the captures come from (source=...)")
+            source = next(iter(config.sources))
+        elif source not in config.sources:
+            raise ConfigError(f"{config.origin}: no source {source!r} (sources: "
+                              f"{', '.join(sorted(config.sources)) or 'none'})")
+        if batch_bytes < 1 or commit_every < 1:
+            raise ValueError("batch_bytes and commit_every must be positive")
+        self.config = config
+        self.source = source
+        self.out_dir = os.fspath(out_dir) if out_dir is not None else None
+        self.batch_bytes = int(batch_bytes)
+        self.commit_every = int(commit_every)
+        self.readahead = int(readahead)
+        self._dec_args = dict(batch_size=batch_rows, dedupe=True,
+                              dedupe_window_hours=dedupe_window_hours)
+        self.plans = compile_plans(config, today=today)
+        self.clients = sorted(config.clients)
+        self.router = Router.from_config(config)
+        self.compliance = ComplianceState()
+        self.entitlements = Entitlements(self.plans, self.compliance, source)
+        self.decoder = Decoder(**self._dec_args)
+        self.counters = Counters()
+        self.stage_seconds: dict[str, float] = {}
+        self.part = 0                           # parts committed
+        self._batches_since_commit = 0
+        self._user_sinks = dict(sinks or {})
+        for name in self._user_sinks:
+            if name not in config.clients:
+                raise ConfigError(f"sinks: no client {name!r} in {config.origin}")
+        self._sinks: dict[str, Sink] = {}
+        self._comp_sinks: dict[str, PartSink] = {}
+        self._run_sinks: dict[str, PartSink] = {}
+        self._raw_clients: set[str] = set()
+        self._build_sinks()
+        self._raw = _RawTail()
+        self.progress: Callable[["Pipeline"], None] | None = None
+
+    # -------------------------------------------------------------------- sinks
+    def _build_sinks(self) -> None:
+        out = self.out_dir
+        for name in self.clients:
+            c = self.config.clients[name]
+            user = self._user_sinks.get(name)
+            kind = c.sink.kind if c.sink else "parquet"
+            if user is not None:
+                self._sinks[name] = user if isinstance(user, Sink) else CallbackSink(user)
+            elif kind == "callback":
+                raise ConfigError(f"clients.{name}.sink: kind \"callback\" needs a callable: "
+                                  f"Pipeline(config, sinks={{{name!r}: fn}})")
+            elif out is not None:
+                comp = c.sink.compression if c.sink else None
+                self._sinks[name] = PartSink(os.path.join(out, "clients", name), kind, comp)
+            plan = self.plans.plan(name, self.source)
+            if kind == "ndjson" and plan.raw_json and name in self._sinks:
+                self._raw_clients.add(name)
+            if out is not None:
+                self._comp_sinks[name] = PartSink(
+                    os.path.join(out, "clients", name, "compliance"), "parquet", schema=COMPLIANCE)
+        if out is not None:
+            for part, schema in (("audit", AUDIT), ("denials", DENIALS), ("ledger", LEDGER)):
+                self._run_sinks[part] = PartSink(os.path.join(out, "audit", part), "parquet",
+                                                 schema=schema)
+            self._run_sinks["rejects"] = PartSink(os.path.join(out, "rejects"), "parquet",
+                                                  schema=REJECTS)
+
+    def _all_sinks(self) -> list[Sink]:
+        return ([self._sinks[c] for c in self.clients if c in self._sinks]
+                + [self._comp_sinks[c] for c in self.clients if c in self._comp_sinks]
+                + [self._run_sinks[k] for k in sorted(self._run_sinks)])
+
+    # -------------------------------------------------------------------- embedding
+    def process(self, chunk, source: str = "<stream>", offset: int | None = None
+                ) -> dict[str, pa.Table]:
+        """Decode a chunk (cut anywhere) and deliver what it completes: ``{client: table}``
+        for every client (empty tables included). Sinks are written; file sinks commit every
+        ``commit_every`` calls and at :meth:`close`."""
+        dec = self.decoder
+        before = dec.stats
+        res = dec.feed(chunk, source=source, offset=offset)
+        raw = self._raw.add(source, bytes(chunk), offset) if self._raw_clients else None
+        out = self._batch(_Batch(res, 0, source, (0, 0, 0), _delta(before, dec.stats), raw))
+        self._maybe_commit_embedded()
+        return out
+
+    def finish(self) -> dict[str, pa.Table]:
+        """End the stream (its last line needs no newline) and deliver the rest."""
+        dec = self.decoder
+        before = dec.stats
+        cur = dec.position()[0]
+        res = dec.finish()
+        raw = self._raw.add(cur, b"", None) if self._raw_clients and cur else None
+        return self._batch(_Batch(res, 0, cur or "<stream>", (0, 0, 0), _delta(before, dec.stats),
+                                  raw))
+
+    def close(self) -> None:
+        """Commit what the file sinks hold (embedding)."""
+        if self._batches_since_commit:
+            self._commit_sinks()
+
+    def _maybe_commit_embedded(self) -> None:
+        if self._batches_since_commit >= self.commit_every:
+            self._commit_sinks()
+
+    # -------------------------------------------------------------------- one batch
+    def _batch(self, b: _Batch) -> dict[str, pa.Table]:
+        c = self.counters
+        res = b.res
+        tweets, comp, rejects = res.tweets, res.compliance, res.rejects
+        seq = self.part + 1
+        self._batches_since_commit += 1
+        c.add("batches")
+        self._count_decoder(b.stats)
+        c.add("decode.tweets", tweets.num_rows)
+        c.add("decode.compliance", comp.num_rows)
+        c.add("decode.rejects", rejects.num_rows)
+        if rejects.num_rows:
+            for r, n in _value_counts(rejects.column("reason")):
+                c.add(f"decode.rejects.{r}", n)
+        if comp.num_rows:
+            for k, n in _value_counts(comp.column("kind")):
+                c.add(f"compliance.kind.{k}", n)
+        self._time("decode", b.decode_s)
+
+        t0 = time.perf_counter()
+        forward = self.entitlements.forward(comp)
+        events_before = self.compliance.events
+        self.compliance.apply(comp)
+        c.add("compliance.in", comp.num_rows)
+        c.add("compliance.applied", self.compliance.events - events_before)
+        c.add("compliance.ignored", comp.num_rows - (self.compliance.events - events_before))
+        for client, t in forward.items():
+            c.add("compliance.forwarded", t.num_rows)
+        t1 = time.perf_counter()
+        routed = self.router.route(tweets)
+        c.add("route.in", tweets.num_rows)
+        c.add("route.matched", tweets.num_rows - routed.unmatched)
+        c.add("route.unmatched", routed.unmatched)
+        c.add("route.pairs", routed.matched_pairs)
+        t2 = time.perf_counter()
+        result = self.entitlements.apply(tweets, routed.by_client, source=self.source)
+        for client, outcome, reason, rows in zip(*(result.audit.column(k).to_pylist() for k in
+                                                   ("client", "outcome", "reason", "rows"))):
+            if outcome == "matched":
+                c.add("entitle.in", rows)
+                c.add(f"client.{client}.matched", rows)
+            elif outcome == "delivered":
+                c.add("entitle.delivered", rows)
+                c.add(f"client.{client}.delivered", rows)
+            else:
+                c.add(f"entitle.denied.{reason}", rows)
+                c.add("entitle.denied", rows)
+                c.add(f"client.{client}.denied", rows)
+        t3 = time.perf_counter()
+        out: dict[str, pa.Table] = {}
+        try:
+            for client in self.clients:
+                d = result.delivered.get(client)
+                table = d.table() if d is not None else None
+                if table is None:
+                    continue
+                out[client] = table
+                sink = self._sinks.get(client)
+                if sink is not None and table.num_rows:
+                    raw = self._raw_lines(b, d) if client in self._raw_clients else None
+                    sink.write(table, seq, raw)
+                    c.add("sink.rows", table.num_rows)
+                fwd = forward.get(client)
+                if fwd is not None and client in self._comp_sinks:
+                    self._comp_sinks[client].write(fwd, seq)
+            if self._run_sinks:
+                self._run_sinks["audit"].write(result.audit, seq)
+                self._run_sinks["denials"].write(result.denials, seq)
+                self._run_sinks["ledger"].write(result.ledger, seq)
+                self._run_sinks["rejects"].write(rejects, seq)
+        except SinkError:
+            self._abort()
+            raise
+        t4 = time.perf_counter()
+        self._time("compliance", t1 - t0)
+        self._time("route", t2 - t1)
+        self._time("entitle", t3 - t2)
+        self._time("sink", t4 - t3)
+        if self.progress is not None:
+            self.progress(self)
+        return out
+
+    def _count_decoder(self, stats: dict) -> None:
+        for k in ("lines", "blank", "duplicates", "bytes"):
+            self.counters.add(f"decode.{k}", stats.get(k, 0))
+        for k, v in stats.items():
+            if k.startswith("input."):
+                self.counters.add(k, v)
+
+    def _raw_lines(self, b: _Batch, d) -> list[bytes] | None:
+        if b.raw is None or not d.num_rows:
+            return None
+        buf, base = b.raw
+        offsets = d.tweets.column("byte_offset").take(pa.array(d.rows, pa.int64())).to_pylist()
+        rules = d.rules.take(pa.array(d.rules_at)).to_pylist()
+        out = []
+        for off, rl, scrub in zip(offsets, rules, d.scrub.tolist()):
+            i = off - base
+            j = buf.find(b"\n", i)
+            line = buf[i:j if j >= 0 else len(buf)]
+            out.append(raw_with_rules(line, rl, bool(scrub)))
+        return out
+
+    def _time(self, stage: str, s: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + s
+
+    # -------------------------------------------------------------------- commit
+    def _commit_sinks(self) -> None:
+        if not self._batches_since_commit:
+            return
+        seq = self.part + 1
+        try:
+            for s in self._all_sinks():
+                s.commit()
+        except SinkError:
+            self._abort()
+            raise
+        self.part = seq
+        self._batches_since_commit = 0
+
+    def _abort(self) -> None:
+        for s in self._all_sinks():
+            s.abort()
+
+    def _checkpoint(self, inputs: list[str], position, snapshot: bytes) -> None:
+        t0 = time.perf_counter()
+        self._commit_sinks()
+        if self.out_dir is not None:
+            idx, off, lines = position
+            Checkpoint(self.config.hash, inputs, self.part, idx, off, lines,
+                       self.entitlements.batch, dict(self.counters), snapshot,
+                       self.compliance.to_bytes(), self.entitlements.state_to_bytes()
+                       ).save(self.out_dir)
+        self._time("commit", time.perf_counter() - t0)
+
+    # -------------------------------------------------------------------- replay
+    def run(self, paths, *, resume: bool = False, overwrite: bool = False) -> Report:
+        """Replay captures (paths, globs, ``-`` for stdin) through every client."""
+        t_start = time.perf_counter()
+        inputs = expand_paths(paths)
+        if not inputs:
+            raise InputError("no input given")
+        names = [_STDIN if p == "-" else p for p in inputs]
+        start = (0, 0, 0)
+        resumed_from = None
+        if self.out_dir is not None:
+            ck = self._prepare_out(inputs, resume, overwrite)
+            if ck is not None:
+                if ck.input_index < len(inputs) and inputs[ck.input_index] == "-":
+                    raise InputError("-: standard input cannot be resumed")
+                self._restore(ck)
+                start = (ck.input_index, ck.offset, ck.lines)
+                resumed_from = ck.part
+            self._write_plans()
+        self.decoder.register_sources(names)
+        if start[1] or start[2]:
+            self.decoder.seek(names[start[0]], start[1], start[2])
+        items: Iterator[_Batch] = self._decoded(inputs, names, start)
+        if self.readahead > 0:
+            items = prefetch(items, self.readahead)
+        end_snapshot = None
+        try:
+            for item in items:
+                if isinstance(item, _End):
+                    end_snapshot = item.snapshot
+                    self._count_decoder(item.stats)
+                    break
+                self._batch(item)
+                if item.snapshot is not None:
+                    self._checkpoint(inputs, item.position, item.snapshot)
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        self._checkpoint(inputs, (len(inputs), 0, 0), end_snapshot or b"")
+        report = Report(dict(self.counters), self.clients, time.perf_counter() - t_start,
+                        dict(self.stage_seconds), [], self.out_dir, resumed_from)
+        report.inputs = _describe_inputs(inputs, self.counters)
+        if self.out_dir is not None:
+            self._write_manifest(inputs, report)
+        return report
+
+    def _decoded(self, inputs, names, start) -> Iterator["_Batch | _End"]:
+        """Decode thread: batches of the inputs from ``start``, each with what a checkpoint
+        after it needs (position and, when it ends a commit, the dedupe memory). Decoder
+        counters of windows that yield nothing ride on the next batch."""
+        dec = self.decoder
+        nbatch = self.entitlements.batch
+        raw = _RawTail() if self._raw_clients else None
+        pending: dict[str, int] = {}
+
+        def batch(res, i, name, pos, before, rb, t0):
+            nonlocal nbatch
+            delta = _delta(before, dec.stats)
+            for k, v in pending.items():
+                delta[k] = delta.get(k, 0) + v
+            pending.clear()
+            nbatch += 1
+            b = _Batch(res, i, name, pos, delta, rb)
+            if nbatch % self.commit_every == 0:
+                b.snapshot = dec.dedupe_state()
+            b.decode_s = time.perf_counter() - t0
+            return b
+
+        for i in range(start[0], len(inputs)):
+            path, name = inputs[i], names[i]
+            begin = start[1] if i == start[0] else 0
+            chunks = iter_chunks(path, self.batch_bytes, start=begin)
+            if self.readahead > 0:
+                chunks = prefetch(chunks, self.readahead)
+            for data, off in chunks:
+                t0 = time.perf_counter()
+                before = dec.stats
+                res = dec.feed(data, source=name, offset=off)
+                pending[f"input.{i}.bytes"] = pending.get(f"input.{i}.bytes", 0) + len(data)
+                rb = raw.add(name, data, off) if raw is not None else None
+                if _empty(res):
+                    for k, v in _delta(before, dec.stats).items():
+                        pending[k] = pending.get(k, 0) + v
+                    continue
+                _, p_off, p_lines = dec.position()
+                yield batch(res, i, name, (i, p_off, p_lines), before, rb, t0)
+            t0 = time.perf_counter()
+            before = dec.stats
+            res = dec.finish()
+            if _empty(res):
+                for k, v in _delta(before, dec.stats).items():
+                    pending[k] = pending.get(k, 0) + v
+                continue
+            rb = raw.add(name, b"", None) if raw is not None else None
+            yield batch(res, i, name, (i + 1, 0, 0), before, rb, t0)
+        yield _End(dec.dedupe_state(), dict(pending))
+
+    # -------------------------------------------------------------------- out dir, state
+    def _prepare_out(self, inputs, resume: bool, overwrite: bool) -> Checkpoint | None:
+        out = self.out_dir
+        ck = Checkpoint.load(out) if os.path.isdir(out) else None
+        done = os.path.exists(os.path.join(out, MANIFEST_NAME))
+        ours = [n for n in ("clients", "audit", "rejects", CHECKPOINT_NAME, MANIFEST_NAME)
+                if os.path.exists(os.path.join(out, n))]
+        if ours and not resume and not overwrite:
+            raise StateError(f"{out}: holds the output of an earlier run; --resume continues "
+                             "it, --overwrite replaces it")
+        if overwrite and not resume:
+            for n in ours:
+                p = os.path.join(out, n)
+                shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+            ck, done = None, False
+        os.makedirs(out, exist_ok=True)
+        if ck is not None:
+            if ck.config_hash != self.config.hash:
+                raise StateError(f"{out}: the checkpoint was made with another configuration "
+                                 f"(config hash {ck.config_hash[:12]}, now {self.config.hash[:12]})")
+            if ck.inputs != list(inputs):
+                raise StateError(f"{out}: the checkpoint was made for other inputs "
+                                 f"({', '.join(ck.inputs)})")
+        if done and ck is not None:
+            os.unlink(os.path.join(out, MANIFEST_NAME))   # re-made identically at the end
+        _clean_parts(out, ck.part if ck is not None else 0)
+        return ck
+
+    def _restore(self, ck: Checkpoint) -> None:
+        self.decoder = Decoder(dedupe_state=ck.dedupe or None, **self._dec_args)
+        self.compliance = ComplianceState.from_bytes(ck.compliance) if ck.compliance \
+            else ComplianceState()
+        self.entitlements = Entitlements(self.plans, self.compliance, self.source)
+        if ck.entitlements:
+            self.entitlements.load_state(ck.entitlements)
+        self.counters = Counters(ck.counters)
+        self.part = ck.part
+
+    def _write_plans(self) -> None:
+        t = self.entitlements.plan_versions()
+        sink = pa.BufferOutputStream()
+        pq.write_table(t, sink, compression="zstd")
+        atomic_write(os.path.join(self.out_dir, "audit", "plans.parquet"),
+                     sink.getvalue().to_pybytes())
+
+    def _write_manifest(self, inputs, report: Report) -> None:
+        from . import __version__
+        out = self.out_dir
+        outputs = []
+        for root, dirs, files in os.walk(out):
+            dirs.sort()
+            for f in sorted(files):
+                p = os.path.join(root, f)
+                rel = os.path.relpath(p, out)
+                if rel in (MANIFEST_NAME, CHECKPOINT_NAME) or f.endswith(".tmp"):
+                    continue
+                outputs.append({"path": rel.replace(os.sep, "/"), "bytes": os.path.getsize(p),
+                                "xxh3_128": _file_hash(p)})
+        manifest = {
+            "firehose": __version__, "pyarrow": pa.__version__,
+            "config": {"origin": str(self.config.origin), "hash": self.config.hash},
+            "plans": {"version": self.plans.version, "hash": self.plans.hash},
+            "source": self.source,
+            "options": {"batch_bytes": self.batch_bytes, "commit_every": self.commit_every,
+                        "dedupe_window_hours": self._dec_args["dedupe_window_hours"]},
+            "inputs": report.inputs, "parts": self.part,
+            "counters": dict(sorted(report.counters.items())), "outputs": outputs,
+        }
+        atomic_write(os.path.join(out, MANIFEST_NAME),
+                     (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+
+
+# ------------------------------------------------------------------------------ helpers
+
+@dataclass
+class _End:
+    snapshot: bytes
+    stats: dict
+
+
+class _RawTail:
+    """Keeps the bytes of the unfinished last line between chunks, so every line a batch
+    finished can be found again (for NDJSON re-emission of the original payload)."""
+
+    def __init__(self):
+        self.source = None
+        self.tail = b""
+        self.tail_off = 0
+
+    def add(self, source, data: bytes, offset: int | None) -> tuple[bytes, int]:
+        if source != self.source or (offset is not None
+                                     and offset != self.tail_off + len(self.tail)):
+            self.tail, self.tail_off = b"", (offset or 0)
+        self.source = source
+        buf, base = self.tail + data, self.tail_off
+        nl = buf.rfind(b"\n")
+        if data:
+            self.tail, self.tail_off = buf[nl + 1:], base + nl + 1
+        else:                        # the end of the source: its last line is finished
+            self.tail, self.tail_off = b"", base + len(buf)
+        return buf, base
+
+
+def _empty(res: DecodeResult) -> bool:
+    return not (res.tweets.num_rows or res.compliance.num_rows or res.rejects.num_rows)
+
+
+def _delta(before: dict, after: dict) -> dict:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after}
+
+
+def _value_counts(col) -> list[tuple[str, int]]:
+    vc = pc.value_counts(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+    return sorted((str(v), int(n)) for v, n in zip(vc.field("values").to_pylist(),
+                                                   vc.field("counts").to_pylist()))
+
+
+def _clean_parts(out: str, committed: int) -> None:
+    """Remove temporary files and parts numbered above ``committed`` (an interrupted commit)."""
+    for root, _, files in os.walk(out):
+        for f in files:
+            m = PART_RE.match(f)
+            if f.endswith(".tmp") or (m and int(m.group(1)) > committed):
+                os.unlink(os.path.join(root, f))
+
+
+def _file_hash(path: str) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _describe_inputs(inputs, counters) -> list[dict]:
+    out = []
+    for i, p in enumerate(inputs):
+        d = {"path": p, "decompressed_bytes": int(counters.get(f"input.{i}.bytes", 0))}
+        if p != "-":
+            try:
+                d["bytes"] = os.path.getsize(p)
+                d["xxh3_128"] = _file_hash(p)
+            except OSError as e:
+                raise InputError(f"{p}: cannot read: {e.strerror or e}") from None
+        out.append(d)
+    return out
+
+
+def format_summary(r: Report) -> str:
+    g = r.get
+    lines = []
+
+    def reasons(prefix: str) -> str:
+        items = [(k, v) for k, v in r.counters.items() if k.startswith(prefix)
+                 and "." not in k[len(prefix):]]
+        return ", ".join(f"{k[len(prefix):]} {v:,}" for k, v in sorted(items, key=lambda x: -x[1]))
+
+    rate = g("decode.tweets") / r.seconds if r.seconds else 0.0
+    mb = g("decode.bytes") / 1e6
+    lines.append(f"replayed {len(r.inputs)} input(s), {mb:,.1f} MB in {r.seconds:,.2f} s: "
+                 f"{rate:,.0f} tweets/s, {mb / r.seconds if r.seconds else 0:,.1f} MB/s"
+                 + (f" (resumed after part {r.resumed_from})" if r.resumed_from is not None else ""))
+    lines.append(f"{'stage':<11}{'in':>14}{'out':>14}{'dropped':>12}  by reason")
+    rows = [
+        ("decode", g("decode.lines"), g("decode.tweets"),
+         g("decode.duplicates") + g("decode.rejects") + g("decode.blank"),
+         "; ".join(x for x in (f"duplicates {g('decode.duplicates'):,}",
+                               f"rejects {g('decode.rejects'):,}"
+                               + (f" ({reasons('decode.rejects.')})" if g("decode.rejects") else ""),
+                               f"blank {g('decode.blank'):,}",
+                               f"compliance events {g('decode.compliance'):,} (not tweets)"))),
+        ("compliance", g("compliance.in"), g("compliance.applied"), g("compliance.ignored"),
+         f"forwarded to clients {g('compliance.forwarded'):,}"),
+        ("route", g("route.in"), g("route.matched"), g("route.unmatched"),
+         f"_unmatched {g('route.unmatched'):,}; (tweet, client) pairs {g('entitle.in'):,}"),
+        ("entitle", g("entitle.in"), g("entitle.delivered"), g("entitle.denied"),
+         reasons("entitle.denied.")),
+        ("sink", g("entitle.delivered"), g("sink.rows"),
+         g("entitle.delivered") - g("sink.rows"), ""),
+    ]
+    for name, a, b, d, why in rows:
+        lines.append(f"{name:<11}{a:>14,}{b:>14,}{d:>12,}  {why}")
+    lines.append(f"{'client':<16}{'matched':>10}{'delivered':>11}{'denied':>9}  output")
+    for c in r.clients:
+        where = os.path.join(r.out_dir, "clients", c) if r.out_dir else "-"
+        lines.append(f"{c:<16}{g(f'client.{c}.matched'):>10,}{g(f'client.{c}.delivered'):>11,}"
+                     f"{g(f'client.{c}.denied'):>9,}  {where}")
+    if r.stage_seconds:
+        lines.append("seconds by stage: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(r.stage_seconds.items(), key=lambda x: -x[1])))
+    return "\n".join(lines)

@@ -1,0 +1,291 @@
+"""Sinks: where each client's rows (and the run's audit, rejects and compliance) are written.
+
+A replay writes every output as numbered *parts*. Rows accumulate in a temporary file
+(``.part-000003.parquet.tmp``); at a commit the file is closed, fsynced and renamed to
+``part-000003.parquet`` and the directory fsynced, so a file without the ``.tmp`` suffix is
+always complete. The pipeline writes its checkpoint only after every sink has committed
+(:mod:`firehose.checkpoint`); after a crash the parts numbered above the checkpoint and every
+``.tmp`` are removed and re-made, byte for byte.
+
+Kinds: ``parquet`` (zstd by default; one row group per batch), ``arrow`` (Arrow IPC stream),
+``ndjson`` (one JSON object per row: the original payload with ``matching_rules`` for seats
+entitled to raw objects, the delivered columns otherwise; plain, gzip or zstd) and ``callback``
+(a Python callable, for embedding; called as rows are produced, before the commit).
+
+Output bytes depend only on the rows: the same rows give the same file (gzip without a time
+stamp, no writer clocks), so runs are reproducible.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import gzip
+import io
+import json
+import os
+import re
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from .errors import SinkError
+
+__all__ = ["Sink", "PartSink", "CallbackSink", "make_sink", "fsync_dir", "atomic_write",
+           "PART_RE", "EXTENSIONS"]
+
+EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrows", "ndjson": ".ndjson"}
+PART_RE = re.compile(r"^part-(\d{6})\.")
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either the old file or all of ``data``."""
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, "." + os.path.basename(path) + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink(tmp)
+        raise SinkError(f"{path}: write failed: {e.strerror or e}") from None
+    fsync_dir(d)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class Sink:
+    """The interface: ``write`` rows of the current part, ``commit`` it, ``abort`` on error."""
+
+    def write(self, table: pa.Table, seq: int, raw: list[bytes] | None = None) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> str | None:
+        return None
+
+    def abort(self) -> None:
+        pass
+
+    @property
+    def rows(self) -> int:
+        return 0
+
+
+class CallbackSink(Sink):
+    """Hands each batch's table to ``fn(table)`` (embedding). Nothing to commit: the callable
+    owns durability, so a resumed run may call it again for batches after the last checkpoint."""
+
+    def __init__(self, fn: Callable[[pa.Table], object]):
+        self.fn = fn
+        self._rows = 0
+
+    def write(self, table, seq, raw=None):
+        if table.num_rows:
+            self.fn(table)
+            self._rows += table.num_rows
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+
+class PartSink(Sink):
+    """Numbered part files in one directory, each written under a temporary name and renamed
+    into place at :meth:`commit`. Nothing is created for a part without rows."""
+
+    def __init__(self, directory: str, kind: str = "parquet", compression: str | None = None,
+                 schema: pa.Schema | None = None):
+        if kind not in EXTENSIONS:
+            raise SinkError(f"{directory}: unknown sink kind {kind!r}")
+        self.directory = directory
+        self.kind = kind
+        self.compression = _default_compression(kind, compression)
+        self.schema = schema
+        self._seq: int | None = None
+        self._tmp: str | None = None
+        self._file = None
+        self._writer = None
+        self._rows = 0
+        self.part_rows = 0
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def _final_name(self, seq: int) -> str:
+        ext = EXTENSIONS[self.kind]
+        if self.kind == "ndjson" and self.compression in ("gzip", "zstd"):
+            ext += ".gz" if self.compression == "gzip" else ".zst"
+        return os.path.join(self.directory, f"part-{seq:06d}{ext}")
+
+    def _open(self, table: pa.Table, seq: int) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        final = self._final_name(seq)
+        self._seq = seq
+        self._tmp = os.path.join(self.directory, "." + os.path.basename(final) + ".tmp")
+        self._file = open(self._tmp, "wb")
+        schema = self.schema or table.schema
+        if self.kind == "parquet":
+            comp = None if self.compression == "none" else self.compression
+            self._writer = pq.ParquetWriter(self._file, schema, compression=comp)
+        elif self.kind == "arrow":
+            comp = None if self.compression == "none" else self.compression
+            self._writer = ipc.new_stream(self._file, schema,
+                                          options=ipc.IpcWriteOptions(compression=comp))
+        elif self.compression == "gzip":
+            self._writer = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0)
+        elif self.compression == "zstd":
+            import zstandard
+            self._writer = zstandard.ZstdCompressor(level=3).stream_writer(self._file,
+                                                                         closefd=False)
+        else:
+            self._writer = self._file
+
+    def write(self, table: pa.Table, seq: int, raw: list[bytes] | None = None) -> None:
+        """Append ``table`` (and for ndjson, ``raw`` payload lines instead of the columns) to
+        part ``seq``. Rows of one part must come with one ``seq``."""
+        if table.num_rows == 0:
+            return
+        try:
+            if self._writer is None:
+                self._open(table, seq)
+            elif seq != self._seq:
+                raise SinkError(f"{self.directory}: part {self._seq} not committed before {seq}")
+            if self.kind == "parquet":
+                self._writer.write_table(table.combine_chunks(), row_group_size=1 << 30)
+            elif self.kind == "arrow":
+                self._writer.write_table(table.combine_chunks())
+            else:
+                self._writer.write(b"".join(raw) if raw is not None else ndjson_lines(table))
+        except SinkError:
+            raise
+        except (OSError, pa.ArrowException) as e:
+            self.abort()
+            raise SinkError(f"{self._tmp or self.directory}: write failed: "
+                            f"{getattr(e, 'strerror', None) or e}") from None
+        self._rows += table.num_rows
+        self.part_rows += table.num_rows
+
+    def commit(self) -> str | None:
+        """Close the current part, fsync it and rename it into place; its final path."""
+        if self._writer is None:
+            return None
+        tmp, final = self._tmp, self._final_name(self._seq)
+        try:
+            if self._writer is not self._file:
+                self._writer.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(tmp, final)
+        except (OSError, pa.ArrowException) as e:
+            self.abort()
+            raise SinkError(f"{final}: commit failed: {getattr(e, 'strerror', None) or e}") \
+                from None
+        fsync_dir(self.directory)
+        self._writer = self._file = self._tmp = self._seq = None
+        self.part_rows = 0
+        return final
+
+    def abort(self) -> None:
+        """Drop the part being written (its temporary file is removed)."""
+        for obj in (self._writer, self._file):
+            try:
+                if obj is not None and obj is not self._file:
+                    obj.close()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        try:
+            if self._file is not None:
+                self._file.close()
+        except OSError:
+            pass
+        if self._tmp:
+            _unlink(self._tmp)
+        self._writer = self._file = self._tmp = self._seq = None
+        self.part_rows = 0
+
+
+def _default_compression(kind: str, compression: str | None) -> str:
+    if compression:
+        return compression
+    return {"parquet": "zstd", "arrow": "none", "ndjson": "none"}[kind]
+
+
+def make_sink(kind: str, directory: str, compression: str | None = None,
+              schema: pa.Schema | None = None) -> PartSink:
+    return PartSink(directory, kind, compression, schema)
+
+
+# ------------------------------------------------------------------------------ NDJSON
+
+def _json_default(v):
+    if isinstance(v, _dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        return v.isoformat(timespec="milliseconds") + "Z"
+    if isinstance(v, (bytes, bytearray)):
+        return base64.b64encode(v).decode()
+    raise TypeError(f"cannot write {type(v).__name__} as JSON")
+
+
+def ndjson_lines(table: pa.Table) -> bytes:
+    """The rows of ``table`` as NDJSON (ids as JSON integers, times as ISO 8601 UTC)."""
+    buf = io.StringIO()
+    for row in table.to_pylist():
+        buf.write(json.dumps(row, ensure_ascii=False, separators=(",", ":"),
+                             default=_json_default))
+        buf.write("\n")
+    return buf.getvalue().encode()
+
+
+_GEO_KEYS = ("coordinates", "geo", "place", "places")
+
+
+def _scrub(obj) -> None:
+    if isinstance(obj, dict):
+        for k in _GEO_KEYS:
+            if k in obj:
+                obj[k] = None
+        for v in obj.values():
+            _scrub(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            _scrub(v)
+
+
+def raw_with_rules(line: bytes, rules: list[dict], scrub_geo: bool) -> bytes:
+    """The original payload re-emitted with this delivery's ``matching_rules`` (any upstream
+    ``matching_rules`` are replaced: they belong to another customer); with ``scrub_geo``
+    every ``coordinates``/``geo``/``place`` at any depth (retweeted and quoted copies, v2
+    ``includes``) is nulled."""
+    obj = json.loads(line)
+    if scrub_geo:
+        _scrub(obj)
+    if isinstance(obj, dict) and isinstance(obj.get("gnip"), dict):
+        obj["gnip"].pop("matching_rules", None)
+    obj["matching_rules"] = rules
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
