@@ -392,5 +392,114 @@ def config_validate(ctx, file):
                f"{k(len(cfg.warnings), 'warning')}; sha256 {cfg.hash}")
 
 
+# --------------------------------------------------------------------------------------------
+# firehose inspect
+
+
+class _InputFailure(click.ClickException):
+    """An input that cannot be read: one line naming the file and where, exit status 2."""
+
+    exit_code = 2
+
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--no-dedupe", is_flag=True, help="Count repeated tweet ids as tweets.")
+@click.option("--samples", type=click.IntRange(min=0), default=5, show_default=True,
+              help="How many rejects to list with their line and byte offset.")
+@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
+              help="How many languages to list.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=4 << 20, show_default=True,
+              hidden=True, help="Bytes read (decompressed) per step.")
+def inspect(captures, as_json, no_dedupe, samples, top, chunk_size):
+    """Stream captures through the decoder and report what they hold.
+
+    CAPTURE is a file (plain, .gz or .zst, told by its magic bytes), a glob or '-' for stdin.
+    Per file and in total: bytes, lines, tweets by dialect, duplicates (one dedupe across all
+    files, in the order given), compliance events by kind, rejects by reason with the first
+    few, the created_at and tweet id ranges and the top languages.  Exit status: 0 the report
+    was printed (rejects or not), 2 a capture cannot be read.
+    """
+    try:
+        from .survey import format_report, survey
+        from .decoder import Decoder  # noqa: F401 - the compiled core, checked up front
+    except (ImportError, AttributeError) as e:
+        raise click.ClickException(f"the decoder is not available ({e}); "
+                                   "build it with `make compile`") from None
+    from .errors import FirehoseError
+
+    try:
+        report = survey(list(captures), chunk_size=chunk_size, dedupe=not no_dedupe,
+                        samples=samples, top=top)
+    except (FirehoseError, OSError) as e:
+        raise _InputFailure(" ".join(str(e).split()) or type(e).__name__) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=None, ensure_ascii=False))
+    else:
+        click.echo(format_report(report))
+
+
+# --------------------------------------------------------------------------------------------
+# firehose bench
+
+
+def _bench_candidates() -> list:
+    """Directories that may hold the checkout's ``bench/``: the checkout this package was
+    imported from (an editable install), then the working directory and its parents."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve()
+    out = [here.parents[2]] if len(here.parents) > 2 else []
+    cwd = Path.cwd().resolve()
+    out += [cwd, *cwd.parents]
+    return out
+
+
+def _find_bench_root(candidates):
+    """The first candidate with ``bench/conftest.py`` and ``pyproject.toml``, or None."""
+    for root in candidates:
+        if (root / "bench" / "conftest.py").is_file() and (root / "pyproject.toml").is_file():
+            return root
+    return None
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED, metavar="[PYTEST_ARGS]...")
+@click.pass_context
+def bench(ctx, pytest_args):
+    """Run the benchmark suite: pytest bench --benchmark-only -q [PYTEST_ARGS]...
+
+    Runs from the root of the source checkout (the benchmarks are not installed with the
+    package), e.g. `firehose bench -k decode` or `firehose bench -- --help`.  Exit status is
+    pytest's; 2 when bench/ or pytest-benchmark is missing.
+    """
+    import subprocess
+
+    root = _find_bench_root(_bench_candidates())
+    if root is None:
+        raise _InputFailure("bench/ not found: the benchmarks live in a source checkout of "
+                            "firehose; run this inside one (or `make bench` there)")
+    missing = [m for m in ("pytest", "pytest_benchmark") if not _has_module(m)]
+    if missing:
+        raise _InputFailure(f"{' and '.join(missing)} not installed: "
+                            "pip install 'firehose[bench]'")
+    cmd = [sys.executable, "-m", "pytest", "bench", "--benchmark-only", "-q", *pytest_args]
+    try:
+        rc = subprocess.run(cmd, cwd=str(root)).returncode
+    except KeyboardInterrupt:
+        rc = 2
+    ctx.exit(rc)
+
+
 if __name__ == "__main__":
     main()
