@@ -333,7 +333,7 @@ class Pipeline:
             self.counters.add(f"decode.{k}", stats.get(k, 0))
         for k, v in stats.items():
             if k.startswith("input."):
-                self.counters.add(k, v)
+                self.counters[k] = int(v)        # decompressed bytes read so far
 
     def _raw_lines(self, b: _Batch, d) -> list[bytes] | None:
         if b.raw is None or not d.num_rows:
@@ -442,9 +442,7 @@ class Pipeline:
 
         def batch(res, i, name, pos, before, rb, t0):
             nonlocal nbatch
-            delta = _delta(before, dec.stats)
-            for k, v in pending.items():
-                delta[k] = delta.get(k, 0) + v
+            delta = _merge(_delta(before, dec.stats), pending)
             pending.clear()
             nbatch += 1
             b = _Batch(res, i, name, pos, delta, rb)
@@ -463,11 +461,10 @@ class Pipeline:
                 t0 = time.perf_counter()
                 before = dec.stats
                 res = dec.feed(data, source=name, offset=off)
-                pending[f"input.{i}.bytes"] = pending.get(f"input.{i}.bytes", 0) + len(data)
+                pending[f"input.{i}.bytes"] = off + len(data)    # a position: resume-safe
                 rb = raw.add(name, data, off) if raw is not None else None
                 if _empty(res):
-                    for k, v in _delta(before, dec.stats).items():
-                        pending[k] = pending.get(k, 0) + v
+                    _merge(pending, _delta(before, dec.stats))
                     continue
                 _, p_off, p_lines = dec.position()
                 yield batch(res, i, name, (i, p_off, p_lines), before, rb, t0)
@@ -475,8 +472,7 @@ class Pipeline:
             before = dec.stats
             res = dec.finish()
             if _empty(res):
-                for k, v in _delta(before, dec.stats).items():
-                    pending[k] = pending.get(k, 0) + v
+                _merge(pending, _delta(before, dec.stats))
                 continue
             rb = raw.add(name, b"", None) if raw is not None else None
             yield batch(res, i, name, (i + 1, 0, 0), before, rb, t0)
@@ -591,6 +587,13 @@ def _empty(res: DecodeResult) -> bool:
 
 def _delta(before: dict, after: dict) -> dict:
     return {k: after.get(k, 0) - before.get(k, 0) for k in after}
+
+
+def _merge(into: dict, more: dict) -> dict:
+    """Add counter deltas; ``input.*`` entries are positions and replace."""
+    for k, v in more.items():
+        into[k] = v if k.startswith("input.") else into.get(k, 0) + v
+    return into
 
 
 def _value_counts(col) -> list[tuple[str, int]]:

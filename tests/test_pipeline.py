@@ -1,0 +1,418 @@
+"""The replay pipeline end to end: what each client gets, the audit balance, determinism,
+atomic outputs, resume after a crash at any commit step, and the embedding API."""
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+import shutil
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+
+import firehose.config as fconfig
+from firehose import _reference_rules as ref_rules
+from firehose import decode_file
+from firehose.checkpoint import Checkpoint
+from firehose.errors import InputError, SinkError, StateError
+from firehose.pipeline import MANIFEST_NAME, Pipeline
+from firehose.sinks import PartSink
+from firehose.testing import write_capture
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "clients.toml")
+N = 3000
+KW = dict(batch_bytes=1 << 20, commit_every=2)
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cap")
+    path = str(d / "cap.ndjson.gz")
+    write_capture(path, N, seed=7, dup_rate=0.03, malformed_rate=0.003, compliance_rate=0.05)
+    return path
+
+
+@pytest.fixture(scope="module")
+def config():
+    return fconfig.load(EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def run(capture, config, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run") / "out")
+    report = Pipeline(config, out_dir=out, **KW).run([capture])
+    return out, report
+
+
+def _read_parts(directory: str) -> pa.Table | None:
+    files = sorted(glob.glob(os.path.join(directory, "part-*")))
+    tables = []
+    for f in files:
+        if f.endswith(".parquet"):
+            tables.append(pq.read_table(f))
+        elif f.endswith(".arrows"):
+            with ipc.open_stream(f) as r:
+                tables.append(r.read_all())
+        elif f.endswith(".ndjson"):
+            with open(f, "rb") as fh:
+                rows = [json.loads(line) for line in fh]
+            tables.append(pa.Table.from_pylist(rows))
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _read(path: str, mode: str = "rb"):
+    with open(path, mode) as f:
+        return f.read()
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _tree(out: str) -> dict[str, bytes]:
+    """Every output file's bytes. The checkpoint is internal state (the dedupe tables'
+    serialised layout depends on their history): its position and counters stand for it."""
+    files = {}
+    for root, _, names in os.walk(out):
+        for n in names:
+            p = os.path.join(root, n)
+            files[os.path.relpath(p, out)] = _read(p)
+    if "checkpoint.arrows" in files:
+        ck = Checkpoint.from_bytes(files.pop("checkpoint.arrows"))
+        files["checkpoint.arrows"] = json.dumps(
+            [ck.part, ck.input_index, ck.offset, ck.lines, ck.batch, ck.counters],
+            sort_keys=True).encode()
+    return files
+
+
+# ------------------------------------------------------------------------------ deliveries
+
+def test_every_delivery_matches_the_clients_rules_per_the_oracle(run, capture, config):
+    out, report = run
+    decoded = decode_file(capture)
+    tweets = decoded.tweets
+    pos = {tid: i for i, tid in enumerate(tweets.column("id").to_pylist())}
+    for name, client in config.clients.items():
+        expected: dict[int, set] = {}
+        for row, rid in ref_rules.match(list(client.rules), tweets):
+            expected.setdefault(row, set()).add(rid)
+        got = _read_parts(os.path.join(out, "clients", name))
+        denied = _read_parts(os.path.join(out, "audit", "denials"))
+        denied_ids = set(denied.filter(pc.equal(denied.column("client"), name))
+                         .column("tweet_id").to_pylist())
+        delivered_ids = set(got.column("id").to_pylist()) if got is not None else set()
+        matched_ids = {tweets.column("id")[r].as_py() for r in expected}
+        assert delivered_ids | denied_ids == matched_ids, name
+        assert not delivered_ids & denied_ids, name
+        if got is not None:
+            for tid, rules in zip(got.column("id").to_pylist(),
+                                  got.column("matching_rules").to_pylist()):
+                assert {r["id"] for r in rules} == expected[pos[tid]], (name, tid)
+        assert report.get(f"client.{name}.matched") == len(matched_ids)
+        assert report.get(f"client.{name}.delivered") == len(delivered_ids)
+
+
+def test_front_company_gets_nothing_and_every_denial_names_the_path(run):
+    out, report = run
+    assert _read_parts(os.path.join(out, "clients", "frontco")) is None
+    denied = _read_parts(os.path.join(out, "audit", "denials"))
+    front = denied.filter(pc.equal(denied.column("client"), "frontco"))
+    assert front.num_rows == report.get("client.frontco.matched") > 0
+    assert set(front.column("reason").to_pylist()) == {"prohibited_category"}
+    assert set(front.column("path").to_pylist()) == {
+        "brightpath-analytics -> meridian-holdings -> state-intel-service -> intelligence"}
+
+
+def test_columns_follow_the_plan(run, config):
+    out, _ = run
+    alerts = _read_parts(os.path.join(out, "clients", "news-alerts"))
+    for col in ("author_screen_name", "author_description", "coordinates"):
+        assert col not in alerts.column_names          # government seat: never
+    news = pq.read_table(sorted(glob.glob(os.path.join(out, "clients", "newsroom", "*.parquet")))[0])
+    assert "author_screen_name" in news.column_names
+    assert "withheld_in_countries" not in news.column_names     # in no field group
+    assert "upstream_rules" not in news.column_names
+    assert news.column_names[-1] == "matching_rules"
+
+
+def test_audit_balances_per_batch_and_client(run):
+    out, report = run
+    audit = _read_parts(os.path.join(out, "audit", "audit"))
+    ledger = _read_parts(os.path.join(out, "audit", "ledger"))
+    by = {}
+    for b, c, outcome, rows in zip(*(audit.column(k).to_pylist()
+                                     for k in ("batch", "client", "outcome", "rows"))):
+        e = by.setdefault((b, c), {"matched": 0, "delivered": 0, "denied": 0})
+        e[outcome] += rows
+    assert by
+    for key, e in by.items():
+        assert e["matched"] == e["delivered"] + e["denied"], key
+    # the ledger lists exactly the delivered rows
+    for c in ("newsroom", "trading-desk", "news-alerts"):
+        n = pc.sum(pc.equal(ledger.column("client"), c)).as_py()
+        assert n == report.get(f"client.{c}.delivered")
+    assert report.get("entitle.in") == report.get("entitle.delivered") + report.get("entitle.denied")
+    denied_by_reason = sum(v for k, v in report.counters.items() if k.startswith("entitle.denied."))
+    assert denied_by_reason == report.get("entitle.denied")
+
+
+def test_decode_counts_balance_and_rejects_keep_the_raw_line(run, capture):
+    out, report = run
+    g = report.get
+    assert g("decode.lines") == (g("decode.tweets") + g("decode.duplicates") + g("decode.rejects")
+                                 + g("decode.blank") + g("decode.compliance"))
+    assert g("route.in") == g("decode.tweets") == g("route.matched") + g("route.unmatched")
+    rejects = _read_parts(os.path.join(out, "rejects"))
+    assert rejects.num_rows == g("decode.rejects") > 0
+    with gzip.open(capture, "rb") as f:
+        data = f.read()
+    for off, raw in zip(rejects.column("byte_offset").to_pylist(), rejects.column("raw").to_pylist()):
+        assert data[off:off + len(raw)] == raw
+
+
+def test_deleted_tweets_are_never_delivered_after_their_delete(run, capture):
+    """A delete earlier in the input denies the tweet; a later one is forwarded to exactly
+    the clients that got it."""
+    out, _ = run
+    comp = decode_file(capture).compliance
+    deletes = comp.filter(pc.equal(comp.column("kind").cast(pa.string()), "delete"))
+    first_delete = {}
+    for tid, off in zip(deletes.column("tweet_id").to_pylist(),
+                        deletes.column("byte_offset").to_pylist()):
+        first_delete.setdefault(tid, off)
+    assert first_delete
+    for name in ("newsroom", "trading-desk", "news-alerts"):
+        got = _read_parts(os.path.join(out, "clients", name))
+        fwd = _read_parts(os.path.join(out, "clients", name, "compliance"))
+        forwarded = set(fwd.column("tweet_id").to_pylist()) if fwd is not None else set()
+        for tid, off in zip(got.column("id").to_pylist(), got.column("byte_offset").to_pylist()):
+            if tid in first_delete:
+                assert first_delete[tid] > off, (name, tid)
+                assert tid in forwarded, (name, tid)
+        delivered = set(got.column("id").to_pylist())
+        assert forwarded <= delivered | {None}
+
+
+def test_manifest_describes_the_run(run, capture, config):
+    out, report = run
+    m = json.loads(_read(os.path.join(out, MANIFEST_NAME)))
+    assert m["config"]["hash"] == config.hash
+    assert m["inputs"][0]["path"] == capture
+    assert m["inputs"][0]["bytes"] == os.path.getsize(capture)
+    assert m["counters"]["decode.tweets"] == report.get("decode.tweets")
+    listed = {o["path"] for o in m["outputs"]}
+    on_disk = {k for k in _tree(out) if k not in (MANIFEST_NAME, "checkpoint.arrows")}
+    assert listed == on_disk
+    assert not [k for k in _tree(out) if k.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------ determinism
+
+def test_outputs_are_byte_identical_whatever_the_threads(capture, config, tmp_path, run):
+    out0, _ = run
+    out1 = str(tmp_path / "a")
+    Pipeline(config, out_dir=out1, readahead=0, **KW).run([capture])
+    assert _tree(out1) == _tree(out0)
+
+
+def test_plain_and_gzip_inputs_give_the_same_deliveries(capture, config, tmp_path, run):
+    plain = str(tmp_path / "cap.ndjson")
+    with gzip.open(capture, "rb") as f, open(plain, "wb") as g:
+        shutil.copyfileobj(f, g)
+    out = str(tmp_path / "p")
+    Pipeline(config, out_dir=out, **KW).run([plain])
+    a, b = _tree(run[0]), _tree(out)
+    for k in a:
+        if k.startswith("clients/newsroom/part-"):
+            # rows are equal; source_file names the input, so compare without it
+            ta = pq.read_table(os.path.join(run[0], k)).drop_columns(["source_file"])
+            tb = pq.read_table(os.path.join(out, k)).drop_columns(["source_file"])
+            assert ta.equals(tb)
+
+
+def test_an_existing_output_is_not_overwritten_silently(capture, config, run):
+    with pytest.raises(StateError, match="--resume"):
+        Pipeline(config, out_dir=run[0], **KW).run([capture])
+
+
+# ------------------------------------------------------------------------------ resume
+
+class _Crash(BaseException):
+    """Stands in for kill -9: nothing after it runs (not even ``except Exception``)."""
+
+
+@pytest.mark.parametrize("at", [1, 5, 14, 22, 40])
+def test_resume_after_a_crash_inside_a_commit_gives_the_same_files(capture, config, tmp_path,
+                                                                    run, monkeypatch, at):
+    """Crash after the ``at``-th part rename (some sinks of a commit renamed, others not,
+    the checkpoint not yet written), then resume: the same tree as the uninterrupted run."""
+    out = str(tmp_path / "r")
+    calls = {"n": 0}
+    real = PartSink.commit
+
+    def commit(self):
+        path = real(self)
+        if path is not None:
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise _Crash()
+        return path
+
+    monkeypatch.setattr(PartSink, "commit", commit)
+    with pytest.raises(_Crash):
+        Pipeline(config, out_dir=out, **KW).run([capture])
+    monkeypatch.setattr(PartSink, "commit", real)
+    assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
+    ck = Checkpoint.load(out)
+    report = Pipeline(config, out_dir=out, **KW).run([capture], resume=True)
+    assert _tree(out) == _tree(run[0])
+    assert report.resumed_from == (ck.part if ck is not None else None)
+    if at == 40:
+        assert report.resumed_from > 0
+
+
+def test_resume_after_the_run_completed_changes_nothing(capture, config, tmp_path, run):
+    out = str(tmp_path / "done")
+    shutil.copytree(run[0], out)
+    Pipeline(config, out_dir=out, **KW).run([capture], resume=True)
+    assert _tree(out) == _tree(run[0])
+
+
+def test_resume_refuses_another_configuration(capture, config, tmp_path, run):
+    out = str(tmp_path / "other")
+    shutil.copytree(run[0], out)
+    text = _read(EXAMPLE, "r").replace('tag = "music"', 'tag = "music2"')
+    other = fconfig.loads(text, "other.toml")
+    with pytest.raises(StateError, match="another configuration"):
+        Pipeline(other, out_dir=out, **KW).run([capture], resume=True)
+
+
+def test_checkpoint_roundtrip_and_corruption(tmp_path):
+    ck = Checkpoint("h", ["a"], 3, 0, 10, 2, 5, {"x": 1}, b"d", b"c", b"e")
+    assert Checkpoint.from_bytes(ck.to_bytes()) == ck
+    with pytest.raises(StateError, match="not a readable checkpoint"):
+        Checkpoint.from_bytes(b"garbage", "ck")
+
+
+# ------------------------------------------------------------------------------ faults
+
+def test_corrupt_gzip_is_one_clear_error_and_leaves_no_partial_output(capture, config, tmp_path):
+    data = _read(capture)
+    bad = str(tmp_path / "bad.ndjson.gz")
+    cut = len(data) * 2 // 3
+    _write(bad, data[:cut] + bytes(b ^ 0x55 for b in data[cut:cut + 4096]))
+    out = str(tmp_path / "o")
+    with pytest.raises(InputError, match=r"bad\.ndjson\.gz: .*decompressed byte \d+"):
+        Pipeline(config, out_dir=out, **KW).run([bad])
+    assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
+    assert not [k for k in _tree(out) if k.endswith(".tmp")]
+
+
+def test_missing_input_names_the_file(config, tmp_path):
+    with pytest.raises(InputError, match="nope.ndjson: cannot open"):
+        Pipeline(config, out_dir=str(tmp_path / "o"), **KW).run([str(tmp_path / "nope.ndjson")])
+
+
+def test_full_disk_is_a_sink_error_and_no_temporary_file_survives(capture, config, tmp_path,
+                                                                    monkeypatch):
+    import errno
+    real = PartSink.write
+    calls = {"n": 0}
+
+    def write(self, table, seq, raw=None):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise SinkError(f"{self.directory}: write failed: "
+                            f"{os.strerror(errno.ENOSPC)}")
+        return real(self, table, seq, raw)
+
+    monkeypatch.setattr(PartSink, "write", write)
+    out = str(tmp_path / "o")
+    with pytest.raises(SinkError, match="No space left"):
+        Pipeline(config, out_dir=out, **KW).run([capture])
+    assert not [k for k in _tree(out) if k.endswith(".tmp")]
+    assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
+
+
+# ------------------------------------------------------------------------------ embedding
+
+def test_process_yields_tables_per_client_and_calls_callbacks(capture, config):
+    got = []
+    pipe = Pipeline(config, sinks={"trading-desk": got.append})
+    with gzip.open(capture, "rb") as f:
+        data = f.read()
+    total = {c: 0 for c in config.clients}
+    step = 777_777            # cut anywhere, mid-line
+    for i in range(0, len(data), step):
+        for c, t in pipe.process(data[i:i + step], source="cap").items():
+            total[c] += t.num_rows
+    for c, t in pipe.finish().items():
+        total[c] += t.num_rows
+    assert total["frontco"] == 0
+    assert sum(t.num_rows for t in got) == total["trading-desk"] > 0
+    # the same deliveries as the replay (same batches are not needed for the same set here:
+    # compare the ids)
+    whole = Pipeline(config)
+    res = whole.process(data, source="cap")
+    fin = whole.finish()
+    ids = set(pa.concat_tables([res["newsroom"], fin["newsroom"]]).column("id").to_pylist())
+    assert total["newsroom"] > 0 and abs(len(ids) - total["newsroom"]) <= len(ids) // 20
+
+
+RAW_CONFIG = textwrap.dedent("""
+    [sources.firehose]
+    licence = "lic"
+    [licences.lic]
+    redistribution = "full"
+    [field_groups]
+    core = ["id", "text"]
+    raw = ["raw_json"]
+    [organisations.paper]
+    categories = ["media"]
+    [clients.wire]
+    organisation = "paper"
+    delivery_countries = ["US"]
+    use_case = "news"
+    grants = [{ source = "firehose", field_groups = ["core", "raw"] }]
+    sink = { kind = "ndjson", path = "x" }
+    rules = [{ id = "b", value = "breaking", tag = "t" }]
+""")
+
+
+def test_ndjson_reemits_the_original_payload_with_matching_rules(capture, tmp_path):
+    config = fconfig.loads(RAW_CONFIG, "raw.toml")
+    out = str(tmp_path / "o")
+    Pipeline(config, out_dir=out, **KW).run([capture])
+    files = sorted(glob.glob(os.path.join(out, "clients", "wire", "part-*.ndjson")))
+    assert files
+    with gzip.open(capture, "rb") as f:
+        data = f.read()
+    decoded = decode_file(capture).tweets
+    offsets = dict(zip(decoded.column("id").to_pylist(), decoded.column("byte_offset").to_pylist()))
+    n = 0
+    for path in files:
+        for line in _read(path).splitlines():
+            obj = json.loads(line)
+            assert obj["matching_rules"] == [{"id": "b", "tag": "t"}]
+            ids = [obj.get("id_str"), (obj.get("data") or {}).get("id") if isinstance(
+                obj.get("data"), dict) else None, str(obj.get("id", "")).rsplit(":", 1)[-1]]
+            tid = next(int(i) for i in ids if i and str(i).isdigit() and int(i) in offsets)
+            off = offsets[tid]
+            original = json.loads(data[off:data.index(b"\n", off)])
+            original.pop("matching_rules", None)
+            if isinstance(original.get("gnip"), dict):
+                original["gnip"].pop("matching_rules", None)
+                obj["gnip"].pop("matching_rules", None)
+            obj.pop("matching_rules")
+            assert obj == original
+            n += 1
+    assert n > 0
