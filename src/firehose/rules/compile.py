@@ -18,13 +18,16 @@ import itertools
 import re
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 
-from .syntax import MAX_RULE_LENGTH, And, Keyword, Not, Op, Or, Phrase, Rule, RuleError
-from .tokens import BIGRAM, CJK, NS, tables, term_hash, tokenize
+from .syntax import (_CASHTAG_RE, _INT64_MAX, _LANG_RE, _OP_RE, _UINT_RE, _USER_RE, HAS_VALUES,
+                     IS_VALUES, MAX_RULE_LENGTH, And, Keyword, Not, Op, Or, Phrase, Rule,
+                     RuleError, _is_word_char)
+from .tokens import BIGRAM, CJK, NS, WORD, tables, term_hash, tokenize
 
 __all__ = ["RuleSet", "compile_rule", "CompiledRule"]
 
@@ -49,6 +52,8 @@ _FIELD_NS = {"bio": NS["bio"], "bio_name": NS["bio_name"], "bio_location": NS["b
 
 def _lower(s: str) -> str:
     """Lower-case code point by code point, as the core does (docs/rules.md)."""
+    if s.isascii():
+        return s.lower()              # (the table lower-cases ASCII as str.lower does)
     _, lower, _ = tables()
     return "".join(chr(lower[ord(c)]) if ord(c) < len(lower) else c for c in s)
 
@@ -98,14 +103,6 @@ class _Compiler:
         self.prog += [OP_TERM, _i64(h)]
         return ((h, _estimate(ns, token)),)
 
-    def seq(self, hashes: list[int], rel: list[int], in_order: int, other: int) -> None:
-        """A phrase (in_order == -1: token i at relative position rel[i]) or a proximity
-        (all tokens in one field, span <= in_order in the rule's order, <= other otherwise)."""
-        words = [OP_SEQ, len(hashes), in_order, other]
-        for h, r in zip(hashes, rel):
-            words += [_i64(h), r]
-        self.prog += words
-
     def text_terms(self, text: str, ns: bytes, fold: bool, proximity: int | None = None,
                    prefix: bool = False):
         """Keyword / phrase / proximity on a tokenised field. Returns the anchor hashes."""
@@ -147,18 +144,9 @@ class _Compiler:
                 raise RuleError(f"a prefix must be one word: {text!r}", rule_id=self.rule.id)
             return self.term(pns, word)
         self.namespaces.add(ns)
-        hashes = [term_hash(ns, tok) for tok, _ in picked]
-        rel = [p - picked[0][1] for _, p in picked]
-        if len(hashes) == 1:
-            self.prog += [OP_TERM, _i64(hashes[0])]
-            return ((hashes[0], _estimate(ns, picked[0][0])),)
-        if proximity is None:
-            self.seq(hashes, rel, -1, -1)
-        else:
-            self.seq(hashes, rel, proximity, proximity - 2)
-        # every token of a phrase is required: anchor on the rarest-looking one
-        k = min(range(len(picked)), key=lambda i: (_estimate(ns, picked[i][0]), i))
-        return ((hashes[k], _estimate(ns, picked[k][0])),)
+        words, anchors = _text_program(ns, picked, proximity)
+        self.prog += words
+        return anchors
 
     # -- the tree ----------------------------------------------------------------------------
     def node(self, n) -> tuple | None:
@@ -242,6 +230,32 @@ class _Compiler:
                         rule_id=self.rule.id)
 
 
+def _text_program(ns: bytes, picked: list, proximity: int | None = None) -> tuple:
+    """(program words, anchors) of a keyword / phrase / proximity whose (token, position) list
+    is ``picked``: one TERM for one token, else a SEQ -- a phrase (in_order == -1: token i at
+    relative position rel[i]) or a proximity (all tokens in one field, span <= in_order in the
+    rule's order, <= other otherwise) -- anchored on its rarest-looking token (every token of a
+    phrase is required)."""
+    if len(picked) == 1:
+        tok = picked[0][0]
+        h = term_hash(ns, tok)
+        return (OP_TERM, _i64(h)), ((h, _estimate(ns, tok)),)
+    if proximity is None:
+        in_order = other = -1
+    else:
+        in_order, other = proximity, proximity - 2
+    words = [OP_SEQ, len(picked), in_order, other]
+    first = picked[0][1]
+    best = None
+    for i, (tok, pos) in enumerate(picked):
+        h = term_hash(ns, tok)
+        words += (_i64(h), pos - first)
+        e = _estimate(ns, tok)
+        if best is None or e < best[1]:        # the first of the rarest
+            best = (h, e)
+    return tuple(words), (best,)
+
+
 def _sample_nodes(n) -> list:
     if isinstance(n, Op) and n.name == "sample":
         return [n]
@@ -309,10 +323,287 @@ def _compile_simple(rule: Rule) -> CompiledRule | None:
     return CompiledRule(rule, tuple(prog), (), (hashes[k],), frozenset(), False, _TEXT_NS)
 
 
-def compile_rule(rule: Rule, *, fast: bool = True) -> CompiledRule:
-    """Parse and compile one rule (raises RuleError naming the rule and column)."""
+# -- the flat fast path --------------------------------------------------------------------
+# Most rules that are not plain words are still flat: keywords (any letters), quoted phrases,
+# #hashtags, @mentions, $cashtags, lang:/is:/has:, each maybe negated, joined by spaces and OR,
+# with groups in parentheses. _compile_flat recognises such rules when they are certainly valid
+# and compiles them without the parser's AST; anything else, or anything the parser might
+# reject, goes to the parser. It builds the same program, anchors and namespaces as the general
+# path (tests compare the two on generated rules of every shape it takes).
+
+# one lexeme: "(", ")", or an optionally negated term followed by a delimiter -- a phrase
+# without backslashes, a sigil and its value, or a bare word (not starting with - # @ $)
+_FLAT_LEX = (r' *(?:(\()|(\))|(-?)(?:"([^"\\]*)"|([#@$])([^ ()"]+)|([^ ()"#@$-][^ ()"]*))'
+             r'(?=[ ()]|\Z))')
+_FLAT_TOKENS = re.compile(_FLAT_LEX)
+_FLAT_RULE = re.compile(f"(?:{_FLAT_LEX})+ *")
+_OTHER_SPACE = re.compile(r"[^\S ]")          # whitespace other than " " (\s is str.isspace)
+_ASCII_WORD_RE = re.compile(r"[A-Za-z0-9_]+")
+_FLAT_OPS = ("lang", "is", "has")
+
+# tree nodes of the flat path: (kind, payload)
+_LEAF, _NOT, _AND, _OR = 0, 1, 2, 3
+
+
+def _flat_leaf(kind: str, text: str, cache: dict):
+    """(program words, anchors, namespace or None, stands alone) of one term; None when the
+    parser would reject it or it is outside the flat path."""
+    key = (kind, text)
+    leaf = cache.get(key, False)
+    if leaf is not False:
+        return leaf
+    leaf = _make_flat_leaf(kind, text)
+    cache[key] = leaf
+    return leaf
+
+
+@lru_cache(maxsize=1)
+def _word_run():
+    """A regex matching a run of word characters (class WORD of the tokeniser's table: not
+    CJK, not a symbol)."""
+    runs = re.finditer(re.escape(bytes([WORD])) + b"+", tables()[0])
+    return re.compile("[" + "".join(f"\\U{m.start():08x}-\\U{m.end() - 1:08x}" for m in runs)
+                      + "]+")
+
+
+def _text_leaf(text: str, ns: bytes):
+    """A keyword or phrase (not folded, no proximity): tokenised as tokenize() would -- its
+    ASCII branch, or a single word of word characters -- else by tokenize() itself."""
+    if text.isascii():
+        picked = [(t, i) for i, t in enumerate(_ASCII_WORD_RE.findall(text.lower()))]
+    elif _word_run().fullmatch(text):
+        picked = [(_lower(text), 0)]
+    else:
+        if not any(t.kind != BIGRAM for t in tokenize(text)):
+            return None                             # "no letters, digits or emoji to match"
+        c = _Compiler(_NO_RULE)
+        anchors = c.text_terms(text, ns, False)
+        return tuple(c.prog), anchors, ns, True
+    if not picked:
+        return None
+    words, anchors = _text_program(ns, picked)
+    return words, anchors, ns, True
+
+
+def _value_leaf(ns: bytes, value: str, standalone: bool = True):
+    h = term_hash(ns, value)
+    return (OP_TERM, _i64(h)), ((h, _estimate(ns, value)),), ns, standalone
+
+
+def _make_flat_leaf(kind: str, text: str):
+    if kind == "k":                                    # a bare word
+        if "*" in text or "~" in text:                 # prefix / misplaced proximity
+            return None
+        if ":" in text:
+            m = _OP_RE.match(text)
+            if m and not text.startswith("//", m.end()):
+                return _op_leaf(text[:m.end() - 1], text[m.end():])
+        return _text_leaf(text, NS["text"])
+    if kind == '"':
+        if not text.strip():
+            return None                                # "empty phrase"
+        return _text_leaf(text, NS["text"])
+    if kind == "#":
+        if _ASCII_WORD_RE.fullmatch(text) is None and not all(map(_is_word_char, text)):
+            return None
+        return _value_leaf(NS["hashtag"], _lower(text))
+    if kind == "$":
+        if _CASHTAG_RE.match(text) is None:
+            return None
+        return _value_leaf(NS["cashtag"], _lower(text))
+    if kind == "@":
+        if _UINT_RE.match(text):
+            uid = int(text)
+            if uid > _INT64_MAX:
+                return None
+            return _value_leaf(NS["mention_id"], str(uid))
+        if _USER_RE.match(text) is None:
+            return None
+        return _value_leaf(NS["mention"], _lower(text))
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _op_leaf(name: str, value: str):
+    if not value or name not in _FLAT_OPS:
+        return None
+    if name == "lang":
+        if _LANG_RE.match(value) is None:
+            return None
+        return _value_leaf(VALUE_NS["lang"], _lower(value.lower()), False)
+    v = value.lower()
+    if name == "is":
+        if v not in IS_VALUES:
+            return None
+        if v == "verified":
+            return (OP_TRUE, C_VERIFIED), None, None, False
+        return (OP_NOTNULL, {"retweet": C_RT, "reply": C_REPLY, "quote": C_QUOTE}[v]), None, \
+            None, False
+    if v not in HAS_VALUES or v in ("images", "videos"):   # (those two use strings)
+        return None
+    if v == "geo":
+        return (OP_NOTNULL, C_COORD, OP_NOTNULL, C_PLACE, OP_OR, 2), None, None, False
+    col = {"links": C_URLS, "media": C_MEDIA, "mentions": C_MENTIONS,
+           "hashtags": C_HASHTAGS, "symbols": C_CASHTAGS}[v]
+    return (OP_NONEMPTY, col), None, None, False
+
+
+class _NotFlat(Exception):
+    pass
+
+
+def _flat_or(toks: list, i: int, end: int):
+    """or_expr over toks[i:end]: (node, next index); raises _NotFlat where the parser would
+    reject the rule."""
+    node, i = _flat_and(toks, i, end)
+    if i >= end or toks[i] != "OR":
+        return node, i
+    branches = [node]
+    while i < end and toks[i] == "OR":
+        i += 1
+        node, i = _flat_and(toks, i, end)       # (a dangling OR leaves an empty branch)
+        branches.append(node)
+    flat = []
+    for b in branches:
+        if b[0] == _OR:
+            flat += b[1]
+        elif b[0] == _NOT:
+            raise _NotFlat                      # "a negated term cannot be an OR alternative"
+        else:
+            flat.append(b)
+    return (_OR, flat), i
+
+
+def _flat_and(toks: list, i: int, end: int):
+    items = []
+    while i < end:
+        t = toks[i]
+        if t == "OR" or t == ")":
+            break
+        if t == "(":
+            node, i = _flat_or(toks, i + 1, end)
+            if i >= end or toks[i] != ")":
+                raise _NotFlat                  # unclosed '('
+            i += 1
+        else:
+            node = t
+            i += 1
+        items.append(node)
+    if not items:
+        raise _NotFlat                          # empty rule / group, dangling OR, ...
+    if len(items) == 1:
+        return items[0], i
+    flat = []
+    for it in items:
+        if it[0] == _AND:
+            flat += it[1]
+        else:
+            flat.append(it)
+    return (_AND, flat), i
+
+
+def _flat_standalone(node) -> bool:
+    kind, x = node
+    if kind == _LEAF:
+        return x[3]
+    if kind == _NOT:
+        return False
+    if kind == _AND:
+        return any(map(_flat_standalone, x))
+    return all(map(_flat_standalone, x))
+
+
+def _flat_emit(node, prog: list, nss: set):
+    """_Compiler.node for a flat tree: emit the program, return the anchors."""
+    kind, x = node
+    if kind == _LEAF:
+        prog += x[0]
+        if x[2] is not None:
+            nss.add(x[2])
+        return x[1]
+    if kind == _NOT:
+        _flat_emit(x, prog, nss)
+        prog.append(OP_NOT)
+        return None
+    anchors = [_flat_emit(c, prog, nss) for c in x]
+    if kind == _OR:
+        prog += (OP_OR, len(x))
+        if any(a is None for a in anchors):
+            return None
+        return tuple(set().union(*anchors))
+    prog += (OP_AND, len(x))
+    usable = [a for a in anchors if a is not None]
+    return min(usable, key=_anchor_weight) if usable else None
+
+
+def _anchor_weight(a) -> float:
+    return sum(e for _, e in a)
+
+
+_NS_SETS: dict = {}
+
+
+def _ns_set(nss) -> frozenset:
+    """One shared frozenset per distinct set of namespaces (there are a handful)."""
+    fs = frozenset(nss)
+    return _NS_SETS.setdefault(fs, fs)
+
+
+def _compile_flat(rule: Rule, cache: dict | None = None) -> CompiledRule | None:
+    """A flat rule (see above) compiled without the parser, or None."""
+    v = rule.value
+    if (rule.fold or len(v) > MAX_RULE_LENGTH or _OTHER_SPACE.search(v)
+            or not _FLAT_RULE.fullmatch(v)):
+        return None
+    if cache is None:
+        cache = {}
+    toks = []
+    for lp, rp, neg, phrase, sigil, sval, word in _FLAT_TOKENS.findall(v):
+        if lp:
+            toks.append("(")
+            continue
+        if rp:
+            toks.append(")")
+            continue
+        if word:
+            if word == "OR" or word == "AND":
+                if neg or word == "AND":
+                    return None
+                toks.append("OR")
+                continue
+            leaf = _flat_leaf("k", word, cache)
+        elif sigil:
+            leaf = _flat_leaf(sigil, sval, cache)
+        else:
+            leaf = _flat_leaf('"', phrase, cache)
+        if leaf is None:
+            return None
+        toks.append((_NOT, (_LEAF, leaf)) if neg else (_LEAF, leaf))
+    try:
+        tree, i = _flat_or(toks, 0, len(toks))
+    except _NotFlat:
+        return None
+    if i != len(toks) or not _flat_standalone(tree):
+        return None                             # an unmatched ')'; nothing that stands alone
+    prog: list = []
+    nss: set = set()
+    anchors = _flat_emit(tree, prog, nss)
+    return CompiledRule(rule, tuple(prog), (),
+                        None if anchors is None else tuple(sorted({h for h, _ in anchors})),
+                        _NO_PREFIX, False, _ns_set(nss))
+
+
+_NO_RULE = Rule("-", "-")
+_NO_PREFIX = frozenset()
+
+
+def compile_rule(rule: Rule, *, fast: bool = True, cache: dict | None = None) -> CompiledRule:
+    """Parse and compile one rule (raises RuleError naming the rule and column). ``fast=False``
+    always takes the parser; ``cache`` (a dict kept across the rules of one bulk compile) lets
+    rules that share terms compile each term once."""
     if fast:
         done = _compile_simple(rule)
+        if done is None:
+            done = _compile_flat(rule, cache)
         if done is not None:
             return done
     tree = rule.parse()
@@ -341,6 +632,7 @@ class RuleSet:
     def __init__(self, rules: Iterable[Rule] = (), *, _compiled: dict | None = None):
         compiled: dict[str, CompiledRule] = dict(_compiled or {})
         errors = []
+        terms: dict = {}      # terms compiled once for all the rules that share them
         gc_was = gc.isenabled()
         gc.disable()          # compiling makes many small objects and no cycles
         try:
@@ -349,7 +641,7 @@ class RuleSet:
                     errors.append(RuleError(f"duplicate rule id {r.id!r}", rule_id=r.id))
                     continue
                 try:
-                    compiled[r.id] = compile_rule(r)
+                    compiled[r.id] = compile_rule(r, cache=terms)
                 except RuleError as e:
                     errors.append(e)
         finally:
