@@ -337,11 +337,11 @@ def _compile_simple(rule: Rule) -> CompiledRule | None:
 # path (tests compare the two on generated rules of every shape it takes).
 
 # one lexeme: "(", ")", or an optionally negated term followed by a delimiter -- a phrase
-# without backslashes, a sigil and its value, or a bare word (not starting with - # @ $)
-_FLAT_LEX = (r' *(?:(\()|(\))|(-?)(?:"([^"\\]*)"|([#@$])([^ ()"]+)|([^ ()"#@$-][^ ()"]*))'
-             r'(?=[ ()]|\Z))')
-_FLAT_TOKENS = re.compile(_FLAT_LEX)
-_FLAT_RULE = re.compile(f"(?:{_FLAT_LEX})+ *")
+# without backslashes, a sigil and its value, or a bare word (not starting with - # @ $) --
+# or else any other character (the last group: the rule is not flat). Every character but a
+# space is in some lexeme, so findall() cuts a rule as matching lexeme after lexeme would.
+_FLAT_TOKENS = re.compile(r' *(?:(\()|(\))|(-?)(?:"([^"\\]*)"|([#@$])([^ ()"]+)'
+                          r'|([^ ()"#@$-][^ ()"]*))(?=[ ()]|\Z)|([^ ]))')
 _OTHER_SPACE = re.compile(r"[^\S ]")          # whitespace other than " " (\s is str.isspace)
 _ASCII_WORD_RE = re.compile(r"[A-Za-z0-9_]+")
 _FLAT_OPS = ("lang", "is", "has")
@@ -375,7 +375,11 @@ def _text_leaf(text: str, ns: bytes):
     """A keyword or phrase (not folded, no proximity): tokenised as tokenize() would -- its
     ASCII branch, or a single word of word characters -- else by tokenize() itself."""
     if text.isascii():
-        picked = [(t, i) for i, t in enumerate(_ASCII_WORD_RE.findall(text.lower()))]
+        low = text.lower()
+        if _ASCII_WORD_RE.fullmatch(low):
+            picked = ((low, 0),)
+        else:
+            picked = [(t, i) for i, t in enumerate(_ASCII_WORD_RE.findall(low))]
     elif _word_run().fullmatch(text):
         picked = [(_lower(text), 0)]
     else:
@@ -556,13 +560,14 @@ def _ns_set(nss) -> frozenset:
 def _compile_flat(rule: Rule, cache: dict | None = None) -> CompiledRule | None:
     """A flat rule (see above) compiled without the parser, or None."""
     v = rule.value
-    if (rule.fold or len(v) > MAX_RULE_LENGTH or _OTHER_SPACE.search(v)
-            or not _FLAT_RULE.fullmatch(v)):
+    if rule.fold or len(v) > MAX_RULE_LENGTH or _OTHER_SPACE.search(v):
         return None
     if cache is None:
         cache = {}
     toks = []
-    for lp, rp, neg, phrase, sigil, sval, word in _FLAT_TOKENS.findall(v):
+    for lp, rp, neg, phrase, sigil, sval, word, other in _FLAT_TOKENS.findall(v):
+        if other:
+            return None
         if lp:
             toks.append("(")
             continue
