@@ -266,3 +266,56 @@ def test_a_delete_of_a_delivered_tweet_is_forwarded_to_exactly_its_recipients():
     assert list(fwd) == ["a"]
     assert fwd["a"].column("tweet_id").to_pylist() == [1]
     assert ent.plan_versions().num_rows == 2
+
+
+def _caps_oracle(state, plan, rows, days, code):
+    """Row by row, as the licence reads: over the seat's day cap or the group's 30-day cap
+    means denied, and a denied row consumes nothing."""
+    day_counts, group_counts = state
+    over = np.zeros(len(rows), bool)
+    for i, r in enumerate(rows):
+        if code[i]:
+            continue
+        day = int(days[r])
+        if plan.objects_per_day is not None and \
+                day_counts.get((plan.client, day), 0) >= plan.objects_per_day:
+            over[i] = True
+            continue
+        if plan.group_ids_per_30d is not None:
+            used = sum(group_counts.get((plan.group, x), 0) for x in range(day - 29, day + 1))
+            if used >= plan.group_ids_per_30d:
+                over[i] = True
+                continue
+            group_counts[(plan.group, day)] = group_counts.get((plan.group, day), 0) + 1
+        if plan.objects_per_day is not None:
+            day_counts[(plan.client, day)] = day_counts.get((plan.client, day), 0) + 1
+    return over
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_caps_equal_the_row_by_row_reading(seed):
+    import dataclasses
+    rng = np.random.default_rng(seed)
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("s", "p"))
+    base_plan = compile_plans(config, today=dt.date(2026, 1, 1)).plan("s", "fh")
+    plans = [dataclasses.replace(base_plan, client=f"s{k}", objects_per_day=int(rng.integers(5, 400)),
+                                 group_ids_per_30d=int(rng.integers(50, 3000)) if k % 2 else None)
+             for k in range(3)]
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh")
+    state = ({}, {})
+    for _ in range(12):                        # batches; days drift forward, sometimes back
+        n = int(rng.integers(0, 300))
+        days = np.sort(rng.integers(0, 40, n)) if rng.random() < 0.7 else rng.integers(0, 40, n)
+        for plan in plans:
+            rows = np.arange(n)
+            code = (rng.random(n) < 0.1).astype(np.int16)
+            marked = {}
+
+            def mark(mask, reason, policy, *a):
+                marked["over"] = mask.copy()
+
+            ent._caps(plan, rows, days, code.copy(), mark)
+            want = _caps_oracle(state, plan, rows, days, code)
+            got = marked.get("over", np.zeros(n, bool))
+            assert np.array_equal(got, want)
+    assert ent._day_counts == state[0] and ent._group_counts == state[1]

@@ -446,16 +446,21 @@ class Entitlements:
         rows = [("day", k[0], k[1], v) for k, v in sorted(self._day_counts.items())]
         rows += [("group", k[0], k[1], v) for k, v in sorted(self._group_counts.items())]
         kinds, names, keys, vals = (list(x) for x in zip(*rows)) if rows else ([], [], [], [])
+        extra_kinds, extra_names, extra_keys = [], [], []
         for client in sorted(self._delivered):
             got = np.unique(np.concatenate(self._delivered[client]))
             self._delivered[client] = [got]
-            kinds += ["delivered"] * len(got)
-            names += [client] * len(got)
-            keys += got.tolist()
-            vals += [0] * len(got)
-        table = pa.table({"kind": pa.array(kinds, pa.string()), "name": pa.array(names, pa.string()),
-                          "key": pa.array(keys, pa.int64()), "value": pa.array(vals, pa.int64())},
-                         metadata={"batch": str(self.batch)})
+            extra_kinds.append(pa.repeat(pa.scalar("delivered"), len(got)))
+            extra_names.append(pa.repeat(pa.scalar(client), len(got)))
+            extra_keys.append(pa.array(got, pa.int64()))
+        n_extra = sum(len(k) for k in extra_keys)
+        table = pa.table({
+            "kind": pa.concat_arrays([pa.array(kinds, pa.string())] + extra_kinds),
+            "name": pa.concat_arrays([pa.array(names, pa.string())] + extra_names),
+            "key": pa.concat_arrays([pa.array(keys, pa.int64())] + extra_keys),
+            "value": pa.concat_arrays([pa.array(vals, pa.int64()),
+                                       pa.array(np.zeros(n_extra, np.int64))]),
+        }, metadata={"batch": str(self.batch)})
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as w:
             w.write_table(table)
@@ -468,21 +473,35 @@ class Entitlements:
         except (pa.ArrowInvalid, OSError) as e:
             raise StateError(f"entitlement state is corrupt: {e}") from None
         self.batch = int((table.schema.metadata or {}).get(b"batch", b"0"))
-        self._day_counts, self._group_counts, delivered = {}, {}, {}
-        for kind, name, key, value in zip(*(table.column(c).to_pylist()
+        self._day_counts, self._group_counts, self._delivered = {}, {}, {}
+        is_del = pc.equal(table.column("kind"), "delivered")
+        counters = table.filter(pc.invert(is_del))
+        for kind, name, key, value in zip(*(counters.column(c).to_pylist()
                                             for c in ("kind", "name", "key", "value"))):
-            if kind == "day":
-                self._day_counts[(name, key)] = value
-            elif kind == "group":
-                self._group_counts[(name, key)] = value
-            else:
-                delivered.setdefault(name, []).append(key)
-        self._delivered = {c: [np.array(v, np.int64)] for c, v in delivered.items()}
+            (self._day_counts if kind == "day" else self._group_counts)[(name, key)] = value
+        delivered = table.filter(is_del)
+        names = delivered.column("name")
+        for client in pc.unique(names).to_pylist():
+            ids = delivered.filter(pc.equal(names, client)).column("key")
+            self._delivered[client] = [np.sort(ids.to_numpy())]
 
     # ------------------------------------------------------------------ deletes to forward
     def _remember(self, client: str, ids: np.ndarray) -> None:
+        """Keep the ids delivered to ``client`` as a few sorted runs (merged when there are
+        more than eight), so membership is a binary search and a batch costs its own size."""
         if len(ids):
-            self._delivered.setdefault(client, []).append(np.asarray(ids, np.int64))
+            runs = self._delivered.setdefault(client, [])
+            runs.append(np.unique(np.asarray(ids, np.int64)))
+            if len(runs) > 8:
+                self._delivered[client] = [np.unique(np.concatenate(runs))]
+
+    def _was_delivered(self, client: str, ids: np.ndarray) -> np.ndarray:
+        hit = np.zeros(len(ids), bool)
+        for run in self._delivered.get(client, ()):
+            i = np.searchsorted(run, ids)
+            i[i == len(run)] = 0
+            hit |= run[i] == ids
+        return hit
 
     def forward(self, compliance: pa.Table) -> dict[str, pa.Table]:
         """The compliance events each client must be sent: deletes (and drops, user deletes
@@ -490,14 +509,16 @@ class Entitlements:
         compliance table before or after :meth:`apply`; the state is updated separately."""
         if compliance.num_rows == 0 or not self._delivered:
             return {}
-        out = {}
         tid = compliance.column("tweet_id")
-        for client, parts in self._delivered.items():
-            got = np.unique(np.concatenate(parts))
-            self._delivered[client] = [got]
-            hit = pc.fill_null(pc.is_in(tid, value_set=pa.array(got)), False)
-            if pc.any(hit).as_py():
-                out[client] = compliance.filter(hit)
+        valid = pc.is_valid(tid).to_numpy(zero_copy_only=False)
+        if not valid.any():
+            return {}
+        ids = pc.fill_null(tid, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        out = {}
+        for client in sorted(self._delivered):
+            hit = self._was_delivered(client, ids) & valid
+            if hit.any():
+                out[client] = compliance.filter(pa.array(hit))
         return out
 
     def plan_versions(self) -> pa.Table:
@@ -510,29 +531,58 @@ class Entitlements:
         return pa.Table.from_pylist(rows)
 
     def _caps(self, plan: Plan, rows, days, code, mark) -> None:
+        """Caps in tweet-id order: a row over the seat's daily cap or its group's 30-day cap
+        is denied and consumes neither. When no cap can bind in this batch (the usual case)
+        the counters move by whole days at once; otherwise rows are taken one by one."""
         if plan.objects_per_day is None and plan.group_ids_per_30d is None:
             return
+        elig = np.nonzero(code == 0)[0]
+        if not len(elig):
+            return
+        d = days[rows[elig]]
+        uniq, cnt = np.unique(d, return_counts=True)
+        uniq, cnt = uniq.tolist(), cnt.tolist()
+        per_day, per_group = plan.objects_per_day, plan.group_ids_per_30d
+        binds = False
+        if per_day is not None:
+            binds = any(self._day_counts.get((plan.client, u), 0) + c > per_day
+                        for u, c in zip(uniq, cnt))
+        if not binds and per_group is not None:
+            total = len(d)
+            binds = any(self._window(plan.group, u) + total > per_group for u in uniq)
+        if not binds:
+            for u, c in zip(uniq, cnt):
+                if per_day is not None:
+                    self._day_counts[(plan.client, u)] = self._day_counts.get((plan.client, u), 0) + c
+                if per_group is not None:
+                    self._group_counts[(plan.group, u)] = \
+                        self._group_counts.get((plan.group, u), 0) + c
+            return
         over = np.zeros(len(rows), bool)
-        for i, r in enumerate(rows):
-            if code[i]:
+        window: dict[int, int] = {}          # day -> the group's 30-day total, kept current
+        for i, day in zip(elig.tolist(), d.tolist()):
+            if per_day is not None and self._day_counts.get((plan.client, day), 0) >= per_day:
+                over[i] = True
                 continue
-            day = int(days[r])
-            if plan.objects_per_day is not None:
-                k = (plan.client, day)
-                if self._day_counts.get(k, 0) >= plan.objects_per_day:
-                    over[i] = True
-                    continue
-            if plan.group_ids_per_30d is not None:
-                used = sum(self._group_counts.get((plan.group, d), 0)
-                           for d in range(day - 29, day + 1))
-                if used >= plan.group_ids_per_30d:
+            if per_group is not None:
+                used = window.get(day)
+                if used is None:
+                    used = window[day] = self._window(plan.group, day)
+                if used >= per_group:
                     over[i] = True
                     continue
                 self._group_counts[(plan.group, day)] = \
                     self._group_counts.get((plan.group, day), 0) + 1
-            if plan.objects_per_day is not None:
+                for k in window:
+                    if day <= k <= day + 29:
+                        window[k] += 1
+            if per_day is not None:
                 self._day_counts[(plan.client, day)] = self._day_counts.get((plan.client, day), 0) + 1
         mark(over, "cap_exceeded", plan.licence)
+
+    def _window(self, group: str, day: int) -> int:
+        g = self._group_counts
+        return sum(g.get((group, x), 0) for x in range(day - 29, day + 1))
 
 
 def _labels(table_r, k) -> pa.Array:

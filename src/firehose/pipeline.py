@@ -178,6 +178,8 @@ class Pipeline:
         self._build_sinks()
         self._raw = _RawTail()
         self.progress: Callable[["Pipeline"], None] | None = None
+        self._writer = None                     # a one-thread executor during run()
+        self._pending: list = []
 
     # -------------------------------------------------------------------- sinks
     def _build_sinks(self) -> None:
@@ -295,15 +297,23 @@ class Pipeline:
                 c.add("entitle.denied", rows)
                 c.add(f"client.{client}.denied", rows)
         t3 = time.perf_counter()
-        out: dict[str, pa.Table] = {}
-        try:
+        self._time("compliance", t1 - t0)
+        self._time("route", t2 - t1)
+        self._time("entitle", t3 - t2)
+
+        def write() -> dict[str, pa.Table]:
+            t4 = time.perf_counter()
+            out: dict[str, pa.Table] = {}
             for client in self.clients:
                 d = result.delivered.get(client)
-                table = d.table() if d is not None else None
-                if table is None:
+                if d is None:
                     continue
-                out[client] = table
                 sink = self._sinks.get(client)
+                if sink is None and not keep:
+                    continue
+                table = d.table()
+                if keep:
+                    out[client] = table
                 if sink is not None and table.num_rows:
                     raw = self._raw_lines(b, d) if client in self._raw_clients else None
                     sink.write(table, seq, raw)
@@ -316,17 +326,32 @@ class Pipeline:
                 self._run_sinks["denials"].write(result.denials, seq)
                 self._run_sinks["ledger"].write(result.ledger, seq)
                 self._run_sinks["rejects"].write(rejects, seq)
-        except SinkError:
-            self._abort()
-            raise
-        t4 = time.perf_counter()
-        self._time("compliance", t1 - t0)
-        self._time("route", t2 - t1)
-        self._time("entitle", t3 - t2)
-        self._time("sink", t4 - t3)
+            self._time("sink", time.perf_counter() - t4)
+            return out
+
+        keep = self._writer is None
+        if self._writer is not None:
+            # the writer thread materialises and writes this batch (pyarrow's take and the
+            # Parquet/IPC writers release the GIL) while this thread routes the next one
+            self._drain(max_pending=1)
+            self._pending.append(self._writer.submit(write))
+            out = {}
+        else:
+            try:
+                out = write()
+            except SinkError:
+                self._abort()
+                raise
         if self.progress is not None:
             self.progress(self)
         return out
+
+    def _drain(self, max_pending: int = 0) -> None:
+        """Wait until at most ``max_pending`` batches are still being written; a write error
+        surfaces here."""
+        while len(self._pending) > max_pending:
+            fut = self._pending.pop(0)
+            fut.result()
 
     def _count_decoder(self, stats: dict) -> None:
         for k in ("lines", "blank", "duplicates", "bytes"):
@@ -354,6 +379,7 @@ class Pipeline:
 
     # -------------------------------------------------------------------- commit
     def _commit_sinks(self) -> None:
+        self._drain()
         if not self._batches_since_commit:
             return
         seq = self.part + 1
@@ -367,6 +393,13 @@ class Pipeline:
         self._batches_since_commit = 0
 
     def _abort(self) -> None:
+        for fut in self._pending:
+            fut.cancel()
+            try:
+                fut.result()
+            except BaseException:  # noqa: BLE001 - already failing; the first error wins
+                pass
+        self._pending = []
         for s in self._all_sinks():
             s.abort()
 
@@ -407,6 +440,8 @@ class Pipeline:
         if self.readahead > 0:
             items = prefetch(items, self.readahead)
         end_snapshot = None
+        from concurrent.futures import ThreadPoolExecutor
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="firehose-sink")
         try:
             for item in items:
                 if isinstance(item, _End):
@@ -416,6 +451,7 @@ class Pipeline:
                 self._batch(item)
                 if item.snapshot is not None:
                     self._checkpoint(inputs, item.position, item.snapshot)
+            self._checkpoint(inputs, (len(inputs), 0, 0), end_snapshot or b"")
         except BaseException:
             self._abort()
             raise
@@ -423,7 +459,8 @@ class Pipeline:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
-        self._checkpoint(inputs, (len(inputs), 0, 0), end_snapshot or b"")
+            self._writer.shutdown(wait=True)
+            self._writer = None
         report = Report(dict(self.counters), self.clients, time.perf_counter() - t_start,
                         dict(self.stage_seconds), [], self.out_dir, resumed_from)
         report.inputs = _describe_inputs(inputs, self.counters)
