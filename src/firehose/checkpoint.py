@@ -38,11 +38,13 @@ class Checkpoint:
     dedupe: bytes = b""
     compliance: bytes = b""
     entitlements: bytes = b""
+    extra: dict = field(default_factory=dict)     # the embedder's own position (JSON)
 
     def to_bytes(self) -> bytes:
         meta = {"format": FORMAT, "config_hash": self.config_hash, "inputs": self.inputs,
                 "part": self.part, "input_index": self.input_index, "offset": self.offset,
-                "lines": self.lines, "batch": self.batch, "counters": self.counters}
+                "lines": self.lines, "batch": self.batch, "counters": self.counters,
+                "extra": self.extra}
         table = pa.table({
             "meta": pa.array([json.dumps(meta, sort_keys=True)], pa.string()),
             "dedupe": pa.array([self.dedupe], pa.large_binary()),
@@ -68,7 +70,7 @@ class Checkpoint:
         return cls(meta["config_hash"], list(meta["inputs"]), int(meta["part"]),
                    int(meta["input_index"]), int(meta["offset"]), int(meta["lines"]),
                    int(meta["batch"]), meta.get("counters") or {}, row["dedupe"] or b"",
-                   row["compliance"] or b"", row["entitlements"] or b"")
+                   row["compliance"] or b"", row["entitlements"] or b"", meta.get("extra") or {})
 
     def save(self, directory: str) -> None:
         atomic_write(os.path.join(directory, CHECKPOINT_NAME), self.to_bytes())

@@ -243,6 +243,39 @@ class Pipeline:
         if self._batches_since_commit:
             self._commit_sinks()
 
+    def commit(self, position: dict | None = None) -> None:
+        """Embedding: commit every sink, then (with ``out_dir``) write a checkpoint holding the
+        dedupe memory, compliance and entitlement state, counters and ``position`` (your own
+        JSON-able note of where the input stands, e.g. a broker sequence). Acknowledge your
+        input only after this returns. The decoder must not hold an unfinished line: feed
+        whole lines, or call :meth:`finish` first."""
+        if self.decoder.position()[1] != self.decoder._offset:
+            raise StateError("commit(): the decoder holds an unfinished line; feed whole "
+                             "lines or call finish() first")
+        self._commit_sinks()
+        if self.out_dir is not None:
+            Checkpoint(self.config.hash, [], self.part, 0, 0, 0, self.entitlements.batch,
+                       dict(self.counters), self.decoder.dedupe_state(),
+                       self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
+                       dict(position or {})).save(self.out_dir)
+
+    def restore(self) -> dict | None:
+        """Embedding: continue from the checkpoint in ``out_dir`` (made by :meth:`commit`):
+        parts above it and temporary files are removed, the state is loaded. Returns the
+        ``position`` given to that commit, or None when there is no checkpoint."""
+        if self.out_dir is None:
+            raise StateError("restore(): the pipeline has no out_dir")
+        os.makedirs(self.out_dir, exist_ok=True)
+        ck = Checkpoint.load(self.out_dir)
+        if ck is not None and ck.config_hash != self.config.hash:
+            raise StateError(f"{self.out_dir}: the checkpoint was made with another "
+                             "configuration")
+        _clean_parts(self.out_dir, ck.part if ck is not None else 0)
+        if ck is None:
+            return None
+        self._restore(ck)
+        return dict(ck.extra)
+
     def _maybe_commit_embedded(self) -> None:
         if self._batches_since_commit >= self.commit_every:
             self._commit_sinks()
