@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import glob
 import gzip
+import io
 import json
 import os
 import shutil
+import sys
 import textwrap
 
 import numpy as np
@@ -324,23 +326,48 @@ def test_missing_input_names_the_file(config, tmp_path):
 
 def test_full_disk_is_a_sink_error_and_no_temporary_file_survives(capture, config, tmp_path,
                                                                     monkeypatch):
+    """The file system fills up after 300 kB of output: the real write path fails with ENOSPC,
+    the error names the file, temporary parts are removed, no manifest claims completion."""
+    import builtins
     import errno
-    real = PartSink.write
-    calls = {"n": 0}
 
-    def write(self, table, seq, raw=None):
-        calls["n"] += 1
-        if calls["n"] == 30:
-            raise SinkError(f"{self.directory}: write failed: "
-                            f"{os.strerror(errno.ENOSPC)}")
-        return real(self, table, seq, raw)
+    import firehose.sinks as sinks_mod
+    budget = {"left": 300_000}
 
-    monkeypatch.setattr(PartSink, "write", write)
+    class Full(io.FileIO):
+        def write(self, b):
+            n = len(memoryview(b))
+            if n > budget["left"]:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            budget["left"] -= n
+            return super().write(b)
+
+    def fake_open(path, mode="r", *a, **k):
+        if "w" in mode:
+            return io.BufferedWriter(Full(path, "w"))
+        return builtins.open(path, mode, *a, **k)
+
+    monkeypatch.setattr(sinks_mod, "open", fake_open, raising=False)
     out = str(tmp_path / "o")
-    with pytest.raises(SinkError, match="No space left"):
+    with pytest.raises(SinkError, match=r"No space left on device") as e:
         Pipeline(config, out_dir=out, **KW).run([capture])
+    assert out in str(e.value)
     assert not [k for k in _tree(out) if k.endswith(".tmp")]
     assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
+
+
+def test_standard_input_is_a_capture(capture, config, tmp_path, monkeypatch, run):
+    with gzip.open(capture, "rb") as f:
+        data = f.read()
+
+    class Stdin:
+        buffer = io.BufferedReader(io.BytesIO(data))
+
+    monkeypatch.setattr(sys, "stdin", Stdin)
+    out = str(tmp_path / "o")
+    report = Pipeline(config, out_dir=out, **KW).run(["-"])
+    assert report.get("decode.tweets") == run[1].get("decode.tweets")
+    assert report.get("entitle.delivered") == run[1].get("entitle.delivered")
 
 
 # ------------------------------------------------------------------------------ embedding
