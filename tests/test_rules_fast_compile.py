@@ -31,13 +31,14 @@ WORDS = ["apple", "Apple", "APPLE", "a", "x1", "_", "a_b", "42", "café", "Cumpl
          "h2o:x", "x.", "a/b", "or", "and", "lang:en", "lang:EN", "lang:zh-cn",
          "is:retweet", "is:Reply", "is:quote", "is:verified", "has:links", "has:media",
          "has:mentions", "has:hashtags", "has:symbols", "has:geo", "#tag", "#Tag", "#café",
-         "#東京", "#a_1", "@bob", "@Bob_1", "@123", "@0042", "$TWTR", "$brk.a",
-         '"a b"', '"Apple pie"', '"a  b"', '" a "', '"東京 a"', '"café au lait"', '"a-b c"',
-         '"x OR y"', '"(a)"', '"🍕 x"', '"a\tb"', '"one"', '"İ i"']
+         "#東京", "#a_1", "@bob", "@Bob_1", "@123", "@0042", "@9223372036854775807", "$TWTR",
+         "$brk.a", '"a b"', '"Apple pie"', '"a  b"', '" a "', '"東京 a"', '"café au lait"',
+         '"a-b c"', '"x OR y"', '"(a)"', '"🍕 x"', '"a\tb"', '"one"', '"İ i"']
 BAD = [":)x", "x:y", "#🍕", "@é", "!!", ".", "...", "OR", "AND", "abc*", "ab*", "a*b", "a~3",
        'a"b', "fold:x", "from:bob", "foo:bar", "Lang:en", "lang:e", "lang:", "is:foo",
        "has:images", "has:videos", "has:x", "sample:10", "contains:x", "#a-b", "#",
-       "@99999999999999999999", "@b-b", "@", "$1x", "$", "$a.b.c", '#"x"', '" "', '""', '"!!"', '"a b"~3', '"a\\"b"', '"a\\\\b"']
+       "@9223372036854775808", "@99999999999999999999", "@b-b", "@", "$1x", "$", "$a.b.c",
+       '#"x"', '" "', '""', '"!!"', '"a b"~3', '"a\\"b"', '"a\\\\b"']
 
 
 def _leaf(rng: random.Random) -> str:
@@ -122,7 +123,7 @@ def test_flat_path_declines_what_the_parser_rejects_or_it_does_not_take():
     for v in ["", " ", "a OR", "OR a", "a OR OR b", "-a", "a OR -b", "lang:en", "is:retweet",
               "(lang:en OR x) is:quote", "()", "(a", "a)", "a\tb", "a\u00a0b", "a AND b",
               "-OR", "- a", "--a", "a -", 'a"b', '"a"b', '"a b"~2', '"a\\"b"', "abc*", "a~2",
-              "#a-b", "#", "@b-b", "@99999999999999999999", "$1x", "lang:e", "Lang:en",
+              "#a-b", "#", "@b-b", "@9223372036854775808", "$1x", "lang:e", "Lang:en",
               "is:foo", "has:images", "fold:x", "from:bob", "foo:bar", "!!", '"!!"', '" "',
               "-(a OR b) c", "x sample:10", "x" * 3000]:
         assert rc._compile_flat(Rule("1", v)) is None, v

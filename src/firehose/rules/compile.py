@@ -653,17 +653,18 @@ class RuleSet:
                     compiled[r.id] = compile_rule(r, cache=terms)
                 except RuleError as e:
                     errors.append(e)
+            del terms
+            if errors:
+                if len(errors) == 1:
+                    raise errors[0]
+                raise RuleError(f"{len(errors)} rules are invalid; the first: {errors[0]}",
+                                rule_id=errors[0].rule_id) from errors[0]
+            self._compiled = compiled
+            self._order = list(compiled)
+            self._build()
         finally:
             if gc_was:
                 gc.enable()
-        if errors:
-            if len(errors) == 1:
-                raise errors[0]
-            raise RuleError(f"{len(errors)} rules are invalid; the first: {errors[0]}",
-                            rule_id=errors[0].rule_id) from errors[0]
-        self._compiled = compiled
-        self._order = list(compiled)
-        self._build()
 
     # ---------------------------------------------------------------------- snapshots
     def add(self, rules: Iterable[Rule]) -> "RuleSet":
