@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
@@ -473,7 +474,6 @@ class Pipeline:
         if self.readahead > 0:
             items = prefetch(items, self.readahead)
         end_snapshot = None
-        from concurrent.futures import ThreadPoolExecutor
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="firehose-sink")
         try:
             for item in items:
