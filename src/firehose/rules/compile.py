@@ -346,7 +346,8 @@ _OTHER_SPACE = re.compile(r"[^\S ]")          # whitespace other than " " (\s is
 _ASCII_WORD_RE = re.compile(r"[A-Za-z0-9_]+")
 _FLAT_OPS = ("lang", "is", "has")
 
-# tree nodes of the flat path: (kind, payload)
+# tree nodes of the flat path: (kind, payload, stands alone); a leaf's payload is the tuple
+# _flat_leaf gives, a _NOT's its child, an _AND's / _OR's the list of children
 _LEAF, _NOT, _AND, _OR = 0, 1, 2, 3
 
 
@@ -479,7 +480,7 @@ def _flat_or(toks: list, i: int, end: int):
             raise _NotFlat                      # "a negated term cannot be an OR alternative"
         else:
             flat.append(b)
-    return (_OR, flat), i
+    return (_OR, flat, all(c[2] for c in flat)), i
 
 
 def _flat_and(toks: list, i: int, end: int):
@@ -507,23 +508,12 @@ def _flat_and(toks: list, i: int, end: int):
             flat += it[1]
         else:
             flat.append(it)
-    return (_AND, flat), i
-
-
-def _flat_standalone(node) -> bool:
-    kind, x = node
-    if kind == _LEAF:
-        return x[3]
-    if kind == _NOT:
-        return False
-    if kind == _AND:
-        return any(map(_flat_standalone, x))
-    return all(map(_flat_standalone, x))
+    return (_AND, flat, any(c[2] for c in flat)), i
 
 
 def _flat_emit(node, prog: list, nss: set):
     """_Compiler.node for a flat tree: emit the program, return the anchors."""
-    kind, x = node
+    kind, x, _ = node
     if kind == _LEAF:
         prog += x[0]
         if x[2] is not None:
@@ -587,12 +577,12 @@ def _compile_flat(rule: Rule, cache: dict | None = None) -> CompiledRule | None:
             leaf = _flat_leaf('"', phrase, cache)
         if leaf is None:
             return None
-        toks.append((_NOT, (_LEAF, leaf)) if neg else (_LEAF, leaf))
+        toks.append((_NOT, (_LEAF, leaf, leaf[3]), False) if neg else (_LEAF, leaf, leaf[3]))
     try:
         tree, i = _flat_or(toks, 0, len(toks))
     except _NotFlat:
         return None
-    if i != len(toks) or not _flat_standalone(tree):
+    if i != len(toks) or not tree[2]:
         return None                             # an unmatched ')'; nothing that stands alone
     prog: list = []
     nss: set = set()
