@@ -5,6 +5,9 @@ import pyarrow as pa
 
 REASONS: tuple[str, ...]
 
+def partition_ids(ids: memoryview, n: int, out: memoryview) -> None:
+    """out[i] = XXH3_64(int64 ids[i] as 8 little-endian bytes) % n (firehose.dist)."""
+
 class Engine:
     batch_size: int
     line_no: int

@@ -25,6 +25,7 @@ include "_core_values.pxi"
 include "_core_dedupe.pxi"
 include "_core_emit.pxi"
 include "_core_match.pxi"
+include "_core_partition.pxi"
 
 _EMPTY = pa.py_buffer(b"")
 

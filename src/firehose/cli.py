@@ -608,15 +608,23 @@ def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, com
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
 @click.option("--progress/--no-progress", default=None,
               help="Force the progress line on or off (default: on when stderr is a terminal).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:8786",
+              help="Run on this Dask cluster (firehose[dask]; docs/architecture.md).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Run on a local Dask cluster of N worker processes (firehose[dask]).")
 @click.pass_context
 def replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, commit_every,
-           max_reject_rate, source, quiet, progress):
+           max_reject_rate, source, quiet, progress, scheduler=None, workers=None):
     """Replay captures through every client: matches, entitlements, sinks, audit.
 
     CAPTURE is a file (plain, .gz, .zst), a glob, or - for standard input. Exit status:
     0 done, 1 rejects over --max-reject-rate (outputs complete), 2 bad usage, configuration or
     input, 3 a sink failed (committed parts are kept; --resume continues).
     """
+    if scheduler or workers:
+        from .dist import cli_replay
+        return cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_rate,
+                          source, quiet, scheduler, workers)
     _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, commit_every,
             max_reject_rate, source, quiet, progress)
 
