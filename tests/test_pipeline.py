@@ -259,20 +259,19 @@ def test_resume_after_a_crash_inside_a_commit_gives_the_same_files(capture, conf
     the checkpoint not yet written), then resume: the same tree as the uninterrupted run."""
     out = str(tmp_path / "r")
     calls = {"n": 0}
-    real = PartSink.commit
+    real = PartSink.publish
 
-    def commit(self):
-        path = real(self)
-        if path is not None:
-            calls["n"] += 1
-            if calls["n"] == at:
-                raise _Crash()
+    def publish(self, staged):
+        path = real(self, staged)
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise _Crash()
         return path
 
-    monkeypatch.setattr(PartSink, "commit", commit)
+    monkeypatch.setattr(PartSink, "publish", publish)
     with pytest.raises(_Crash):
         Pipeline(config, out_dir=out, **KW).run([capture])
-    monkeypatch.setattr(PartSink, "commit", real)
+    monkeypatch.setattr(PartSink, "publish", real)
     assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
     ck = Checkpoint.load(out)
     report = Pipeline(config, out_dir=out, **KW).run([capture], resume=True)
@@ -478,3 +477,27 @@ def test_embedded_commit_and_restore_resume_without_loss_or_duplicates(capture, 
         b = _read_parts(os.path.join(crashed, "clients", name))
         assert sorted(a.column("id").to_pylist()) == sorted(b.column("id").to_pylist())
         assert len(set(b.column("id").to_pylist())) == b.num_rows
+
+
+GEO_CONFIG = RAW_CONFIG.replace('core = ["id", "text"]', 'core = ["id", "text"]\ngeo = ["coordinates"]') \
+    .replace('field_groups = ["core", "raw"]', 'field_groups = ["core", "geo", "raw"]') \
+    .replace('kind = "ndjson"', 'kind = "parquet"')
+
+
+def test_scrub_geo_nulls_coordinates_in_a_parquet_delivery(tmp_path):
+    """A scrubbed struct is nulled through its validity: Parquet accepts it (lon/lat are
+    non-nullable children) and the row reads back without coordinates."""
+    def tweet(tid, uid):
+        return json.dumps({"id_str": str(tid), "created_at": "Wed Oct 10 20:19:24 +0000 2018",
+                           "text": "breaking news", "user": {"id_str": str(uid), "screen_name": "u"},
+                           "coordinates": {"type": "Point", "coordinates": [1.5, 2.5]}})
+    lines = [json.dumps({"scrub_geo": {"user_id_str": "7", "up_to_status_id_str": "10"}}),
+             tweet(10, 7), tweet(11, 8)]
+    cap = tmp_path / "geo.ndjson"
+    cap.write_text("\n".join(lines) + "\n")
+    config = fconfig.loads(GEO_CONFIG, "geo.toml")
+    out = str(tmp_path / "o")
+    Pipeline(config, out_dir=out).run([str(cap)])
+    got = _read_parts(os.path.join(out, "clients", "wire"))
+    coords = dict(zip(got.column("id").to_pylist(), got.column("coordinates").to_pylist()))
+    assert coords == {10: None, 11: {"lon": 1.5, "lat": 2.5}}

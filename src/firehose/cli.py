@@ -152,7 +152,7 @@ def demo(ctx, n, directory, config_path, seed):
                    f"in {time.perf_counter() - t0:.2f} s")
     out = os.path.join(directory, "out")
     click.echo(f"firehose replay {path} -c {config_path} -o {out} --overwrite")
-    _replay(ctx, [path], config_path, out, False, True, 16 << 20, 8, 0.01, None, False, None)
+    _replay(ctx, [path], config_path, out, False, True, 64 << 20, 4, 0.01, None, False, None)
     try:
         import pyarrow.parquet as pq
         front = os.path.join(out, "audit", "denials")
@@ -597,9 +597,9 @@ def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, com
               help="Output directory (clients/, audit/, rejects/, manifest.json).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the output of an earlier run.")
-@click.option("--batch-bytes", default="16MiB", show_default=True, callback=lambda c, p, v: _size(v),
+@click.option("--batch-bytes", default="64MiB", show_default=True, callback=lambda c, p, v: _size(v),
               help="Batch window of decompressed input; outputs are identical for equal values.")
-@click.option("--commit-every", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--commit-every", type=click.IntRange(min=1), default=4, show_default=True,
               help="Batches per commit (parts renamed into place, then the checkpoint).")
 @click.option("--max-reject-rate", type=click.FloatRange(min=0, max=1), default=0.01,
               show_default=True, help="Exit 1 when more than this share of lines is rejected.")
@@ -627,6 +627,83 @@ def replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, comm
                           source, quiet, scheduler, workers)
     _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, commit_every,
             max_reject_rate, source, quiet, progress)
+
+
+
+# --------------------------------------------------------------------------------------------
+# firehose consume (live ingestion from NATS JetStream; firehose/live.py)
+
+@main.command()
+@click.argument("url", metavar="NATS_URL")
+@click.option("--stream", required=True, help="The JetStream stream holding the firehose.")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The clients configuration (TOML); re-read on SIGHUP or when it changes.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory (clients/, audit/, rejects/, the checkpoint).")
+@click.option("--publish", is_flag=True,
+              help="Send each client's rows to <out-prefix>.<client> (NDJSON, one row a "
+                   "message) instead of writing client files.")
+@click.option("--out-prefix", default="firehose.out", show_default=True)
+@click.option("--out-stream", default="FIREHOSE_OUT", show_default=True,
+              help="JetStream stream capturing <out-prefix>.> (created when missing).")
+@click.option("--dup-window", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Seconds a re-published row is recognised as a duplicate (new out-stream).")
+@click.option("--durable", default="firehose", show_default=True, help="Durable consumer name.")
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Messages per fetch.")
+@click.option("--commit-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fetches per commit (a fetch that finds the stream caught up commits).")
+@click.option("--max-ack-pending", type=click.IntRange(min=1), default=None,
+              help="Delivered but unacknowledged messages (default 2 x batch x commit-every).")
+@click.option("--ack-wait", type=click.FloatRange(min=0.1), default=30, show_default=True,
+              help="Seconds before the broker redelivers an unacknowledged message.")
+@click.option("--drain", is_flag=True, help="Exit once nothing is pending for the consumer.")
+@click.option("--reload-check", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds between looks at the config file (0: only on SIGHUP).")
+@click.option("--source", default=None, help="The configured source (default: the only one).")
+@click.option("-q", "--quiet", is_flag=True, help="No summary at exit.")
+@click.pass_context
+def consume(ctx, url, stream, config_path, out, publish, out_prefix, out_stream, dup_window,
+            durable, batch, commit_every, max_ack_pending, ack_wait, drain, reload_check,
+            source, quiet):
+    """Consume the firehose live from NATS JetStream, as replay does with files.
+
+    Messages hold whole NDJSON lines; each batch is committed to the sinks (or published and
+    acknowledged by the output stream) before its messages are acknowledged; a restart
+    continues from the checkpoint. SIGTERM/SIGINT stop after the current batch, SIGHUP reloads
+    the configuration. Exit status: 0 stopped, 2 bad usage, configuration, state or an
+    unreachable broker, 3 a sink or the output stream failed (restart continues).
+    """
+    import asyncio
+
+    from .errors import ConfigError, SinkError, StateError
+
+    def fail(code: int, msg: str):
+        click.echo(f"firehose consume: {' '.join(str(msg).split())}", err=True)
+        ctx.exit(code)
+
+    try:
+        from .live import BrokerError, Consumer, install_signal_handlers
+        consumer = Consumer(url, stream, config_path, out, publish=publish,
+                            out_prefix=out_prefix, out_stream=out_stream, dup_window=dup_window,
+                            durable=durable, batch=batch, commit_every=commit_every,
+                            max_ack_pending=max_ack_pending, ack_wait=ack_wait, drain=drain,
+                            reload_check=reload_check or None, source=source)
+
+        async def go():
+            install_signal_handlers(consumer, asyncio.get_running_loop())
+            return await consumer.run()
+
+        report = asyncio.run(go())
+    except (BrokerError, ConfigError, StateError, ValueError) as e:
+        fail(EXIT_USAGE, str(e))
+    except SinkError as e:
+        fail(EXIT_SINK, str(e))
+    except OSError as e:
+        fail(EXIT_USAGE, f"{getattr(e, 'filename', None) or config_path}: "
+             f"{e.strerror or e}")
+    if not quiet:
+        click.echo(report.summary())
 
 
 if __name__ == "__main__":

@@ -590,12 +590,19 @@ def _labels(table_r, k) -> pa.Array:
 
 
 def _mask_geo(table: pa.Table, mask: np.ndarray) -> pa.Table:
-    """Null the geo columns where mask is true (scrub_geo)."""
+    """Null the geo columns where mask is true (scrub_geo). A struct is nulled through its own
+    validity, its children untouched, so non-nullable children (``lon``, ``lat``) stay valid
+    for writers that check them (Parquet)."""
     m = pa.array(mask)
     for name in _GEO_COLUMNS:
         if name in table.column_names:
             i = table.column_names.index(name)
-            col = table.column(i)
-            table = table.set_column(i, table.field(i),
-                                     pc.if_else(m, pa.nulls(len(mask), col.type), col))
+            col = table.column(i).combine_chunks()
+            if pa.types.is_struct(col.type):
+                null = pc.or_(pc.is_null(col), m)
+                children = [col.field(k) for k in range(col.type.num_fields)]
+                new = pa.StructArray.from_arrays(children, fields=list(col.type), mask=null)
+            else:
+                new = pc.if_else(m, pa.nulls(len(mask), col.type), col)
+            table = table.set_column(i, table.field(i), new)
     return table

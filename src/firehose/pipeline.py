@@ -52,13 +52,14 @@ from .errors import ConfigError, InputError, SinkError, StateError
 from .reader import expand_paths, iter_chunks, prefetch
 from .routing import Router
 from .schema import COMPLIANCE, REJECTS
-from .sinks import (PART_RE, CallbackSink, PartSink, Sink, atomic_write, raw_with_rules)
+from .sinks import (PART_RE, CallbackSink, PartSink, Sink, atomic_write, raw_with_rules,
+                    sync_all)
 
 __all__ = ["Pipeline", "Report", "MANIFEST_NAME", "DEFAULT_BATCH_BYTES"]
 
 MANIFEST_NAME = "manifest.json"
-DEFAULT_BATCH_BYTES = 16 << 20
-DEFAULT_COMMIT_EVERY = 8
+DEFAULT_BATCH_BYTES = 64 << 20
+DEFAULT_COMMIT_EVERY = 4
 _STDIN = "<stdin>"
 
 
@@ -137,7 +138,7 @@ class Pipeline:
                  sinks: Mapping[str, "Callable | Sink"] | None = None, source: str | None = None,
                  batch_bytes: int = DEFAULT_BATCH_BYTES, commit_every: int = DEFAULT_COMMIT_EVERY,
                  batch_rows: int = 65536, dedupe_window_hours: float = 48.0,
-                 readahead: int = 2, today: _dt.date | None = None):
+                 readahead: int = 2, today: _dt.date | None = None, sink_threads: int = 2):
         if not isinstance(config, Config):
             raise TypeError("Pipeline(config): a firehose.config.Config (config.load(path))")
         if source is None:
@@ -179,8 +180,9 @@ class Pipeline:
         self._build_sinks()
         self._raw = _RawTail()
         self.progress: Callable[["Pipeline"], None] | None = None
-        self._writer = None                     # a one-thread executor during run()
-        self._pending: list = []
+        self._keep_tables = True                # process() returns tables; run() does not
+        self._closer = None                     # closes parts in parallel during run()
+        self.sink_threads = int(sink_threads)
 
     # -------------------------------------------------------------------- sinks
     def _build_sinks(self) -> None:
@@ -363,29 +365,15 @@ class Pipeline:
             self._time("sink", time.perf_counter() - t4)
             return out
 
-        keep = self._writer is None
-        if self._writer is not None:
-            # the writer thread materialises and writes this batch (pyarrow's take and the
-            # Parquet/IPC writers release the GIL) while this thread routes the next one
-            self._drain(max_pending=1)
-            self._pending.append(self._writer.submit(write))
-            out = {}
-        else:
-            try:
-                out = write()
-            except SinkError:
-                self._abort()
-                raise
+        keep = self._keep_tables
+        try:
+            out = write()
+        except SinkError:
+            self._abort()
+            raise
         if self.progress is not None:
             self.progress(self)
         return out
-
-    def _drain(self, max_pending: int = 0) -> None:
-        """Wait until at most ``max_pending`` batches are still being written; a write error
-        surfaces here."""
-        while len(self._pending) > max_pending:
-            fut = self._pending.pop(0)
-            fut.result()
 
     def _count_decoder(self, stats: dict) -> None:
         for k in ("lines", "blank", "duplicates", "bytes"):
@@ -413,27 +401,42 @@ class Pipeline:
 
     # -------------------------------------------------------------------- commit
     def _commit_sinks(self) -> None:
-        self._drain()
+        """Close every part, make them durable together (one syncfs, not an fsync per file),
+        rename them into place, and make the renames durable."""
         if not self._batches_since_commit:
             return
         seq = self.part + 1
+        staged = []
         try:
+            parts = []
             for s in self._all_sinks():
-                s.commit()
+                if isinstance(s, PartSink):
+                    parts.append(s)
+                else:
+                    s.commit()
+            # closing a part writes its buffered rows (Parquet encoding and compression run
+            # without the GIL): spread over the cores
+            if self._closer is not None and len(parts) > 1:
+                closed = list(self._closer.map(lambda p: p.close_part(fsync=False), parts))
+            else:
+                closed = [p.close_part(fsync=False) for p in parts]
+            staged = [(p, st) for p, st in zip(parts, closed) if st is not None]
+            if staged:
+                sync_all(self.out_dir or os.path.dirname(staged[0][1][1]),
+                         [tmp for _, (tmp, _) in staged])
+            for s, st in staged:
+                s.publish(st)
+            if staged:
+                sync_all(self.out_dir or os.path.dirname(staged[0][1][1]), [])
         except SinkError:
+            for _, (tmp, _) in staged:
+                _unlink_quiet(tmp)
             self._abort()
             raise
         self.part = seq
         self._batches_since_commit = 0
 
     def _abort(self) -> None:
-        for fut in self._pending:
-            fut.cancel()
-            try:
-                fut.result()
-            except BaseException:  # noqa: BLE001 - already failing; the first error wins
-                pass
-        self._pending = []
         for s in self._all_sinks():
             s.abort()
 
@@ -474,7 +477,9 @@ class Pipeline:
         if self.readahead > 0:
             items = prefetch(items, self.readahead)
         end_snapshot = None
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="firehose-sink")
+        self._closer = ThreadPoolExecutor(self.sink_threads, thread_name_prefix="firehose-sink") \
+            if self.sink_threads > 1 else None
+        self._keep_tables = False
         try:
             for item in items:
                 if isinstance(item, _End):
@@ -492,8 +497,10 @@ class Pipeline:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
-            self._writer.shutdown(wait=True)
-            self._writer = None
+            if self._closer is not None:
+                self._closer.shutdown(wait=True)
+                self._closer = None
+            self._keep_tables = True
         report = Report(dict(self.counters), self.clients, time.perf_counter() - t_start,
                         dict(self.stage_seconds), [], self.out_dir, resumed_from)
         report.inputs = _describe_inputs(inputs, self.counters)
@@ -679,6 +686,13 @@ def _clean_parts(out: str, committed: int) -> None:
             m = PART_RE.match(f)
             if f.endswith(".tmp") or (m and int(m.group(1)) > committed):
                 os.unlink(os.path.join(root, f))
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _file_hash(path: str) -> str:
