@@ -487,13 +487,25 @@ class Entitlements:
 
     # ------------------------------------------------------------------ deletes to forward
     def _remember(self, client: str, ids: np.ndarray) -> None:
-        """Keep the ids delivered to ``client`` as a few sorted runs (merged when there are
-        more than eight), so membership is a binary search and a batch costs its own size."""
-        if len(ids):
-            runs = self._delivered.setdefault(client, [])
-            runs.append(np.unique(np.asarray(ids, np.int64)))
-            if len(runs) > 8:
-                self._delivered[client] = [np.unique(np.concatenate(runs))]
+        """Keep the ids delivered to ``client`` as sorted runs of roughly doubling sizes (a
+        new run merges with the previous while that is not twice as long), so there are
+        O(log n) runs, membership is a binary search per run, and a batch costs about its own
+        size, not the whole history."""
+        if not len(ids):
+            return
+        runs = self._delivered.setdefault(client, [])
+        ids = np.asarray(ids, np.int64)
+        # apply() passes its delivered ids in id order, already unique: skip the sort
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+            ids = np.unique(ids)
+        runs.append(ids)
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+            b, a = runs.pop(), runs.pop()
+            m = np.concatenate([a, b])
+            m.sort(kind="stable")            # two sorted runs: a linear merge
+            keep = np.ones(len(m), bool)
+            keep[1:] = m[1:] != m[:-1]
+            runs.append(m[keep])
 
     def _was_delivered(self, client: str, ids: np.ndarray) -> np.ndarray:
         hit = np.zeros(len(ids), bool)

@@ -208,7 +208,8 @@ class PartSink(Sink):
             self._writer = ipc.new_stream(self._file, schema,
                                           options=ipc.IpcWriteOptions(compression=comp))
         elif self.compression == "gzip":
-            self._writer = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0)
+            self._writer = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0,
+                                         compresslevel=6)
         elif self.compression == "zstd":
             import zstandard
             self._writer = zstandard.ZstdCompressor(level=3).stream_writer(self._file,
