@@ -347,20 +347,29 @@ _ASCII_WORD_RE = re.compile(r"[A-Za-z0-9_]+")
 _FLAT_OPS = ("lang", "is", "has")
 
 # tree nodes of the flat path: (kind, payload, stands alone); a leaf's payload is the tuple
-# _flat_leaf gives, a _NOT's its child, an _AND's / _OR's the list of children
+# _flat_node gives, a _NOT's its child, an _AND's / _OR's the list of children
 _LEAF, _NOT, _AND, _OR = 0, 1, 2, 3
 
 
-def _flat_leaf(kind: str, text: str, cache: dict):
-    """(program words, anchors, namespace or None, stands alone) of one term; None when the
-    parser would reject it or it is outside the flat path."""
-    key = (kind, text)
-    leaf = cache.get(key, False)
-    if leaf is not False:
-        return leaf
-    leaf = _make_flat_leaf(kind, text)
-    cache[key] = leaf
-    return leaf
+def _flat_node(key: str):
+    """The tree node of one term, ``key`` as written (a phrase's text after a '"', a sigil's
+    value after the sigil): (_LEAF, leaf, stands alone) with leaf = (program words, anchors,
+    namespace or None, stands alone, the anchors as a rule of this term alone has them, that
+    rule's namespaces); False when the parser would reject the term or it is not flat."""
+    kind = key[0]
+    if kind in _SIGIL_KINDS:
+        leaf = _make_flat_leaf(kind, key[1:])
+    else:
+        leaf = _make_flat_leaf("k", key)
+    if leaf is None:
+        return False
+    words, anchors, ns, alone = leaf
+    top = None if anchors is None else tuple(sorted({h for h, _ in anchors}))
+    return (_LEAF, (words, anchors, ns, alone, top, _ns_set(() if ns is None else (ns,))),
+            alone)
+
+
+_SIGIL_KINDS = frozenset('"#@$')      # (a bare word never starts with one of them)
 
 
 @lru_cache(maxsize=1)
@@ -555,37 +564,50 @@ def _compile_flat(rule: Rule, cache: dict | None = None) -> CompiledRule | None:
     if cache is None:
         cache = {}
     toks = []
+    plain = True                                # no parentheses, no OR
     for lp, rp, neg, phrase, sigil, sval, word, other in _FLAT_TOKENS.findall(v):
         if other:
             return None
-        if lp:
-            toks.append("(")
-            continue
-        if rp:
-            toks.append(")")
+        if lp or rp:
+            toks.append("(" if lp else ")")
+            plain = False
             continue
         if word:
             if word == "OR" or word == "AND":
                 if neg or word == "AND":
                     return None
                 toks.append("OR")
+                plain = False
                 continue
-            leaf = _flat_leaf("k", word, cache)
+            key = word
         elif sigil:
-            leaf = _flat_leaf(sigil, sval, cache)
+            key = sigil + sval
         else:
-            leaf = _flat_leaf('"', phrase, cache)
-        if leaf is None:
+            key = '"' + phrase
+        node = cache.get(key)
+        if node is None:
+            node = cache[key] = _flat_node(key)
+        if node is False:
             return None
-        toks.append((_NOT, (_LEAF, leaf, leaf[3]), False) if neg else (_LEAF, leaf, leaf[3]))
-    try:
-        tree, i = _flat_or(toks, 0, len(toks))
-    except _NotFlat:
-        return None
-    if i != len(toks) or not tree[2]:
-        return None                             # an unmatched ')'; nothing that stands alone
+        toks.append((_NOT, node, False) if neg else node)
+    if plain:                                   # terms joined by spaces
+        if not toks:
+            return None
+        tree = toks[0] if len(toks) == 1 else (_AND, toks, any(t[2] for t in toks))
+    else:
+        try:
+            tree, i = _flat_or(toks, 0, len(toks))
+        except _NotFlat:
+            return None
+        if i != len(toks):
+            return None                         # an unmatched ')'
+    if not tree[2]:
+        return None                             # nothing that stands alone
+    if tree[0] == _LEAF:                        # one term: its program as it is
+        words, _, _, _, top, nss = tree[1]
+        return CompiledRule(rule, words, (), top, _NO_PREFIX, False, nss)
     prog: list = []
-    nss: set = set()
+    nss = set()
     anchors = _flat_emit(tree, prog, nss)
     return CompiledRule(rule, tuple(prog), (),
                         None if anchors is None else tuple(sorted({h for h, _ in anchors})),
