@@ -1,0 +1,433 @@
+"""Live ingestion from NATS JetStream (firehose.live, ``firehose consume``).
+
+Every test talks to its own nats-server (127.0.0.1, a free port, a temporary store) started
+here and stopped at the end. Without the ``nats-server`` binary or the ``nats`` package the
+tests are skipped (CI installs both: .ci/run)."""
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+
+import firehose.config as fconfig
+from firehose.checkpoint import Checkpoint
+from firehose.pipeline import Pipeline
+from firehose.testing import generate
+
+nats = pytest.importorskip("nats", reason="nats-py is not installed (pip install 'firehose[live]')")
+NATS_SERVER = shutil.which("nats-server")
+pytestmark = pytest.mark.skipif(NATS_SERVER is None,
+                                reason="nats-server is not installed (apt-get install nats-server;"
+                                       " .ci/run installs it)")
+
+from firehose.live import Consumer, _row_messages, publish_lines  # noqa: E402
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "clients.toml")
+N = 6000
+SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
+COUNTERS = ("decode.lines", "decode.tweets", "decode.duplicates", "decode.rejects",
+            "decode.blank", "route.in", "route.matched", "entitle.in", "entitle.delivered",
+            "entitle.denied")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("nats-store")
+    port = _free_port()
+    proc = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js",
+                             "-sd", str(store)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"nats-server did not start (exit {proc.poll()})")
+                time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def lines():
+    # no compliance events: which deletes deny in-batch and which are forwarded depends on
+    # where batches are cut, and live batches depend on fetch timing (see docs)
+    return list(generate(N, seed=11, dup_rate=0.03, malformed_rate=0.003, compliance_rate=0.0))
+
+
+@pytest.fixture(scope="module")
+def config():
+    return fconfig.load(EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def replay(lines, config, tmp_path_factory):
+    d = tmp_path_factory.mktemp("replay")
+    cap = str(d / "cap.ndjson")
+    with open(cap, "wb") as f:
+        f.write(b"".join(lines))
+    out = str(d / "out")
+    report = Pipeline(config, out_dir=out, batch_bytes=256 << 10).run([cap])
+    return out, report
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+async def _with_js(url, fn):
+    nc = await nats.connect(url)
+    try:
+        return await fn(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+def _make_stream(url, name, lines, seed=0, max_lines=12):
+    """A stream ``name`` holding ``lines`` in messages of 1..max_lines whole lines."""
+    rng = random.Random(seed)
+
+    async def go(js):
+        await js.add_stream(name=name, subjects=[f"in.{name}"])
+        i = n = 0
+        while i < len(lines):
+            k = rng.randint(1, max_lines)
+            n += await publish_lines(js, f"in.{name}", lines[i:i + k], lines_per_message=k)
+            i += k
+        return n
+    return _run(_with_js(url, go))
+
+
+def _read_client(directory):
+    tables = []
+    for f in sorted(glob.glob(os.path.join(directory, "part-*"))):
+        if f.endswith(".parquet"):
+            tables.append(pq.read_table(f))
+        elif f.endswith(".arrows"):
+            tables.append(ipc.open_stream(f).read_all())
+        elif f.endswith(".ndjson"):
+            with open(f, "rb") as fh:
+                rows = [json.loads(x) for x in fh if x.strip()]
+            tables.append(pa.table({"id": pa.array([r["id"] for r in rows], pa.int64()),
+                                    "line": pa.array([r.get("line") for r in rows],
+                                                     pa.int64())}))
+    return [r for t in tables for r in zip(t.column("id").to_pylist(),
+                                           t.column("line").to_pylist())]
+
+
+def _delivered(out, clients=("newsroom", "trading-desk", "news-alerts", "frontco")):
+    """{client: [(tweet id, line)]} from the client files, in file order."""
+    return {c: _read_client(os.path.join(out, "clients", c)) for c in clients}
+
+
+def _audit(out):
+    parts = sorted(glob.glob(os.path.join(out, "audit", "audit", "part-*")))
+    return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
+
+
+def _assert_same_as_replay(out, replay_out, counters):
+    got, want = _delivered(out), _delivered(replay_out)
+    for client in want:
+        ids = [i for i, _ in got[client]]
+        assert len(ids) == len(set(ids)), f"{client}: a tweet delivered twice"
+        assert sorted(got[client]) == sorted(want[client]), client
+    ck = Checkpoint.load(out)
+    for k in COUNTERS:
+        assert ck.counters.get(k, 0) == counters.get(k, 0), k
+    audit = _audit(out)
+    for client in want:
+        a = audit.filter(pc.equal(audit.column("client"), client))
+        rows = lambda o: pc.sum(a.filter(pc.equal(a.column("outcome"), o)).column("rows")  # noqa
+                                ).as_py() or 0
+        assert rows("matched") == rows("delivered") + rows("denied")
+        assert rows("delivered") == len(want[client])
+
+
+def _consume_in_process(url, stream, out, **kw):
+    kw.setdefault("drain", True)
+    kw.setdefault("log", lambda m: None)
+    c = Consumer(url, stream, kw.pop("config_path", EXAMPLE), out, **kw)
+    return c, _run(c.run())
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "firehose.cli", "consume", *args]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.abspath(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# ------------------------------------------------------------------------------ the tests
+
+def test_consume_equals_a_replay_of_the_same_lines(server, lines, replay, tmp_path):
+    n = _make_stream(server, "EQ", lines, seed=1)
+    out = str(tmp_path / "out")
+    c, report = _consume_in_process(server, "EQ", out, batch=32)
+    assert report.messages == n and report.stream_seq == n and report.skipped == 0
+    _assert_same_as_replay(out, replay[0], replay[1].counters)
+    assert 0 < c.max_held <= 32
+    # the same rows, line for line: positions continue across messages as in the capture
+    assert report.latencies and all(x >= 0 for x in report.latencies)
+
+
+def test_redelivered_messages_are_absorbed(server, lines, replay, tmp_path):
+    """A consumer that re-delivers everything (reset behind the checkpoint) changes nothing:
+    every message is acknowledged as already committed."""
+    n = _make_stream(server, "REDO", lines, seed=2)
+    out = str(tmp_path / "out")
+    _consume_in_process(server, "REDO", out, batch=64)
+    files = sorted(os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out)
+                   for f in fs)
+
+    async def reset(js):         # the durable consumer, back at the first message, idle
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        info = await js.consumer_info("REDO", "firehose")
+        await js.delete_consumer("REDO", "firehose")
+        await js.add_consumer("REDO", ConsumerConfig(
+            durable_name="firehose", ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=info.config.ack_wait,
+            max_ack_pending=info.config.max_ack_pending, max_waiting=64))
+    _run(_with_js(server, reset))
+    _, report = _consume_in_process(server, "REDO", out, batch=64)
+    assert report.skipped == n and report.messages == 0
+    assert files == sorted(os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out)
+                           for f in fs)
+    _assert_same_as_replay(out, replay[0], replay[1].counters)
+
+    # the publisher sending lines twice (a retry): the decoder's dedupe absorbs them
+    _run(_with_js(server, lambda js: publish_lines(js, "in.REDO", lines[:500],
+                                                   lines_per_message=5)))
+    _, report = _consume_in_process(server, "REDO", out, batch=64)
+    assert report.messages == 100
+    got, want = _delivered(out), _delivered(replay[0])
+    for client in want:
+        assert sorted(got[client]) == sorted(want[client]), client
+    ck = Checkpoint.load(out).counters
+    assert ck["decode.lines"] == replay[1].get("decode.lines") + 500
+    assert ck["entitle.delivered"] == replay[1].get("entitle.delivered")
+
+
+def test_kill_9_at_random_points_then_restart_gives_the_uninterrupted_rows(
+        server, lines, replay, tmp_path):
+    n = _make_stream(server, "KILL", lines, seed=3)
+    out = str(tmp_path / "out")
+    seed = int(os.environ.get("FIREHOSE_TEST_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    args = _cli(server, "--stream", "KILL", "-c", EXAMPLE, "-o", out, "--drain",
+                "--batch", "16", "-q")
+    kills = 0
+    err = tmp_path / "stderr.txt"
+    for attempt in range(30):
+        with open(err, "wb") as fe:
+            p = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=fe)
+        try:
+            if kills < 4:
+                try:
+                    p.wait(rng.uniform(1.0, 3.0))
+                except subprocess.TimeoutExpired:
+                    p.send_signal(signal.SIGKILL)
+                    p.wait()
+                    kills += 1
+                    continue
+            else:
+                p.wait(120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 0, f"seed {seed}: exit {p.returncode}: {err.read_text()}"
+        break
+    else:
+        pytest.fail(f"seed {seed}: the consumer never finished")
+    assert kills >= 1, f"seed {seed}: every run finished before it could be killed"
+    ck = Checkpoint.load(out)
+    assert ck.extra["stream_seq"] == n
+    _assert_same_as_replay(out, replay[0], replay[1].counters)
+
+
+def _read_out_stream(url, stream):
+    async def go(js):
+        info = await js.stream_info(stream)
+        got = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            m = await js.get_msg(stream, seq)
+            got.append((m.subject, m.headers or {}, m.data))
+        return got
+    return _run(_with_js(url, go))
+
+
+def test_publish_sends_each_row_once_across_kills(server, lines, replay, tmp_path):
+    n = _make_stream(server, "PUB", lines[:3000], seed=4)
+    out = str(tmp_path / "out")
+    args = _cli(server, "--stream", "PUB", "-c", EXAMPLE, "-o", out, "--drain", "--batch", "8",
+                "--publish", "--out-prefix", "pub.out", "--out-stream", "PUB_OUT", "-q")
+    rng = random.Random(int(os.environ.get("FIREHOSE_TEST_SEED", 5)))
+    for attempt in range(4):
+        p = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        try:
+            p.wait(rng.uniform(1.2, 2.5) if attempt < 2 else 120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        p.wait()
+        if p.returncode == 0:
+            break
+    assert p.returncode == 0
+    msgs = _read_out_stream(server, "PUB_OUT")
+    got: dict[str, list[int]] = {}
+    for subject, headers, data in msgs:
+        client = subject.split(".")[-1]
+        row = json.loads(data)
+        assert headers["Nats-Msg-Id"] == f"{client}:{row['id']}"
+        assert headers["Firehose-Plan-Version"] == "1"
+        got.setdefault(client, []).append(row["id"])
+    # the reference: a replay of the same 3000 lines
+    cap = str(tmp_path / "cap.ndjson")
+    with open(cap, "wb") as f:
+        f.write(b"".join(lines[:3000]))
+    ref = str(tmp_path / "ref")
+    Pipeline(fconfig.load(EXAMPLE), out_dir=ref).run([cap])
+    want = _delivered(ref)
+    for client, rows in want.items():
+        ids = got.get(client, [])
+        assert len(ids) == len(set(ids)), f"{client}: a row published twice"
+        assert sorted(ids) == sorted(i for i, _ in rows), client
+    # no client files in publish mode; the audit and the checkpoint are there
+    assert not glob.glob(os.path.join(out, "clients", "*", "part-*"))
+    assert Checkpoint.load(out).extra["stream_seq"] == n and _audit(out) is not None
+
+
+def test_rows_over_max_payload_are_split():
+    t = pa.table({"id": pa.array([1, 2], pa.int64()), "text": ["short", "x" * 5000]})
+    msgs = list(_row_messages("c", t, None, 1024))
+    assert [m[0] for m in msgs[:2]] == ["c:1", "c:2:1"]
+    assert all(len(p) <= 1024 for _, p, _ in msgs)
+    assert msgs[1][2] == f"1/{len(msgs) - 1}"
+    whole = b"".join(p for _, p, _ in msgs[1:])
+    assert json.loads(whole) == {"id": 2, "text": "x" * 5000}
+
+
+def _edited_config(tmp_path, name, newsroom_rules):
+    with open(EXAMPLE, encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("rules = [", text.index("[clients.newsroom]"))
+    end = text.index("]\n\n", start) + 2
+    path = str(tmp_path / name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text[:start] + "rules = [\n" + newsroom_rules + "\n]\n" + text[end:])
+    return path
+
+
+def test_config_reload_takes_effect_at_a_batch_boundary(server, lines, tmp_path):
+    cfg_path = str(tmp_path / "clients.toml")
+    shutil.copy(EXAMPLE, cfg_path)
+    half = len(lines) // 2
+    _run(_with_js(server, lambda js: js.add_stream(name="RELOAD", subjects=["in.RELOAD"])))
+    pub = lambda part: _run(_with_js(server, lambda js: publish_lines(  # noqa: E731
+        js, "in.RELOAD", part, lines_per_message=10)))
+    n1 = pub(lines[:half])
+    out = str(tmp_path / "out")
+    c = Consumer(server, "RELOAD", cfg_path, out, batch=50, reload_check=0.05,
+                 log=lambda m: None)
+    box = {}
+    th = threading.Thread(target=lambda: box.update(r=_run(c.run())))
+    th.start()
+    try:
+        deadline = time.monotonic() + 60
+        while c._committed < n1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c._committed == n1
+        new_rules = '    { id = "only-world", value = "#Ukraine OR #WorldCup", tag = "world" },'
+        edited = _edited_config(tmp_path, "v2.toml", new_rules)
+        os.replace(edited, cfg_path)
+        while c.report.reloads < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.report.reloads == 1
+        n2 = pub(lines[half:])
+        while c._committed < n1 + n2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        c.stop()
+        th.join(60)
+    assert box["r"].plan_version == 2
+    ledger = pa.concat_tables([pq.read_table(p) for p in
+                               sorted(glob.glob(os.path.join(out, "audit", "ledger", "part-*")))])
+    news = ledger.filter(pc.equal(ledger.column("client"), "newsroom"))
+    v = news.column("plan_version").to_pylist()
+    assert set(v) == {1, 2} and v == sorted(v)          # the switch is between batches
+    # after the switch newsroom gets only what its new rule matches
+    rows = pa.concat_tables([pq.read_table(p) for p in sorted(glob.glob(
+        os.path.join(out, "clients", "newsroom", "part-*")))])
+    v2_ids = set(news.filter(pc.equal(news.column("plan_version"), 2))
+                 .column("tweet_id").to_pylist())
+    later = rows.filter(pc.is_in(rows.column("id"), pa.array(sorted(v2_ids), pa.int64())))
+    assert later.num_rows == len(v2_ids) > 0
+    assert {r["id"] for rl in later.column("matching_rules").to_pylist() for r in rl} \
+        == {"only-world"}
+    assert min(later.column("line").to_pylist()) >= half      # lines of the 2nd half
+    plans = pq.read_table(os.path.join(out, "audit", "plans.parquet"))
+    assert sorted(set(plans.column("plan_version").to_pylist())) == [1, 2]
+    audit = _audit(out)
+    assert set(audit.column("plan_version").to_pylist()) == {1, 2}
+
+    # a restart with a file edited while the consumer was down: the checkpoint's
+    # configuration (kept in OUT/live/configs) resumes, the new one takes over as version 3
+    edited = _edited_config(tmp_path, "v3.toml",
+                            '    { id = "breaking", value = "breaking news", tag = "b" },')
+    os.replace(edited, cfg_path)
+    _run(_with_js(server, lambda js: publish_lines(js, "in.RELOAD", lines[:50],
+                                                   lines_per_message=10)))
+    c3 = Consumer(server, "RELOAD", cfg_path, out, batch=50, drain=True, log=lambda m: None)
+    r3 = _run(c3.run())
+    assert r3.plan_version == 3 and r3.reloads == 1 and r3.messages == 5
+
+
+def test_unreachable_broker_is_one_line_and_exit_2(tmp_path):
+    port = _free_port()
+    p = subprocess.run(_cli(f"nats://127.0.0.1:{port}", "--stream", "FIREHOSE", "-c", EXAMPLE,
+                            "-o", str(tmp_path / "out")), env=_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("firehose consume: cannot connect to nats://")
+
+
+def test_missing_stream_is_exit_2(server, tmp_path):
+    p = subprocess.run(_cli(server, "--stream", "NOPE", "-c", EXAMPLE, "-o",
+                            str(tmp_path / "out")), env=_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"firehose consume: {server}: no stream 'NOPE'"
