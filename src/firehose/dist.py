@@ -623,14 +623,18 @@ class _DaskExec:
 
 # ------------------------------------------------------------------------------ the driver
 
-def connect(address: str, timeout: float = 10.0):
-    """A ``distributed.Client`` for ``address``, or :class:`SchedulerUnreachable`."""
+def connect(address: str, timeout: float | None = None):
+    """A ``distributed.Client`` for ``address``, or :class:`SchedulerUnreachable`. ``timeout``
+    (seconds) defaults to Dask's ``distributed.comm.timeouts.connect`` (30 s; the environment
+    variable ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT`` sets it)."""
     try:
         from distributed import Client
     except ImportError:
         raise SchedulerUnreachable("a distributed replay needs Dask: pip install "
                                    "'firehose[dask]'") from None
     try:
+        if timeout is None:
+            return Client(address)
         return Client(address, timeout=f"{timeout}s")
     except (OSError, TimeoutError, ValueError) as e:
         raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {address}: "
@@ -640,7 +644,7 @@ def connect(address: str, timeout: float = 10.0):
 def replay(paths, config, client=None, out_dir=None, *, partitions: int = DEFAULT_PARTITIONS,
            scheduler: str | None = None, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
            source: str | None = None, overwrite: bool = False, today: _dt.date | None = None,
-           on_stage: Callable[[str], None] | None = None, connect_timeout: float = 10.0):
+           on_stage: Callable[[str], None] | None = None, connect_timeout: float | None = None):
     """Replay captures through every client on a Dask cluster; returns a
     :class:`firehose.pipeline.Report`.
 
