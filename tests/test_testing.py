@@ -558,36 +558,25 @@ def test_python_m_cli_runs():
     assert out.stdout == T.generate_bytes(3, seed=1)
 
 
-def test_cli_demo_report_with_a_stub_decoder(tmp_path, monkeypatch):
-    """The demo's report, independent of the compiled core (stubbed here)."""
-    import pyarrow as pa
+def test_cli_demo_replays_the_sample_through_the_example_clients(tmp_path):
+    """``make demo``: a sample capture is generated once, replayed through
+    examples/clients.toml, and the summary shows every stage and the front company denied."""
+    pytest.importorskip("firehose._core")
     from click.testing import CliRunner
 
-    import firehose
     from firehose.cli import main
 
-    calls = []
-
-    class Result:
-        tweets = pa.table({"id": [1, 2], "lang": ["en", "ja"], "text": ["hello\nworld", "x" * 200]})
-        compliance = pa.table({"kind": pa.array(["delete", "delete", "limit"]).dictionary_encode()})
-        rejects = pa.table({"reason": ["truncated"]})
-        stats = {"lines": 50, "blank": 0, "tweets": 2, "duplicates": 1, "compliance": 3, "rejects": 1,
-                 "bytes": 1000}
-
-    def decode_file(path):
-        calls.append(path)
-        return Result()
-
-    monkeypatch.setattr(firehose, "decode_file", decode_file, raising=False)
-    r = CliRunner().invoke(main, ["demo", "--n", "50", "--dir", str(tmp_path / "demo")])
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "clients.toml")
+    args = ["demo", "--n", "400", "--dir", str(tmp_path / "demo"), "-c", example]
+    r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     sample = tmp_path / "demo" / "sample.ndjson.gz"
-    assert calls == [str(sample)] and sample.exists()
-    assert gzip.decompress(sample.read_bytes()) == T.generate_bytes(50, dup_rate=0.02, malformed_rate=0.001)
-    assert "delete 2, limit 1" in r.output and "truncated 1" in r.output
-    assert "hello world" in r.output and "\u2026" in r.output
-    r = CliRunner().invoke(main, ["demo", "--n", "50", "--dir", str(tmp_path / "demo")])
+    assert gzip.decompress(sample.read_bytes()) == T.generate_bytes(
+        400, dup_rate=0.02, malformed_rate=0.001, compliance_rate=0.02)
+    for stage in ("decode", "compliance", "route", "entitle", "sink"):
+        assert f"\n{stage} " in r.output
+    assert "frontco" in r.output and (tmp_path / "demo" / "out" / "manifest.json").exists()
+    r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and "using existing" in r.output
 
 
