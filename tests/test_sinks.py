@@ -120,3 +120,17 @@ def test_raw_payload_scrubbed_and_upstream_rules_replaced():
     assert out["retweeted_status"]["geo"] is None and out["retweeted_status"]["place"] is None
     kept = json.loads(raw_with_rules(line, [], scrub_geo=False))
     assert kept["place"] == {"id": "p"}
+
+
+def test_raw_payload_of_a_seat_without_geo_groups_has_no_geo_at_any_depth():
+    line = json.dumps({"id_str": "5", "coordinates": {"coordinates": [1, 2]}, "geo": {"x": 1},
+                       "place": {"id": "p"},
+                       "quoted_status": {"coordinates": {"coordinates": [3, 4]}, "place": {"id": "q"}},
+                       "includes": {"places": [{"id": "r"}]}}).encode()
+    no_exact = json.loads(raw_with_rules(line, [], False, exact_geo=False))
+    assert no_exact["coordinates"] is None and no_exact["geo"] is None
+    assert no_exact["quoted_status"]["coordinates"] is None
+    assert no_exact["place"] == {"id": "p"}                      # place was granted
+    nothing = json.loads(raw_with_rules(line, [], False, exact_geo=False, place=False))
+    assert b'"id":"q"' not in json.dumps(nothing).encode().replace(b" ", b"")
+    assert nothing["includes"]["places"] is None and nothing["quoted_status"]["place"] is None

@@ -389,11 +389,13 @@ class Pipeline:
         offsets = d.tweets.column("byte_offset").take(pa.array(d.rows, pa.int64())).to_pylist()
         rules = d.rules.take(pa.array(d.rules_at)).to_pylist()
         out = []
+        # a seat without the geo groups sees no geo in the payload either, nested copies included
+        exact, place = "coordinates" in d.columns, "place_id" in d.columns
         for off, rl, scrub in zip(offsets, rules, d.scrub.tolist()):
             i = off - base
             j = buf.find(b"\n", i)
             line = buf[i:j if j >= 0 else len(buf)]
-            out.append(raw_with_rules(line, rl, bool(scrub)))
+            out.append(raw_with_rules(line, rl, bool(scrub), exact_geo=exact, place=place))
         return out
 
     def _time(self, stage: str, s: float) -> None:

@@ -442,28 +442,34 @@ def _ndjson_rows(table: pa.Table) -> bytes:
 
 
 _GEO_KEYS = ("coordinates", "geo", "place", "places")
+_EXACT_KEYS = ("coordinates", "geo")
+_PLACE_KEYS = ("place", "places")
 
 
-def _scrub(obj) -> None:
+def _scrub(obj, keys) -> None:
     if isinstance(obj, dict):
-        for k in _GEO_KEYS:
+        for k in keys:
             if k in obj:
                 obj[k] = None
         for v in obj.values():
-            _scrub(v)
+            _scrub(v, keys)
     elif isinstance(obj, list):
         for v in obj:
-            _scrub(v)
+            _scrub(v, keys)
 
 
-def raw_with_rules(line: bytes, rules: list[dict], scrub_geo: bool) -> bytes:
+def raw_with_rules(line: bytes, rules: list[dict], scrub_geo: bool, *, exact_geo: bool = True,
+                   place: bool = True) -> bytes:
     """The original payload re-emitted with this delivery's ``matching_rules`` (any upstream
-    ``matching_rules`` are replaced: they belong to another customer); with ``scrub_geo``
-    every ``coordinates``/``geo``/``place`` at any depth (retweeted and quoted copies, v2
-    ``includes``) is nulled."""
+    ``matching_rules`` are replaced: they belong to another customer). Geo is nulled at any
+    depth (retweeted and quoted copies, v2 ``includes``): everything under ``scrub_geo``;
+    ``coordinates``/``geo`` for a seat without exact geo; ``place``/``places`` for a seat
+    without place."""
     obj = json.loads(line)
-    if scrub_geo:
-        _scrub(obj)
+    keys = _GEO_KEYS if scrub_geo else (() if exact_geo else _EXACT_KEYS) + \
+        (() if place else _PLACE_KEYS)
+    if keys:
+        _scrub(obj, keys)
     if isinstance(obj, dict) and isinstance(obj.get("gnip"), dict):
         obj["gnip"].pop("matching_rules", None)
     obj["matching_rules"] = rules
