@@ -75,9 +75,12 @@ from .errors import ConfigError, FirehoseError, InputError, StateError
 from .schema import COMPLIANCE, REJECTS
 
 __all__ = ["replay", "partition_of", "plan_segments", "Segment", "SchedulerUnreachable",
-           "DEFAULT_PARTITIONS", "DEFAULT_SEGMENT_BYTES"]
+           "auto_partitions", "PARTITION_BYTES", "DEFAULT_SEGMENT_BYTES"]
 
-DEFAULT_PARTITIONS = 16
+#: decompressed input per partition when the partition count is left to the run
+PARTITION_BYTES = 128 << 20
+#: compressed inputs are counted as this many times their size
+COMPRESSION_RATIO = 8
 DEFAULT_SEGMENT_BYTES = 256 << 20
 _CHUNK = 4 << 20
 _STAGING = ".dist-staging"
@@ -140,6 +143,23 @@ def plan_segments(inputs: list[str], segment_bytes: int = DEFAULT_SEGMENT_BYTES)
             b = a + segment_bytes
             segs.append(Segment(len(segs), i, path, a, b if b < size else None))
     return segs
+
+
+def auto_partitions(inputs: list[str]) -> int:
+    """The partition count of a run that does not name one: one per :data:`PARTITION_BYTES`
+    of (estimated) decompressed input, from the file sizes alone, so the same inputs always
+    get the same count (and the same output files) whatever the cluster."""
+    total = 0
+    for path in inputs:
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError as e:
+            raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
+        packed = head.startswith(_GZIP) or head.startswith(_ZSTD)
+        total += size * (COMPRESSION_RATIO if packed else 1)
+    return max(1, -(-total // PARTITION_BYTES))
 
 
 def _line_start(path: str, a: int) -> int:
@@ -225,8 +245,11 @@ def _maybe_die(stage: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _decode_segment(seg: Segment, names: list[str], nparts: int, raw: bool) -> dict:
-    """Stage 1: decode one segment; its tweets split by partition key."""
+def _decode_segment(seg: Segment, names: list[str], nparts: int, raw: bool,
+                    stage_root: str) -> dict:
+    """Stage 1: decode one segment; its tweets split by partition key into one Arrow IPC file
+    (record batch ``p`` holds partition ``p``) in this attempt's own staging file, whose path
+    is returned with the segment's compliance events, rejects and counts."""
     from .decoder import Decoder, DecodeResult
     from .pipeline import _RawTail
     _maybe_die("decode")
@@ -254,18 +277,24 @@ def _decode_segment(seg: Segment, names: list[str], nparts: int, raw: bool) -> d
     if raw:
         tweets = tweets.append_column("_raw", pa.concat_arrays(raws) if raws else
                                       pa.array([], pa.binary()))
+    tweets = tweets.unify_dictionaries().combine_chunks()   # one dictionary per file
     part = partition_of(tweets.column("id"), nparts)
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(nparts + 1))
-    pieces = [tweets.take(pa.array(order[bounds[p]:bounds[p + 1]], pa.int64()))
-              for p in range(nparts)]
+    os.makedirs(stage_root, exist_ok=True)
+    path = os.path.join(stage_root, f"seg{seg.index + 1:06d}-{uuid.uuid4().hex}.arrow")
+    with pa.OSFile(path, "wb") as f, pa.ipc.new_file(f, tweets.schema) as w:
+        for p in range(nparts):
+            piece = tweets.take(pa.array(order[bounds[p]:bounds[p + 1]], pa.int64()))
+            batches = piece.combine_chunks().to_batches()
+            w.write_batch(batches[0] if batches else
+                          pa.RecordBatch.from_pylist([], schema=tweets.schema))
     st = dec.stats
     info = {"segment": seg.index, "input": seg.input,
             "lines": int(st.get("lines", 0)), "blank": int(st.get("blank", 0)),
             "bytes": int(st.get("bytes", 0)), "tweets": tweets.num_rows,
-            "rejects": out.rejects.num_rows}
-    return {"parts": pieces, "compliance": out.compliance, "rejects": out.rejects,
-            "info": info}
+            "rejects": out.rejects.num_rows, "path": path}
+    return {"compliance": out.compliance, "rejects": out.rejects, "info": info}
 
 
 def _raw_lines(tweets: pa.Table, rb) -> pa.Array:
@@ -322,11 +351,17 @@ def _uncapped(plans):
                     for k, p in plans.plans.items()}, plans.version, plans.hash)
 
 
-def _route_partition(p: int, pieces: list[pa.Table], offsets: list[int], config: Config,
+def _read_piece(path: str, p: int) -> pa.Table:
+    with pa.OSFile(path, "rb") as f:
+        return pa.Table.from_batches([pa.ipc.open_file(f).get_batch(p)])
+
+
+def _route_partition(p: int, paths: list[str], offsets: list[int], config: Config,
                      plans, state: ComplianceState, source: str) -> dict:
     """Stage 3: one partition: exact dedupe, id order, routing, entitlements without caps."""
     from .entitlements import Entitlements
     _maybe_die("route")
+    pieces = [_read_piece(path, p) for path in paths]
     tables = [_fix_lines(t, o) for t, o in zip(pieces, offsets) if t.num_rows]
     if tables:
         t = pa.concat_tables(tables)
@@ -446,13 +481,16 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
 
     _maybe_die("write")
     root = os.path.join(stage_root, f"p{seq:06d}-{uuid.uuid4().hex}")
-    files: list[str] = []
+    jobs: list = []
 
     def put(sink, table, raw=None):
+        jobs.append((sink, table, raw))
+
+    def run(job) -> str | None:
+        sink, table, raw = job
         sink.write(table, seq, raw)
         final = sink.commit()
-        if final:
-            files.append(os.path.relpath(final, root))
+        return os.path.relpath(final, root) if final else None
 
     tid = comp.column("tweet_id")
     for client, (kind, compression, raw) in specs.items():
@@ -481,6 +519,10 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
     for part, schema, table in (("audit", AUDIT, audit_t), ("denials", DENIALS, denials_t),
                                 ("ledger", LEDGER, ledger)):
         put(PartSink(os.path.join(root, "audit", part), "parquet", schema=schema), table)
+    # many small files: Parquet encoding and fsync release the GIL, so a few threads overlap
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4, thread_name_prefix="firehose-dist-write") as pool:
+        files = [f for f in pool.map(run, jobs) if f]
     return {"root": root, "files": files, "counters": c}
 
 
@@ -641,7 +683,7 @@ def connect(address: str, timeout: float | None = None):
                                    f"{' '.join(str(e).split()) or type(e).__name__}") from None
 
 
-def replay(paths, config, client=None, out_dir=None, *, partitions: int = DEFAULT_PARTITIONS,
+def replay(paths, config, client=None, out_dir=None, *, partitions: int | None = None,
            scheduler: str | None = None, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
            source: str | None = None, overwrite: bool = False, today: _dt.date | None = None,
            on_stage: Callable[[str], None] | None = None, connect_timeout: float | None = None):
@@ -652,7 +694,9 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int = DEFAUL
     None with ``scheduler="sync"`` (or nothing) to run the same stages in this process without
     Dask. ``out_dir`` must be visible at the same path to the workers and here (a shared file
     system), as must the inputs. ``partitions`` fixes the tweet partitioning (outputs depend
-    on it, not on the cluster); ``segment_bytes`` how plain files are cut for decoding.
+    on it, not on the cluster; default :func:`auto_partitions`, one per 128 MB of input: a
+    partition is held whole by one task); ``segment_bytes`` how plain files are cut for
+    decoding.
     ``on_stage(name)`` is called as each stage starts (``decode``, ``compliance``, ``route``,
     ``caps``, ``write``, ``commit``).
     """
@@ -664,7 +708,7 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int = DEFAUL
         config = load(config)
     if out_dir is None:
         raise ValueError("replay(): out_dir is required")
-    if partitions < 1 or segment_bytes < 1:
+    if (partitions is not None and partitions < 1) or segment_bytes < 1:
         raise ValueError("partitions and segment_bytes must be positive")
     if source is None:
         if len(config.sources) != 1:
@@ -681,6 +725,8 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int = DEFAUL
     if not inputs:
         raise InputError("no input given")
     segs = plan_segments(inputs, segment_bytes)
+    if partitions is None:
+        partitions = auto_partitions(inputs)
     out = os.fspath(out_dir)
     _prepare_out(out, overwrite)
 
@@ -713,8 +759,8 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int = DEFAUL
     try:
         stage("decode")
         names = list(inputs)
-        decoded = [ex.submit(_decode_segment, s, names, partitions, raw, key=f"decode-{s.index}")
-                   for s in segs]
+        decoded = [ex.submit(_decode_segment, s, names, partitions, raw, stage_root,
+                             key=f"decode-{s.index}") for s in segs]
         infos = ex.gather([ex.submit(_pick, d, "info", key=f"info-{i}")
                            for i, d in enumerate(decoded)])
         offsets, seen = [], {}
@@ -756,10 +802,8 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int = DEFAUL
         stage("route")
         routed = []
         for p in range(partitions):
-            pieces = [ex.submit(_pick_part, d, p, key=f"piece-{i}-{p}")
-                      for i, d in enumerate(decoded)]
-            routed.append(ex.submit(_route_partition, p, pieces, offsets, cfg, pl, state,
-                                    source, key=f"route-{p}"))
+            routed.append(ex.submit(_route_partition, p, [i["path"] for i in infos], offsets,
+                                    cfg, pl, state, source, key=f"route-{p}"))
         cands = ex.gather([ex.submit(_pick, r, "cands", key=f"cands-{p}")
                            for p, r in enumerate(routed)])
         del decoded, comp_t
@@ -799,10 +843,6 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int = DEFAUL
             pass
         if own_client is not None:
             own_client.close()
-
-
-def _pick_part(res: dict, p: int) -> pa.Table:
-    return res["parts"][p]
 
 
 def _pick_part_comp(res: dict, p: int) -> pa.Table:
