@@ -248,6 +248,7 @@ class Consumer:
         self._cfg_stat = None
         self._last_check = 0.0
         self.max_held = 0                # most messages held unacknowledged at once
+        self.t_first = self.t_last = None  # first message fetched, last commit (perf_counter)
 
     # ---------------------------------------------------------------- control (any thread)
     def stop(self) -> None:
@@ -276,7 +277,7 @@ class Consumer:
         return loads(text, source=self.config_path), text
 
     def _sinks_for(self, cfg: Config) -> dict:
-        sinks = dict(self.user_sinks)
+        sinks = {c: s for c, s in self.user_sinks.items() if c in cfg.clients}
         if self.publish:
             self._pub_sinks = {c: PublishSink(c) for c in sorted(cfg.clients)
                                if c not in self.user_sinks}
@@ -365,9 +366,14 @@ class Consumer:
         old = self.pipe
         if cfg.hash == old.config.hash:
             return False
-        self._keep_config(cfg, text)
         version = self._plan_version + 1
-        new = self._new_pipeline(cfg, version)
+        try:
+            new = self._new_pipeline(cfg, version)
+        except ConfigError as e:
+            self.log(f"configuration not reloaded, plan version {self._plan_version} stays: "
+                     f"{' '.join(str(e).split())}")
+            return False
+        self._keep_config(cfg, text)
         # the state carries over; the Pipeline offers no hand-over, so it is moved here
         new.decoder = old.decoder
         new.compliance = old.compliance
@@ -509,6 +515,7 @@ class Consumer:
         held: list = []                   # messages to acknowledge after the next commit
         stamps: list[float] = []          # their publish times (for latency)
         rounds = 0
+        caught_up = False
         while True:
             if self._stop.is_set():
                 break
@@ -518,11 +525,10 @@ class Consumer:
                     rounds = 0
                 await asyncio.to_thread(self._swap_config)
             try:
-                msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                msgs = []
+                msgs = await self._fetch(sub, caught_up)
             except nats.errors.ConnectionClosedError:
                 raise BrokerError(f"{self.url}: connection closed") from None
+            caught_up = len(msgs) < self.batch
             if not msgs:
                 if held:
                     await self._commit_and_ack(nc, held, stamps)
@@ -552,6 +558,8 @@ class Consumer:
                 held.append(m)
                 stamps.append(md.timestamp.timestamp() if md.timestamp else time.time())
             self.max_held = max(self.max_held, len(held))
+            if chunks and self.t_first is None:
+                self.t_first = time.perf_counter()
             if chunks:
                 chunk = b"".join(chunks)
                 await asyncio.to_thread(self.pipe.process, chunk, self.source_name,
@@ -575,6 +583,24 @@ class Consumer:
                 rounds = 0
         if held:
             await self._commit_and_ack(nc, held, stamps)
+
+    async def _fetch(self, sub, caught_up: bool) -> list:
+        """A batch. Behind: one request for ``batch`` messages. Caught up: wait for the first
+        message (a batch request would wait for a full batch or its timeout), then take what
+        else has arrived."""
+        nats = _nats()
+        timeouts = (nats.errors.TimeoutError, asyncio.TimeoutError)
+        try:
+            if not caught_up or self.batch == 1:
+                return await sub.fetch(self.batch, timeout=self.fetch_timeout)
+            msgs = await sub.fetch(1, timeout=self.fetch_timeout)
+        except timeouts:
+            return []
+        try:
+            msgs += await sub.fetch(self.batch - 1, timeout=0.005)
+        except timeouts:
+            pass
+        return msgs
 
     async def _missing(self, js, seq: int) -> bool:
         """True when the stream still holds ``seq``: it was not delivered in order."""
@@ -606,6 +632,7 @@ class Consumer:
                 pass
         await nc.flush()
         now = time.time()
+        self.t_last = time.perf_counter()
         self.latencies.extend(now - s for s in stamps)
         held.clear()
         stamps.clear()
