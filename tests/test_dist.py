@@ -332,3 +332,55 @@ def test_cli_workers_runs_a_local_cluster(captures, tmp_path):
     res = CliRunner().invoke(main, ["replay", *captures, "-c", str(cfg.origin), "-o", out,
                                     "--workers", "1", "--resume"])
     assert res.exit_code == 2 and "re-run it with --overwrite" in res.output
+
+
+# ------------------------------------------------------------------------------ caps
+
+def _caps_oracle(plans, source, rows):
+    """rows: (id, day, client, partition); one by one in (id, client) order, summing the
+    group's 30 days each time."""
+    day_n, group_n, over = {}, {}, set()
+    for tid, day, client, p in sorted(rows, key=lambda r: (r[0], r[2])):
+        pl = plans.plan(client, source)
+        if pl.objects_per_day is not None and day_n.get((client, day), 0) >= pl.objects_per_day:
+            over.add((p, client, tid))
+            continue
+        if pl.group_ids_per_30d is not None:
+            used = sum(n for (g, d), n in group_n.items() if g == pl.group and day - 29 <= d <= day)
+            if used >= pl.group_ids_per_30d:
+                over.add((p, client, tid))
+                continue
+            group_n[(pl.group, day)] = group_n.get((pl.group, day), 0) + 1
+        if pl.objects_per_day is not None:
+            day_n[(client, day)] = day_n.get((client, day), 0) + 1
+    return over
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_caps_follow_tweet_id_order_across_partitions_and_seats_of_a_group(seed):
+    from firehose.entitlements import Plan, PlanSet
+    rng = np.random.default_rng(seed)
+    big = seed % 3 == 0            # then no cap binds: the fast path
+    plans = PlanSet({
+        ("a", "s"): Plan("a", "s", "lic", True, (), ("id",), (), ("US",), "full",
+                         10**9 if big else 6, "g1", 10**9 if big else 40),
+        ("b", "s"): Plan("b", "s", "lic", True, (), ("id",), (), ("US",), "full",
+                         None, "g1", 10**9 if big else 35),
+        ("c", "s"): Plan("c", "s", "lic", True, (), ("id",), (), ("US",), "full",
+                         10**9 if big else 4, "c", None),
+    }, 1, "h")
+    nparts = 3
+    cands = [{} for _ in range(nparts)]
+    rows = []
+    for client in ("a", "b", "c"):
+        ids = rng.choice(10**6, 120, replace=False).astype(np.int64)
+        days = (ids // 20_000 + rng.integers(0, 3, len(ids))).astype(np.int64)
+        part = dist.partition_of(ids, nparts)
+        for p in range(nparts):
+            m = part == p
+            cands[p][client] = (ids[m], days[m])
+            rows += [(int(i), int(d), client, p) for i, d in zip(ids[m], days[m])]
+    got = dist._decide_caps(plans, "s", cands)
+    flat = {(p, c, int(i)) for p, d in enumerate(got) for c, ids in d.items() for i in ids}
+    assert flat == _caps_oracle(plans, "s", rows)
+    assert (not flat) == big
