@@ -30,7 +30,8 @@ from firehose.pipeline import Pipeline
 from firehose.testing import generate
 
 nats = pytest.importorskip("nats", reason="nats-py is not installed (pip install 'firehose[live]')")
-NATS_SERVER = shutil.which("nats-server")
+NATS_SERVER = (shutil.which("nats-server")
+               or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin:/sbin"))
 pytestmark = pytest.mark.skipif(NATS_SERVER is None,
                                 reason="nats-server is not installed (apt-get install nats-server;"
                                        " .ci/run installs it)")
