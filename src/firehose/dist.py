@@ -503,7 +503,9 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
             if raw:
                 rules = d.rules.take(pa.array(d.rules_at)).to_pylist()
                 src = d.tweets.column("_raw").take(pa.array(d.rows, pa.int64())).to_pylist()
-                lines = [raw_with_rules(line, rl, bool(s))
+                # as the pipeline: no geo group, no geo in the payload (nested copies too)
+                exact, place = "coordinates" in d.columns, "place_id" in d.columns
+                lines = [raw_with_rules(line, rl, bool(s), exact_geo=exact, place=place)
                          for line, rl, s in zip(src, rules, d.scrub.tolist())]
             put(PartSink(os.path.join(root, "clients", client), kind, compression), table,
                 lines)
