@@ -489,8 +489,8 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
     def run(job) -> str | None:
         sink, table, raw = job
         sink.write(table, seq, raw)
-        final = sink.commit()
-        return os.path.relpath(final, root) if final else None
+        staged = sink.close_part(fsync=False)        # made durable together below
+        return os.path.relpath(sink.publish(staged), root) if staged else None
 
     tid = comp.column("tweet_id")
     for client, (kind, compression, raw) in specs.items():
@@ -525,6 +525,9 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(4, thread_name_prefix="firehose-dist-write") as pool:
         files = [f for f in pool.map(run, jobs) if f]
+    if files:        # one syncfs (Linux) for the attempt's files, not an fsync each
+        from .sinks import sync_all
+        sync_all(root, [os.path.join(root, f) for f in files])
     return {"root": root, "files": files, "counters": c}
 
 
@@ -533,7 +536,11 @@ def _write_rejects(seg_index: int, rejects: pa.Table, add_lines: int, stage_root
     root = os.path.join(stage_root, f"r{seg_index + 1:06d}-{uuid.uuid4().hex}")
     sink = PartSink(os.path.join(root, "rejects"), "parquet", schema=REJECTS)
     sink.write(_fix_lines(rejects, add_lines), seg_index + 1)
-    final = sink.commit()
+    staged = sink.close_part(fsync=False)
+    final = sink.publish(staged) if staged else None
+    if final:
+        from .sinks import sync_all
+        sync_all(root, [final])
     return {"root": root, "files": [os.path.relpath(final, root)] if final else []}
 
 
@@ -893,7 +900,7 @@ def _prepare_out(out: str, overwrite: bool) -> None:
 def _commit(out: str, results: list[dict]) -> None:
     """Move every returned file into place: a rename each (same file system), then fsync the
     directories. Files of attempts that did not return (a killed worker) are never moved."""
-    from .sinks import fsync_dir
+    from .sinks import sync_all
     dirs = set()
     for r in results:
         for rel in r["files"]:
@@ -903,8 +910,17 @@ def _commit(out: str, results: list[dict]) -> None:
                 os.makedirs(d, exist_ok=True)
                 dirs.add(d)
             os.replace(os.path.join(r["root"], rel), dst)
-    for d in sorted(dirs):
-        fsync_dir(d)
+    if dirs:
+        sync_all(out, [])        # the renames: one syncfs, or an fsync of ``out`` elsewhere
+        if not _has_syncfs():
+            from .sinks import fsync_dir
+            for d in sorted(dirs):
+                fsync_dir(d)
+
+
+def _has_syncfs() -> bool:
+    from . import sinks
+    return getattr(sinks, "_syncfs", None) is not None
 
 
 def _plan_versions(plans) -> pa.Table:
