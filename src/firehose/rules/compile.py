@@ -371,8 +371,8 @@ _LEAF, _NOT, _AND, _OR = 0, 1, 2, 3
 def _flat_node(key: str):
     """The tree node of one term, ``key`` as written (a phrase's text after a '"', a sigil's
     value after the sigil): (_LEAF, leaf, stands alone) with leaf = (program words, anchors,
-    namespace or None, stands alone, and the program, anchors and namespaces of a rule of this
-    term alone); False when the parser would reject the term or it is not flat."""
+    namespace or None, stands alone, the namespaces of a rule of this term alone); False when
+    the parser would reject the term or it is not flat."""
     kind = key[0]
     if kind in _SIGIL_KINDS:
         leaf = _make_flat_leaf(kind, key[1:])
@@ -380,9 +380,8 @@ def _flat_node(key: str):
         leaf = _make_flat_leaf("k", key)
     if leaf is None:
         return False
-    words, anchors, ns, alone = leaf
-    return (_LEAF, (words, anchors, ns, alone, _words(words), _anchor_bytes(anchors),
-                    _ns_set(() if ns is None else (ns,))), alone)
+    ns = leaf[2]
+    return (_LEAF, leaf + (_ns_set(() if ns is None else (ns,)),), leaf[3])
 
 
 _SIGIL_KINDS = frozenset('"#@$')      # (a bare word never starts with one of them)
@@ -620,8 +619,9 @@ def _compile_flat(rule: Rule, cache: dict | None = None) -> CompiledRule | None:
     if not tree[2]:
         return None                             # nothing that stands alone
     if tree[0] == _LEAF:                        # one term: its program as it is
-        _, _, _, _, words, top, nss = tree[1]
-        return CompiledRule(rule, words, (), top, _NO_PREFIX, False, nss)
+        words, anchors, _, _, nss = tree[1]
+        return CompiledRule(rule, _words(words), (), _anchor_bytes(anchors), _NO_PREFIX, False,
+                            nss)
     prog: list = []
     nss = set()
     anchors = _flat_emit(tree, prog, nss)
