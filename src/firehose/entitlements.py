@@ -368,15 +368,26 @@ class Entitlements:
         days = days // 86_400_000
         delivered: dict[str, pa.Table] = {}
         audit, denials, ledger = [], [], []
+        # rows already in id order (a stream usually is): no per-client sort for the caps
+        in_id_order = len(ids) < 2 or bool((ids[1:] >= ids[:-1]).all())
+        any_withheld = len(withheld_pairs[0]) > 0
+        fixed = [("", "", "", "")] + [
+            (name, "default" if name == "null_id" else "compliance", "", "")
+            for name in _GLOBAL_REASONS] + [("withheld", "compliance", "", "")]
+        withheld_code = len(fixed) - 1
         for client, (rows, rules) in sorted(matches.items()):
             plan = self.plans.plan(client, source)
             rows = np.asarray(rows, np.int64)
-            order = np.argsort(ids[rows], kind="stable")      # caps go in tweet-id order
-            rows = rows[order]
+            if in_id_order:
+                order = np.arange(len(rows))
+            else:
+                order = np.argsort(ids[rows], kind="stable")      # caps go in tweet-id order
+                rows = rows[order]
             # rules stay in matched order: ``order`` maps id order back to them
-            # one reason code per row (0: deliver); the first reason that applies wins
-            code = np.zeros(len(rows), np.int16)
-            table_r: list[tuple[str, str, str, str]] = [("", "", "", "")]
+            # one reason code per row (0: deliver); the first reason that applies wins:
+            # the seat's own denial, then the batch-wide reasons (null id, compliance) in
+            # their order, withholding in the seat's countries, caps
+            table_r: list[tuple[str, str, str, str]] = list(fixed)
 
             def mark(mask, r, pol, pth="", det=""):
                 m = mask & (code == 0)
@@ -386,17 +397,18 @@ class Entitlements:
 
             if not plan.allowed:
                 d = plan.denials[0]
-                mark(np.ones(len(rows), bool), d.reason, d.policy, d.path_text, d.detail)
-            # the batch-wide reasons (null id, then compliance), one gather per client
-            g = global_code[rows]
-            for k, name in enumerate(_GLOBAL_REASONS, 1):
-                mark(g == k, name, "default" if name == "null_id" else "compliance")
-            key = tuple(plan.delivery_countries)
-            if key not in withheld_cache:
-                withheld_cache[key] = self.compliance.withheld_for(withheld_pairs, tweets.num_rows,
-                                                                   key)
-            mark(withheld_cache[key][rows], "withheld", "compliance")
-            self._caps(plan, rows, days, code, mark)
+                table_r.append((d.reason, d.policy, d.path_text, d.detail))
+                code = np.full(len(rows), len(table_r) - 1, np.int16)
+            else:
+                code = global_code[rows].astype(np.int16)       # one gather per client
+                if any_withheld:
+                    key = tuple(plan.delivery_countries)
+                    if key not in withheld_cache:
+                        withheld_cache[key] = self.compliance.withheld_for(
+                            withheld_pairs, tweets.num_rows, key)
+                    w = withheld_cache[key][rows]
+                    code[w & (code == 0)] = withheld_code
+                self._caps(plan, rows, days, code, mark)
             ok = code == 0
             keep = rows[ok]
             delivered[client] = Delivery(tweets, keep, plan.columns, rules, order[ok],
@@ -495,9 +507,13 @@ class Entitlements:
             return
         runs = self._delivered.setdefault(client, [])
         ids = np.asarray(ids, np.int64)
-        # apply() passes its delivered ids in id order, already unique: skip the sort
-        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-            ids = np.unique(ids)
+        # apply() passes its delivered ids in id order: drop repeats without a sort
+        if len(ids) > 1:
+            step = ids[1:] - ids[:-1]
+            if (step < 0).any():
+                ids = np.unique(ids)
+            elif not step.all():
+                ids = ids[np.concatenate(([True], step != 0))]
         runs.append(ids)
         while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
             b, a = runs.pop(), runs.pop()
