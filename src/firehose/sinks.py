@@ -443,6 +443,8 @@ def _ndjson_rows(table: pa.Table) -> bytes:
 
 _GEO_KEYS = ("coordinates", "geo", "place", "places")
 _EXACT_KEYS = ("coordinates", "geo")
+#: a geo member with a value that is not null (an object or an array)
+_GEO_VALUE = re.compile(rb'"(?:coordinates|geo|place|places)"\s*:\s*[\[{]')
 _PLACE_KEYS = ("place", "places")
 
 
@@ -465,9 +467,19 @@ def raw_with_rules(line: bytes, rules: list[dict], scrub_geo: bool, *, exact_geo
     depth (retweeted and quoted copies, v2 ``includes``): everything under ``scrub_geo``;
     ``coordinates``/``geo`` for a seat without exact geo; ``place``/``places`` for a seat
     without place."""
-    obj = json.loads(line)
     keys = _GEO_KEYS if scrub_geo else (() if exact_geo else _EXACT_KEYS) + \
         (() if place else _PLACE_KEYS)
+    if (not keys or not _GEO_VALUE.search(line)) and b'"matching_rules"' not in line:
+        # nothing to remove (geo keys, if any, are null) and no upstream rules: the original
+        # bytes, untouched, with our rules appended as the last member
+        body = line.rstrip()
+        if body.endswith(b"}"):
+            head = body[:-1].rstrip()
+            sep = b"" if head.endswith(b"{") else b","
+            return (head + sep + b'"matching_rules":'
+                    + json.dumps(rules, ensure_ascii=False, separators=(",", ":")).encode()
+                    + b"}\n")
+    obj = json.loads(line)
     if keys:
         _scrub(obj, keys)
     if isinstance(obj, dict) and isinstance(obj.get("gnip"), dict):
