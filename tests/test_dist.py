@@ -316,14 +316,17 @@ def _free_port() -> int:
 
 def test_cli_unreachable_scheduler_is_a_one_line_error(captures, tmp_path):
     env = dict(os.environ, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="2s")
+    old = tmp_path / "o" / "manifest.json"      # an earlier run's output, to be overwritten
+    old.parent.mkdir()
+    old.write_text("earlier run")
     r = subprocess.run([sys.executable, "-m", "firehose.cli", "replay", captures[1], "-c",
-                        EXAMPLE, "-o", str(tmp_path / "o"), "--scheduler",
+                        EXAMPLE, "-o", str(tmp_path / "o"), "--overwrite", "--scheduler",
                         f"tcp://127.0.0.1:{_free_port()}"], capture_output=True, text=True,
                        env=env, timeout=120)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the Dask scheduler" in lines[0], r.stderr
-    assert not os.path.exists(tmp_path / "o" / "manifest.json")
+    assert old.read_text() == "earlier run"      # nothing touched before the cluster answered
 
 
 def test_cli_workers_runs_a_local_cluster(captures, tmp_path):

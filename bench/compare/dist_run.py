@@ -10,7 +10,8 @@ into ``--segment-mb`` segments) with the benchmark configuration (``_replay_inpu
   (1 thread each; ``--workers 1,2``),
 
 and prints one table: seconds, tweets/s, MB/s, the seconds of each distributed stage, CPU
-seconds of the machine (all processes) and the other load. It also checks that the 1- and
+seconds of the run (this process and the cluster's workers), CPU ÷ wall, and the cores that
+other processes of the machine took meanwhile ("other"). It also checks that the 1- and
 2-worker outputs are byte-identical to the in-process reference. Every cluster is started and
 closed here, on loopback.
 """
@@ -36,6 +37,20 @@ def _busy() -> float:
     return rp.busy_jiffies() / os.sysconf("SC_CLK_TCK")
 
 
+def _ours() -> float:
+    """CPU seconds of this process and its children (the local cluster's workers)."""
+    import psutil
+    total = 0.0
+    me = psutil.Process()
+    for p in [me] + me.children(recursive=True):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def _tree(out: str) -> dict[str, bytes]:
     files = {}
     for root, _, names in os.walk(out):
@@ -50,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=200)
     ap.add_argument("--segment-mb", type=float, default=32)
-    ap.add_argument("--partitions", type=int, default=16)
+    ap.add_argument("--partitions", type=int, default=None, help="default: dist.auto_partitions")
     ap.add_argument("--clients", type=int, default=rp.DEFAULT_CLIENTS)
     ap.add_argument("--rules-per-client", type=int, default=rp.DEFAULT_RULES_PER_CLIENT)
     ap.add_argument("--workers", default="1,2")
@@ -68,11 +83,11 @@ def main() -> None:
 
     def measure(label, fn):
         out = os.path.join(tmp, label.replace(" ", "-"))
-        b0, t0 = _busy(), time.perf_counter()
+        b0, o0, t0 = _busy(), _ours(), time.perf_counter()
         report = fn(out)
         wall = time.perf_counter() - t0
-        cpu = _busy() - b0
-        rows.append((label, report, wall, cpu))
+        cpu, busy = _ours() - o0, _busy() - b0
+        rows.append((label, report, wall, cpu, max(0.0, busy - cpu) / wall))
         print(f"  {label}: {wall:.1f} s", file=sys.stderr)
         return out
 
@@ -97,17 +112,18 @@ def main() -> None:
 
     r0 = rows[0][1]
     mb = r0.get("decode.bytes") / 1e6
+    parts = next(r.get("dist.partitions") for _, r, _, _, _ in rows if r.get("dist.partitions"))
     print(f"input {mb:,.0f} MB plain, {r0.get('decode.tweets'):,} tweets, {len(cfg.clients)} "
-          f"seats x {a.rules_per_client} rules, partitions {a.partitions}, segments of "
+          f"seats x {a.rules_per_client} rules, partitions {parts}, segments of "
           f"{a.segment_mb:g} MB, {os.cpu_count()} cores")
     head = f"{'run':<16}{'s':>7}{'tweets/s':>10}{'MB/s':>7}  " + "".join(
-        f"{s:>11}" for s in STAGES) + f"{'CPU s':>8}{'CPU/wall':>9}  same bytes"
+        f"{s:>11}" for s in STAGES) + f"{'CPU s':>8}{'CPU/wall':>9}{'other':>7}  same bytes"
     print(head)
-    for label, report, wall, cpu in rows:
+    for label, report, wall, cpu, other in rows:
         st = report.stage_seconds if label != "pipeline" else {}
         stages = "".join(f"{st.get(s, 0):>11.1f}" if st else f"{'':>11}" for s in STAGES)
         print(f"{label:<16}{wall:>7.1f}{report.get('decode.tweets') / wall:>10,.0f}"
-              f"{mb / wall:>7.1f}  {stages}{cpu:>8.1f}{cpu / wall:>9.2f}  "
+              f"{mb / wall:>7.1f}  {stages}{cpu:>8.1f}{cpu / wall:>9.2f}{other:>7.2f}  "
               f"{same.get(label, '') if label.startswith('dask') else ''}")
 
 

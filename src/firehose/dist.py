@@ -11,13 +11,14 @@ given a cluster, and the single-machine path (:mod:`firehose.pipeline`) never im
 **Stages** (docs/architecture.md, "Distributed (Dask)"):
 
 1. *decode*, one task per segment (a whole compressed file, or a byte range of a plain file:
-   the lines that start in it): the core decodes it without dedupe and splits its tweets into
-   ``partitions`` tables by the core's partition key (XXH3_64 of the tweet id's 8
-   little-endian bytes, modulo the partition count; :func:`partition_of`), so every copy of a
-   tweet lands in one partition;
+   the lines that start in it): the core decodes it without dedupe and splits its tweets by
+   the core's partition key (XXH3_64 of the tweet id's 8 little-endian bytes, modulo the
+   partition count; :func:`partition_of`) into one Arrow IPC file in the staging directory,
+   record batch ``p`` holding partition ``p``, so every copy of a tweet lands in one partition;
 2. *compliance*, one task: every segment's compliance events, in input order, folded into one
    :class:`~firehose.compliance.ComplianceState` that every partition task then reads;
-3. *route*, one task per partition: exact dedupe (the first occurrence in input order wins),
+3. *route*, one task per partition: batch ``p`` of every segment's file, exact dedupe (the
+   first occurrence in input order wins),
    rows put in tweet-id order, routing through a :class:`~firehose.routing.Router` compiled once
    per worker process (cached by the configuration's hash), entitlements without caps;
 4. *caps*, on the client: the rows still deliverable, as (tweet id, day, client) only, taken
@@ -643,9 +644,6 @@ class _SyncExec:
     def gather(self, futs):
         return [f.value for f in futs]
 
-    def workers(self) -> int:
-        return 1
-
 
 def _resolve(a):
     if isinstance(a, _Done):
@@ -667,9 +665,6 @@ class _DaskExec:
 
     def gather(self, futs):
         return self.client.gather(list(futs))
-
-    def workers(self) -> int:
-        return len(self.client.scheduler_info().get("workers", {})) or 1
 
 
 # ------------------------------------------------------------------------------ the driver
@@ -737,9 +732,8 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int | None =
     if partitions is None:
         partitions = auto_partitions(inputs)
     out = os.fspath(out_dir)
-    _prepare_out(out, overwrite)
 
-    own_client = None
+    own_client = None             # connect first: an unreachable cluster leaves OUT alone
     if client is None and scheduler not in (None, "sync"):
         client = own_client = connect(scheduler, connect_timeout)
     elif isinstance(client, str):
@@ -747,6 +741,12 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int | None =
             client = None
         else:
             client = own_client = connect(client, connect_timeout)
+    try:
+        _prepare_out(out, overwrite)
+    except BaseException:
+        if own_client is not None:
+            own_client.close()
+        raise
     token = uuid.uuid4().hex[:12]
     ex = _DaskExec(client, token) if client is not None else _SyncExec()
     stage_root = os.path.join(out, _STAGING, token)
@@ -1007,7 +1007,7 @@ def cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_ra
                                            "'firehose[dask]'") from None
             try:
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0")
                 client = Client(cluster)
             except (OSError, TimeoutError) as e:
                 raise SchedulerUnreachable(f"could not start {workers} local workers: {e}") \
