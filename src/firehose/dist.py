@@ -55,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import os
 import shutil
 import signal
@@ -1006,8 +1007,10 @@ def cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_ra
                 raise SchedulerUnreachable("--workers needs Dask: pip install "
                                            "'firehose[dask]'") from None
             try:
+                # workers log their connection teardown at exit as errors: keep stderr to ours
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address="127.0.0.1:0")
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                       silence_logs=logging.CRITICAL)
                 client = Client(cluster)
             except (OSError, TimeoutError) as e:
                 raise SchedulerUnreachable(f"could not start {workers} local workers: {e}") \
