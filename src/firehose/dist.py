@@ -481,7 +481,6 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
             add("entitle.denied", rows)
             add(f"client.{client}.denied", rows)
 
-    _maybe_die("write")
     root = os.path.join(stage_root, f"p{seq:06d}-{uuid.uuid4().hex}")
     jobs: list = []
 
@@ -530,6 +529,7 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
     if files:        # one syncfs (Linux) for the attempt's files, not an fsync each
         from .sinks import sync_all
         sync_all(root, [os.path.join(root, f) for f in files])
+    _maybe_die("write")          # tests: the files exist, the result never reaches the client
     return {"root": root, "files": files, "counters": c}
 
 
