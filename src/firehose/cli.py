@@ -580,6 +580,12 @@ def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, com
         bar.close()
         fail(130, f"interrupted; committed output is kept, continue with --resume")
     bar.close()
+    _report(fail, report, out, quiet, max_reject_rate)
+
+
+def _report(fail, report, out: str, quiet: bool, max_reject_rate: float) -> None:
+    """The end of a replay (single machine or distributed): the summary, then exit status 1
+    when rejects are over the threshold."""
     if not quiet:
         click.echo(report.summary())
         click.echo(f"manifest: {os.path.join(out, 'manifest.json')}")

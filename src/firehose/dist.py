@@ -938,19 +938,9 @@ def _write_plans(out: str, table: pa.Table) -> None:
 
 def _write_manifest(out, config, plans, source, partitions, segment_bytes, report) -> None:
     from . import __version__
-    from .checkpoint import CHECKPOINT_NAME
-    from .pipeline import MANIFEST_NAME, _file_hash
+    from .pipeline import MANIFEST_NAME, list_outputs
     from .sinks import atomic_write
-    outputs = []
-    for root, dirs, files in os.walk(out):
-        dirs[:] = sorted(d for d in dirs if d != _STAGING)
-        for f in sorted(files):
-            p = os.path.join(root, f)
-            rel = os.path.relpath(p, out)
-            if rel in (MANIFEST_NAME, CHECKPOINT_NAME) or f.endswith(".tmp"):
-                continue
-            outputs.append({"path": rel.replace(os.sep, "/"), "bytes": os.path.getsize(p),
-                            "xxh3_128": _file_hash(p)})
+    outputs = list_outputs(out, skip_dirs=(_STAGING,))
     manifest = {
         "firehose": __version__, "pyarrow": pa.__version__,
         "config": {"origin": str(config.origin), "hash": config.hash},
@@ -974,7 +964,7 @@ def cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_ra
     """``firehose replay --scheduler ADDRESS`` / ``--workers N`` (firehose.cli)."""
     import click
 
-    from .cli import EXIT_REJECTS, EXIT_SINK, EXIT_USAGE
+    from .cli import EXIT_SINK, EXIT_USAGE, _report
     from .config import load
     from .errors import SinkError
 
@@ -1026,10 +1016,4 @@ def cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_ra
             client.close()
         if cluster is not None:
             cluster.close()
-    if not quiet:
-        click.echo(report.summary())
-        click.echo(f"manifest: {os.path.join(out, 'manifest.json')}")
-    if report.reject_rate > max_reject_rate:
-        fail(EXIT_REJECTS, f"{report.get('decode.rejects'):,} of {report.get('decode.lines'):,} "
-             f"lines rejected ({report.reject_rate:.2%} > --max-reject-rate "
-             f"{max_reject_rate:.2%}); see {os.path.join(out, 'rejects')}")
+    _report(fail, report, out, quiet, max_reject_rate)

@@ -605,16 +605,7 @@ class Pipeline:
     def _write_manifest(self, inputs, report: Report) -> None:
         from . import __version__
         out = self.out_dir
-        outputs = []
-        for root, dirs, files in os.walk(out):
-            dirs.sort()
-            for f in sorted(files):
-                p = os.path.join(root, f)
-                rel = os.path.relpath(p, out)
-                if rel in (MANIFEST_NAME, CHECKPOINT_NAME) or f.endswith(".tmp"):
-                    continue
-                outputs.append({"path": rel.replace(os.sep, "/"), "bytes": os.path.getsize(p),
-                                "xxh3_128": _file_hash(p)})
+        outputs = list_outputs(out)
         manifest = {
             "firehose": __version__, "pyarrow": pa.__version__,
             "config": {"origin": str(self.config.origin), "hash": self.config.hash},
@@ -695,6 +686,22 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def list_outputs(out: str, skip_dirs=()) -> list[dict]:
+    """Every output file under ``out`` (not the manifest, the checkpoint, temporary files or
+    ``skip_dirs``), sorted, with its size and XXH3-128: the manifest's ``outputs``."""
+    outputs = []
+    for root, dirs, files in os.walk(out):
+        dirs[:] = sorted(d for d in dirs if d not in skip_dirs)
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            rel = os.path.relpath(p, out)
+            if rel in (MANIFEST_NAME, CHECKPOINT_NAME) or f.endswith(".tmp"):
+                continue
+            outputs.append({"path": rel.replace(os.sep, "/"), "bytes": os.path.getsize(p),
+                            "xxh3_128": _file_hash(p)})
+    return outputs
 
 
 def _file_hash(path: str) -> str:
