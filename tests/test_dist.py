@@ -244,6 +244,7 @@ def cluster():
         left = [p for p in me.children(recursive=True) if p.pid not in before
                 and "resource_tracker" not in " ".join(p.cmdline())]   # multiprocessing's own
         gone, alive = psutil.wait_procs(left, timeout=10)
+        survivors = []
         for p in alive:          # ours only: started by this LocalCluster
             if p.status() == psutil.STATUS_ZOMBIE:     # the worker killed in a test: reap it
                 try:
@@ -251,9 +252,9 @@ def cluster():
                 except ChildProcessError:
                     pass
             else:
-                p.kill()
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert not alive, f"cluster processes left running: {alive}"
+                survivors.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
+                p.kill()         # clean up, then fail: a process outlived the cluster
+        assert not survivors, f"cluster processes left running: {survivors}"
 
 
 def test_two_workers_give_the_references_bytes_and_compile_rules_once_each(
@@ -350,10 +351,11 @@ def test_cli_workers_runs_a_local_cluster(captures, tmp_path):
 # ------------------------------------------------------------------------------ caps
 
 def _caps_oracle(plans, source, rows):
-    """rows: (id, day, client, partition); one by one in (id, client) order, summing the
-    group's 30 days each time."""
+    """rows: (id, day, client, partition); one by one as the pipeline's batch takes them:
+    seat by seat in name order, each seat in tweet-id order, summing the group's 30 days
+    each time."""
     day_n, group_n, over = {}, {}, set()
-    for tid, day, client, p in sorted(rows, key=lambda r: (r[0], r[2])):
+    for tid, day, client, p in sorted(rows, key=lambda r: (r[2], r[0])):
         pl = plans.plan(client, source)
         if pl.objects_per_day is not None and day_n.get((client, day), 0) >= pl.objects_per_day:
             over.add((p, client, tid))
@@ -370,7 +372,7 @@ def _caps_oracle(plans, source, rows):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_caps_follow_tweet_id_order_across_partitions_and_seats_of_a_group(seed):
+def test_caps_follow_seat_then_tweet_id_order_across_partitions_of_a_group(seed):
     from firehose.entitlements import Plan, PlanSet
     rng = np.random.default_rng(seed)
     big = seed % 3 == 0            # then no cap binds: the fast path

@@ -579,7 +579,8 @@ def _decide_caps(plans, source: str, cands: list[dict]) -> list[dict]:
         cplans = [plans.plan(c, source) for c in members]
         if not _caps_bind(cplans, days, who):
             continue
-        order = np.lexsort((who, ids))
+        # as the pipeline's one batch: seat by seat in name order, each in tweet-id order
+        order = np.lexsort((ids, who))
         over = np.zeros(len(ids), bool)
         day_counts: dict[tuple[int, int], int] = {}
         group_counts: dict[int, int] = {}
@@ -729,10 +730,14 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int | None =
     inputs = expand_paths(paths)
     if not inputs:
         raise InputError("no input given")
-    segs = plan_segments(inputs, segment_bytes)
+    segs = [dataclasses.replace(sg, path=os.path.abspath(sg.path))
+            for sg in plan_segments(inputs, segment_bytes)]
     if partitions is None:
         partitions = auto_partitions(inputs)
-    out = os.fspath(out_dir)
+    # workers open inputs and write staging files by path, and need not share this process's
+    # working directory: every path they see is absolute (the names in `source_file` and the
+    # manifest stay as given)
+    out = os.path.abspath(os.fspath(out_dir))
 
     own_client = None             # connect first: an unreachable cluster leaves OUT alone
     if client is None and scheduler not in (None, "sync"):
@@ -1011,6 +1016,14 @@ def cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_ra
         fail(EXIT_USAGE, str(e))
     except SinkError as e:
         fail(EXIT_SINK, str(e))
+    except click.exceptions.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001 - a cluster failing mid-run: KilledWorker, a lost
+        # scheduler connection, a file system the workers cannot reach: one line, not a trace
+        # (outputs move into place at the end and the manifest comes last: without it the
+        # output directory is not a finished run)
+        fail(EXIT_SINK, f"the distributed run failed: {type(e).__name__}: {e}; {out} has no "
+                        f"manifest: re-run with --overwrite")
     finally:
         if client is not None:
             client.close()
