@@ -130,3 +130,23 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_files(captu
                    check=True, cwd=ROOT)
     assert kills >= 1
     assert _tree(out) == _tree(ref)
+
+
+def test_an_output_path_under_a_file_is_one_line_exit_2(capture, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    r = _invoke("replay", capture, "-c", EXAMPLE, "-o", str(f / "out"))
+    assert r.exit_code == 2
+    assert "cannot prepare the output directory" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_resume_with_other_batch_options_is_refused(capture, tmp_path):
+    out = str(tmp_path / "out")
+    assert _invoke("replay", capture, "-c", EXAMPLE, "-o", out, "-q",
+                   "--batch-bytes", "1MiB").exit_code == 0
+    r = _invoke("replay", capture, "-c", EXAMPLE, "-o", out, "-q", "--resume")
+    assert r.exit_code == 2 and "other options" in r.output
+    r = _invoke("replay", capture, "-c", EXAMPLE, "-o", out, "-q", "--resume",
+                "--batch-bytes", "1MiB")
+    assert r.exit_code == 0

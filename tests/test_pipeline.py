@@ -511,3 +511,87 @@ def test_scrub_geo_nulls_coordinates_in_a_parquet_delivery(tmp_path):
     got = _read_parts(os.path.join(out, "clients", "wire"))
     coords = dict(zip(got.column("id").to_pylist(), got.column("coordinates").to_pylist()))
     assert coords == {10: None, 11: {"lon": 1.5, "lat": 2.5}}
+
+
+def test_raw_payload_of_a_retweet_drops_the_geo_of_a_scrubbed_original(tmp_path):
+    """scrub_geo by the retweeted author reaches the embedded copy in the raw payload."""
+    config = fconfig.loads(GEO_CONFIG.replace('kind = "parquet"', 'kind = "ndjson"'), "g.toml")
+    orig = {"id_str": "10", "created_at": "Wed Oct 10 20:19:24 +0000 2018", "text": "breaking",
+            "user": {"id_str": "7", "screen_name": "a"},
+            "coordinates": {"type": "Point", "coordinates": [1.5, 2.5]}}
+    rt = {"id_str": "12", "created_at": "Wed Oct 10 20:19:25 +0000 2018",
+          "text": "RT @a: breaking", "user": {"id_str": "8", "screen_name": "b"},
+          "retweeted_status": orig}
+    lines = [json.dumps({"scrub_geo": {"user_id_str": "7", "up_to_status_id_str": "10"}}),
+             json.dumps(rt)]
+    cap = tmp_path / "rt.ndjson"
+    cap.write_text("\n".join(lines) + "\n")
+    out = str(tmp_path / "o")
+    Pipeline(config, out_dir=out).run([str(cap)])
+    (path,) = glob.glob(os.path.join(out, "clients", "wire", "part-*.ndjson"))
+    obj = json.loads(_read(path))
+    assert obj["id_str"] == "12"
+    assert obj["retweeted_status"]["coordinates"] is None
+
+
+def test_embedding_a_source_switch_keeps_each_raw_line_with_its_source(tmp_path):
+    config = fconfig.loads(RAW_CONFIG, "raw.toml")
+    sink = PartSink(str(tmp_path / "w"), "ndjson")
+    pipe = Pipeline(config, sinks={"wire": sink})
+    got = []
+
+    def line(tid):
+        return json.dumps({"id_str": str(tid), "created_at": "Wed Oct 10 20:19:24 +0000 2018",
+                           "text": f"breaking {tid}", "user": {"id_str": "1"}}).encode()
+    pipe.process(line(1) + b"\n" + line(2)[:30], source="A")      # tweet 2 unfinished in A
+    pipe.process(line(2)[30:] + b"\n", source="A")
+    pipe.process(line(3)[:20], source="A")
+    pipe.process(line(4) + b"\n", source="B")                    # A's tail is finished now
+    pipe.finish()
+    sink.commit()
+    for path in glob.glob(str(tmp_path / "w" / "part-*")):
+        got += [json.loads(x) for x in _read(path).splitlines()]
+    texts = {o["id_str"]: o["text"] for o in got}
+    assert texts == {"1": "breaking 1", "2": "breaking 2", "4": "breaking 4"}   # 3 is cut off
+
+
+def test_a_failing_part_close_leaves_no_temporary_file(capture, config, tmp_path, monkeypatch):
+    real = PartSink.close_part
+    calls = {"n": 0}
+
+    def close_part(self, fsync=True):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            self.abort()
+            raise SinkError(f"{self.directory}: commit failed: No space left on device")
+        return real(self, fsync)
+
+    monkeypatch.setattr(PartSink, "close_part", close_part)
+    out = str(tmp_path / "o")
+    with pytest.raises(SinkError):
+        Pipeline(config, out_dir=out, **KW).run([capture])
+    assert not [k for k in _tree(out) if k.endswith(".tmp")]
+
+
+def test_embedding_never_overwrites_parts_of_an_earlier_session(config, capture, tmp_path):
+    with gzip.open(capture, "rb") as f:
+        data = f.read(2_000_000)
+    data = data[:data.rindex(b"\n") + 1]
+    out = str(tmp_path / "o")
+    first = Pipeline(config, out_dir=out)
+    first.process(data, source="s")
+    first.close()
+    before = _tree(out)
+    assert [k for k in before if "part-" in k]
+    second = Pipeline(config, out_dir=out)
+    with pytest.raises(StateError, match="earlier session"):
+        second.process(data, source="s")
+    assert second.restore() is None                 # no checkpoint: nothing is deleted
+    assert _tree(out) == before
+
+
+def test_numbers_beyond_a_double_do_not_make_invalid_json():
+    from firehose.sinks import raw_with_rules
+    line = b'{"id_str":"1","place":{"id":"p"},"score":1e400}'
+    out = json.loads(raw_with_rules(line, [], False, place=False))
+    assert out["score"] is None and out["place"] is None

@@ -181,6 +181,20 @@ class ComplianceState:
             mask[cand] = i <= upto
         return mask
 
+    def scrub_nested_mask(self, tweets: pa.Table) -> np.ndarray:
+        """True where the author of an embedded copy (the retweeted or quoted tweet) has any
+        scrub_geo: raw payloads carry those copies whole, so their geo goes too (a
+        conservative reading: the copy's own id is not checked against ``up_to``)."""
+        mask = np.zeros(tweets.num_rows, bool)
+        if not self._scrub:
+            return mask
+        users = pa.array(list(self._scrub), pa.int64())
+        for col in ("retweeted_user_id", "quoted_user_id"):
+            if col in tweets.column_names:
+                mask |= pc.fill_null(pc.is_in(tweets.column(col), value_set=users), False) \
+                    .to_numpy(zero_copy_only=False)
+        return mask
+
     # ------------------------------------------------------------------ persistence
     def to_bytes(self) -> bytes:
         """The state as Arrow IPC (for checkpoints)."""

@@ -181,6 +181,7 @@ class Pipeline:
         self._raw = _RawTail()
         self.progress: Callable[["Pipeline"], None] | None = None
         self._keep_tables = True                # process() returns tables; run() does not
+        self._out_checked = False
         self._closer = None                     # closes parts in parallel during run()
         self.sink_threads = int(sink_threads)
 
@@ -223,13 +224,32 @@ class Pipeline:
         """Decode a chunk (cut anywhere) and deliver what it completes: ``{client: table}``
         for every client (empty tables included). Sinks are written; file sinks commit every
         ``commit_every`` calls and at :meth:`close`."""
+        self._check_out()
         dec = self.decoder
+        cur, pos, _ = dec.position()
+        first = None
+        if cur is not None and (source != cur or (offset is not None and offset != dec._offset)):
+            # another source, or a jump: the decoder ends the current source's unfinished line
+            # now; decode it here, while its bytes are still the raw tail
+            first = self.finish()
         before = dec.stats
         res = dec.feed(chunk, source=source, offset=offset)
         raw = self._raw.add(source, bytes(chunk), offset) if self._raw_clients else None
         out = self._batch(_Batch(res, 0, source, (0, 0, 0), _delta(before, dec.stats), raw))
         self._maybe_commit_embedded()
+        if first:
+            out = {c: pa.concat_tables([first[c], t]) if c in first else t
+                   for c, t in out.items()}
         return out
+
+    def _check_out(self) -> None:
+        """Embedding into ``out_dir``: parts of an earlier session are never overwritten."""
+        if self._out_checked or self.out_dir is None:
+            return
+        self._out_checked = True
+        if _highest_part(self.out_dir) > self.part:
+            raise StateError(f"{self.out_dir}: holds parts of an earlier session; restore() "
+                             "continues it, or use another directory")
 
     def finish(self) -> dict[str, pa.Table]:
         """End the stream (its last line needs no newline) and deliver the rest."""
@@ -273,10 +293,12 @@ class Pipeline:
         if ck is not None and ck.config_hash != self.config.hash:
             raise StateError(f"{self.out_dir}: the checkpoint was made with another "
                              "configuration")
-        _clean_parts(self.out_dir, ck.part if ck is not None else 0)
         if ck is None:
+            _clean_parts(self.out_dir, None)        # temporary files only: no parts are lost
             return None
+        _clean_parts(self.out_dir, ck.part)
         self._restore(ck)
+        self._out_checked = True
         return dict(ck.extra)
 
     def _maybe_commit_embedded(self) -> None:
@@ -389,9 +411,11 @@ class Pipeline:
         offsets = d.tweets.column("byte_offset").take(pa.array(d.rows, pa.int64())).to_pylist()
         rules = d.rules.take(pa.array(d.rules_at)).to_pylist()
         out = []
-        # a seat without the geo groups sees no geo in the payload either, nested copies included
+        # a seat without the geo groups sees no geo in the payload either, nested copies
+        # included; nor does anyone see the geo of an embedded copy whose author scrubbed it
         exact, place = "coordinates" in d.columns, "place_id" in d.columns
-        for off, rl, scrub in zip(offsets, rules, d.scrub.tolist()):
+        nested = self.compliance.scrub_nested_mask(d.tweets.take(pa.array(d.rows, pa.int64())))
+        for off, rl, scrub in zip(offsets, rules, (d.scrub | nested).tolist()):
             i = off - base
             j = buf.find(b"\n", i)
             line = buf[i:j if j >= 0 else len(buf)]
@@ -419,10 +443,23 @@ class Pipeline:
             # closing a part writes its buffered rows (Parquet encoding and compression run
             # without the GIL): spread over the cores
             if self._closer is not None and len(parts) > 1:
-                closed = list(self._closer.map(lambda p: p.close_part(fsync=False), parts))
+                futs = [(p, self._closer.submit(p.close_part, False)) for p in parts]
+                error = None
+                for p, f in futs:                   # every close finishes before we go on
+                    try:
+                        st = f.result()
+                    except SinkError as e:
+                        error = error or e
+                        continue
+                    if st is not None:
+                        staged.append((p, st))
+                if error is not None:
+                    raise error
             else:
-                closed = [p.close_part(fsync=False) for p in parts]
-            staged = [(p, st) for p, st in zip(parts, closed) if st is not None]
+                for p in parts:
+                    st = p.close_part(fsync=False)
+                    if st is not None:
+                        staged.append((p, st))
             if staged:
                 sync_all(self.out_dir or os.path.dirname(staged[0][1][1]),
                          [tmp for _, (tmp, _) in staged])
@@ -449,8 +486,8 @@ class Pipeline:
             idx, off, lines = position
             Checkpoint(self.config.hash, inputs, self.part, idx, off, lines,
                        self.entitlements.batch, dict(self.counters), snapshot,
-                       self.compliance.to_bytes(), self.entitlements.state_to_bytes()
-                       ).save(self.out_dir)
+                       self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
+                       {"options": self._options()}).save(self.out_dir)
         self._time("commit", time.perf_counter() - t0)
 
     # -------------------------------------------------------------------- replay
@@ -464,7 +501,11 @@ class Pipeline:
         start = (0, 0, 0)
         resumed_from = None
         if self.out_dir is not None:
-            ck = self._prepare_out(inputs, resume, overwrite)
+            try:
+                ck = self._prepare_out(inputs, resume, overwrite)
+            except OSError as e:
+                raise StateError(f"{e.filename or self.out_dir}: cannot prepare the output "
+                                 f"directory: {e.strerror or e}") from None
             if ck is not None:
                 if ck.input_index < len(inputs) and inputs[ck.input_index] == "-":
                     raise InputError("-: standard input cannot be resumed")
@@ -580,10 +621,20 @@ class Pipeline:
             if ck.inputs != list(inputs):
                 raise StateError(f"{out}: the checkpoint was made for other inputs "
                                  f"({', '.join(ck.inputs)})")
+            want = ck.extra.get("options")
+            if want is not None and want != self._options():
+                raise StateError(f"{out}: the checkpoint was made with other options "
+                                 f"({json.dumps(want, sort_keys=True)}); resume with those")
         if done and ck is not None:
             os.unlink(os.path.join(out, MANIFEST_NAME))   # re-made identically at the end
         _clean_parts(out, ck.part if ck is not None else 0)
         return ck
+
+    def _options(self) -> dict:
+        """What decides a run's batches and outputs besides inputs and configuration."""
+        return {"batch_bytes": self.batch_bytes, "commit_every": self.commit_every,
+                "source": self.source,
+                "dedupe_window_hours": self._dec_args["dedupe_window_hours"]}
 
     def _restore(self, ck: Checkpoint) -> None:
         self.decoder = Decoder(dedupe_state=ck.dedupe or None, **self._dec_args)
@@ -672,13 +723,24 @@ def _value_counts(col) -> list[tuple[str, int]]:
                                                    vc.field("counts").to_pylist()))
 
 
-def _clean_parts(out: str, committed: int) -> None:
-    """Remove temporary files and parts numbered above ``committed`` (an interrupted commit)."""
+def _clean_parts(out: str, committed: int | None) -> None:
+    """Remove temporary files and parts numbered above ``committed`` (an interrupted commit;
+    None: temporary files only)."""
     for root, _, files in os.walk(out):
         for f in files:
             m = PART_RE.match(f)
-            if f.endswith(".tmp") or (m and int(m.group(1)) > committed):
+            if f.endswith(".tmp") or (m and committed is not None and int(m.group(1)) > committed):
                 os.unlink(os.path.join(root, f))
+
+
+def _highest_part(out: str) -> int:
+    top = 0
+    for _, _, files in os.walk(out):
+        for f in files:
+            m = PART_RE.match(f)
+            if m:
+                top = max(top, int(m.group(1)))
+    return top
 
 
 def _unlink_quiet(path: str) -> None:

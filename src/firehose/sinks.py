@@ -39,7 +39,7 @@ __all__ = ["Sink", "PartSink", "CallbackSink", "make_sink", "fsync_dir", "atomic
            "PART_RE", "EXTENSIONS"]
 
 EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrows", "ndjson": ".ndjson"}
-PART_RE = re.compile(r"^part-(\d{6})\.")
+PART_RE = re.compile(r"^part-(\d{6,})\.")
 
 
 def fsync_dir(path: str) -> None:
@@ -443,6 +443,8 @@ def _ndjson_rows(table: pa.Table) -> bytes:
 
 _GEO_KEYS = ("coordinates", "geo", "place", "places")
 _EXACT_KEYS = ("coordinates", "geo")
+#: an escaped ASCII character (a key could be spelt "pl\u0061ce"): then parse, never guess
+_ESCAPED_ASCII = re.compile(rb'\\u00[0-7][0-9a-fA-F]')
 #: a geo member with a value that is not null (an object or an array)
 _GEO_VALUE = re.compile(rb'"(?:coordinates|geo|place|places)"\s*:\s*[\[{]')
 _PLACE_KEYS = ("place", "places")
@@ -460,6 +462,13 @@ def _scrub(obj, keys) -> None:
             _scrub(v, keys)
 
 
+def _finite(text: str):
+    """JSON numbers beyond a double (``1e400``) become null: re-emitted as ``Infinity`` they
+    would make the line invalid JSON."""
+    v = float(text)
+    return v if v - v == 0 else None
+
+
 def raw_with_rules(line: bytes, rules: list[dict], scrub_geo: bool, *, exact_geo: bool = True,
                    place: bool = True) -> bytes:
     """The original payload re-emitted with this delivery's ``matching_rules`` (any upstream
@@ -469,7 +478,8 @@ def raw_with_rules(line: bytes, rules: list[dict], scrub_geo: bool, *, exact_geo
     without place."""
     keys = _GEO_KEYS if scrub_geo else (() if exact_geo else _EXACT_KEYS) + \
         (() if place else _PLACE_KEYS)
-    if (not keys or not _GEO_VALUE.search(line)) and b'"matching_rules"' not in line:
+    if (not keys or not (_GEO_VALUE.search(line) or _ESCAPED_ASCII.search(line))) \
+            and b'"matching_rules"' not in line:
         # nothing to remove (geo keys, if any, are null) and no upstream rules: the original
         # bytes, untouched, with our rules appended as the last member
         body = line.rstrip()
@@ -479,7 +489,7 @@ def raw_with_rules(line: bytes, rules: list[dict], scrub_geo: bool, *, exact_geo
             return (head + sep + b'"matching_rules":'
                     + json.dumps(rules, ensure_ascii=False, separators=(",", ":")).encode()
                     + b"}\n")
-    obj = json.loads(line)
+    obj = json.loads(line, parse_float=_finite)
     if keys:
         _scrub(obj, keys)
     if isinstance(obj, dict) and isinstance(obj.get("gnip"), dict):
