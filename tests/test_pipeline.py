@@ -595,3 +595,22 @@ def test_numbers_beyond_a_double_do_not_make_invalid_json():
     line = b'{"id_str":"1","place":{"id":"p"},"score":1e400}'
     out = json.loads(raw_with_rules(line, [], False, place=False))
     assert out["score"] is None and out["place"] is None
+
+
+def test_user_events_are_forwarded_to_clients_that_got_the_users_tweets(tmp_path):
+    config = fconfig.loads(RAW_CONFIG.replace('kind = "ndjson"', 'kind = "parquet"'), "u.toml")
+
+    def tweet(tid, uid):
+        return json.dumps({"id_str": str(tid), "created_at": "Wed Oct 10 20:19:24 +0000 2018",
+                           "text": "breaking", "user": {"id_str": str(uid), "screen_name": "u"}})
+    first = tmp_path / "a.ndjson"
+    first.write_text(tweet(10, 7) + "\n" + tweet(11, 8) + "\n")
+    second = tmp_path / "b.ndjson"          # inputs never share a batch: a later batch
+    second.write_text(json.dumps({"data": {"user_delete": {"user": {"id": "7"}}}}) + "\n"
+                      + json.dumps({"data": {"user_suspend": {"user": {"id": "9"}}}}) + "\n")
+    out = str(tmp_path / "o")
+    Pipeline(config, out_dir=out).run([str(first), str(second)])
+    fwd = _read_parts(os.path.join(out, "clients", "wire", "compliance"))
+    assert fwd is not None
+    assert [(k, u) for k, u in zip(fwd.column("kind").to_pylist(),
+                                   fwd.column("user_id").to_pylist())] == [("user_delete", 7)]

@@ -337,6 +337,7 @@ class Entitlements:
         self._day_counts: dict[tuple[str, int], int] = {}
         self._group_counts: dict[tuple[str, int], int] = {}
         self._delivered: dict[str, list[np.ndarray]] = {}
+        self._delivered_users: dict[str, list[np.ndarray]] = {}
         self.batch = 0
 
     def replace_plans(self, plans: PlanSet) -> None:
@@ -354,6 +355,7 @@ class Entitlements:
         idcol = tweets.column("id")
         id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
         ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
+        authors = pc.fill_null(tweets.column("author_id"), -1).to_numpy(zero_copy_only=False)
         deny = self.compliance.deny(tweets)
         scrub = self.compliance.scrub_geo_mask(tweets)
         withheld_pairs = self.compliance.withheld_pairs(tweets)
@@ -439,6 +441,8 @@ class Entitlements:
                     "detail": _labels(table_r, 3).take(pa.array(code[bad])),
                 }, schema=DENIALS))
             self._remember(client, ids[keep])
+            if len(keep):
+                self._remember(client, authors[keep], self._delivered_users)
             ledger.append(pa.table({
                 "batch": pa.array(np.full(len(keep), self.batch), pa.int64()),
                 "client": pa.repeat(pa.scalar(client, pa.string()), len(keep)),
@@ -459,12 +463,14 @@ class Entitlements:
         rows += [("group", k[0], k[1], v) for k, v in sorted(self._group_counts.items())]
         kinds, names, keys, vals = (list(x) for x in zip(*rows)) if rows else ([], [], [], [])
         extra_kinds, extra_names, extra_keys = [], [], []
-        for client in sorted(self._delivered):
-            got = np.unique(np.concatenate(self._delivered[client]))
-            self._delivered[client] = [got]
-            extra_kinds.append(pa.repeat(pa.scalar("delivered"), len(got)))
-            extra_names.append(pa.repeat(pa.scalar(client), len(got)))
-            extra_keys.append(pa.array(got, pa.int64()))
+        for label, store in (("delivered", self._delivered),
+                             ("delivered_user", self._delivered_users)):
+            for client in sorted(store):
+                got = np.unique(np.concatenate(store[client]))
+                store[client] = [got]
+                extra_kinds.append(pa.repeat(pa.scalar(label), len(got)))
+                extra_names.append(pa.repeat(pa.scalar(client), len(got)))
+                extra_keys.append(pa.array(got, pa.int64()))
         n_extra = sum(len(k) for k in extra_keys)
         table = pa.table({
             "kind": pa.concat_arrays([pa.array(kinds, pa.string())] + extra_kinds),
@@ -485,27 +491,31 @@ class Entitlements:
         except (pa.ArrowInvalid, OSError) as e:
             raise StateError(f"entitlement state is corrupt: {e}") from None
         self.batch = int((table.schema.metadata or {}).get(b"batch", b"0"))
-        self._day_counts, self._group_counts, self._delivered = {}, {}, {}
-        is_del = pc.equal(table.column("kind"), "delivered")
+        self._day_counts, self._group_counts = {}, {}
+        self._delivered, self._delivered_users = {}, {}
+        is_del = pc.is_in(table.column("kind"), value_set=pa.array(["delivered",
+                                                                    "delivered_user"]))
         counters = table.filter(pc.invert(is_del))
         for kind, name, key, value in zip(*(counters.column(c).to_pylist()
                                             for c in ("kind", "name", "key", "value"))):
             (self._day_counts if kind == "day" else self._group_counts)[(name, key)] = value
-        delivered = table.filter(is_del)
-        names = delivered.column("name")
-        for client in pc.unique(names).to_pylist():
-            ids = delivered.filter(pc.equal(names, client)).column("key")
-            self._delivered[client] = [np.sort(ids.to_numpy())]
+        for label, store in (("delivered", self._delivered),
+                             ("delivered_user", self._delivered_users)):
+            delivered = table.filter(pc.equal(table.column("kind"), label))
+            names = delivered.column("name")
+            for client in pc.unique(names).to_pylist():
+                ids = delivered.filter(pc.equal(names, client)).column("key")
+                store[client] = [np.sort(ids.to_numpy())]
 
     # ------------------------------------------------------------------ deletes to forward
-    def _remember(self, client: str, ids: np.ndarray) -> None:
+    def _remember(self, client: str, ids: np.ndarray, store: dict | None = None) -> None:
         """Keep the ids delivered to ``client`` as sorted runs of roughly doubling sizes (a
         new run merges with the previous while that is not twice as long), so there are
         O(log n) runs, membership is a binary search per run, and a batch costs about its own
         size, not the whole history."""
         if not len(ids):
             return
-        runs = self._delivered.setdefault(client, [])
+        runs = (self._delivered if store is None else store).setdefault(client, [])
         ids = np.asarray(ids, np.int64)
         # apply() passes its delivered ids in id order: drop repeats without a sort
         if len(ids) > 1:
@@ -523,9 +533,10 @@ class Entitlements:
             keep[1:] = m[1:] != m[:-1]
             runs.append(m[keep])
 
-    def _was_delivered(self, client: str, ids: np.ndarray) -> np.ndarray:
+    def _was_delivered(self, client: str, ids: np.ndarray, store: dict | None = None
+                       ) -> np.ndarray:
         hit = np.zeros(len(ids), bool)
-        for run in self._delivered.get(client, ()):
+        for run in (self._delivered if store is None else store).get(client, ()):
             i = np.searchsorted(run, ids)
             i[i == len(run)] = 0
             hit |= run[i] == ids
@@ -538,13 +549,23 @@ class Entitlements:
         if compliance.num_rows == 0 or not self._delivered:
             return {}
         tid = compliance.column("tweet_id")
-        valid = pc.is_valid(tid).to_numpy(zero_copy_only=False)
-        if not valid.any():
-            return {}
+        t_valid = pc.is_valid(tid).to_numpy(zero_copy_only=False)
         ids = pc.fill_null(tid, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        # events about a user (deleted, suspended, protected, withheld, scrub_geo and their
+        # reversals) go to every client that was delivered a tweet by that user
+        kind = pc.cast(compliance.column("kind"), pa.string())
+        about_user = pc.or_(pc.starts_with(kind, "user_"), pc.equal(kind, "scrub_geo"))
+        uid = compliance.column("user_id")
+        u_valid = pc.and_(pc.fill_null(about_user, False), pc.is_valid(uid)) \
+            .to_numpy(zero_copy_only=False)
+        users = pc.fill_null(uid, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        if not t_valid.any() and not u_valid.any():
+            return {}
         out = {}
         for client in sorted(self._delivered):
-            hit = self._was_delivered(client, ids) & valid
+            hit = self._was_delivered(client, ids) & t_valid
+            if u_valid.any():
+                hit |= self._was_delivered(client, users, self._delivered_users) & u_valid
             if hit.any():
                 out[client] = compliance.filter(pa.array(hit))
         return out
