@@ -117,8 +117,19 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_files(captu
         if attempt:
             cmd.append("--resume")
         p = subprocess.Popen(cmd, cwd=ROOT)
+        # kill only once this attempt has committed something past where it started, then
+        # after a random extra delay: a kill during interpreter start-up would test nothing
+        start_part = (Checkpoint.load(out).part if os.path.exists(
+            os.path.join(out, "checkpoint.arrows")) else 0)
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline:
+            ck = Checkpoint.load(out) if os.path.exists(os.path.join(out, "checkpoint.arrows")) \
+                else None
+            if ck is not None and ck.part > start_part:
+                break
+            time.sleep(0.01)
         try:
-            p.wait(timeout=rng.uniform(0.2, max(0.4, full * 0.9)))
+            p.wait(timeout=rng.uniform(0.0, max(0.2, full / 3)))
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
