@@ -678,7 +678,8 @@ def consume(ctx, url, stream, config_path, out, publish, out_prefix, out_stream,
     acknowledged by the output stream) before its messages are acknowledged; a restart
     continues from the checkpoint. SIGTERM/SIGINT stop after the current batch, SIGHUP reloads
     the configuration. Exit status: 0 stopped, 2 bad usage, configuration, state or an
-    unreachable broker, 3 a sink or the output stream failed (restart continues).
+    unreachable broker, 3 a sink, the output stream or the broker failed while running
+    (restart continues).
     """
     import asyncio
 
@@ -688,6 +689,12 @@ def consume(ctx, url, stream, config_path, out, publish, out_prefix, out_stream,
         click.echo(f"firehose consume: {' '.join(str(msg).split())}", err=True)
         ctx.exit(code)
 
+    try:                        # the config file's own errors are configuration errors
+        with open(config_path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        fail(EXIT_USAGE, f"{config_path}: cannot read: {e.strerror or e}")
+    consumer = None
     try:
         from .live import BrokerError, Consumer, install_signal_handlers
         consumer = Consumer(url, stream, config_path, out, publish=publish,
@@ -701,13 +708,16 @@ def consume(ctx, url, stream, config_path, out, publish, out_prefix, out_stream,
             return await consumer.run()
 
         report = asyncio.run(go())
-    except (BrokerError, ConfigError, StateError, ValueError) as e:
+    except BrokerError as e:    # unreachable at start: usage; lost mid-run: restart continues
+        fail(EXIT_SINK if e.mid_run else EXIT_USAGE, str(e))
+    except (ConfigError, StateError, ValueError) as e:
         fail(EXIT_USAGE, str(e))
     except SinkError as e:
         fail(EXIT_SINK, str(e))
-    except OSError as e:
-        fail(EXIT_USAGE, f"{getattr(e, 'filename', None) or config_path}: "
-             f"{e.strerror or e}")
+    except OSError as e:        # the output directory (a broker time-out is a BrokerError)
+        where = getattr(e, "filename", None)
+        fail(EXIT_SINK if consumer is not None and consumer.started else EXIT_USAGE,
+             f"{where}: {e.strerror or e}" if where else str(e))
     if not quiet:
         click.echo(report.summary())
 

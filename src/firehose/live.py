@@ -22,7 +22,14 @@ without being processed), otherwise it is re-created to start at ``stream_seq + 
 whose stream sequence is at or below the highest one already processed (an ``ack_wait``
 redelivery) is skipped the same way; the decoder's dedupe absorbs tweets sent twice by the
 publisher. A gap in the sequence that the stream still holds (a delivery went missing) makes
-the consumer commit and re-seat itself at the first missing message.
+the consumer commit and re-seat itself at the first missing message. The checkpoint also
+records the stream's creation time: a stream deleted and re-created (or reset) behind the
+committed sequence is refused with a StateError rather than silently skipped up to it.
+
+**Failures.** A broker call that fails or times out raises :class:`BrokerError`
+(``mid_run`` once the consumer is running: a restart continues from the checkpoint); PubAcks
+not all received within ``max(5, ack_wait)`` seconds raise SinkError. Either way nothing
+after the last commit is acknowledged.
 
 **Publishing** (``publish=True``): each client's rows go out as NDJSON, one row per message,
 on ``<prefix>.<client>``, to a JetStream stream (created when missing) with a duplicate window;
@@ -74,7 +81,17 @@ _HDR_SLACK = 256                # bytes kept free of max_payload for the protoco
 
 
 class BrokerError(FirehoseError, ConnectionError):
-    """The broker cannot be reached, or a stream / consumer operation failed."""
+    """The broker cannot be reached, or a stream / consumer operation failed. ``mid_run``:
+    it happened after the consumer was running (a restart continues from the checkpoint),
+    not while starting."""
+
+    def __init__(self, message: str, *, mid_run: bool = False):
+        super().__init__(message)
+        self.mid_run = mid_run
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}{': ' + str(e) if str(e) else ''}"
 
 
 def _nats():
@@ -97,16 +114,24 @@ def _subject_token(name: str) -> str:
 
 class PublishSink(Sink):
     """Holds one batch's rows of one client until the consumer publishes them (a list that
-    is emptied every round, so it never grows beyond a batch)."""
+    is emptied every round, so it never grows beyond a batch). ``batch_ids`` is filled by
+    the pipeline's entitlement step (:class:`_IdTap`) with each client's delivered tweet ids,
+    in the order of the rows written next: the message ids come from them, whatever columns
+    the client's plan projects."""
 
-    def __init__(self, client: str):
+    def __init__(self, client: str, batch_ids: dict | None = None):
         self.client = client
-        self.pending: list[tuple[pa.Table, list[bytes] | None]] = []
+        self.batch_ids = batch_ids if batch_ids is not None else {}
+        self.pending: list[tuple[pa.Table, list[bytes] | None, list | None]] = []
         self._rows = 0
 
     def write(self, table, seq, raw=None):
         if table.num_rows:
-            self.pending.append((table, raw))
+            ids = self.batch_ids.pop(self.client, None)
+            if ids is not None and len(ids) != table.num_rows:
+                raise SinkError(f"publishing {self.client}: {table.num_rows} rows but "
+                                f"{len(ids)} tweet ids")
+            self.pending.append((table, raw, ids))
             self._rows += table.num_rows
 
     def take(self):
@@ -118,21 +143,50 @@ class PublishSink(Sink):
         return self._rows
 
 
-def _row_messages(client: str, table: pa.Table, raw, limit: int):
+def _row_messages(client: str, table: pa.Table, raw, limit: int, ids=None):
     """(msg id, payload, chunk label or None) per row: NDJSON, one row a message, split into
-    chunks of at most ``limit`` bytes when a row is larger."""
+    chunks of at most ``limit`` bytes when a row is larger. The message id is
+    ``<client>:<tweet id>``, the tweet ids given in ``ids`` (one per row) or else the table's
+    ``id`` column: stable across restarts (so the server's duplicate window drops a
+    re-publish) and distinct for distinct tweets whatever the rows hold."""
     lines = raw if raw is not None else ndjson_lines(table).split(b"\n")[:-1]
-    ids = table.column("id").to_pylist() if "id" in table.column_names else [None] * len(lines)
+    if ids is None:
+        if "id" not in table.column_names:
+            raise SinkError(f"publishing {client}: no tweet ids for its rows")
+        ids = table.column("id").to_pylist()
+    if len(ids) != len(lines):
+        raise SinkError(f"publishing {client}: {len(lines)} rows but {len(ids)} tweet ids")
     for tid, line in zip(ids, lines):
+        if tid is None:
+            raise SinkError(f"publishing {client}: a row without a tweet id")
         if not line.endswith(b"\n"):
             line += b"\n"
-        key = f"{client}:{tid}" if tid is not None else f"{client}:h{hash(line) & (2**63 - 1):x}"
+        key = f"{client}:{int(tid)}"
         if len(line) <= limit:
             yield key, line, None
         else:
             n = -(-len(line) // limit)
             for i in range(n):
                 yield f"{key}:{i + 1}", line[i * limit:(i + 1) * limit], f"{i + 1}/{n}"
+
+
+class _IdTap(Entitlements):
+    """The entitlement step, also noting each batch's delivered tweet ids per client (in the
+    order of the rows its sink is given) into ``batch_ids`` for the PublishSinks:
+    a plan need not project ``id``, and the pipeline hands sinks only the projected rows."""
+
+    def __init__(self, plans, compliance, source, batch_ids: dict):
+        super().__init__(plans, compliance, source)
+        self.batch_ids = batch_ids
+
+    def apply(self, tweets, matches, source=None):
+        result = super().apply(tweets, matches, source=source)
+        self.batch_ids.clear()
+        for client, d in result.delivered.items():
+            if d.num_rows:
+                self.batch_ids[client] = (d.tweets.column("id")
+                                          .take(pa.array(d.rows, pa.int64())).to_pylist())
+        return result
 
 
 # ------------------------------------------------------------------------------ report
@@ -240,6 +294,11 @@ class Consumer:
         self._reload = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pub_sinks: dict[str, PublishSink] = {}
+        self._batch_ids: dict[str, list] = {}   # a batch's delivered tweet ids (publishing)
+        self.pub_ack_timeout = max(5.0, self.ack_wait)   # seconds to wait for PubAcks
+        self.started = False             # past start-up: broker failures are mid-run
+        self._stream_created: str | None = None   # the stream's creation time (ISO)
+        self._ck_created: str | None = None       # ... as the checkpoint recorded it
         self._offset = 0                 # bytes of the stream's data fed to the decoder
         self._lines = 0
         self._processed = 0              # highest stream sequence processed
@@ -269,28 +328,44 @@ class Consumer:
             atomic_write(p, text.encode())
 
     def _read_config(self) -> tuple[Config, str]:
-        with open(self.config_path, "rb") as f:
-            data = f.read()
-        st = os.stat(self.config_path)
+        try:
+            with open(self.config_path, "rb") as f:
+                data = f.read()
+            st = os.stat(self.config_path)
+        except OSError as e:
+            raise ConfigError(f"{self.config_path}: cannot read: {e.strerror or e}") from None
         self._cfg_stat = (st.st_mtime_ns, st.st_size)
         text = data.decode("utf-8-sig")
         return loads(text, source=self.config_path), text
 
-    def _sinks_for(self, cfg: Config) -> dict:
+    def _sinks_for(self, cfg: Config) -> tuple[dict, dict[str, PublishSink]]:
+        """The sinks of a pipeline on ``cfg`` and, publishing, its PublishSinks (the caller
+        makes them the ones :meth:`_publish` reads once that pipeline is in use)."""
         sinks = {c: s for c, s in self.user_sinks.items() if c in cfg.clients}
+        pub: dict[str, PublishSink] = {}
         if self.publish:
-            self._pub_sinks = {c: PublishSink(c) for c in sorted(cfg.clients)
-                               if c not in self.user_sinks}
-            sinks.update(self._pub_sinks)
-        return sinks
+            pub = {c: PublishSink(c, self._batch_ids) for c in sorted(cfg.clients)
+                   if c not in self.user_sinks}
+            sinks.update(pub)
+        return sinks, pub
 
-    def _new_pipeline(self, cfg: Config, version: int) -> Pipeline:
-        pipe = Pipeline(cfg, out_dir=self.out_dir, sinks=self._sinks_for(cfg),
+    def _tap(self, plans, compliance, source) -> Entitlements:
+        if self.publish:
+            return _IdTap(plans, compliance, source, self._batch_ids)
+        return Entitlements(plans, compliance, source)
+
+    def _new_pipeline(self, cfg: Config, version: int
+                      ) -> tuple[Pipeline, dict[str, PublishSink]]:
+        sinks, pub = self._sinks_for(cfg)
+        pipe = Pipeline(cfg, out_dir=self.out_dir, sinks=sinks,
                         source=self.source, commit_every=_NO_COMMIT, readahead=0)
         if version != pipe.plans.version:
             pipe.plans = compile_plans(cfg, version=version)
+        if self.publish:
+            pipe.entitlements = self._tap(pipe.plans, pipe.compliance, pipe.source)
+        else:
             pipe.entitlements.replace_plans(pipe.plans)
-        return pipe
+        return pipe, pub
 
     def _open(self) -> None:
         """Build the pipeline and restore the checkpoint (its configuration first when the
@@ -314,13 +389,14 @@ class Consumer:
             start_cfg = cfg
             self._keep_config(cfg, text)
         version = int(pos.get("plan_version", 1))
-        self.pipe = self._new_pipeline(start_cfg, version)
+        self.pipe, self._pub_sinks = self._new_pipeline(start_cfg, version)
         restored = self.pipe.restore()
         self._plan_version = version
         if restored:
             self._committed = self._processed = int(restored.get("stream_seq", 0))
             self._offset = int(restored.get("offset", 0))
             self._lines = int(restored.get("lines", 0))
+            self._ck_created = restored.get("stream_created")
             self.pipe.decoder.seek(self.source_name, self._offset, self._lines)
         self._write_plans()
 
@@ -368,7 +444,7 @@ class Consumer:
             return False
         version = self._plan_version + 1
         try:
-            new = self._new_pipeline(cfg, version)
+            new, pub = self._new_pipeline(cfg, version)
         except ConfigError as e:
             self.log(f"configuration not reloaded, plan version {self._plan_version} stays: "
                      f"{' '.join(str(e).split())}")
@@ -377,11 +453,12 @@ class Consumer:
         # the state carries over; the Pipeline offers no hand-over, so it is moved here
         new.decoder = old.decoder
         new.compliance = old.compliance
-        new.entitlements = Entitlements(new.plans, old.compliance, new.source)
+        new.entitlements = self._tap(new.plans, old.compliance, new.source)
         new.entitlements.load_state(old.entitlements.state_to_bytes())
         new.counters = old.counters
         new.part = old.part
         self.pipe = new
+        self._pub_sinks = pub        # only now: the old pipeline wrote to the old ones
         self._plan_version = version
         self.report.reloads += 1
         self.pipe.commit(self._position())         # the checkpoint now names the new config
@@ -393,9 +470,22 @@ class Consumer:
     def _position(self) -> dict:
         return {"stream": self.stream, "stream_seq": self._processed, "offset": self._offset,
                 "lines": self._lines, "plan_version": self._plan_version,
-                "config_hash": self.pipe.config.hash}
+                "config_hash": self.pipe.config.hash,
+                "stream_created": self._stream_created or self._ck_created}
 
     # ---------------------------------------------------------------- broker
+    async def _broker(self, what: str, aw):
+        """Await a broker call: a nats error or a time-out becomes a :class:`BrokerError`
+        (``mid_run`` once the consumer is running)."""
+        nats = _nats()
+        try:
+            return await aw
+        except BrokerError:
+            raise
+        except (nats.errors.Error, asyncio.TimeoutError) as e:
+            raise BrokerError(f"{self.url}: {what}: {_why(e)}", mid_run=self.started) \
+                from None
+
     async def _connect(self):
         nats = _nats()
 
@@ -435,11 +525,13 @@ class Consumer:
         nats = _nats()
         jsm = js
         want = self._committed + 1
-        info = None
-        try:
-            info = await jsm.consumer_info(self.stream, self.durable)
-        except nats.js.errors.NotFoundError:
-            info = None
+
+        async def current():
+            try:
+                return await jsm.consumer_info(self.stream, self.durable)
+            except nats.js.errors.NotFoundError:
+                return None
+        info = await self._broker(f"consumer {self.durable!r}", current())
         keep = (info is not None and not force
                 and (info.num_ack_pending or 0) == 0
                 and info.delivered is not None
@@ -454,23 +546,48 @@ class Consumer:
             keep = (pol in (None, api.DeliverPolicy.ALL)
                     or (pol == api.DeliverPolicy.BY_START_SEQUENCE
                         and (info.config.opt_start_seq or 0) <= want))
+        what = f"seating consumer {self.durable!r}"
         if not keep:
             if info is not None:
-                await jsm.delete_consumer(self.stream, self.durable)
-            await jsm.add_consumer(self.stream, config=await self._consumer_config(want))
-        return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream,
-                                            pending_msgs_limit=self.batch * 4,
-                                            pending_bytes_limit=-1)
+                await self._broker(what, jsm.delete_consumer(self.stream, self.durable))
+            await self._broker(what, jsm.add_consumer(
+                self.stream, config=await self._consumer_config(want)))
+        return await self._broker(what, js.pull_subscribe_bind(
+            durable=self.durable, stream=self.stream, pending_msgs_limit=self.batch * 4,
+            pending_bytes_limit=-1))
 
     async def _ensure_out_stream(self, js) -> None:
         nats = _nats()
-        try:
-            await js.stream_info(self.out_stream)
-            return
-        except nats.js.errors.NotFoundError:
-            pass
-        await js.add_stream(name=self.out_stream, subjects=[f"{self.out_prefix}.>"],
-                             duplicate_window=self.dup_window)
+
+        async def ensure():
+            try:
+                await js.stream_info(self.out_stream)
+                return
+            except nats.js.errors.NotFoundError:
+                pass
+            await js.add_stream(name=self.out_stream, subjects=[f"{self.out_prefix}.>"],
+                                duplicate_window=self.dup_window)
+        await self._broker(f"output stream {self.out_stream!r}", ensure())
+
+    def _check_stream(self, sinfo) -> None:
+        """The stream must be the one the checkpoint consumed: not deleted and re-created,
+        nor purged back behind the committed sequence (messages up to it would be lost)."""
+        created = sinfo.created
+        self._stream_created = created.isoformat() if created is not None else None
+        last = int(sinfo.state.last_seq or 0)
+        if self._committed > last:
+            raise StateError(
+                f"{self.out_dir}: the checkpoint is at sequence {self._committed:,} of stream "
+                f"{self.stream!r}, which now ends at {last:,}: it was deleted and re-created or "
+                "reset; remove the checkpoint (or use another output directory) to consume it "
+                "from the start")
+        if (self._ck_created and self._stream_created
+                and self._ck_created != self._stream_created):
+            raise StateError(
+                f"{self.out_dir}: stream {self.stream!r} was re-created (created "
+                f"{self._stream_created}, the checkpoint's at {self._ck_created}); its "
+                f"sequences up to {self._committed:,} are not the ones consumed; remove the "
+                "checkpoint (or use another output directory) to consume it from the start")
 
     # ---------------------------------------------------------------- the loop
     async def run(self) -> LiveReport:
@@ -489,6 +606,9 @@ class Consumer:
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
                 raise BrokerError(f"{self.url}: JetStream is not enabled (no answer about "
                                   f"stream {self.stream!r})") from None
+            except nats.errors.Error as e:
+                raise BrokerError(f"{self.url}: stream {self.stream!r}: {_why(e)}") from None
+            self._check_stream(sinfo)
             if self.publish:
                 await self._ensure_out_stream(js)
             first = int(sinfo.state.first_seq or 0)
@@ -496,7 +616,11 @@ class Consumer:
                 self.log(f"warning: stream sequences {self._committed + 1}..{first - 1} are "
                          "gone from the stream (retention) and were never consumed")
             sub = await self._seat_consumer(js)
-            await self._loop_until_done(nc, js, sub)
+            self.started = True
+            try:
+                await self._loop_until_done(nc, js, sub)
+            except nats.errors.Error as e:      # a broker call not wrapped where it is made
+                raise BrokerError(f"{self.url}: {_why(e)}", mid_run=True) from None
         finally:
             try:
                 await nc.close()
@@ -527,7 +651,9 @@ class Consumer:
             try:
                 msgs = await self._fetch(sub, caught_up)
             except nats.errors.ConnectionClosedError:
-                raise BrokerError(f"{self.url}: connection closed") from None
+                raise BrokerError(f"{self.url}: connection closed", mid_run=True) from None
+            except nats.errors.Error as e:
+                raise BrokerError(f"{self.url}: fetch: {_why(e)}", mid_run=True) from None
             caught_up = len(msgs) < self.batch
             if not msgs:
                 if held:
@@ -574,7 +700,7 @@ class Consumer:
             if reseat:
                 await self._commit_and_ack(nc, held, stamps)
                 rounds = 0
-                await sub.unsubscribe()
+                await self._broker("unsubscribe", sub.unsubscribe())
                 sub = await self._seat_consumer(js, force=True)
                 continue
             if held and (rounds >= self.commit_every or len(msgs) < self.batch or not chunks
@@ -605,16 +731,20 @@ class Consumer:
     async def _missing(self, js, seq: int) -> bool:
         """True when the stream still holds ``seq``: it was not delivered in order."""
         nats = _nats()
-        try:
-            await js.get_msg(self.stream, seq)
-            return True
-        except nats.js.errors.NotFoundError:
-            return False
-        except nats.js.errors.APIError:
-            return False
+
+        async def get():
+            try:
+                await js.get_msg(self.stream, seq)
+                return True
+            except nats.js.errors.NotFoundError:
+                return False
+            except nats.js.errors.APIError:
+                return False
+        return await self._broker(f"stream {self.stream!r} message {seq}", get())
 
     async def _drained(self, js) -> bool:
-        info = await js.consumer_info(self.stream, self.durable)
+        info = await self._broker(f"consumer {self.durable!r}",
+                                  js.consumer_info(self.stream, self.durable))
         return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
 
     async def _commit_and_ack(self, nc, held: list, stamps: list) -> None:
@@ -630,7 +760,7 @@ class Consumer:
                 await m.ack()
             except Exception:  # noqa: BLE001 - already acknowledged; the checkpoint rules
                 pass
-        await nc.flush()
+        await self._broker("acknowledging", nc.flush())
         now = time.time()
         self.t_last = time.perf_counter()
         self.latencies.extend(now - s for s in stamps)
@@ -646,13 +776,15 @@ class Consumer:
         use_async = hasattr(js, "publish_async")
         for client in sorted(self._pub_sinks):
             subject = f"{self.out_prefix}.{_subject_token(client)}"
-            for table, raw in self._pub_sinks[client].take():
-                for key, payload, part in _row_messages(client, table, raw, limit):
+            for table, raw, ids in self._pub_sinks[client].take():
+                for key, payload, part in _row_messages(client, table, raw, limit, ids):
                     hdr = {"Nats-Msg-Id": key, "Firehose-Plan-Version": version}
                     if part is not None:
                         hdr["Firehose-Chunk"] = part
                     if use_async:
-                        futs.append(await js.publish_async(subject, payload, headers=hdr))
+                        futs.append(await self._broker(f"publishing to {subject}",
+                                                       js.publish_async(subject, payload,
+                                                                        headers=hdr)))
                     else:
                         futs.append(asyncio.ensure_future(
                             js.publish(subject, payload, headers=hdr)))
@@ -661,12 +793,22 @@ class Consumer:
         await self._settle(futs)
 
     async def _settle(self, futs: list) -> None:
+        """Wait for the PubAcks of ``futs`` (at most ``pub_ack_timeout`` seconds: a lost
+        PubAck is a failed publish, not a hang; the batch's messages stay unacknowledged)."""
         nats = _nats()
+        if not futs:
+            return
         try:
-            acks = await asyncio.gather(*futs)
-        except (nats.errors.Error, asyncio.TimeoutError) as e:
-            raise SinkError(f"publishing to {self.out_prefix}.*: {type(e).__name__} {e}") \
-                from None
+            acks = await asyncio.wait_for(asyncio.gather(*futs), timeout=self.pub_ack_timeout)
+        except asyncio.TimeoutError:
+            for f in futs:
+                f.cancel()
+            raise SinkError(f"publishing to {self.out_prefix}.*: no PubAck from the output "
+                            f"stream within {self.pub_ack_timeout:g} s") from None
+        except nats.errors.Error as e:
+            for f in futs:
+                f.cancel()
+            raise SinkError(f"publishing to {self.out_prefix}.*: {_why(e)}") from None
         self.report.published += len(acks)
         self.report.publish_duplicates += sum(1 for a in acks if getattr(a, "duplicate", False))
         futs.clear()
