@@ -134,3 +134,11 @@ def test_raw_payload_of_a_seat_without_geo_groups_has_no_geo_at_any_depth():
     nothing = json.loads(raw_with_rules(line, [], False, exact_geo=False, place=False))
     assert b'"id":"q"' not in json.dumps(nothing).encode().replace(b" ", b"")
     assert nothing["includes"]["places"] is None and nothing["quoted_status"]["place"] is None
+
+
+def test_a_geo_key_spelt_with_escapes_is_still_removed():
+    line = b'{"id_str":"1","pl\\u0061ce":{"id":"p","full_name":"x"},"text":"a place"}'
+    out = json.loads(raw_with_rules(line, [], False, place=False))
+    assert out["place"] is None and out["text"] == "a place"
+    plain = b'{"id_str":"1","place":null,"text":"no \\u0026 geo"}'
+    assert raw_with_rules(plain, [], False, place=False).startswith(plain[:-1])   # untouched

@@ -86,6 +86,7 @@ class _Batch:
     raw: tuple[bytes, int] | None        # (bytes, offset of bytes[0]) holding the batch's lines
     snapshot: bytes | None = None        # dedupe memory, when this batch ends a commit
     decode_s: float = 0.0
+    nested: np.ndarray | None = None     # rows whose embedded copies' authors scrubbed geo
 
 
 @dataclass
@@ -414,7 +415,9 @@ class Pipeline:
         # a seat without the geo groups sees no geo in the payload either, nested copies
         # included; nor does anyone see the geo of an embedded copy whose author scrubbed it
         exact, place = "coordinates" in d.columns, "place_id" in d.columns
-        nested = self.compliance.scrub_nested_mask(d.tweets.take(pa.array(d.rows, pa.int64())))
+        if b.nested is None:                      # once per batch, over two columns
+            b.nested = self.compliance.scrub_nested_mask(d.tweets)
+        nested = b.nested[d.rows]
         for off, rl, scrub in zip(offsets, rules, (d.scrub | nested).tolist()):
             i = off - base
             j = buf.find(b"\n", i)

@@ -443,10 +443,17 @@ def _ndjson_rows(table: pa.Table) -> bytes:
 
 _GEO_KEYS = ("coordinates", "geo", "place", "places")
 _EXACT_KEYS = ("coordinates", "geo")
-#: an escaped ASCII character (a key could be spelt "pl\u0061ce"): then parse, never guess
-_ESCAPED_ASCII = re.compile(rb'\\u00[0-7][0-9a-fA-F]')
-#: a geo member with a value that is not null (an object or an array)
-_GEO_VALUE = re.compile(rb'"(?:coordinates|geo|place|places)"\s*:\s*[\[{]')
+def _key_pattern(name: str) -> bytes:
+    """A JSON key as it may be written: each letter plain or as a ``\\u00XX`` escape (the
+    core reads ``"pl\\u0061ce"`` as ``place``, so this check must too)."""
+    return b"".join(b"(?:" + re.escape(ch.encode()) + rb"|\\u00" + f"{ord(ch):02x}".encode()
+                    + b")" for ch in name)
+
+
+#: a geo member whose value is not null (an object or an array), however its key is spelt
+_GEO_VALUE = re.compile(rb'"(?:' + b"|".join(_key_pattern(k) for k in
+                                               ("coordinates", "geo", "places", "place"))
+                        + rb')"\s*:\s*[\[{]', re.IGNORECASE)
 _PLACE_KEYS = ("place", "places")
 
 
@@ -478,8 +485,7 @@ def raw_with_rules(line: bytes, rules: list[dict], scrub_geo: bool, *, exact_geo
     without place."""
     keys = _GEO_KEYS if scrub_geo else (() if exact_geo else _EXACT_KEYS) + \
         (() if place else _PLACE_KEYS)
-    if (not keys or not (_GEO_VALUE.search(line) or _ESCAPED_ASCII.search(line))) \
-            and b'"matching_rules"' not in line:
+    if (not keys or not _GEO_VALUE.search(line)) and b'"matching_rules"' not in line:
         # nothing to remove (geo keys, if any, are null) and no upstream rules: the original
         # bytes, untouched, with our rules appended as the last member
         body = line.rstrip()
