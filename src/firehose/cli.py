@@ -125,8 +125,8 @@ def gen(n, output, seed, dup_rate, malformed_rate, compliance_rate, mixed, diale
               help="Lines in the sample capture (used only when it has to be generated).")
 @click.option("--dir", "directory", default="demo", show_default=True,
               type=click.Path(file_okay=False), help="Where the sample capture and output live.")
-@click.option("-c", "--config", "config_path", default=os.path.join("examples", "clients.toml"),
-              show_default=True, type=click.Path(dir_okay=False), help="Clients configuration.")
+@click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Clients configuration [default: examples/clients.toml of this checkout].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_context
 def demo(ctx, n, directory, config_path, seed):
@@ -135,6 +135,11 @@ def demo(ctx, n, directory, config_path, seed):
     The sample is made once (DIR/sample.ndjson.gz); each demo replaces DIR/out."""
     from .testing import write_capture
 
+    if config_path is None:
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
+                            "examples", "clients.toml")
+        config_path = os.path.relpath(here) if os.path.exists(here) else \
+            os.path.join("examples", "clients.toml")
     path = os.path.join(directory, "sample.ndjson.gz")
     if os.path.exists(path):
         click.echo(f"using existing {path} (delete it to generate a new one)")
