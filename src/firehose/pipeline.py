@@ -100,6 +100,8 @@ class Report:
     out_dir: str | None
     resumed_from: int | None = None
     complete: bool = True
+    #: the counters when this session resumed (rates are of this session's work)
+    base_counters: dict = field(default_factory=dict)
 
     def get(self, key: str) -> int:
         return int(self.counters.get(key, 0))
@@ -181,6 +183,7 @@ class Pipeline:
         self._build_sinks()
         self._raw = _RawTail()
         self.progress: Callable[["Pipeline"], None] | None = None
+        self._base_counters: dict = {}
         self._keep_tables = True                # process() returns tables; run() does not
         self._out_checked = False
         self._closer = None                     # closes parts in parallel during run()
@@ -548,7 +551,8 @@ class Pipeline:
                 self._closer = None
             self._keep_tables = True
         report = Report(dict(self.counters), self.clients, time.perf_counter() - t_start,
-                        dict(self.stage_seconds), [], self.out_dir, resumed_from)
+                        dict(self.stage_seconds), [], self.out_dir, resumed_from,
+                        base_counters=dict(self._base_counters))
         report.inputs = _describe_inputs(inputs, self.counters)
         if self.out_dir is not None:
             self._write_manifest(inputs, report)
@@ -647,6 +651,7 @@ class Pipeline:
         if ck.entitlements:
             self.entitlements.load_state(ck.entitlements)
         self.counters = Counters(ck.counters)
+        self._base_counters = dict(ck.counters)
         self.part = ck.part
 
     def _write_plans(self) -> None:
@@ -800,11 +805,14 @@ def format_summary(r: Report) -> str:
                  and "." not in k[len(prefix):]]
         return ", ".join(f"{k[len(prefix):]} {v:,}" for k, v in sorted(items, key=lambda x: -x[1]))
 
-    rate = g("decode.tweets") / r.seconds if r.seconds else 0.0
-    mb = g("decode.bytes") / 1e6
+    base = r.base_counters or {}
+    tweets_now = g("decode.tweets") - int(base.get("decode.tweets", 0))
+    mb = (g("decode.bytes") - int(base.get("decode.bytes", 0))) / 1e6
+    rate = tweets_now / r.seconds if r.seconds else 0.0
     lines.append(f"replayed {len(r.inputs)} input(s), {mb:,.1f} MB in {r.seconds:,.2f} s: "
                  f"{rate:,.0f} tweets/s, {mb / r.seconds if r.seconds else 0:,.1f} MB/s"
-                 + (f" (resumed after part {r.resumed_from})" if r.resumed_from is not None else ""))
+                 + (f" (this session, resumed after part {r.resumed_from}; the counters below "
+                    "cover the whole run)" if r.resumed_from is not None else ""))
     lines.append(f"{'stage':<11}{'in':>14}{'out':>14}{'dropped':>12}  by reason")
     rows = [
         ("decode", g("decode.lines"), g("decode.tweets"),
