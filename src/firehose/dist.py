@@ -716,13 +716,8 @@ def replay(paths, config, client=None, out_dir=None, *, partitions: int | None =
         raise ValueError("replay(): out_dir is required")
     if (partitions is not None and partitions < 1) or segment_bytes < 1:
         raise ValueError("partitions and segment_bytes must be positive")
-    if source is None:
-        if len(config.sources) != 1:
-            raise ConfigError(f"{config.origin}: {len(config.sources)} sources configured; "
-                              "name the one the captures come from (source=...)")
-        source = next(iter(config.sources))
-    elif source not in config.sources:
-        raise ConfigError(f"{config.origin}: no source {source!r}")
+    from .pipeline import resolve_source
+    source = resolve_source(config, source)
     from .entitlements import compile_plans
     plans = compile_plans(config, today=today)
     specs = _sink_specs(config, plans, source)
@@ -864,24 +859,22 @@ def _pick_part_comp(res: dict, p: int) -> pa.Table:
     return res["by_part"][p]
 
 
-def _kinds(tables: list[pa.Table]) -> dict:
+def _count_values(tables: list[pa.Table], column: str) -> dict:
     from .pipeline import _value_counts
     out: dict[str, int] = {}
     for t in tables:
         if t.num_rows:
-            for k, n in _value_counts(t.column("kind")):
+            for k, n in _value_counts(t.column(column)):
                 out[k] = out.get(k, 0) + n
     return out
+
+
+def _kinds(tables: list[pa.Table]) -> dict:
+    return _count_values(tables, "kind")
 
 
 def _reject_reasons(tables: list[pa.Table]) -> dict:
-    from .pipeline import _value_counts
-    out: dict[str, int] = {}
-    for t in tables:
-        if t.num_rows:
-            for k, n in _value_counts(t.column("reason")):
-                out[k] = out.get(k, 0) + n
-    return out
+    return _count_values(tables, "reason")
 
 
 # ------------------------------------------------------------------------------ out dir

@@ -144,14 +144,7 @@ class Pipeline:
                  readahead: int = 2, today: _dt.date | None = None, sink_threads: int = 2):
         if not isinstance(config, Config):
             raise TypeError("Pipeline(config): a firehose.config.Config (config.load(path))")
-        if source is None:
-            if len(config.sources) != 1:
-                raise ConfigError(f"{config.origin}: {len(config.sources)} sources configured; "
-                                  "name the one the captures come from (source=...)")
-            source = next(iter(config.sources))
-        elif source not in config.sources:
-            raise ConfigError(f"{config.origin}: no source {source!r} (sources: "
-                              f"{', '.join(sorted(config.sources)) or 'none'})")
+        source = resolve_source(config, source)
         if batch_bytes < 1 or commit_every < 1:
             raise ValueError("batch_bytes and commit_every must be positive")
         self.config = config
@@ -680,6 +673,19 @@ class Pipeline:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+def resolve_source(config: Config, source: str | None) -> str:
+    """The configured source the captures come from: the one named, or the only one."""
+    if source is None:
+        if len(config.sources) != 1:
+            raise ConfigError(f"{config.origin}: {len(config.sources)} sources configured; "
+                              "name the one the captures come from (source=...)")
+        return next(iter(config.sources))
+    if source not in config.sources:
+        raise ConfigError(f"{config.origin}: no source {source!r} (sources: "
+                          f"{', '.join(sorted(config.sources)) or 'none'})")
+    return source
+
 
 @dataclass
 class _End:
