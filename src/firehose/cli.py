@@ -550,7 +550,6 @@ class _Progress:
 
 def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, commit_every,
             max_reject_rate, source, quiet, progress) -> None:
-    from .config import load
     from .errors import ConfigError, InputError, SinkError, StateError
     from .pipeline import Pipeline
 
@@ -558,17 +557,7 @@ def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, com
         click.echo(f"firehose replay: {' '.join(str(msg).split())}", err=True)
         ctx.exit(code)
 
-    try:
-        config = load(config_path)
-    except ConfigError as e:
-        problems = getattr(e, "problems", ())
-        first = problems[0] if problems else None
-        where = f"{first.path}: " if first is not None and first.path else ""
-        fail(EXIT_USAGE, f"{config_path}: {where}{first.message if first else e}"
-             + (f" (and {len(problems) - 1} more; see firehose config validate)"
-                if len(problems) > 1 else ""))
-    except OSError as e:
-        fail(EXIT_USAGE, f"{config_path}: cannot read: {e.strerror or e}")
+    config = _load_config(fail, config_path)
     bar = _Progress(progress if progress is not None else (sys.stderr.isatty() and not quiet))
     try:
         pipe = Pipeline(config, out_dir=out, batch_bytes=batch_bytes, commit_every=commit_every,
@@ -586,6 +575,24 @@ def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, com
         fail(130, f"interrupted; committed output is kept, continue with --resume")
     bar.close()
     _report(fail, report, out, quiet, max_reject_rate)
+
+
+def _load_config(fail, config_path: str):
+    """The configuration, or one line naming the file, the key path and the first problem
+    (exit 2)."""
+    from .config import load
+    from .errors import ConfigError
+    try:
+        return load(config_path)
+    except ConfigError as e:
+        problems = getattr(e, "problems", ())
+        first = problems[0] if problems else None
+        where = f"{first.path}: " if first is not None and first.path else ""
+        fail(EXIT_USAGE, f"{config_path}: {where}{first.message if first else e}"
+             + (f" (and {len(problems) - 1} more; see firehose config validate)"
+                if len(problems) > 1 else ""))
+    except OSError as e:
+        fail(EXIT_USAGE, f"{config_path}: cannot read: {e.strerror or e}")
 
 
 def _report(fail, report, out: str, quiet: bool, max_reject_rate: float) -> None:

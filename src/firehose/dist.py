@@ -962,8 +962,7 @@ def cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_ra
     """``firehose replay --scheduler ADDRESS`` / ``--workers N`` (firehose.cli)."""
     import click
 
-    from .cli import EXIT_SINK, EXIT_USAGE, _report
-    from .config import load
+    from .cli import EXIT_SINK, EXIT_USAGE, _load_config, _report
     from .errors import SinkError
 
     def fail(code: int, msg: str):
@@ -975,15 +974,7 @@ def cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_ra
     if resume:
         fail(EXIT_USAGE, "--resume: a distributed run is not resumed; re-run it with "
              "--overwrite")
-    try:
-        config = load(config_path)
-    except ConfigError as e:
-        problems = getattr(e, "problems", ())
-        first = problems[0] if problems else None
-        where = f"{first.path}: " if first is not None and first.path else ""
-        fail(EXIT_USAGE, f"{config_path}: {where}{first.message if first else e}")
-    except OSError as e:
-        fail(EXIT_USAGE, f"{config_path}: cannot read: {e.strerror or e}")
+    config = _load_config(fail, config_path)
     cluster = client = None
     try:
         if scheduler:
