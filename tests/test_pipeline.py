@@ -219,11 +219,55 @@ def test_manifest_describes_the_run(run, capture, config):
 
 # ------------------------------------------------------------------------------ determinism
 
-def test_outputs_are_byte_identical_whatever_the_threads(capture, config, tmp_path, run):
+@pytest.mark.parametrize("threads", [dict(readahead=0), dict(sink_threads=1),
+                                     dict(readahead=0, sink_threads=4)])
+def test_outputs_are_byte_identical_whatever_the_threads(capture, config, tmp_path, run, threads):
     out0, _ = run
     out1 = str(tmp_path / "a")
-    Pipeline(config, out_dir=out1, readahead=0, **KW).run([capture])
+    Pipeline(config, out_dir=out1, **threads, **KW).run([capture])
     assert _tree(out1) == _tree(out0)
+
+
+@pytest.mark.parametrize("at", [3, 30])
+def test_resume_of_a_plain_capture_seeks_and_gives_the_same_files(capture, config, tmp_path,
+                                                                  monkeypatch, at):
+    """Plain files resume by seeking (gzip ones by decompressing up to the position)."""
+    plain = str(tmp_path / "cap.ndjson")
+    with gzip.open(capture, "rb") as f, open(plain, "wb") as g:
+        shutil.copyfileobj(f, g)
+    ref = str(tmp_path / "ref")
+    Pipeline(config, out_dir=ref, **KW).run([plain])
+    out = str(tmp_path / "r")
+    calls = {"n": 0}
+    real = PartSink.publish
+
+    def publish(self, staged):
+        path = real(self, staged)
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise _Crash()
+        return path
+
+    monkeypatch.setattr(PartSink, "publish", publish)
+    with pytest.raises(_Crash):
+        Pipeline(config, out_dir=out, **KW).run([plain])
+    monkeypatch.setattr(PartSink, "publish", real)
+    import firehose.reader as reader_mod
+    seeks = []
+
+    class Recording(io.BufferedReader):
+        def seek(self, *a):
+            seeks.append(a)
+            return super().seek(*a)
+
+    real_open = reader_mod.open_capture
+    monkeypatch.setattr(reader_mod, "open_capture",
+                        lambda p: Recording(io.FileIO(p)) if p == plain else real_open(p))
+    Pipeline(config, out_dir=out, **KW).run([plain], resume=True)
+    monkeypatch.undo()
+    assert _tree(out) == _tree(ref)
+    if at == 30:
+        assert any(a and a[0] > 0 for a in seeks)      # it sought, rather than re-reading
 
 
 def test_plain_and_gzip_inputs_give_the_same_deliveries(capture, config, tmp_path, run):
