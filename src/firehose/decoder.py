@@ -122,6 +122,11 @@ class Decoder:
         off = self._carry_off if self._carry else self._offset
         return self._cur, off, self._eng.line_no
 
+    @property
+    def next_offset(self) -> int:
+        """The offset in the current source that the next chunk continues from."""
+        return self._offset
+
     def seek(self, source: str, offset: int, lines: int) -> None:
         """Continue ``source`` at byte ``offset`` as if ``lines`` lines came before it (resume
         from a :meth:`position` taken in an earlier run). Ends the current source first."""

@@ -125,6 +125,17 @@ class Segment:
     end: int | None
 
 
+def _sniff(path: str) -> tuple[int, bool]:
+    """(size on disk, compressed?) of an input, by its magic bytes."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
+    return size, head.startswith(_GZIP) or head.startswith(_ZSTD)
+
+
 def plan_segments(inputs: list[str], segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> list[Segment]:
     """Cut the inputs into segments: a compressed file is one segment (it cannot be entered
     in the middle), a plain file one per ``segment_bytes`` of it."""
@@ -132,13 +143,8 @@ def plan_segments(inputs: list[str], segment_bytes: int = DEFAULT_SEGMENT_BYTES)
     for i, path in enumerate(inputs):
         if path == "-":
             raise InputError("-: standard input cannot be replayed on a cluster")
-        try:
-            size = os.path.getsize(path)
-            with open(path, "rb") as f:
-                head = f.read(4)
-        except OSError as e:
-            raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
-        if head.startswith(_GZIP) or head.startswith(_ZSTD) or size <= segment_bytes:
+        size, packed = _sniff(path)
+        if packed or size <= segment_bytes:
             segs.append(Segment(len(segs), i, path, 0, None))
             continue
         for a in range(0, size, segment_bytes):
@@ -153,13 +159,7 @@ def auto_partitions(inputs: list[str]) -> int:
     get the same count (and the same output files) whatever the cluster."""
     total = 0
     for path in inputs:
-        try:
-            size = os.path.getsize(path)
-            with open(path, "rb") as f:
-                head = f.read(4)
-        except OSError as e:
-            raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
-        packed = head.startswith(_GZIP) or head.startswith(_ZSTD)
+        size, packed = _sniff(path)
         total += size * (COMPRESSION_RATIO if packed else 1)
     return max(1, -(-total // PARTITION_BYTES))
 
@@ -880,19 +880,15 @@ def _reject_reasons(tables: list[pa.Table]) -> dict:
 # ------------------------------------------------------------------------------ out dir
 
 def _prepare_out(out: str, overwrite: bool) -> None:
-    from .checkpoint import CHECKPOINT_NAME
-    from .pipeline import MANIFEST_NAME
-    ours = [n for n in ("clients", "audit", "rejects", CHECKPOINT_NAME, MANIFEST_NAME, _STAGING)
-            if os.path.exists(os.path.join(out, n))]
+    from .pipeline import OUTPUT_NAMES, existing_outputs, remove_outputs
+    ours = existing_outputs(out, OUTPUT_NAMES + (_STAGING,))
     if ours and not overwrite:
         if ours == [_STAGING]:
             ours = []                       # only the leftovers of a crashed client: retry
         else:
             raise StateError(f"{out}: holds the output of an earlier run; --overwrite "
                              "replaces it (a distributed run is not resumed: it is re-run)")
-    for n in ours:
-        p = os.path.join(out, n)
-        shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+    remove_outputs(out, ours)
     os.makedirs(out, exist_ok=True)
 
 

@@ -52,8 +52,8 @@ from .errors import ConfigError, InputError, SinkError, StateError
 from .reader import expand_paths, iter_chunks, prefetch
 from .routing import Router
 from .schema import COMPLIANCE, REJECTS
-from .sinks import (PART_RE, CallbackSink, PartSink, Sink, atomic_write, raw_with_rules,
-                    sync_all)
+from .sinks import (PART_RE, CallbackSink, PartSink, Sink, _unlink, atomic_write,
+                    raw_with_rules, sync_all)
 
 __all__ = ["Pipeline", "Report", "MANIFEST_NAME", "DEFAULT_BATCH_BYTES"]
 
@@ -72,15 +72,10 @@ class Counters(dict):
         if n:
             self[key] = self.get(key, 0) + int(n)
 
-    def prefix(self, p: str) -> dict[str, int]:
-        return {k[len(p):]: v for k, v in sorted(self.items()) if k.startswith(p)}
-
 
 @dataclass
 class _Batch:
     res: DecodeResult
-    input_index: int
-    source: str
     position: tuple[int, int, int]       # (input index, offset, lines) to restart after it
     stats: dict                          # decoder counter deltas of this batch
     raw: tuple[bytes, int] | None        # (bytes, offset of bytes[0]) holding the batch's lines
@@ -99,7 +94,6 @@ class Report:
     inputs: list[dict]
     out_dir: str | None
     resumed_from: int | None = None
-    complete: bool = True
     #: the counters when this session resumed (rates are of this session's work)
     base_counters: dict = field(default_factory=dict)
 
@@ -225,14 +219,15 @@ class Pipeline:
         dec = self.decoder
         cur, pos, _ = dec.position()
         first = None
-        if cur is not None and (source != cur or (offset is not None and offset != dec._offset)):
+        if cur is not None and (source != cur or (offset is not None
+                                                  and offset != dec.next_offset)):
             # another source, or a jump: the decoder ends the current source's unfinished line
             # now; decode it here, while its bytes are still the raw tail
             first = self.finish()
         before = dec.stats
         res = dec.feed(chunk, source=source, offset=offset)
         raw = self._raw.add(source, bytes(chunk), offset) if self._raw_clients else None
-        out = self._batch(_Batch(res, 0, source, (0, 0, 0), _delta(before, dec.stats), raw))
+        out = self._batch(_Batch(res, (0, 0, 0), _delta(before, dec.stats), raw))
         self._maybe_commit_embedded()
         if first:
             out = {c: pa.concat_tables([first[c], t]) if c in first else t
@@ -255,8 +250,7 @@ class Pipeline:
         cur = dec.position()[0]
         res = dec.finish()
         raw = self._raw.add(cur, b"", None) if self._raw_clients and cur else None
-        return self._batch(_Batch(res, 0, cur or "<stream>", (0, 0, 0), _delta(before, dec.stats),
-                                  raw))
+        return self._batch(_Batch(res, (0, 0, 0), _delta(before, dec.stats), raw))
 
     def close(self) -> None:
         """Commit what the file sinks hold (embedding)."""
@@ -269,7 +263,7 @@ class Pipeline:
         JSON-able note of where the input stands, e.g. a broker sequence). Acknowledge your
         input only after this returns. The decoder must not hold an unfinished line: feed
         whole lines, or call :meth:`finish` first."""
-        if self.decoder.position()[1] != self.decoder._offset:
+        if self.decoder.position()[1] != self.decoder.next_offset:
             raise StateError("commit(): the decoder holds an unfinished line; feed whole "
                              "lines or call finish() first")
         self._commit_sinks()
@@ -468,7 +462,7 @@ class Pipeline:
                 sync_all(self.out_dir or os.path.dirname(staged[0][1][1]), [])
         except SinkError:
             for _, (tmp, _) in staged:
-                _unlink_quiet(tmp)
+                _unlink(tmp)
             self._abort()
             raise
         self.part = seq
@@ -560,12 +554,12 @@ class Pipeline:
         raw = _RawTail() if self._raw_clients else None
         pending: dict[str, int] = {}
 
-        def batch(res, i, name, pos, before, rb, t0):
+        def batch(res, pos, before, rb, t0):
             nonlocal nbatch
             delta = _merge(_delta(before, dec.stats), pending)
             pending.clear()
             nbatch += 1
-            b = _Batch(res, i, name, pos, delta, rb)
+            b = _Batch(res, pos, delta, rb)
             if nbatch % self.commit_every == 0:
                 b.snapshot = dec.dedupe_state()
             b.decode_s = time.perf_counter() - t0
@@ -587,7 +581,7 @@ class Pipeline:
                     _merge(pending, _delta(before, dec.stats))
                     continue
                 _, p_off, p_lines = dec.position()
-                yield batch(res, i, name, (i, p_off, p_lines), before, rb, t0)
+                yield batch(res, (i, p_off, p_lines), before, rb, t0)
             t0 = time.perf_counter()
             before = dec.stats
             res = dec.finish()
@@ -595,7 +589,7 @@ class Pipeline:
                 _merge(pending, _delta(before, dec.stats))
                 continue
             rb = raw.add(name, b"", None) if raw is not None else None
-            yield batch(res, i, name, (i + 1, 0, 0), before, rb, t0)
+            yield batch(res, (i + 1, 0, 0), before, rb, t0)
         yield _End(dec.dedupe_state(), dict(pending))
 
     # -------------------------------------------------------------------- out dir, state
@@ -603,15 +597,12 @@ class Pipeline:
         out = self.out_dir
         ck = Checkpoint.load(out) if os.path.isdir(out) else None
         done = os.path.exists(os.path.join(out, MANIFEST_NAME))
-        ours = [n for n in ("clients", "audit", "rejects", CHECKPOINT_NAME, MANIFEST_NAME)
-                if os.path.exists(os.path.join(out, n))]
+        ours = existing_outputs(out)
         if ours and not resume and not overwrite:
             raise StateError(f"{out}: holds the output of an earlier run; --resume continues "
                              "it, --overwrite replaces it")
         if overwrite and not resume:
-            for n in ours:
-                p = os.path.join(out, n)
-                shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+            remove_outputs(out, ours)
             ck, done = None, False
         os.makedirs(out, exist_ok=True)
         if ck is not None:
@@ -737,6 +728,21 @@ def _value_counts(col) -> list[tuple[str, int]]:
                                                    vc.field("counts").to_pylist()))
 
 
+#: what a run writes at the top of its output directory
+OUTPUT_NAMES = ("clients", "audit", "rejects", CHECKPOINT_NAME, MANIFEST_NAME)
+
+
+def existing_outputs(out: str, names=OUTPUT_NAMES) -> list[str]:
+    """Which of ``names`` the output directory already holds."""
+    return [n for n in names if os.path.exists(os.path.join(out, n))]
+
+
+def remove_outputs(out: str, names) -> None:
+    for n in names:
+        p = os.path.join(out, n)
+        shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+
+
 def _clean_parts(out: str, committed: int | None) -> None:
     """Remove temporary files and parts numbered above ``committed`` (an interrupted commit;
     None: temporary files only)."""
@@ -755,13 +761,6 @@ def _highest_part(out: str) -> int:
             if m:
                 top = max(top, int(m.group(1)))
     return top
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def list_outputs(out: str, skip_dirs=()) -> list[dict]:

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from .errors import SinkError
 
-__all__ = ["Sink", "PartSink", "CallbackSink", "make_sink", "fsync_dir", "atomic_write",
+__all__ = ["Sink", "PartSink", "CallbackSink", "fsync_dir", "atomic_write",
            "PART_RE", "EXTENSIONS"]
 
 EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrows", "ndjson": ".ndjson"}
@@ -134,10 +134,6 @@ class Sink:
     def abort(self) -> None:
         pass
 
-    @property
-    def rows(self) -> int:
-        return 0
-
 
 class CallbackSink(Sink):
     """Hands each batch's table to ``fn(table)`` (embedding). Nothing to commit: the callable
@@ -145,16 +141,10 @@ class CallbackSink(Sink):
 
     def __init__(self, fn: Callable[[pa.Table], object]):
         self.fn = fn
-        self._rows = 0
 
     def write(self, table, seq, raw=None):
         if table.num_rows:
             self.fn(table)
-            self._rows += table.num_rows
-
-    @property
-    def rows(self) -> int:
-        return self._rows
 
 
 class PartSink(Sink):
@@ -176,16 +166,10 @@ class PartSink(Sink):
         self._tmp: str | None = None
         self._file = None
         self._writer = None
-        self._rows = 0
-        self.part_rows = 0
         self.row_group_rows = row_group_rows or self.ROW_GROUP_ROWS
         self._buf: list[pa.Table] = []
         self._buf_raw: list[bytes] = []
         self._buf_rows = 0
-
-    @property
-    def rows(self) -> int:
-        return self._rows
 
     def _final_name(self, seq: int) -> str:
         ext = EXTENSIONS[self.kind]
@@ -241,8 +225,6 @@ class PartSink(Sink):
             self.abort()
             raise SinkError(f"{self._tmp or self.directory}: write failed: "
                             f"{getattr(e, 'strerror', None) or e}") from None
-        self._rows += table.num_rows
-        self.part_rows += table.num_rows
 
     def _flush(self) -> None:
         if not self._buf:
@@ -289,7 +271,6 @@ class PartSink(Sink):
             raise SinkError(f"{final}: commit failed: {getattr(e, 'strerror', None) or e}") \
                 from None
         self._writer = self._file = self._tmp = self._seq = None
-        self.part_rows = 0
         return tmp, final
 
     def publish(self, staged: tuple[str, str]) -> str:
@@ -304,12 +285,11 @@ class PartSink(Sink):
 
     def abort(self) -> None:
         """Drop the part being written (its temporary file is removed)."""
-        for obj in (self._writer, self._file):
-            try:
-                if obj is not None and obj is not self._file:
-                    obj.close()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
+        try:
+            if self._writer is not None and self._writer is not self._file:
+                self._writer.close()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
         try:
             if self._file is not None:
                 self._file.close()
@@ -319,7 +299,6 @@ class PartSink(Sink):
             _unlink(self._tmp)
         self._writer = self._file = self._tmp = self._seq = None
         self._buf, self._buf_raw, self._buf_rows = [], [], 0
-        self.part_rows = 0
 
 
 def _default_compression(kind: str, compression: str | None) -> str:
@@ -327,10 +306,6 @@ def _default_compression(kind: str, compression: str | None) -> str:
         return compression
     return {"parquet": "zstd", "arrow": "none", "ndjson": "none"}[kind]
 
-
-def make_sink(kind: str, directory: str, compression: str | None = None,
-              schema: pa.Schema | None = None) -> PartSink:
-    return PartSink(directory, kind, compression, schema)
 
 
 # ------------------------------------------------------------------------------ NDJSON
