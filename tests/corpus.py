@@ -243,3 +243,49 @@ def fuzz_input():
         return data, split_at(data, cuts)
 
     return strategy()
+
+
+# ------------------------------------------------------------------ replay outputs
+
+def read_parts(directory) -> "pa.Table | None":
+    """Every ``part-*`` file of one sink directory (Parquet, Arrow IPC stream or NDJSON), in
+    part order, as one table; None when there is none."""
+    import glob
+    import json
+    import os
+
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+    tables = []
+    for f in sorted(glob.glob(os.path.join(directory, "part-*"))):
+        if f.endswith(".parquet"):
+            tables.append(pq.read_table(f))
+        elif f.endswith(".arrows"):
+            with ipc.open_stream(f) as r:
+                tables.append(r.read_all())
+        elif f.endswith(".ndjson"):
+            with open(f, "rb") as fh:
+                tables.append(pa.Table.from_pylist([json.loads(line) for line in fh]))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def output_tree(out) -> dict:
+    """Every file under an output directory with its bytes. The checkpoint is internal state
+    (the dedupe tables' serialised layout depends on their history): its position and
+    counters stand for it."""
+    import json
+    import os
+
+    from firehose.checkpoint import Checkpoint
+    files = {}
+    for root, _, names in os.walk(out):
+        for n in names:
+            p = os.path.join(root, n)
+            with open(p, "rb") as f:
+                files[os.path.relpath(p, out)] = f.read()
+    if "checkpoint.arrows" in files:
+        ck = Checkpoint.from_bytes(files.pop("checkpoint.arrows"))
+        files["checkpoint.arrows"] = json.dumps(
+            [ck.part, ck.input_index, ck.offset, ck.lines, ck.batch, ck.counters],
+            sort_keys=True).encode()
+    return files

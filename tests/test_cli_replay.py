@@ -18,6 +18,11 @@ from firehose.cli import main
 from firehose.pipeline import MANIFEST_NAME
 from firehose.testing import write_capture
 
+try:
+    from corpus import output_tree
+except ImportError:  # pragma: no cover - tests/ imported as a package
+    from tests.corpus import output_tree
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 EXAMPLE = os.path.join(ROOT, "examples", "clients.toml")
 
@@ -27,21 +32,6 @@ def capture(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cap") / "cap.ndjson.gz")
     write_capture(path, 2500, seed=11, dup_rate=0.02, malformed_rate=0.002, compliance_rate=0.04)
     return path
-
-
-def _tree(out: str) -> dict[str, bytes]:
-    files = {}
-    for root, _, names in os.walk(out):
-        for n in names:
-            p = os.path.join(root, n)
-            rel = os.path.relpath(p, out)
-            if rel == "checkpoint.arrows":
-                ck = Checkpoint.load(out)
-                files[rel] = repr((ck.part, ck.input_index, ck.offset, ck.counters)).encode()
-                continue
-            with open(p, "rb") as f:
-                files[rel] = f.read()
-    return files
 
 
 def _invoke(*args):
@@ -140,7 +130,7 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_files(captu
     subprocess.run([sys.executable, "-m", "firehose.cli", "replay", *args, "-o", out, "--resume"],
                    check=True, cwd=ROOT)
     assert kills >= 1
-    assert _tree(out) == _tree(ref)
+    assert output_tree(out) == output_tree(ref)
 
 
 def test_an_output_path_under_a_file_is_one_line_exit_2(capture, tmp_path):

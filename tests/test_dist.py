@@ -17,8 +17,6 @@ import textwrap
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 import pytest
 import xxhash
 
@@ -26,6 +24,11 @@ import firehose.config as fconfig
 from firehose import dist
 from firehose.pipeline import Pipeline
 from firehose.testing import write_capture
+
+try:
+    from corpus import output_tree, read_parts
+except ImportError:  # pragma: no cover - tests/ imported as a package
+    from tests.corpus import output_tree, read_parts
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "clients.toml")
 KW = dict(partitions=4, segment_bytes=1_500_000)
@@ -62,30 +65,6 @@ def captures(tmp_path_factory):
     with open(again, "wb") as f:
         f.write(head[:head.rfind(b"\n") + 1])
     return [gz, plain, again]
-
-
-def _tree(out: str) -> dict[str, bytes]:
-    files = {}
-    for root, _, names in os.walk(out):
-        for n in names:
-            p = os.path.join(root, n)
-            with open(p, "rb") as f:
-                files[os.path.relpath(p, out)] = f.read()
-    return files
-
-
-def _read_parts(directory: str) -> pa.Table | None:
-    tables = []
-    for f in sorted(glob.glob(os.path.join(directory, "part-*"))):
-        if f.endswith(".parquet"):
-            tables.append(pq.read_table(f))
-        elif f.endswith(".arrows"):
-            with ipc.open_stream(f) as r:
-                tables.append(r.read_all())
-        elif f.endswith(".ndjson"):
-            with open(f, "rb") as fh:
-                tables.append(pa.Table.from_pylist([json.loads(x) for x in fh]))
-    return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 
 def _lines(path: str) -> list[bytes]:
@@ -170,15 +149,15 @@ def test_reference_equals_the_pipeline_when_the_input_is_one_batch(captures, tmp
                            for line in _lines(f)) for o in (a, b))
             assert x == y and x, name
             continue
-        x = _read_parts(os.path.join(a, "clients", name))
-        y = _read_parts(os.path.join(b, "clients", name))
+        x = read_parts(os.path.join(a, "clients", name))
+        y = read_parts(os.path.join(b, "clients", name))
         assert (x is None and y is None) or _canonical(x, ["id"]).equals(_canonical(y, ["id"])), \
             name
     for part in ("denials", "ledger"):
-        x = _read_parts(os.path.join(a, "audit", part))
-        y = _read_parts(os.path.join(b, "audit", part))
+        x = read_parts(os.path.join(a, "audit", part))
+        y = read_parts(os.path.join(b, "audit", part))
         assert _canonical(x, ["client", "tweet_id"]).equals(_canonical(y, ["client", "tweet_id"]))
-    assert _read_parts(os.path.join(a, "rejects")).equals(_read_parts(os.path.join(b, "rejects")))
+    assert read_parts(os.path.join(a, "rejects")).equals(read_parts(os.path.join(b, "rejects")))
     if tight:
         assert r1.get("entitle.denied.cap_exceeded") > 0
     skip = {"batches", "dist.segments", "dist.partitions"}
@@ -195,7 +174,7 @@ def test_reference_semantics(reference, captures):
     assert g("entitle.in") == g("entitle.delivered") + g("entitle.denied")
     assert g("sink.rows") == g("entitle.delivered")
     assert g("entitle.denied.cap_exceeded") > 0 and g("decode.duplicates") > 0
-    ledger = _read_parts(os.path.join(out, "audit", "ledger"))
+    ledger = read_parts(os.path.join(out, "audit", "ledger"))
     # exact dedupe: no tweet delivered twice to a client, whichever input or partition
     for name in cfg.clients:
         ids = ledger.filter(pc.equal(ledger.column("client"), name)).column("tweet_id")
@@ -209,12 +188,12 @@ def test_reference_semantics(reference, captures):
                        .to_pylist())
     assert deleted and not deleted & set(ledger.column("tweet_id").to_pylist())
     # caps in tweet-id order: a seat's delivered ids of a day are its first ids of that day
-    raw = _read_parts(os.path.join(out, "clients", "newsroom"))
+    raw = read_parts(os.path.join(out, "clients", "newsroom"))
     assert raw is not None and "matching_rules" in raw.column_names and "user" in \
         raw.column_names       # the original payload, with this seat's matching_rules
     # a forwarded event names a tweet that the client got
     for name in cfg.clients:
-        fwd = _read_parts(os.path.join(out, "clients", name, "compliance"))
+        fwd = read_parts(os.path.join(out, "clients", name, "compliance"))
         if fwd is not None:
             got = set(ledger.filter(pc.equal(ledger.column("client"), name))
                       .column("tweet_id").to_pylist())
@@ -264,7 +243,7 @@ def test_two_workers_give_the_references_bytes_and_compile_rules_once_each(
         out = str(tmp_path / f"out-{key}")
         report = dist.replay(captures, cfg, client, out, **KW)
         assert report.counters == ref_report.counters
-        assert _tree(out) == _tree(ref_out), key
+        assert output_tree(out) == output_tree(ref_out), key
     counts = client.run(dist._compile_counts)
     assert len(counts) == 2
     for worker, by_config in counts.items():
@@ -279,7 +258,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster, reference
     staging files (the retry writes again; only the returned attempt's files are moved)."""
     _, client = cluster
     cfg, ref_out, ref_report = reference[(True, True)]
-    ref = _tree(ref_out)
+    ref = output_tree(ref_out)
 
     pids = list(client.run(os.getpid).values())
     killed = []
@@ -292,7 +271,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster, reference
     out = str(tmp_path / "killed-outside")
     report = dist.replay(captures, cfg, client, out, on_stage=on_stage, **KW)
     assert killed and report.counters == ref_report.counters
-    assert _tree(out) == ref
+    assert output_tree(out) == ref
     client.wait_for_workers(2, timeout=60)
 
     marker = tmp_path / "die-once"
@@ -302,7 +281,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster, reference
     report = dist.replay(captures, cfg, client, out, **KW)
     assert not marker.exists()          # a worker did die in a write task
     assert report.counters == ref_report.counters
-    assert _tree(out) == ref
+    assert output_tree(out) == ref
     client.run(dist._arm_fault, "write", "")
     client.wait_for_workers(2, timeout=60)
 
@@ -342,7 +321,7 @@ def test_cli_workers_runs_a_local_cluster(captures, tmp_path):
                                     "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "entitle" in res.output
-    assert _tree(out) == _tree(ref)
+    assert output_tree(out) == output_tree(ref)
     res = CliRunner().invoke(main, ["replay", *captures, "-c", str(cfg.origin), "-o", out,
                                     "--workers", "1", "--resume"])
     assert res.exit_code == 2 and "re-run it with --overwrite" in res.output

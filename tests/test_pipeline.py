@@ -11,10 +11,8 @@ import shutil
 import sys
 import textwrap
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
@@ -26,6 +24,11 @@ from firehose.errors import InputError, SinkError, StateError
 from firehose.pipeline import MANIFEST_NAME, Pipeline
 from firehose.sinks import PartSink
 from firehose.testing import write_capture
+
+try:
+    from corpus import output_tree, read_parts
+except ImportError:  # pragma: no cover - tests/ imported as a package
+    from tests.corpus import output_tree, read_parts
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "clients.toml")
 N = 3000
@@ -52,24 +55,6 @@ def run(capture, config, tmp_path_factory):
     return out, report
 
 
-def _read_parts(directory: str) -> pa.Table | None:
-    files = sorted(glob.glob(os.path.join(directory, "part-*")))
-    tables = []
-    for f in files:
-        if f.endswith(".parquet"):
-            tables.append(pq.read_table(f))
-        elif f.endswith(".arrows"):
-            with ipc.open_stream(f) as r:
-                tables.append(r.read_all())
-        elif f.endswith(".ndjson"):
-            with open(f, "rb") as fh:
-                rows = [json.loads(line) for line in fh]
-            tables.append(pa.Table.from_pylist(rows))
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
 def _read(path: str, mode: str = "rb"):
     with open(path, mode) as f:
         return f.read()
@@ -78,22 +63,6 @@ def _read(path: str, mode: str = "rb"):
 def _write(path: str, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
-
-
-def _tree(out: str) -> dict[str, bytes]:
-    """Every output file's bytes. The checkpoint is internal state (the dedupe tables'
-    serialised layout depends on their history): its position and counters stand for it."""
-    files = {}
-    for root, _, names in os.walk(out):
-        for n in names:
-            p = os.path.join(root, n)
-            files[os.path.relpath(p, out)] = _read(p)
-    if "checkpoint.arrows" in files:
-        ck = Checkpoint.from_bytes(files.pop("checkpoint.arrows"))
-        files["checkpoint.arrows"] = json.dumps(
-            [ck.part, ck.input_index, ck.offset, ck.lines, ck.batch, ck.counters],
-            sort_keys=True).encode()
-    return files
 
 
 # ------------------------------------------------------------------------------ deliveries
@@ -107,8 +76,8 @@ def test_every_delivery_matches_the_clients_rules_per_the_oracle(run, capture, c
         expected: dict[int, set] = {}
         for row, rid in ref_rules.match(list(client.rules), tweets):
             expected.setdefault(row, set()).add(rid)
-        got = _read_parts(os.path.join(out, "clients", name))
-        denied = _read_parts(os.path.join(out, "audit", "denials"))
+        got = read_parts(os.path.join(out, "clients", name))
+        denied = read_parts(os.path.join(out, "audit", "denials"))
         denied_ids = set(denied.filter(pc.equal(denied.column("client"), name))
                          .column("tweet_id").to_pylist())
         delivered_ids = set(got.column("id").to_pylist()) if got is not None else set()
@@ -125,8 +94,8 @@ def test_every_delivery_matches_the_clients_rules_per_the_oracle(run, capture, c
 
 def test_front_company_gets_nothing_and_every_denial_names_the_path(run):
     out, report = run
-    assert _read_parts(os.path.join(out, "clients", "frontco")) is None
-    denied = _read_parts(os.path.join(out, "audit", "denials"))
+    assert read_parts(os.path.join(out, "clients", "frontco")) is None
+    denied = read_parts(os.path.join(out, "audit", "denials"))
     front = denied.filter(pc.equal(denied.column("client"), "frontco"))
     assert front.num_rows == report.get("client.frontco.matched") > 0
     assert set(front.column("reason").to_pylist()) == {"prohibited_category"}
@@ -136,7 +105,7 @@ def test_front_company_gets_nothing_and_every_denial_names_the_path(run):
 
 def test_columns_follow_the_plan(run, config):
     out, _ = run
-    alerts = _read_parts(os.path.join(out, "clients", "news-alerts"))
+    alerts = read_parts(os.path.join(out, "clients", "news-alerts"))
     for col in ("author_screen_name", "author_description", "coordinates"):
         assert col not in alerts.column_names          # government seat: never
     news = pq.read_table(sorted(glob.glob(os.path.join(out, "clients", "newsroom", "*.parquet")))[0])
@@ -148,8 +117,8 @@ def test_columns_follow_the_plan(run, config):
 
 def test_audit_balances_per_batch_and_client(run):
     out, report = run
-    audit = _read_parts(os.path.join(out, "audit", "audit"))
-    ledger = _read_parts(os.path.join(out, "audit", "ledger"))
+    audit = read_parts(os.path.join(out, "audit", "audit"))
+    ledger = read_parts(os.path.join(out, "audit", "ledger"))
     by = {}
     for b, c, outcome, rows in zip(*(audit.column(k).to_pylist()
                                      for k in ("batch", "client", "outcome", "rows"))):
@@ -173,7 +142,7 @@ def test_decode_counts_balance_and_rejects_keep_the_raw_line(run, capture):
     assert g("decode.lines") == (g("decode.tweets") + g("decode.duplicates") + g("decode.rejects")
                                  + g("decode.blank") + g("decode.compliance"))
     assert g("route.in") == g("decode.tweets") == g("route.matched") + g("route.unmatched")
-    rejects = _read_parts(os.path.join(out, "rejects"))
+    rejects = read_parts(os.path.join(out, "rejects"))
     assert rejects.num_rows == g("decode.rejects") > 0
     with gzip.open(capture, "rb") as f:
         data = f.read()
@@ -193,8 +162,8 @@ def test_deleted_tweets_are_never_delivered_after_their_delete(run, capture):
         first_delete.setdefault(tid, off)
     assert first_delete
     for name in ("newsroom", "trading-desk", "news-alerts"):
-        got = _read_parts(os.path.join(out, "clients", name))
-        fwd = _read_parts(os.path.join(out, "clients", name, "compliance"))
+        got = read_parts(os.path.join(out, "clients", name))
+        fwd = read_parts(os.path.join(out, "clients", name, "compliance"))
         forwarded = set(fwd.column("tweet_id").to_pylist()) if fwd is not None else set()
         for tid, off in zip(got.column("id").to_pylist(), got.column("byte_offset").to_pylist()):
             if tid in first_delete:
@@ -212,9 +181,9 @@ def test_manifest_describes_the_run(run, capture, config):
     assert m["inputs"][0]["bytes"] == os.path.getsize(capture)
     assert m["counters"]["decode.tweets"] == report.get("decode.tweets")
     listed = {o["path"] for o in m["outputs"]}
-    on_disk = {k for k in _tree(out) if k not in (MANIFEST_NAME, "checkpoint.arrows")}
+    on_disk = {k for k in output_tree(out) if k not in (MANIFEST_NAME, "checkpoint.arrows")}
     assert listed == on_disk
-    assert not [k for k in _tree(out) if k.endswith(".tmp")]
+    assert not [k for k in output_tree(out) if k.endswith(".tmp")]
 
 
 # ------------------------------------------------------------------------------ determinism
@@ -225,33 +194,18 @@ def test_outputs_are_byte_identical_whatever_the_threads(capture, config, tmp_pa
     out0, _ = run
     out1 = str(tmp_path / "a")
     Pipeline(config, out_dir=out1, **threads, **KW).run([capture])
-    assert _tree(out1) == _tree(out0)
+    assert output_tree(out1) == output_tree(out0)
 
 
 @pytest.mark.parametrize("at", [3, 30])
 def test_resume_of_a_plain_capture_seeks_and_gives_the_same_files(capture, config, tmp_path,
                                                                   monkeypatch, at):
     """Plain files resume by seeking (gzip ones by decompressing up to the position)."""
-    plain = str(tmp_path / "cap.ndjson")
-    with gzip.open(capture, "rb") as f, open(plain, "wb") as g:
-        shutil.copyfileobj(f, g)
+    plain = _gunzip(capture, tmp_path / "cap.ndjson")
     ref = str(tmp_path / "ref")
     Pipeline(config, out_dir=ref, **KW).run([plain])
     out = str(tmp_path / "r")
-    calls = {"n": 0}
-    real = PartSink.publish
-
-    def publish(self, staged):
-        path = real(self, staged)
-        calls["n"] += 1
-        if calls["n"] == at:
-            raise _Crash()
-        return path
-
-    monkeypatch.setattr(PartSink, "publish", publish)
-    with pytest.raises(_Crash):
-        Pipeline(config, out_dir=out, **KW).run([plain])
-    monkeypatch.setattr(PartSink, "publish", real)
+    _crash_after_renames(monkeypatch, at, config, out, [plain])
     import firehose.reader as reader_mod
     seeks = []
 
@@ -265,18 +219,16 @@ def test_resume_of_a_plain_capture_seeks_and_gives_the_same_files(capture, confi
                         lambda p: Recording(io.FileIO(p)) if p == plain else real_open(p))
     Pipeline(config, out_dir=out, **KW).run([plain], resume=True)
     monkeypatch.undo()
-    assert _tree(out) == _tree(ref)
+    assert output_tree(out) == output_tree(ref)
     if at == 30:
         assert any(a and a[0] > 0 for a in seeks)      # it sought, rather than re-reading
 
 
 def test_plain_and_gzip_inputs_give_the_same_deliveries(capture, config, tmp_path, run):
-    plain = str(tmp_path / "cap.ndjson")
-    with gzip.open(capture, "rb") as f, open(plain, "wb") as g:
-        shutil.copyfileobj(f, g)
+    plain = _gunzip(capture, tmp_path / "cap.ndjson")
     out = str(tmp_path / "p")
     Pipeline(config, out_dir=out, **KW).run([plain])
-    a, b = _tree(run[0]), _tree(out)
+    a = output_tree(run[0])
     for k in a:
         if k.startswith("clients/newsroom/part-"):
             # rows are equal; source_file names the input, so compare without it
@@ -296,12 +248,14 @@ class _Crash(BaseException):
     """Stands in for kill -9: nothing after it runs (not even ``except Exception``)."""
 
 
-@pytest.mark.parametrize("at", [1, 5, 14, 22, 40])
-def test_resume_after_a_crash_inside_a_commit_gives_the_same_files(capture, config, tmp_path,
-                                                                    run, monkeypatch, at):
-    """Crash after the ``at``-th part rename (some sinks of a commit renamed, others not,
-    the checkpoint not yet written), then resume: the same tree as the uninterrupted run."""
-    out = str(tmp_path / "r")
+def _gunzip(path, to) -> str:
+    with gzip.open(path, "rb") as f, open(to, "wb") as g:
+        shutil.copyfileobj(f, g)
+    return str(to)
+
+
+def _crash_after_renames(monkeypatch, at, config, out, inputs) -> None:
+    """Run a replay that dies right after the ``at``-th part rename of its commits."""
     calls = {"n": 0}
     real = PartSink.publish
 
@@ -314,12 +268,21 @@ def test_resume_after_a_crash_inside_a_commit_gives_the_same_files(capture, conf
 
     monkeypatch.setattr(PartSink, "publish", publish)
     with pytest.raises(_Crash):
-        Pipeline(config, out_dir=out, **KW).run([capture])
+        Pipeline(config, out_dir=out, **KW).run(inputs)
     monkeypatch.setattr(PartSink, "publish", real)
+
+
+@pytest.mark.parametrize("at", [1, 5, 14, 22, 40])
+def test_resume_after_a_crash_inside_a_commit_gives_the_same_files(capture, config, tmp_path,
+                                                                    run, monkeypatch, at):
+    """Crash after the ``at``-th part rename (some sinks of a commit renamed, others not,
+    the checkpoint not yet written), then resume: the same tree as the uninterrupted run."""
+    out = str(tmp_path / "r")
+    _crash_after_renames(monkeypatch, at, config, out, [capture])
     assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
     ck = Checkpoint.load(out)
     report = Pipeline(config, out_dir=out, **KW).run([capture], resume=True)
-    assert _tree(out) == _tree(run[0])
+    assert output_tree(out) == output_tree(run[0])
     assert report.resumed_from == (ck.part if ck is not None else None)
     if at == 40:
         assert report.resumed_from > 0
@@ -329,7 +292,7 @@ def test_resume_after_the_run_completed_changes_nothing(capture, config, tmp_pat
     out = str(tmp_path / "done")
     shutil.copytree(run[0], out)
     Pipeline(config, out_dir=out, **KW).run([capture], resume=True)
-    assert _tree(out) == _tree(run[0])
+    assert output_tree(out) == output_tree(run[0])
 
 
 def test_resume_refuses_another_configuration(capture, config, tmp_path, run):
@@ -359,7 +322,7 @@ def test_corrupt_gzip_is_one_clear_error_and_leaves_no_partial_output(capture, c
     with pytest.raises(InputError, match=r"bad\.ndjson\.gz: .*decompressed byte \d+"):
         Pipeline(config, out_dir=out, **KW).run([bad])
     assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
-    assert not [k for k in _tree(out) if k.endswith(".tmp")]
+    assert not [k for k in output_tree(out) if k.endswith(".tmp")]
 
 
 def test_missing_input_names_the_file(config, tmp_path):
@@ -395,7 +358,7 @@ def test_full_disk_is_a_sink_error_and_no_temporary_file_survives(capture, confi
     with pytest.raises(SinkError, match=r"No space left on device") as e:
         Pipeline(config, out_dir=out, **KW).run([capture])
     assert out in str(e.value)
-    assert not [k for k in _tree(out) if k.endswith(".tmp")]
+    assert not [k for k in output_tree(out) if k.endswith(".tmp")]
     assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
 
 
@@ -545,8 +508,8 @@ def test_embedded_commit_and_restore_resume_without_loss_or_duplicates(capture, 
     assert [f for _, _, fs in os.walk(crashed) for f in fs if f.endswith(".tmp")]
     assert consume(crashed)
     for name in ("newsroom", "trading-desk", "news-alerts"):
-        a = _read_parts(os.path.join(clean, "clients", name))
-        b = _read_parts(os.path.join(crashed, "clients", name))
+        a = read_parts(os.path.join(clean, "clients", name))
+        b = read_parts(os.path.join(crashed, "clients", name))
         assert sorted(a.column("id").to_pylist()) == sorted(b.column("id").to_pylist())
         assert len(set(b.column("id").to_pylist())) == b.num_rows
 
@@ -570,7 +533,7 @@ def test_scrub_geo_nulls_coordinates_in_a_parquet_delivery(tmp_path):
     config = fconfig.loads(GEO_CONFIG, "geo.toml")
     out = str(tmp_path / "o")
     Pipeline(config, out_dir=out).run([str(cap)])
-    got = _read_parts(os.path.join(out, "clients", "wire"))
+    got = read_parts(os.path.join(out, "clients", "wire"))
     coords = dict(zip(got.column("id").to_pylist(), got.column("coordinates").to_pylist()))
     assert coords == {10: None, 11: {"lon": 1.5, "lat": 2.5}}
 
@@ -632,7 +595,7 @@ def test_a_failing_part_close_leaves_no_temporary_file(capture, config, tmp_path
     out = str(tmp_path / "o")
     with pytest.raises(SinkError):
         Pipeline(config, out_dir=out, **KW).run([capture])
-    assert not [k for k in _tree(out) if k.endswith(".tmp")]
+    assert not [k for k in output_tree(out) if k.endswith(".tmp")]
 
 
 def test_embedding_never_overwrites_parts_of_an_earlier_session(config, capture, tmp_path):
@@ -643,13 +606,13 @@ def test_embedding_never_overwrites_parts_of_an_earlier_session(config, capture,
     first = Pipeline(config, out_dir=out)
     first.process(data, source="s")
     first.close()
-    before = _tree(out)
+    before = output_tree(out)
     assert [k for k in before if "part-" in k]
     second = Pipeline(config, out_dir=out)
     with pytest.raises(StateError, match="earlier session"):
         second.process(data, source="s")
     assert second.restore() is None                 # no checkpoint: nothing is deleted
-    assert _tree(out) == before
+    assert output_tree(out) == before
 
 
 def test_numbers_beyond_a_double_do_not_make_invalid_json():
@@ -672,7 +635,7 @@ def test_user_events_are_forwarded_to_clients_that_got_the_users_tweets(tmp_path
                       + json.dumps({"data": {"user_suspend": {"user": {"id": "9"}}}}) + "\n")
     out = str(tmp_path / "o")
     Pipeline(config, out_dir=out).run([str(first), str(second)])
-    fwd = _read_parts(os.path.join(out, "clients", "wire", "compliance"))
+    fwd = read_parts(os.path.join(out, "clients", "wire", "compliance"))
     assert fwd is not None
     assert [(k, u) for k, u in zip(fwd.column("kind").to_pylist(),
                                    fwd.column("user_id").to_pylist())] == [("user_delete", 7)]

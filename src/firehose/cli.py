@@ -572,7 +572,7 @@ def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, com
         fail(EXIT_SINK, str(e))
     except KeyboardInterrupt:
         bar.close()
-        fail(130, f"interrupted; committed output is kept, continue with --resume")
+        fail(130, "interrupted; committed output is kept, continue with --resume")
     bar.close()
     _report(fail, report, out, quiet, max_reject_rate)
 

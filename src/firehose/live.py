@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import signal
 import sys
@@ -769,7 +768,6 @@ class Consumer:
 
     async def _publish(self, js, nc) -> None:
         """Publish this batch's rows and wait for every PubAck (before the commit)."""
-        nats = _nats()
         limit = max(1024, nc.max_payload - _HDR_SLACK)
         version = str(self._plan_version)
         futs = []
