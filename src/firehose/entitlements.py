@@ -338,6 +338,9 @@ class Entitlements:
         self._group_counts: dict[tuple[str, int], int] = {}
         self._delivered: dict[str, list[np.ndarray]] = {}
         self._delivered_users: dict[str, list[np.ndarray]] = {}
+        # authors delivered, not yet sorted in: sorted only when a user event asks (rare), not
+        # for every seat of every batch
+        self._pending_users: dict[str, list[np.ndarray]] = {}
         self.batch = 0
 
     def replace_plans(self, plans: PlanSet) -> None:
@@ -442,7 +445,7 @@ class Entitlements:
                 }, schema=DENIALS))
             self._remember(client, ids[keep])
             if len(keep):
-                self._remember(client, authors[keep], self._delivered_users)
+                self._pending_users.setdefault(client, []).append(authors[keep])
             ledger.append(pa.table({
                 "batch": pa.array(np.full(len(keep), self.batch), pa.int64()),
                 "client": pa.repeat(pa.scalar(client, pa.string()), len(keep)),
@@ -464,7 +467,7 @@ class Entitlements:
         kinds, names, keys, vals = (list(x) for x in zip(*rows)) if rows else ([], [], [], [])
         extra_kinds, extra_names, extra_keys = [], [], []
         for label, store in (("delivered", self._delivered),
-                             ("delivered_user", self._delivered_users)):
+                             ("delivered_user", self._users())):
             for client in sorted(store):
                 got = np.unique(np.concatenate(store[client]))
                 store[client] = [got]
@@ -492,7 +495,7 @@ class Entitlements:
             raise StateError(f"entitlement state is corrupt: {e}") from None
         self.batch = int((table.schema.metadata or {}).get(b"batch", b"0"))
         self._day_counts, self._group_counts = {}, {}
-        self._delivered, self._delivered_users = {}, {}
+        self._delivered, self._delivered_users, self._pending_users = {}, {}, {}
         is_del = pc.is_in(table.column("kind"), value_set=pa.array(["delivered",
                                                                     "delivered_user"]))
         counters = table.filter(pc.invert(is_del))
@@ -533,6 +536,13 @@ class Entitlements:
             keep[1:] = m[1:] != m[:-1]
             runs.append(m[keep])
 
+    def _users(self) -> dict[str, list[np.ndarray]]:
+        """The delivered-authors memory, with the authors of recent batches sorted in."""
+        for client, parts in self._pending_users.items():
+            self._remember(client, np.concatenate(parts), self._delivered_users)
+        self._pending_users = {}
+        return self._delivered_users
+
     def _was_delivered(self, client: str, ids: np.ndarray, store: dict | None = None
                        ) -> np.ndarray:
         hit = np.zeros(len(ids), bool)
@@ -565,7 +575,7 @@ class Entitlements:
         for client in sorted(self._delivered):
             hit = self._was_delivered(client, ids) & t_valid
             if u_valid.any():
-                hit |= self._was_delivered(client, users, self._delivered_users) & u_valid
+                hit |= self._was_delivered(client, users, self._users()) & u_valid
             if hit.any():
                 out[client] = compliance.filter(pa.array(hit))
         return out
