@@ -598,6 +598,35 @@ def test_a_failing_part_close_leaves_no_temporary_file(capture, config, tmp_path
     assert not [k for k in output_tree(out) if k.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("at", [25, 48])
+def test_a_commit_failing_in_the_background_stops_the_run_and_resume_completes_it(
+        capture, config, tmp_path, run, monkeypatch, at):
+    """Parts are closed in the background while the next batches go on: a close failing in a
+    later commit surfaces as the run's SinkError, leaves no temporary file and no manifest,
+    keeps the previous commit's checkpoint, and a resume gives the uninterrupted run's files."""
+    real = PartSink.close_part
+    calls = {"n": 0}
+
+    def close_part(self, fsync=True):
+        calls["n"] += 1
+        if calls["n"] == at:
+            self.abort()
+            raise SinkError(f"{self.directory}: commit failed: No space left on device")
+        return real(self, fsync)
+
+    monkeypatch.setattr(PartSink, "close_part", close_part)
+    out = str(tmp_path / "o")
+    with pytest.raises(SinkError, match="No space left"):
+        Pipeline(config, out_dir=out, **KW).run([capture])
+    monkeypatch.setattr(PartSink, "close_part", real)
+    assert not [k for k in output_tree(out) if k.endswith(".tmp")]
+    assert not os.path.exists(os.path.join(out, MANIFEST_NAME))
+    ck = Checkpoint.load(out)
+    assert ck is not None and 0 < ck.part < Checkpoint.load(run[0]).part
+    Pipeline(config, out_dir=out, **KW).run([capture], resume=True)
+    assert output_tree(out) == output_tree(run[0])
+
+
 def test_embedding_never_overwrites_parts_of_an_earlier_session(config, capture, tmp_path):
     with gzip.open(capture, "rb") as f:
         data = f.read(2_000_000)

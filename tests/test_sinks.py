@@ -93,6 +93,49 @@ def test_part_sink_commits_by_rename_and_aborts_cleanly(tmp_path):
     assert s.commit() is None           # nothing written: no empty part
 
 
+class _Deferred:
+    """A table materialised only when the sink writes it (as the pipeline's deliveries are)."""
+
+    def __init__(self, table):
+        self._t, self.num_rows, self.calls = table, table.num_rows, 0
+
+    def table(self):
+        self.calls += 1
+        return self._t
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow", "ndjson"])
+def test_a_detached_part_closes_on_its_own_while_the_sink_fills_the_next(tmp_path, kind):
+    a, b = pa.table({"id": [1, 2], "lang": ["en", "de"]}), pa.table({"id": [3], "lang": ["fr"]})
+    s = PartSink(str(tmp_path / "p"), kind)
+    lazy = _Deferred(a)
+    s.write(lazy, 1)
+    assert lazy.calls == 0                       # nothing is materialised before the flush
+    part = s.detach()
+    assert s.detach() is None
+    s.write(b, 2)                                # the sink goes on with the next part number
+    staged = part.close_part(fsync=False)
+    assert lazy.calls == 1
+    assert staged[1].endswith("part-000001" + {"parquet": ".parquet", "arrow": ".arrows",
+                                               "ndjson": ".ndjson"}[kind])
+    part.publish(staged)
+    second = s.commit()
+    assert sorted(os.listdir(tmp_path / "p")) == sorted(
+        [os.path.basename(staged[1]), os.path.basename(second)])
+    if kind == "parquet":
+        assert pq.read_table(staged[1]).equals(a) and pq.read_table(second).equals(b)
+    elif kind == "ndjson":
+        with open(second, "rb") as f:
+            assert json.loads(f.read()) == {"id": 3, "lang": "fr"}
+
+
+def test_a_detached_part_that_is_aborted_leaves_nothing(tmp_path):
+    s = PartSink(str(tmp_path / "p"), "parquet")
+    s.write(pa.table({"id": [1]}), 1)
+    s.detach().abort()
+    assert os.listdir(tmp_path / "p") == []
+
+
 @pytest.mark.parametrize("compression,opener", [("gzip", gzip.open), ("none", open)])
 def test_ndjson_parts_are_reproducible(tmp_path, compression, opener):
     t = pa.table({"id": [1], "text": ["x"]})

@@ -173,6 +173,8 @@ class Pipeline:
         self._keep_tables = True                # process() returns tables; run() does not
         self._out_checked = False
         self._closer = None                     # closes parts in parallel during run()
+        self._committer = None                  # runs one commit in the background in run()
+        self._pending_commit = None
         self.sink_threads = int(sink_threads)
 
     # -------------------------------------------------------------------- sinks
@@ -359,7 +361,10 @@ class Pipeline:
                 sink = self._sinks.get(client)
                 if sink is None and not keep:
                     continue
-                table = d.table()
+                # a file sink takes the delivery itself and materialises its rows when it
+                # writes them (in the background, at the commit), not on this thread
+                lazy = not keep and isinstance(sink, PartSink)
+                table = d if lazy else d.table()
                 if keep:
                     out[client] = table
                 if sink is not None and table.num_rows:
@@ -419,28 +424,47 @@ class Pipeline:
 
     # -------------------------------------------------------------------- commit
     def _commit_sinks(self) -> None:
-        """Close every part, make them durable together (one syncfs, not an fsync per file),
-        rename them into place, and make the renames durable."""
+        """Commit every sink now (embedding, and the end of a run)."""
+        self._finish_commit(self._stage_commit(), None)
+
+    def _stage_commit(self) -> list[PartSink]:
+        """First half of a commit, on the caller's thread: take every open part off its sink
+        (the sinks go on with the next part number) and commit the sinks without parts."""
         if not self._batches_since_commit:
-            return
-        seq = self.part + 1
-        staged = []
+            return []
+        parts = []
         try:
-            parts = []
             for s in self._all_sinks():
                 if isinstance(s, PartSink):
-                    parts.append(s)
+                    part = s.detach()
+                    if part is not None:
+                        parts.append(part)
                 else:
                     s.commit()
-            # closing a part writes its buffered rows (Parquet encoding and compression run
-            # without the GIL): spread over the cores
+        except SinkError:
+            for p in parts:
+                p.abort()
+            self._abort()
+            raise
+        self.part += 1
+        self._batches_since_commit = 0
+        return parts
+
+    def _finish_commit(self, parts: list[PartSink], ck: Checkpoint | None) -> None:
+        """Second half: close the parts (their buffered rows are encoded and compressed
+        without the GIL, spread over the sink threads), make them durable together (one
+        syncfs, not an fsync per file), rename them into place, make the renames durable, and
+        only then write the checkpoint. Runs on the committer thread during :meth:`run`."""
+        t0 = time.perf_counter()
+        staged = []
+        try:
             if self._closer is not None and len(parts) > 1:
                 futs = [(p, self._closer.submit(p.close_part, False)) for p in parts]
                 error = None
                 for p, f in futs:                   # every close finishes before we go on
                     try:
                         st = f.result()
-                    except SinkError as e:
+                    except BaseException as e:  # noqa: BLE001 - raised below, after the rest
                         error = error or e
                         continue
                     if st is not None:
@@ -459,27 +483,46 @@ class Pipeline:
                 s.publish(st)
             if staged:
                 sync_all(self.out_dir or os.path.dirname(staged[0][1][1]), [])
-        except SinkError:
+            if ck is not None:
+                ck.save(self.out_dir)
+        except BaseException:
+            for p in parts:                         # the parts not closed yet: their .tmp
+                p.abort()
             for _, (tmp, _) in staged:
                 _unlink(tmp)
-            self._abort()
             raise
-        self.part = seq
-        self._batches_since_commit = 0
+        finally:
+            self._time("commit.background", time.perf_counter() - t0)
+
+    def _wait_commit(self) -> None:
+        """Wait for the commit running in the background (if any); raise its error."""
+        fut, self._pending_commit = self._pending_commit, None
+        if fut is not None:
+            fut.result()
 
     def _abort(self) -> None:
         for s in self._all_sinks():
             s.abort()
 
     def _checkpoint(self, inputs: list[str], position, snapshot: bytes) -> None:
+        """A commit and then its checkpoint. During :meth:`run` the parts are closed in the
+        background while the next batches are processed: at most one commit is in flight,
+        its checkpoint is written only after its parts are in place, and an error in it is
+        raised here at the next commit (or at the end of the run)."""
         t0 = time.perf_counter()
-        self._commit_sinks()
+        self._wait_commit()
+        parts = self._stage_commit()
+        ck = None
         if self.out_dir is not None:
             idx, off, lines = position
-            Checkpoint(self.config.hash, inputs, self.part, idx, off, lines,
-                       self.entitlements.batch, dict(self.counters), snapshot,
-                       self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
-                       {"options": self._options()}).save(self.out_dir)
+            ck = Checkpoint(self.config.hash, inputs, self.part, idx, off, lines,
+                            self.entitlements.batch, dict(self.counters), snapshot,
+                            self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
+                            {"options": self._options()})
+        if self._committer is not None:
+            self._pending_commit = self._committer.submit(self._finish_commit, parts, ck)
+        else:
+            self._finish_commit(parts, ck)
         self._time("commit", time.perf_counter() - t0)
 
     # -------------------------------------------------------------------- replay
@@ -514,6 +557,7 @@ class Pipeline:
         end_snapshot = None
         self._closer = ThreadPoolExecutor(self.sink_threads, thread_name_prefix="firehose-sink") \
             if self.sink_threads > 1 else None
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="firehose-commit")
         self._keep_tables = False
         try:
             for item in items:
@@ -525,13 +569,22 @@ class Pipeline:
                 if item.snapshot is not None:
                     self._checkpoint(inputs, item.position, item.snapshot)
             self._checkpoint(inputs, (len(inputs), 0, 0), end_snapshot or b"")
+            t0 = time.perf_counter()
+            self._wait_commit()
+            self._time("commit", time.perf_counter() - t0)
         except BaseException:
+            try:
+                self._wait_commit()     # no part is being written once we return
+            except Exception:           # noqa: BLE001 - the first error is the one raised
+                pass
             self._abort()
             raise
         finally:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
+            self._committer.shutdown(wait=True)
+            self._committer = None
             if self._closer is not None:
                 self._closer.shutdown(wait=True)
                 self._closer = None
