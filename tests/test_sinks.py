@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from firehose import decode_file
 from firehose.schema import RULE_TYPE
-from firehose.sinks import PartSink, _ndjson_rows, ndjson_lines, raw_with_rules
+from firehose.sinks import (PartSink, _ndjson_rows, ndjson_lines, raw_lines_with_rules,
+                            raw_with_rules)
 
 try:
     from corpus import corpus_files
@@ -185,3 +186,52 @@ def test_a_geo_key_spelt_with_escapes_is_still_removed():
     assert out["place"] is None and out["text"] == "a place"
     plain = b'{"id_str":"1","place":null,"text":"no \\u0026 geo"}'
     assert raw_with_rules(plain, [], False, place=False).startswith(plain[:-1])   # untouched
+
+
+def _lines_of(paths) -> bytes:
+    """Every line of the corpus (and some made here) that is a JSON object."""
+    out = []
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f.read().split(b"\n"):
+                try:
+                    ok = isinstance(json.loads(line), dict)
+                except ValueError:
+                    ok = False
+                if ok:
+                    out.append(line)
+    geo = {"coordinates": {"type": "Point", "coordinates": [1.5, 2]}, "place": {"id": "p"}}
+    out += [json.dumps({"id_str": "1", **geo}).encode(),
+            json.dumps({"id_str": "2", "geo": None, "place": None}).encode() + b"  \r",
+            b'{"id_str":"3","pl\\u0061ce":{"id":"x"}}',
+            b'{"id_str":"4","coordinates" :\t[1,2] }',
+            json.dumps({"id_str": "5", "matching_rules": [{"id": "theirs"}]}).encode(),
+            json.dumps({"id_str": "6", "retweeted_status": {"place": {"id": "q"}}}).encode(),
+            b'{"id_str":"7","text":"caf\\u00e9 \xe2\x82\xac"}',
+            b"{}"]
+    return b"\n".join(out) + b"\n"
+
+
+@pytest.mark.parametrize("exact_geo,place", [(True, True), (False, True), (True, False),
+                                             (False, False)])
+def test_raw_lines_in_bulk_equal_raw_with_rules_line_by_line(exact_geo, place):
+    import random
+
+    import numpy as np
+    buf = _lines_of(corpus_files())
+    starts = [0] + [i + 1 for i in range(len(buf) - 1) if buf[i] == 0x0A]
+    rnd = random.Random(3)
+    rows = sorted(rnd.sample(starts, min(len(starts), 400)) + starts[-8:])
+    rows += rows[:5]                            # several tweets of one line (v2 envelopes)
+    rules = [[{"id": f"r{i}", "tag": None if i % 3 else 'q"\n\u00e9'}] * (1 + i % 2)
+             for i in range(len(rows))]
+    scrub = np.array([rnd.random() < 0.3 for _ in rows])
+    got = raw_lines_with_rules(buf, np.array(rows), pa.array(rules, pa.list_(RULE_TYPE)),
+                               scrub, exact_geo=exact_geo, place=place)
+    want = b"".join(raw_with_rules(buf[r:buf.index(b"\n", r)], rl, bool(sc),
+                                   exact_geo=exact_geo, place=place)
+                    for r, rl, sc in zip(rows, rules, scrub))
+    got, want = got.split(b"\n"), want.split(b"\n")
+    assert len(got) == len(want)
+    for r, g, w in zip(rows + [None], got, want):
+        assert g == w, (r, buf[r:r + 200])

@@ -52,7 +52,7 @@ from .reader import expand_paths, iter_chunks, prefetch
 from .routing import Router
 from .schema import COMPLIANCE, REJECTS
 from .sinks import (PART_RE, CallbackSink, PartSink, Sink, _unlink, atomic_write,
-                    raw_with_rules, sync_all)
+                    raw_lines_with_rules, sync_all)
 
 __all__ = ["Pipeline", "Report", "MANIFEST_NAME", "DEFAULT_BATCH_BYTES"]
 
@@ -81,6 +81,7 @@ class _Batch:
     snapshot: bytes | None = None        # dedupe memory, when this batch ends a commit
     decode_s: float = 0.0
     nested: np.ndarray | None = None     # rows whose embedded copies' authors scrubbed geo
+    offsets: np.ndarray | None = None    # byte_offset of every row, relative to raw
 
 
 @dataclass
@@ -403,21 +404,18 @@ class Pipeline:
         if b.raw is None or not d.num_rows:
             return None
         buf, base = b.raw
-        offsets = d.tweets.column("byte_offset").take(pa.array(d.rows, pa.int64())).to_pylist()
-        rules = d.rules.take(pa.array(d.rules_at)).to_pylist()
-        out = []
+        if b.offsets is None:                     # once per batch, for every raw seat
+            b.offsets = d.tweets.column("byte_offset").to_numpy() - base
+        rules = d.rules.take(pa.array(d.rules_at))
+        if isinstance(rules, pa.ChunkedArray):
+            rules = rules.combine_chunks()
         # a seat without the geo groups sees no geo in the payload either, nested copies
         # included; nor does anyone see the geo of an embedded copy whose author scrubbed it
-        exact, place = "coordinates" in d.columns, "place_id" in d.columns
         if b.nested is None:                      # once per batch, over two columns
             b.nested = self.compliance.scrub_nested_mask(d.tweets)
-        nested = b.nested[d.rows]
-        for off, rl, scrub in zip(offsets, rules, (d.scrub | nested).tolist()):
-            i = off - base
-            j = buf.find(b"\n", i)
-            line = buf[i:j if j >= 0 else len(buf)]
-            out.append(raw_with_rules(line, rl, bool(scrub), exact_geo=exact, place=place))
-        return out
+        return [raw_lines_with_rules(buf, b.offsets[d.rows], rules, d.scrub | b.nested[d.rows],
+                                     exact_geo="coordinates" in d.columns,
+                                     place="place_id" in d.columns)]
 
     def _time(self, stage: str, s: float) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + s
