@@ -306,6 +306,16 @@ def test_readahead_gives_the_same_result_and_stops_its_thread(tmp_path):
     assert not [t for t in threading.enumerate() if t.name == "firehose-prefetch"]
 
 
+def test_an_invalid_deflate_block_is_an_input_error_with_its_position(tmp_path):
+    data = gzip.compress(bytes(range(256)) * 4000)
+    path = tmp_path / "bad.ndjson.gz"
+    path.write_bytes(data[:20] + bytes([data[20] ^ 0xFF, 7, 7, 7]) + data[24:])
+    with pytest.raises(firehose.FirehoseError,
+                       match=r"bad.ndjson.gz: (corrupt gzip stream|read failed) at decompressed "
+                             r"byte 0"):
+        firehose.decode_file(path)
+
+
 def test_readahead_reports_a_corrupt_gzip_with_its_position(tmp_path):
     data = gzip.compress(b"".join(tweet(i) for i in range(3000)))
     path = tmp_path / "bad.ndjson.gz"

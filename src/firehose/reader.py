@@ -39,6 +39,12 @@ def expand_paths(patterns) -> list[str]:
     return out
 
 
+try:    # ISA-L's inflate: the same streams (members, CRCs, errors) at ~2.5x zlib's speed
+    from isal.igzip import GzipFile as _GzipFile
+except ImportError:  # pragma: no cover - no isal wheel for this platform
+    _GzipFile = gzip.GzipFile
+
+
 def open_capture(path) -> BinaryIO:
     """A binary stream of the decompressed capture at ``path`` (``-`` is standard input)."""
     path = os.fspath(path)
@@ -48,7 +54,7 @@ def open_capture(path) -> BinaryIO:
         raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
     head = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
     if head.startswith(_GZIP):
-        return _Closing(gzip.GzipFile(fileobj=raw, mode="rb"), raw)
+        return _Closing(_GzipFile(fileobj=raw, mode="rb"), raw)
     if head.startswith(_ZSTD):
         import zstandard
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True,
@@ -93,9 +99,10 @@ def iter_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0) -> Iterat
             return f.read(n)
         except (OSError, EOFError, ValueError) as e:
             raise InputError(f"{name}: read failed at decompressed byte {offset}: {e}") from None
-        except Exception as e:  # zstandard.ZstdError is not an OSError
-            if type(e).__name__ == "ZstdError":
-                raise InputError(f"{name}: corrupt zstd stream at decompressed byte "
+        except Exception as e:  # zstandard.ZstdError and isal's IsalError are not OSErrors
+            kind = {"ZstdError": "zstd", "IsalError": "gzip"}.get(type(e).__name__)
+            if kind is not None:
+                raise InputError(f"{name}: corrupt {kind} stream at decompressed byte "
                                  f"{offset}: {e}") from None
             raise
 
