@@ -388,6 +388,7 @@ class _Unsupported(Exception):
 _ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
             ("\b", "\\b"), ("\f", "\\f")]
 _CONTROL = "[\x00-\x1f]"
+_NEEDS_ESCAPE = '[\\\\"\x00-\x1f]'
 
 
 def _encode(arr: pa.Array) -> pa.Array:
@@ -397,8 +398,10 @@ def _encode(arr: pa.Array) -> pa.Array:
         return _encode(arr.cast(t.value_type))
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         s = arr
-        for a, b in _ESCAPES:
-            s = pc.replace_substring(s, a, b)
+        # most columns (names, codes, urls) need no escape at all: one scan instead of eight
+        if pc.any(pc.match_substring_regex(s, _NEEDS_ESCAPE)).as_py():
+            for a, b in _ESCAPES:
+                s = pc.replace_substring(s, a, b)
         if pc.any(pc.match_substring_regex(s, _CONTROL)).as_py():
             for code in range(0x20):
                 ch = chr(code)
