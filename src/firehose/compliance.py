@@ -177,7 +177,10 @@ class ComplianceState:
         if len(cand):
             a = pc.take(authors, pa.array(cand)).to_numpy(zero_copy_only=False)
             i = pc.take(tweets.column("id"), pa.array(cand)).to_numpy(zero_copy_only=False)
-            upto = np.fromiter((self._scrub[int(x)] for x in a), np.int64, len(a))
+            users = np.fromiter(self._scrub, np.int64, len(self._scrub))
+            up_to = np.fromiter(self._scrub.values(), np.int64, len(self._scrub))
+            by_user = np.argsort(users)
+            upto = up_to[by_user][np.searchsorted(users, a, sorter=by_user)]
             mask[cand] = i <= upto
         return mask
 
