@@ -429,35 +429,30 @@ class Entitlements:
         total = int(starts[-1])
         longest = int(sizes.max()) if len(seats) else 0
         positions = np.arange(longest, dtype=np.int64)
-        rows_all = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
-        if rows_all.dtype != np.int64:
-            rows_all = rows_all.astype(np.int64)
         # ``at``: each pair's index into the *_s arrays (its rank); ``order``: the pair's
-        # position among its seat's matches (its rules stay in match order)
-        if in_id_order:
-            at = rows_all
-            order = np.empty(total, np.int64)
-            for s in range(len(seats)):
-                order[starts[s]:starts[s + 1]] = positions[:sizes[s]]
-        else:
-            # per seat, sort (rank << shift | position): id order, ties by row as before
-            shift = max(1, longest.bit_length())
-            key = rank[rows_all].astype(np.int64)
-            key <<= shift
-            for s in range(len(seats)):
-                lo, hi = starts[s], starts[s + 1]
-                seg = key[lo:hi]
-                r = arrays[s]
-                if hi - lo > 1 and (ascending[s] or not dup_ids):
-                    seg |= positions[:hi - lo]
-                    seg.sort(kind="stable")
-                elif hi - lo:
-                    # repeated ids and rows not ascending: ties go by match position
-                    o = np.argsort(ids[r], kind="stable")
-                    seg[:] = (rank[r[o]].astype(np.int64) << shift) | o
-            at = key >> shift
-            key &= (1 << shift) - 1
-            order = key
+        # position among its seat's matches (its rules stay in match order). Each seat's
+        # pairs are sorted by (rank << shift | position) in ``order``, then split.
+        at = np.empty(total, np.int32 if n < 2**31 else np.int64)
+        order = np.empty(total, np.int64)
+        shift = max(1, longest.bit_length())
+        for s, r in enumerate(arrays):
+            lo, hi = starts[s], starts[s + 1]
+            seg = order[lo:hi]
+            if in_id_order:
+                at[lo:hi] = r
+                seg[:] = positions[:hi - lo]
+            elif ascending[s] or not dup_ids:
+                seg[:] = rank[r]
+                seg <<= shift
+                seg |= positions[:hi - lo]
+                seg.sort(kind="stable")              # id order, ties by row as before
+                at[lo:hi] = seg >> shift
+                seg &= (1 << shift) - 1
+            else:
+                # repeated ids and rows not ascending: ties go by match position
+                o = np.argsort(ids[r], kind="stable")
+                at[lo:hi] = rank[r[o]]
+                seg[:] = o
         f = flags_s[at]
         code = (f & _REASON_BITS).view(np.int8)
         # the seat's extra reason (its own denial, or caps) is code 8
@@ -500,28 +495,30 @@ class Entitlements:
         bad = np.flatnonzero(code)
         bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
         kept_at = starts - bad_at                      # and its delivered ones, in the kept arrays
+        n_kept = total - len(bad)
         if len(bad):
-            ok = code == 0
-            order_k, at_k = order[ok], at[ok]
-            f_k = f[ok] if any_scrub else None
-        else:
-            order_k, at_k, f_k = order, at, f
-        rows_k = at_k if perm is None else perm[at_k]
-        scrubbed = ((f_k & _SCRUB_BIT) != 0) if any_scrub else np.zeros(len(rows_k), bool)
-        got = ids_s[at_k]                              # delivered ids, each seat's in id order
-        # the ids to remember, each seat's without repeats: a seat whose rows came ascending
-        # has them in id order already; others go through _remember's own checks
-        if dup_ids and len(got) > 1:
-            first = np.ones(len(got), bool)
-            np.not_equal(got[1:], got[:-1], out=first[1:])
-            first[kept_at[:-1][kept_at[:-1] < len(got)]] = True      # each seat starts afresh
-            uniq = got[first]
-            uniq_at = np.zeros(len(seats) + 1, np.int64)
+            bad_order, bad_ids = order[bad], ids_s[at[bad]]
+            # the delivered pairs move to the front, in place, seat by seat (a seat's never
+            # move past its own start): no new batch-wide arrays
             for s in range(len(seats)):
-                uniq_at[s + 1] = uniq_at[s] + np.count_nonzero(first[kept_at[s]:kept_at[s + 1]])
-        else:
-            uniq, uniq_at = got, kept_at
-
+                lo, hi, ka, kb = starts[s], starts[s + 1], kept_at[s], kept_at[s + 1]
+                if kb - ka == hi - lo:
+                    if ka != lo:
+                        order[ka:kb] = order[lo:hi]
+                        at[ka:kb] = at[lo:hi]
+                        if any_scrub:
+                            f[ka:kb] = f[lo:hi]
+                elif kb > ka:
+                    keep = code[lo:hi] == 0
+                    order[ka:kb] = order[lo:hi][keep]
+                    at[ka:kb] = at[lo:hi][keep]
+                    if any_scrub:
+                        f[ka:kb] = f[lo:hi][keep]
+        order_k, at_k = order[:n_kept], at[:n_kept]
+        rows_k = at_k.astype(np.int64) if perm is None else perm[at_k]
+        scrubbed = ((f[:n_kept] & _SCRUB_BIT) != 0) if any_scrub else np.zeros(n_kept, bool)
+        got = ids_s[at_k]                              # delivered ids, each seat's in id order
+        batch_col = pa.array(np.full(max(n_kept, len(bad)), self.batch, np.int64))
         delivered: dict[str, Delivery] = {}
         audit = []
         denial_parts = []
@@ -547,12 +544,11 @@ class Entitlements:
                     audit.append(base + ("denied", r, pol, cnt))
                 rule_ids = pa.ListArray.from_arrays(rules.offsets,
                                                     pc.struct_field(rules.values, "id"))
-                denial_parts.append(rule_ids.take(pa.array(order[bad[ba:bb]])))
+                denial_parts.append(rule_ids.take(pa.array(bad_order[ba:bb])))
             if kb > ka:
-                if ascending[s]:
-                    self._remember(client, uniq[uniq_at[s]:uniq_at[s + 1]], checked=True)
-                else:
-                    self._remember(client, got[ka:kb])
+                # a seat whose rows came ascending has its ids in id order already (a
+                # repeated id stays until its run is merged); others are checked
+                self._remember(client, got[ka:kb], checked=ascending[s])
                 # the authors are gathered only when a user event needs them
                 self._pending_users.setdefault(client, []).append((authors_s, at_k[ka:kb]))
 
@@ -570,19 +566,18 @@ class Entitlements:
             lab_runs = (lab[np.concatenate(([0], edge))].tolist(),
                         np.diff(np.concatenate(([0], edge, [len(lab)]))))
             denials = pa.table({
-                "batch": pa.array(np.full(len(bad), self.batch, np.int64)),
+                "batch": batch_col.slice(0, len(bad)),
                 "client": _repeat_strings(names, seat_bad),
-                "tweet_id": pa.array(ids_s[at[bad]], pa.int64()),
+                "tweet_id": pa.array(bad_ids, pa.int64()),
                 "reason": _label_column(labels, 0, lab_runs),
                 "policy": _label_column(labels, 1, lab_runs),
                 "rules": pa.chunked_array(denial_parts, pa.list_(pa.string())),
                 "path": _label_column(labels, 2, lab_runs),
                 "detail": _label_column(labels, 3, lab_runs),
             }, schema=DENIALS)
-        n_kept = len(got)
         ledger = pa.table({
-            "batch": pa.array(np.full(n_kept, self.batch, np.int64)),
-            "client": _repeat_strings(names, np.diff(kept_at)),
+            "batch": batch_col.slice(0, n_kept),
+            "client": _repeat_names(names, np.diff(kept_at)),
             "tweet_id": pa.array(got, pa.int64()),
             "plan_version": self._constant(self.plans.version, n_kept),
         }, schema=LEDGER)
@@ -654,8 +649,9 @@ class Entitlements:
             return
         runs = (self._delivered if store is None else store).setdefault(client, [])
         ids = np.asarray(ids, np.int64)
-        # apply() passes its delivered ids in id order and without repeats (``checked``);
-        # otherwise repeats go, sorted first when they are not in order
+        # apply() passes its delivered ids in id order (``checked``; a repeated id may stay
+        # until the run is merged: lookups do not mind); otherwise repeats go, sorted first
+        # when they are not in order
         if len(ids) > 1 and not checked:
             step = ids[1:] - ids[:-1]
             if (step < 0).any():
@@ -812,6 +808,27 @@ def _repeat_strings(values, counts) -> pa.Array:
             row += c
             at += len(b) * c
     return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(chars))
+
+
+def _repeat_names(names, counts) -> pa.ChunkedArray:
+    """Each of ``names`` repeated ``counts`` times, one chunk per name. The chunks share one
+    offsets buffer per name length; only the characters are written per chunk."""
+    counts = [int(c) for c in counts]
+    chunks = []
+    offsets: dict[int, np.ndarray] = {}
+    longest = max(counts, default=0)
+    for name, c in zip(names, counts):
+        data = name.encode()
+        size = len(data)
+        if size * c >= 2**31:
+            chunks.append(pa.repeat(pa.scalar(name, pa.string()), c))
+            continue
+        if size not in offsets:
+            offsets[size] = np.arange(0, size * (longest + 1), size or 1, np.int32) \
+                if size else np.zeros(longest + 1, np.int32)
+        chunks.append(pa.StringArray.from_buffers(
+            c, pa.py_buffer(offsets[size][:c + 1]), pa.py_buffer(data * c)))
+    return pa.chunked_array(chunks, pa.string())
 
 
 def _label_column(labels, k, runs) -> pa.Array:
