@@ -55,10 +55,10 @@ _CONTROL_KINDS = ("controlled_by", "acts_on_behalf_of", "component_of")
 _GEO_COLUMNS = ("coordinates", "place_id", "place_country_code")
 #: reasons that do not depend on the seat, in the order they are checked
 _GLOBAL_REASONS = ("null_id",) + DENY_REASONS
-#: the per-row byte apply() reads: the batch-wide reason code in the low bits, then whether
-#: the row is withheld anywhere and whether scrub_geo applies to it
-_REASON_BITS, _WITHHELD_BIT, _SCRUB_BIT = 0x07, 0x40, 0x80
-assert len(_GLOBAL_REASONS) <= _REASON_BITS
+#: the per-row byte apply() reads: in the low bits the batch-wide reason code, or
+#: _MAYBE_WITHHELD when there is none but the row is withheld somewhere (the seat's
+#: countries decide); the top bit says scrub_geo applies
+_REASON_BITS, _MAYBE_WITHHELD, _SCRUB_BIT = 0x0F, 0x0F, 0x80
 #: denial labels (reason, policy, path, detail) by code: 0 is "delivered", then the
 #: batch-wide reasons, withholding; code 8 is the seat's own (its plan's denial, or caps)
 _FIXED = ((("", "", "", ""),)
@@ -66,6 +66,7 @@ _FIXED = ((("", "", "", ""),)
                   for name in _GLOBAL_REASONS)
           + (("withheld", "compliance", "", ""),))
 _WITHHELD_CODE, _EXTRA_CODE = len(_FIXED) - 1, len(_FIXED)
+assert _EXTRA_CODE < _MAYBE_WITHHELD
 
 
 @dataclass(frozen=True)
@@ -390,17 +391,17 @@ class Entitlements:
         deny = self.compliance.deny(tweets)
         scrub = self.compliance.scrub_geo_mask(tweets)
         withheld_pairs = self.compliance.withheld_pairs(tweets)
-        # per row, one byte: the first batch-wide reason (bits 0-2, 0: none), whether anything
-        # is withheld for the row (the seat's countries decide) and scrub_geo
+        # per row, one byte: the first batch-wide reason (0: none; _MAYBE_WITHHELD: none, but
+        # the row is withheld somewhere) and scrub_geo
         flags = np.zeros(n, np.uint8)
+        any_withheld = len(withheld_pairs[0]) > 0
+        if any_withheld:
+            flags[withheld_pairs[0]] = _MAYBE_WITHHELD
         for k in range(len(_GLOBAL_REASONS), 0, -1):     # the earlier reason wins
             name = _GLOBAL_REASONS[k - 1]
             m = id_null if name == "null_id" else deny[name]
             if m.any():
                 flags[m] = k
-        any_withheld = len(withheld_pairs[0]) > 0
-        if any_withheld:
-            flags[withheld_pairs[0]] |= _WITHHELD_BIT
         any_scrub = bool(scrub.any())
         if any_scrub:
             flags[scrub] |= _SCRUB_BIT
@@ -462,9 +463,10 @@ class Entitlements:
                 d = plan.denials[0]
                 extra[s] = (d.reason, d.policy, d.path_text, d.detail)
                 code[starts[s]:starts[s + 1]] = _EXTRA_CODE
+        bad = np.flatnonzero(code)
         if any_withheld:
-            cand = np.flatnonzero(f & _WITHHELD_BIT)
-            cand = cand[code[cand] == 0]
+            # withheld somewhere, nothing else against it, an allowed seat: its countries say
+            cand = bad[code[bad] == _MAYBE_WITHHELD]
             if len(cand):
                 seat_of = np.searchsorted(starts, cand, side="right") - 1
                 cache: dict[tuple, np.ndarray] = {}
@@ -474,7 +476,8 @@ class Entitlements:
                         cache[key_c] = self.compliance.withheld_for(withheld_pairs, n, key_c)
                     c = cand[seat_of == s]
                     rows_c = at[c] if perm is None else perm[at[c]]
-                    code[c[cache[key_c][rows_c]]] = _WITHHELD_CODE
+                    code[c] = np.where(cache[key_c][rows_c], _WITHHELD_CODE, 0)
+                bad = bad[code[bad] != 0]
         days = None
         for s, plan in enumerate(plans):
             if plan.allowed and (plan.objects_per_day is not None
@@ -490,9 +493,10 @@ class Entitlements:
                         seg[mk] = _EXTRA_CODE
                 seg_at = at[starts[s]:starts[s + 1]]
                 self._caps(plan, seg_at if perm is None else perm[seg_at], days, seg, mark)
+        if days is not None:                           # caps may have denied more
+            bad = np.flatnonzero(code)
 
         # ---- what is delivered
-        bad = np.flatnonzero(code)
         bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
         kept_at = starts - bad_at                      # and its delivered ones, in the kept arrays
         n_kept = total - len(bad)
