@@ -468,13 +468,13 @@ class Entitlements:
             # withheld somewhere, nothing else against it, an allowed seat: its countries say
             cand = bad[code[bad] == _MAYBE_WITHHELD]
             if len(cand):
-                seat_of = np.searchsorted(starts, cand, side="right") - 1
+                cut = np.searchsorted(cand, starts)       # seat s's: cand[cut[s]:cut[s+1]]
                 cache: dict[tuple, np.ndarray] = {}
-                for s in np.unique(seat_of).tolist():
+                for s in np.flatnonzero(np.diff(cut)).tolist():
                     key_c = tuple(plans[s].delivery_countries)
                     if key_c not in cache:
                         cache[key_c] = self.compliance.withheld_for(withheld_pairs, n, key_c)
-                    c = cand[seat_of == s]
+                    c = cand[cut[s]:cut[s + 1]]
                     rows_c = at[c] if perm is None else perm[at[c]]
                     code[c] = np.where(cache[key_c][rows_c], _WITHHELD_CODE, 0)
                 bad = bad[code[bad] != 0]
