@@ -655,7 +655,9 @@ class Entitlements:
         ids = np.asarray(ids, np.int64)
         # apply() passes its delivered ids in id order (``checked``; a repeated id may stay
         # until the run is merged: lookups do not mind); otherwise repeats go, sorted first
-        # when they are not in order
+        # when they are not in order. A run apply() passes is a slice of the batch's delivered
+        # ids: until it is merged (or a checkpoint rewrites the runs) it keeps that whole
+        # array alive (at most one per batch, the size of that batch's per-seat copies).
         if len(ids) > 1 and not checked:
             step = ids[1:] - ids[:-1]
             if (step < 0).any():
