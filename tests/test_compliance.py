@@ -114,3 +114,22 @@ def test_state_round_trips_through_bytes():
     assert list(back.scrub_geo_mask(tw)) == list(st.scrub_geo_mask(tw)) == [True, False, False, True]
     with pytest.raises(StateError):
         ComplianceState.from_bytes(b"junk")
+
+
+@pytest.mark.parametrize("size", [0, 1, 300, 70_000])
+def test_id_set_screening_matches_is_in_with_nulls_slices_and_chunks(size):
+    """The hash-bitmap screen used for deny / withheld / scrub_geo masks finds exactly what
+    pyarrow's is_in finds (nulls never match); sets too large for the bitmap use is_in."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from firehose.compliance import _IdSet
+    rng = np.random.default_rng(size)
+    ids = rng.integers(-2**63, 2**63 - 1, size)
+    members = rng.choice(ids, 2000) if size else np.zeros(0, np.int64)
+    values = np.concatenate([members, rng.integers(-2**63, 2**63 - 1, 2000), [0, -1]])
+    col = pa.array(values, pa.int64(), mask=rng.random(len(values)) < 0.3)
+    id_set = _IdSet(ids)
+    for c in (col, col.slice(5), pa.chunked_array([col.slice(0, 700), col.slice(700)])):
+        want = pc.fill_null(pc.is_in(c, value_set=pa.array(ids, pa.int64())), False)
+        assert np.array_equal(id_set.isin(c), want.to_numpy(zero_copy_only=False))

@@ -319,3 +319,36 @@ def test_vectorised_caps_equal_the_row_by_row_reading(seed):
             got = marked.get("over", np.zeros(n, bool))
             assert np.array_equal(got, want)
     assert ent._day_counts == state[0] and ent._group_counts == state[1]
+
+
+def test_a_batch_out_of_id_order_with_repeated_ids_is_delivered_in_id_order():
+    """Rows in id order with each row's own rules, repeated ids in match order, whatever order
+    the batch and the matches come in."""
+    rules = '[{ id = "x", value = "hello" }, { id = "y", value = "world" }]'
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p") + seat("b", "p", rules=rules)
+                       + "[licences.lic.caps]\nobjects_per_recipient_per_day = 5\n")
+    d = tweets(tw(5), tw(3), tw(9, "hello there"), tw(3), tw(1), tw(7, "just world"), tw(5),
+               tw(2, "nothing"), tw(8))
+    ids = d.tweets.column("id").to_pylist()
+    matches = Router.from_config(config).route(d.tweets).by_client
+    res = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh") \
+        .apply(d.tweets, matches)
+    balance(res)
+    for client in ("a", "b"):
+        got = res.delivered[client]
+        keys = [(ids[r], int(r)) for r in got.rows]
+        assert keys == sorted(keys) and len(keys) == 5        # the cap keeps the 5 lowest ids
+        rows, rule_lists = matches[client]
+        own = {int(r): rule_lists[i].as_py() for i, r in enumerate(rows)}
+        assert [got.rules[int(i)].as_py() for i in got.rules_at] == [own[int(r)] for r in got.rows]
+    assert [r["tweet_id"] for r in res.denials.to_pylist() if r["client"] == "b"] == [7, 8, 9]
+    # matches given back to front: the same ids in id order, a repeated id's rows in match order
+    rows, rule_lists = matches["b"]
+    back = np.arange(len(rows))[::-1].copy()
+    res2 = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh") \
+        .apply(d.tweets, {"b": (rows[back], rule_lists.take(pa.array(back)))})
+    balance(res2)
+    got2 = res2.delivered["b"]
+    assert [ids[r] for r in got2.rows] == [1, 3, 3, 5, 5]
+    assert [int(r) for r in got2.rows] == [4, 3, 1, 6, 0]
+    assert res2.ledger.column("tweet_id").to_pylist() == [1, 3, 3, 5, 5]

@@ -41,6 +41,66 @@ _USER_KINDS = {
 DENY_REASONS = ("deleted", "dropped", "user_deleted", "user_suspended", "user_protected")
 _EVERYWHERE = {"XX", "XY"}
 _NO_TIME = np.iinfo(np.int64).min
+#: sets of up to 2**(_HASH_BITS - 4) ids are screened through a bitmap of their hashes
+_HASH_BITS = 20
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _hash(values: np.ndarray) -> np.ndarray:
+    """Fibonacci hash of int64 values into [0, 2**_HASH_BITS)."""
+    h = values.view(np.uint64) * _HASH_MUL
+    h >>= np.uint64(64 - _HASH_BITS)
+    return h.view(np.int64)
+
+
+def _int64_values(col) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The values of an int64 column as numpy (whatever sits under a null) and where they
+    are valid (None: all are); None when the column is not plain int64."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if arr.type != pa.int64():
+        return None
+    if arr.null_count == 0:
+        return arr.to_numpy(zero_copy_only=False), None
+    data = arr.buffers()[1]
+    values = np.frombuffer(data, np.int64, count=len(arr), offset=arr.offset * 8)
+    return values, arr.is_valid().to_numpy(zero_copy_only=False)
+
+
+class _IdSet:
+    """A set of int64 ids tested against whole columns: a bitmap of the ids' hashes screens
+    the rows (one gather from a 1 MB table), and only the rows that pass are looked up."""
+
+    def __init__(self, ids):
+        self.ids = np.unique(np.asarray(ids, np.int64))
+        self.arrow = pa.array(self.ids, pa.int64())
+        self.table = None
+        if 0 < len(self.ids) <= 1 << (_HASH_BITS - 4):
+            self.table = np.zeros(1 << _HASH_BITS, bool)
+            self.table[_hash(self.ids)] = True
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def isin(self, col) -> np.ndarray:
+        """True where the column holds one of the ids (never where it is null)."""
+        n = len(col)
+        if not len(self.ids):
+            return np.zeros(n, bool)
+        got = _int64_values(col) if self.table is not None else None
+        if got is None:
+            return pc.fill_null(pc.is_in(col, value_set=self.arrow), False) \
+                .to_numpy(zero_copy_only=False)
+        values, valid = got
+        cand = np.flatnonzero(self.table[_hash(values)])
+        if valid is not None:
+            cand = cand[valid[cand]]
+        out = np.zeros(n, bool)
+        if len(cand):
+            v = values[cand]
+            i = np.searchsorted(self.ids, v)
+            i[i == len(self.ids)] = 0
+            out[cand[self.ids[i] == v]] = True
+        return out
 
 
 @dataclass
@@ -53,8 +113,9 @@ class _Latest:
         if cur is None or (t, seq) >= (cur[0], cur[1]):
             self.entries[key] = (t, seq, value)
 
-    def ids_where(self, pred) -> pa.Array:
-        return pa.array([k for k, (_, _, v) in self.entries.items() if pred(v)], pa.int64())
+    def ids_where(self, pred) -> "_IdSet":
+        return _IdSet(np.fromiter((k for k, (_, _, v) in self.entries.items() if pred(v)),
+                                  np.int64))
 
 
 class ComplianceState:
@@ -121,8 +182,7 @@ class ComplianceState:
             mask = np.zeros(tweets.num_rows, bool)
             if len(sets[name]):
                 for col in cols:
-                    hit = pc.fill_null(pc.is_in(col, value_set=sets[name]), False)
-                    mask |= hit.to_numpy(zero_copy_only=False)
+                    mask |= sets[name].isin(col)
             out[name] = mask
         return out
 
@@ -136,10 +196,9 @@ class ComplianceState:
         for latest, name in ((self._withheld_tweet, "id"), (self._withheld_user, "author_id")):
             if not latest.entries:
                 continue
-            known = pa.array(list(latest.entries), pa.int64())
+            known = _IdSet(np.fromiter(latest.entries, np.int64, len(latest.entries)))
             col_ids = tweets.column(name)
-            cand = np.nonzero(pc.fill_null(pc.is_in(col_ids, value_set=known), False)
-                              .to_numpy(zero_copy_only=False))[0]
+            cand = np.nonzero(known.isin(col_ids))[0]
             ids = pc.take(col_ids, pa.array(cand)).to_pylist()
             r, c = [], []
             for i, k in zip(cand, ids):
@@ -171,13 +230,15 @@ class ComplianceState:
         if not self._scrub:
             return mask
         authors = tweets.column("author_id")
-        cand = np.nonzero(pc.fill_null(pc.is_in(authors, value_set=pa.array(list(self._scrub),
-                                                                             pa.int64())), False)
-                          .to_numpy(zero_copy_only=False))[0]
+        cand = np.nonzero(_IdSet(np.fromiter(self._scrub, np.int64, len(self._scrub)))
+                          .isin(authors))[0]
         if len(cand):
             a = pc.take(authors, pa.array(cand)).to_numpy(zero_copy_only=False)
             i = pc.take(tweets.column("id"), pa.array(cand)).to_numpy(zero_copy_only=False)
-            upto = np.fromiter((self._scrub[int(x)] for x in a), np.int64, len(a))
+            users = np.fromiter(self._scrub, np.int64, len(self._scrub))
+            up_to = np.fromiter(self._scrub.values(), np.int64, len(self._scrub))
+            by_user = np.argsort(users)
+            upto = up_to[by_user][np.searchsorted(users, a, sorter=by_user)]
             mask[cand] = i <= upto
         return mask
 
@@ -188,11 +249,10 @@ class ComplianceState:
         mask = np.zeros(tweets.num_rows, bool)
         if not self._scrub:
             return mask
-        users = pa.array(list(self._scrub), pa.int64())
+        users = _IdSet(np.fromiter(self._scrub, np.int64, len(self._scrub)))
         for col in ("retweeted_user_id", "quoted_user_id"):
             if col in tweets.column_names:
-                mask |= pc.fill_null(pc.is_in(tweets.column(col), value_set=users), False) \
-                    .to_numpy(zero_copy_only=False)
+                mask |= users.isin(tweets.column(col))
         return mask
 
     # ------------------------------------------------------------------ persistence

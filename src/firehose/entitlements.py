@@ -55,6 +55,18 @@ _CONTROL_KINDS = ("controlled_by", "acts_on_behalf_of", "component_of")
 _GEO_COLUMNS = ("coordinates", "place_id", "place_country_code")
 #: reasons that do not depend on the seat, in the order they are checked
 _GLOBAL_REASONS = ("null_id",) + DENY_REASONS
+#: the per-row byte apply() reads: in the low bits the batch-wide reason code, or
+#: _MAYBE_WITHHELD when there is none but the row is withheld somewhere (the seat's
+#: countries decide); the top bit says scrub_geo applies
+_REASON_BITS, _MAYBE_WITHHELD, _SCRUB_BIT = 0x0F, 0x0F, 0x80
+#: denial labels (reason, policy, path, detail) by code: 0 is "delivered", then the
+#: batch-wide reasons, withholding; code 8 is the seat's own (its plan's denial, or caps)
+_FIXED = ((("", "", "", ""),)
+          + tuple((name, "default" if name == "null_id" else "compliance", "", "")
+                  for name in _GLOBAL_REASONS)
+          + (("withheld", "compliance", "", ""),))
+_WITHHELD_CODE, _EXTRA_CODE = len(_FIXED) - 1, len(_FIXED)
+assert _EXTRA_CODE < _MAYBE_WITHHELD
 
 
 @dataclass(frozen=True)
@@ -340,8 +352,17 @@ class Entitlements:
         self._delivered_users: dict[str, list[np.ndarray]] = {}
         # authors delivered, not yet sorted in: sorted only when a user event asks (rare), not
         # for every seat of every batch
-        self._pending_users: dict[str, list[np.ndarray]] = {}
+        self._pending_users: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._constants: tuple[int, pa.Array] | None = None
         self.batch = 0
+
+    def _constant(self, value: int, size: int) -> pa.Array:
+        """An int64 column of ``size`` copies of ``value`` (the plan version of the ledger):
+        the last one made is kept and sliced while it is long enough."""
+        got = self._constants
+        if got is None or got[0] != value or len(got[1]) < size:
+            got = self._constants = (value, pa.array(np.full(size, value, np.int64)))
+        return got[1].slice(0, size)
 
     def replace_plans(self, plans: PlanSet) -> None:
         """A new configuration takes effect at the next batch."""
@@ -350,11 +371,19 @@ class Entitlements:
     def apply(self, tweets: pa.Table, matches: Mapping[str, tuple[np.ndarray, pa.Array]],
               source: str | None = None) -> BatchResult:
         """``matches``: client -> (matched row indices, matching_rules list array aligned with
-        them). Returns what each client gets and the audit of the batch."""
+        them). Returns what each client gets and the audit of the batch.
+
+        All seats' matches are handled together, as one array of (seat, row) pairs in seat
+        order: the batch is put in tweet-id order once (a stable argsort of its ids, and each
+        row's rank in it), each seat's pairs are sorted by rank in place, and the per-row facts
+        a seat needs (batch-wide reason, withheld somewhere, scrub_geo, id, author) are read
+        from arrays laid out in id order, one numpy pass over all pairs for each. What a seat
+        gets (rows, rules, scrub mask, ledger and remembered ids) are slices of those passes."""
         self.batch += 1
         source = source or self.source
         if source is None:
             raise ValueError("apply(): no source named")
+        n = tweets.num_rows
         idcol = tweets.column("id")
         id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
         ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
@@ -362,101 +391,204 @@ class Entitlements:
         deny = self.compliance.deny(tweets)
         scrub = self.compliance.scrub_geo_mask(tweets)
         withheld_pairs = self.compliance.withheld_pairs(tweets)
-        global_code = np.zeros(tweets.num_rows, np.int8)
-        for k, name in enumerate(_GLOBAL_REASONS, 1):
-            m = id_null if name == "null_id" else deny[name]
-            global_code[m & (global_code == 0)] = k
-        withheld_cache: dict[tuple, np.ndarray] = {}
-        created = tweets.column("created_at")
-        days = pc.cast(created, pa.int64()).to_numpy(zero_copy_only=False) if created.null_count \
-            == 0 else pc.fill_null(pc.cast(created, pa.int64()), 0).to_numpy(zero_copy_only=False)
-        days = days // 86_400_000
-        delivered: dict[str, pa.Table] = {}
-        audit, denials, ledger = [], [], []
-        # rows already in id order (a stream usually is): no per-client sort for the caps
-        in_id_order = len(ids) < 2 or bool((ids[1:] >= ids[:-1]).all())
+        # per row, one byte: the first batch-wide reason (0: none; _MAYBE_WITHHELD: none, but
+        # the row is withheld somewhere) and scrub_geo
+        flags = np.zeros(n, np.uint8)
         any_withheld = len(withheld_pairs[0]) > 0
-        fixed = [("", "", "", "")] + [
-            (name, "default" if name == "null_id" else "compliance", "", "")
-            for name in _GLOBAL_REASONS] + [("withheld", "compliance", "", "")]
-        withheld_code = len(fixed) - 1
-        for client, (rows, rules) in sorted(matches.items()):
-            plan = self.plans.plan(client, source)
-            rows = np.asarray(rows, np.int64)
+        if any_withheld:
+            flags[withheld_pairs[0]] = _MAYBE_WITHHELD
+        for k in range(len(_GLOBAL_REASONS), 0, -1):     # the earlier reason wins
+            name = _GLOBAL_REASONS[k - 1]
+            m = id_null if name == "null_id" else deny[name]
+            if m.any():
+                flags[m] = k
+        any_scrub = bool(scrub.any())
+        if any_scrub:
+            flags[scrub] |= _SCRUB_BIT
+        # rows already in id order (a stream usually is): nothing to sort
+        in_id_order = n < 2 or bool((ids[1:] >= ids[:-1]).all())
+        if in_id_order:
+            perm = rank = None
+            ids_s, authors_s, flags_s = ids, authors, flags
+            dup_ids = n > 1 and bool((ids[1:] == ids[:-1]).any())
+        else:
+            perm = np.argsort(ids, kind="stable")
+            # int32 ranks: half the memory a seat's gather walks through (and far faster)
+            rank = np.empty(n, np.int32 if n < 2**31 else np.int64)
+            rank[perm] = np.arange(n, dtype=rank.dtype)
+            ids_s, authors_s, flags_s = ids[perm], authors[perm], flags[perm]
+            dup_ids = bool((ids_s[1:] == ids_s[:-1]).any())
+
+        # ---- every seat's pairs, concatenated in seat order
+        seats = sorted(matches.items())
+        plans = [self.plans.plan(client, source) for client, _ in seats]
+        arrays = [np.asarray(rows, np.int64) for _, (rows, _) in seats]
+        ascending = [len(r) < 2 or bool((r[1:] > r[:-1]).all()) for r in arrays]
+        sizes = np.array([len(r) for r in arrays], np.int64)
+        starts = np.zeros(len(seats) + 1, np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        total = int(starts[-1])
+        longest = int(sizes.max()) if len(seats) else 0
+        positions = np.arange(longest, dtype=np.int64)
+        # ``at``: each pair's index into the *_s arrays (its rank); ``order``: the pair's
+        # position among its seat's matches (its rules stay in match order). Each seat's
+        # pairs are sorted by (rank << shift | position) in ``order``, then split.
+        at = np.empty(total, np.int32 if n < 2**31 else np.int64)
+        order = np.empty(total, np.int64)
+        shift = max(1, longest.bit_length())
+        for s, r in enumerate(arrays):
+            lo, hi = starts[s], starts[s + 1]
+            seg = order[lo:hi]
             if in_id_order:
-                order = np.arange(len(rows))
+                at[lo:hi] = r
+                seg[:] = positions[:hi - lo]
+            elif ascending[s] or not dup_ids:
+                seg[:] = rank[r]
+                seg <<= shift
+                seg |= positions[:hi - lo]
+                seg.sort(kind="stable")              # id order, ties by row as before
+                at[lo:hi] = seg >> shift
+                seg &= (1 << shift) - 1
             else:
-                order = np.argsort(ids[rows], kind="stable")      # caps go in tweet-id order
-                rows = rows[order]
-            # rules stay in matched order: ``order`` maps id order back to them
-            # one reason code per row (0: deliver); the first reason that applies wins:
-            # the seat's own denial, then the batch-wide reasons (null id, compliance) in
-            # their order, withholding in the seat's countries, caps
-            table_r: list[tuple[str, str, str, str]] = list(fixed)
-
-            def mark(mask, r, pol, pth="", det=""):
-                m = mask & (code == 0)
-                if m.any():
-                    table_r.append((r, pol, pth, det))
-                    code[m] = len(table_r) - 1
-
+                # repeated ids and rows not ascending: ties go by match position
+                o = np.argsort(ids[r], kind="stable")
+                at[lo:hi] = rank[r[o]]
+                seg[:] = o
+        f = flags_s[at]
+        code = (f & _REASON_BITS).view(np.int8)
+        # the seat's extra reason (its own denial, or caps) is code 8
+        extra: list[tuple[str, str, str, str] | None] = [None] * len(seats)
+        for s, plan in enumerate(plans):
             if not plan.allowed:
                 d = plan.denials[0]
-                table_r.append((d.reason, d.policy, d.path_text, d.detail))
-                code = np.full(len(rows), len(table_r) - 1, np.int16)
-            else:
-                code = global_code[rows].astype(np.int16)       # one gather per client
-                if any_withheld:
-                    key = tuple(plan.delivery_countries)
-                    if key not in withheld_cache:
-                        withheld_cache[key] = self.compliance.withheld_for(
-                            withheld_pairs, tweets.num_rows, key)
-                    w = withheld_cache[key][rows]
-                    code[w & (code == 0)] = withheld_code
-                self._caps(plan, rows, days, code, mark)
-            ok = code == 0
-            keep = rows[ok]
-            delivered[client] = Delivery(tweets, keep, plan.columns, rules, order[ok],
-                                         scrub[keep])
+                extra[s] = (d.reason, d.policy, d.path_text, d.detail)
+                code[starts[s]:starts[s + 1]] = _EXTRA_CODE
+        bad = np.flatnonzero(code)
+        if any_withheld:
+            # withheld somewhere, nothing else against it, an allowed seat: its countries say
+            cand = bad[code[bad] == _MAYBE_WITHHELD]
+            if len(cand):
+                cut = np.searchsorted(cand, starts)       # seat s's: cand[cut[s]:cut[s+1]]
+                cache: dict[tuple, np.ndarray] = {}
+                for s in np.flatnonzero(np.diff(cut)).tolist():
+                    key_c = tuple(plans[s].delivery_countries)
+                    if key_c not in cache:
+                        cache[key_c] = self.compliance.withheld_for(withheld_pairs, n, key_c)
+                    c = cand[cut[s]:cut[s + 1]]
+                    rows_c = at[c] if perm is None else perm[at[c]]
+                    code[c] = np.where(cache[key_c][rows_c], _WITHHELD_CODE, 0)
+                bad = bad[code[bad] != 0]
+        days = None
+        for s, plan in enumerate(plans):
+            if plan.allowed and (plan.objects_per_day is not None
+                                 or plan.group_ids_per_30d is not None):
+                if days is None:
+                    days = _days(tweets)
+                seg = code[starts[s]:starts[s + 1]]
+
+                def mark(mask, r, pol, pth="", det="", seg=seg, s=s):
+                    mk = mask & (seg == 0)
+                    if mk.any():
+                        extra[s] = (r, pol, pth, det)
+                        seg[mk] = _EXTRA_CODE
+                seg_at = at[starts[s]:starts[s + 1]]
+                self._caps(plan, seg_at if perm is None else perm[seg_at], days, seg, mark)
+        if days is not None:                           # caps may have denied more
+            bad = np.flatnonzero(code)
+
+        # ---- what is delivered
+        bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
+        kept_at = starts - bad_at                      # and its delivered ones, in the kept arrays
+        n_kept = total - len(bad)
+        if len(bad):
+            bad_order, bad_ids = order[bad], ids_s[at[bad]]
+            # the delivered pairs move to the front, in place, seat by seat (a seat's never
+            # move past its own start): no new batch-wide arrays
+            for s in range(len(seats)):
+                lo, hi, ka, kb = starts[s], starts[s + 1], kept_at[s], kept_at[s + 1]
+                if kb - ka == hi - lo:
+                    if ka != lo:
+                        order[ka:kb] = order[lo:hi]
+                        at[ka:kb] = at[lo:hi]
+                        if any_scrub:
+                            f[ka:kb] = f[lo:hi]
+                elif kb > ka:
+                    keep = code[lo:hi] == 0
+                    order[ka:kb] = order[lo:hi][keep]
+                    at[ka:kb] = at[lo:hi][keep]
+                    if any_scrub:
+                        f[ka:kb] = f[lo:hi][keep]
+        order_k, at_k = order[:n_kept], at[:n_kept]
+        rows_k = at_k.astype(np.int64) if perm is None else perm[at_k]
+        scrubbed = ((f[:n_kept] & _SCRUB_BIT) != 0) if any_scrub else np.zeros(n_kept, bool)
+        got = ids_s[at_k]                              # delivered ids, each seat's in id order
+        batch_col = pa.array(np.full(max(n_kept, len(bad)), self.batch, np.int64))
+        delivered: dict[str, Delivery] = {}
+        audit = []
+        denial_parts = []
+        names = []
+        for s, (client, (_, rules)) in enumerate(seats):
+            lo, hi = int(starts[s]), int(starts[s + 1])
+            ka, kb = int(kept_at[s]), int(kept_at[s + 1])
+            names.append(client)
+            delivered[client] = Delivery(tweets, rows_k[ka:kb], plans[s].columns, rules,
+                                         order_k[ka:kb], scrubbed[ka:kb])
             base = (self.batch, client, source, self.plans.version, self.plans.hash)
-            audit.append(base + ("matched", None, None, len(rows)))
-            audit.append(base + ("delivered", None, None, int(ok.sum())))
-            counts = np.bincount(code, minlength=len(table_r))
-            by_reason: dict = {}
-            for k in range(1, len(table_r)):
-                if counts[k]:
-                    r, pol = table_r[k][0], table_r[k][1]
-                    by_reason[(r, pol)] = by_reason.get((r, pol), 0) + int(counts[k])
-            for (r, pol), n in by_reason.items():
-                audit.append(base + ("denied", r, pol, n))
-            bad = np.nonzero(~ok)[0]
-            if len(bad):
-                rl = rules.take(pa.array(order[bad]))
-                denials.append(pa.table({
-                    "batch": pa.array(np.full(len(bad), self.batch), pa.int64()),
-                    "client": pa.repeat(pa.scalar(client, pa.string()), len(bad)),
-                    "tweet_id": pa.array(ids[rows[bad]], pa.int64()),
-                    "reason": _labels(table_r, 0).take(pa.array(code[bad])),
-                    "policy": _labels(table_r, 1).take(pa.array(code[bad])),
-                    "rules": pa.ListArray.from_arrays(rl.offsets,
-                                                      pc.struct_field(rl.values, "id")),
-                    "path": _labels(table_r, 2).take(pa.array(code[bad])),
-                    "detail": _labels(table_r, 3).take(pa.array(code[bad])),
-                }, schema=DENIALS))
-            self._remember(client, ids[keep])
-            if len(keep):
-                self._pending_users.setdefault(client, []).append(authors[keep])
-            ledger.append(pa.table({
-                "batch": pa.array(np.full(len(keep), self.batch), pa.int64()),
-                "client": pa.repeat(pa.scalar(client, pa.string()), len(keep)),
-                "tweet_id": pa.array(ids[keep], pa.int64()),
-                "plan_version": pa.array(np.full(len(keep), self.plans.version), pa.int64()),
-            }, schema=LEDGER))
+            audit.append(base + ("matched", None, None, hi - lo))
+            audit.append(base + ("delivered", None, None, kb - ka))
+            ba, bb = int(bad_at[s]), int(bad_at[s + 1])
+            if bb > ba:
+                counts = np.bincount(code[bad[ba:bb]], minlength=_EXTRA_CODE + 1)
+                by_reason: dict = {}
+                for k in range(1, _EXTRA_CODE + 1):
+                    if counts[k]:
+                        r, pol = (_FIXED[k] if k < _EXTRA_CODE else extra[s])[:2]
+                        by_reason[(r, pol)] = by_reason.get((r, pol), 0) + int(counts[k])
+                for (r, pol), cnt in by_reason.items():
+                    audit.append(base + ("denied", r, pol, cnt))
+                rule_ids = pa.ListArray.from_arrays(rules.offsets,
+                                                    pc.struct_field(rules.values, "id"))
+                denial_parts.append(rule_ids.take(pa.array(bad_order[ba:bb])))
+            if kb > ka:
+                # a seat whose rows came ascending has its ids in id order already (a
+                # repeated id stays until its run is merged); others are checked
+                self._remember(client, got[ka:kb], checked=ascending[s])
+                # the authors are gathered only when a user event needs them
+                self._pending_users.setdefault(client, []).append((authors_s, at_k[ka:kb]))
+
+        denials = DENIALS.empty_table()
+        if len(bad):
+            seat_bad = np.diff(bad_at)
+            # labels: the fixed reasons, then each seat's extra one
+            labels = list(_FIXED) + [e or _FIXED[0] for e in extra]
+            lab = code[bad].astype(np.int64)
+            is_extra = lab == _EXTRA_CODE
+            if is_extra.any():
+                lab[is_extra] = len(_FIXED) + np.repeat(np.arange(len(seats)), seat_bad)[is_extra]
+            # runs of one label (a barred seat's rows are one run): each run is one copy
+            edge = np.flatnonzero(lab[1:] != lab[:-1]) + 1
+            lab_runs = (lab[np.concatenate(([0], edge))].tolist(),
+                        np.diff(np.concatenate(([0], edge, [len(lab)]))))
+            denials = pa.table({
+                "batch": batch_col.slice(0, len(bad)),
+                "client": _repeat_strings(names, seat_bad),
+                "tweet_id": pa.array(bad_ids, pa.int64()),
+                "reason": _label_column(labels, 0, lab_runs),
+                "policy": _label_column(labels, 1, lab_runs),
+                "rules": pa.chunked_array(denial_parts, pa.list_(pa.string())),
+                "path": _label_column(labels, 2, lab_runs),
+                "detail": _label_column(labels, 3, lab_runs),
+            }, schema=DENIALS)
+        ledger = pa.table({
+            "batch": batch_col.slice(0, n_kept),
+            "client": _repeat_names(names, np.diff(kept_at)),
+            "tweet_id": pa.array(got, pa.int64()),
+            "plan_version": self._constant(self.plans.version, n_kept),
+        }, schema=LEDGER)
         return BatchResult(
             delivered,
             pa.Table.from_pylist([dict(zip(AUDIT.names, a)) for a in audit], schema=AUDIT),
-            pa.concat_tables(denials) if denials else DENIALS.empty_table(),
-            pa.concat_tables(ledger) if ledger else LEDGER.empty_table())
+            denials, ledger)
 
     # ------------------------------------------------------------------ checkpoints
     def state_to_bytes(self) -> bytes:
@@ -511,7 +643,8 @@ class Entitlements:
                 store[client] = [np.sort(ids.to_numpy())]
 
     # ------------------------------------------------------------------ deletes to forward
-    def _remember(self, client: str, ids: np.ndarray, store: dict | None = None) -> None:
+    def _remember(self, client: str, ids: np.ndarray, store: dict | None = None,
+                  checked: bool = False) -> None:
         """Keep the ids delivered to ``client`` as sorted runs of roughly doubling sizes (a
         new run merges with the previous while that is not twice as long), so there are
         O(log n) runs, membership is a binary search per run, and a batch costs about its own
@@ -520,8 +653,12 @@ class Entitlements:
             return
         runs = (self._delivered if store is None else store).setdefault(client, [])
         ids = np.asarray(ids, np.int64)
-        # apply() passes its delivered ids in id order: drop repeats without a sort
-        if len(ids) > 1:
+        # apply() passes its delivered ids in id order (``checked``; a repeated id may stay
+        # until the run is merged: lookups do not mind); otherwise repeats go, sorted first
+        # when they are not in order. A run apply() passes is a slice of the batch's delivered
+        # ids: until it is merged (or a checkpoint rewrites the runs) it keeps that whole
+        # array alive (at most one per batch, the size of that batch's per-seat copies).
+        if len(ids) > 1 and not checked:
             step = ids[1:] - ids[:-1]
             if (step < 0).any():
                 ids = np.unique(ids)
@@ -539,7 +676,8 @@ class Entitlements:
     def _users(self) -> dict[str, list[np.ndarray]]:
         """The delivered-authors memory, with the authors of recent batches sorted in."""
         for client, parts in self._pending_users.items():
-            self._remember(client, np.concatenate(parts), self._delivered_users)
+            self._remember(client, np.concatenate([authors[at] for authors, at in parts]),
+                           self._delivered_users)
         self._pending_users = {}
         return self._delivered_users
 
@@ -642,6 +780,67 @@ class Entitlements:
     def _window(self, group: str, day: int) -> int:
         g = self._group_counts
         return sum(g.get((group, x), 0) for x in range(day - 29, day + 1))
+
+
+def _days(tweets: pa.Table) -> np.ndarray:
+    """Each row's day (days since the epoch, UTC) of created_at; 0 where it is missing."""
+    created = pc.cast(tweets.column("created_at"), pa.int64())
+    if created.null_count:
+        created = pc.fill_null(created, 0)
+    return created.to_numpy(zero_copy_only=False) // 86_400_000
+
+
+def _repeat_strings(values, counts) -> pa.Array:
+    """``values[i]`` repeated ``counts[i]`` times, in order, as one string array."""
+    counts = np.asarray(counts, np.int64)
+    data = [v.encode() for v in values]
+    lengths = np.array([len(b) for b in data], np.int64)
+    rows = int(counts.sum())
+    if not len(data) or int(lengths @ counts) >= 2**31:
+        return pa.chunked_array([pa.repeat(pa.scalar(v, pa.string()), int(c))
+                                 for v, c in zip(values, counts)], pa.string())
+    offsets = np.empty(rows + 1, np.int32)
+    offsets[0] = 0
+    chars = np.empty(int(lengths @ counts), np.uint8)
+    step = np.arange(1, int(counts.max()) + 1, dtype=np.int32)
+    row = at = 0
+    for b, c in zip(data, counts.tolist()):
+        if c:
+            run = offsets[row + 1:row + 1 + c]
+            np.multiply(step[:c], len(b), out=run)
+            run += at
+            if b:
+                chars[at:at + len(b) * c].reshape(c, len(b))[:] = np.frombuffer(b, np.uint8)
+            row += c
+            at += len(b) * c
+    return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(chars))
+
+
+def _repeat_names(names, counts) -> pa.ChunkedArray:
+    """Each of ``names`` repeated ``counts`` times, one chunk per name. The chunks share one
+    offsets buffer per name length; only the characters are written per chunk."""
+    counts = [int(c) for c in counts]
+    chunks = []
+    offsets: dict[int, np.ndarray] = {}
+    longest = max(counts, default=0)
+    for name, c in zip(names, counts):
+        data = name.encode()
+        size = len(data)
+        if size * c >= 2**31:
+            chunks.append(pa.repeat(pa.scalar(name, pa.string()), c))
+            continue
+        if size not in offsets:
+            offsets[size] = np.arange(0, size * (longest + 1), size or 1, np.int32) \
+                if size else np.zeros(longest + 1, np.int32)
+        chunks.append(pa.StringArray.from_buffers(
+            c, pa.py_buffer(offsets[size][:c + 1]), pa.py_buffer(data * c)))
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _label_column(labels, k, runs) -> pa.Array:
+    """Field ``k`` of the labels, for runs of label indices ``(indices, lengths)``."""
+    indices, lengths = runs
+    return _repeat_strings([labels[i][k] for i in indices], lengths)
 
 
 def _labels(table_r, k) -> pa.Array:
