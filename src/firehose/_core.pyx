@@ -341,6 +341,26 @@ cdef class Engine:
             for k in keys:
                 table_add(tb, k)
 
+    def admit_ids(self, const int64_t[::1] ids, uint8_t[::1] out=None):
+        """Run tweet ids through the dedupe alone, as the decoder runs its tweets' ids, without
+        the GIL: ``out[i]`` (when given) is 1 if ids[i] is admitted (first sight, or too late to
+        know), 0 if it is a duplicate. Returns how many were admitted; ``stats()`` counts the
+        duplicates and late ids. For tests and benchmarks of the dedupe."""
+        cdef Py_ssize_t i, n = ids.shape[0], admitted = 0
+        cdef int r
+        if out is not None and out.shape[0] < n:
+            raise ValueError("admit_ids: out is shorter than ids")
+        with nogil:
+            if out is None:
+                for i in range(n):
+                    admitted += dedupe_admit(&self.st, ids[i])
+            else:
+                for i in range(n):
+                    r = dedupe_admit(&self.st, ids[i])
+                    out[i] = <uint8_t>r
+                    admitted += r
+        return admitted
+
     def dedupe_memory(self):
         """(remembered ids, bytes held by the tables)."""
         cdef int i
