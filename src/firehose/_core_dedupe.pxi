@@ -19,8 +19,8 @@
 #     fills leaves; ids within its range (jitter, re-sends, backfill) fill it up to 0.7;
 #   * a full-size leaf at 0.7 is split at the midpoint of its smallest and largest ids into two
 #     leaves at load 0.5.
-# So a remembered id costs 11-16 bytes, plus per bucket the newest leaf's spare room (it doubles;
-# at most ~85 KiB) and 32 bytes of directory a leaf.
+# So a remembered id costs 11-16 bytes, plus per bucket the newest leaf's spare room (at most
+# 128 KiB, and only in buckets of 8 leaves or more, i.e. 78k ids) and 32 bytes of directory a leaf.
 # Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
 #
 # State bytes (dedupe_state): b"FHDEDUP1", bucket_ms, newest bucket, table count, then per
@@ -283,9 +283,15 @@ cdef int leaf_make_room(Bucket* B, Py_ssize_t i, int64_t key) except -1 nogil:
             cap = <int32_t>((<int64_t>L.cap * 7) // 5 + 1)
         return leaf_resize(L, cap if cap < LEAF_MAX else LEAF_MAX)
     if key > top:
-        # seal: an in-order stream moves on to a new leaf (the newest one starts at a quarter
-        # of the full size: two doublings, but at most 32 KiB unused a bucket)
-        cap = LEAF_MAX // 4 if i + 1 == B.nleaves else LEAF_MIN
+        # seal: an in-order stream moves on to a new leaf. The newest one of a bucket starts in
+        # full once the bucket holds 8 leaves (the unused part is then < 2 bytes an id), at a
+        # quarter of it before (two doublings)
+        if i + 1 < B.nleaves:
+            cap = LEAF_MIN
+        elif B.nleaves >= 8:
+            cap = LEAF_MAX
+        else:
+            cap = LEAF_MAX // 4
         L = leaf_insert_at(B, i + 1)
         return leaf_init(L, top + 1, cap)
     return leaf_split(B, i)
