@@ -20,7 +20,7 @@
 #   * a full-size leaf at 0.7 is split at the midpoint of its smallest and largest ids into two
 #     leaves at load 0.5.
 # So a remembered id costs 11-16 bytes, plus per bucket the newest leaf's spare room (at most
-# 128 KiB, and only in buckets of 8 leaves or more, i.e. 78k ids) and 32 bytes of directory a leaf.
+# 128 KiB, and only in buckets of 8 leaves or more, i.e. 78k ids) and 40 bytes of directory a leaf.
 # Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
 #
 # State bytes (dedupe_state): b"FHDEDUP1", bucket_ms, newest bucket, table count, then per
