@@ -65,12 +65,31 @@ cdef struct Tape:
     uint64_t cmask[64]    # one bit per member key: a cheap "surely absent" test
 
 # ---------------------------------------------------------------- dedupe
+# (see _core_dedupe.pxi) a plain open-addressing table: the pre-snowflake ids
 cdef struct IdTable:
     int64_t* keys
     Py_ssize_t cap
     Py_ssize_t n
-    int64_t bucket
     bint has_zero
+
+# a small open-addressing table of the snowflake ids from lo up to the next leaf's lo
+cdef struct Leaf:
+    int64_t* keys
+    int64_t lo
+    int64_t top           # the largest id held (lo - 1 while empty)
+    int32_t cap
+    int32_t n
+    int32_t limit         # at n == limit an insert above top first grows or seals the leaf,
+    int32_t hard          # at n == hard any insert first grows or splits it
+
+# one time bucket (window/4 of tweet time): its leaves, in id order, tile [lo, hi]
+cdef struct Bucket:
+    int64_t b
+    int64_t lo
+    int64_t hi
+    Leaf* leaves
+    Py_ssize_t nleaves
+    Py_ssize_t cap_leaves
 
 
 # ---------------------------------------------------------------- reject records
@@ -97,9 +116,13 @@ cdef struct State:
     bint dedupe
     int64_t bucket_ms
     int64_t bmax
-    IdTable gens[8]
+    Bucket gens[8]
     int ngens
     IdTable legacy
+    Leaf* hot             # the leaf of the last id, covering ids hot_lo..hot_hi,
+    Bucket* hot_bucket    # in this bucket
+    int64_t hot_lo
+    int64_t hot_hi
     # limits
     Py_ssize_t max_line_bytes
     Py_ssize_t batch_size

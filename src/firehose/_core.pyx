@@ -7,7 +7,7 @@ and hands the buffers to Arrow without copying. All of it runs with the GIL rele
 """
 from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t
 from libc.stdlib cimport malloc, calloc, realloc, free, strtod, qsort
-from libc.string cimport memcpy, memcmp, memset, memchr, strlen
+from libc.string cimport memcpy, memmove, memcmp, memset, memchr, strlen
 from cpython.buffer cimport PyBuffer_FillInfo
 
 cdef extern from "<string.h>" nogil:
@@ -162,8 +162,7 @@ cdef class Engine:
         self.st.tape.max_depth = max_depth
         self.st.dedupe = dedupe
         self.st.bucket_ms = window_ms // 4
-        self.st.bmax = -(1 << 62)
-        table_init(&self.st.legacy, 0, TABLE_MIN)
+        dedupe_init(&self.st)
         for i in range(T_NCOLS):
             col_init(&self.st.cols[i], kind_for(_schema.TWEETS.field(i).type))
         for i in range(C_NCOLS):
@@ -182,9 +181,7 @@ cdef class Engine:
         buf_free(&self.st.msgs)
         buf_free(&self.st.lookups)
         buf_free(&self.st.rejects)
-        for i in range(self.st.ngens):
-            table_free(&self.st.gens[i])
-        table_free(&self.st.legacy)
+        dedupe_free(&self.st)
 
     @property
     def line_no(self):
@@ -283,70 +280,33 @@ cdef class Engine:
     # ------------------------------------------------------------ dedupe state
 
     def dedupe_state(self):
-        """The dedupe tables as bytes: magic, bucket width, newest bucket, then per table its
-        bucket, zero flag, count and keys (little-endian int64)."""
-        cdef int i
-        cdef Py_ssize_t j
-        cdef IdTable* tb
-        parts = [_struct.pack("<8sqqi", b"FHDEDUP1", self.st.bucket_ms, self.st.bmax,
-                              self.st.ngens + 1)]
-        for i in range(self.st.ngens + 1):
-            tb = &self.st.legacy if i == self.st.ngens else &self.st.gens[i]
-            keys = [tb.keys[j] for j in range(tb.cap) if tb.keys[j] != 0]
-            parts.append(_struct.pack("<qbq", -1 if i == self.st.ngens else tb.bucket,
-                                      1 if tb.has_zero else 0, len(keys)))
-            parts.append(_struct.pack("<%dq" % len(keys), *keys))
-        return b"".join(parts)
+        """The dedupe memory as bytes (format: _core_dedupe.pxi)."""
+        return dedupe_save(&self.st)
 
     def load_dedupe_state(self, bytes data):
-        """Replace the dedupe tables with saved ones (from dedupe_state())."""
-        cdef int i, ntab
-        cdef int64_t bucket, k
-        cdef IdTable* tb
-        cdef Py_ssize_t pos, nkeys
-        try:
-            magic, bucket_ms, bmax, ntab = _struct.unpack_from("<8sqqi", data, 0)
-            if magic != b"FHDEDUP1":
-                raise ValueError("not a firehose dedupe state")
-            if ntab < 1 or ntab > 6:
-                raise ValueError("bad table count")
-            pos = _struct.calcsize("<8sqqi")
-            tables = []
-            for i in range(ntab):
-                bucket, zero, nkeys = _struct.unpack_from("<qbq", data, pos)
-                pos += _struct.calcsize("<qbq")
-                keys = _struct.unpack_from("<%dq" % nkeys, data, pos)
-                pos += 8 * nkeys
-                tables.append((bucket, zero, keys))
-            if pos != len(data) or tables[len(tables) - 1][0] != -1:
-                raise ValueError("trailing or missing data")
-        except (_struct.error, ValueError) as e:
-            from .errors import StateError
-            raise StateError(f"dedupe state is corrupt: {e}") from None
-        for i in range(self.st.ngens):
-            table_free(&self.st.gens[i])
-        self.st.ngens = 0
-        table_free(&self.st.legacy)
-        self.st.bucket_ms = bucket_ms
-        self.st.bmax = bmax
-        for bucket, zero, keys in tables:
-            if bucket == -1:
-                tb = &self.st.legacy
-                table_init(tb, 0, TABLE_MIN)
+        """Replace the dedupe memory with a saved one (from dedupe_state())."""
+        dedupe_load(&self.st, data)
+
+    def admit_ids(self, const int64_t[::1] ids, uint8_t[::1] out=None):
+        """Run tweet ids through the dedupe alone, as the decoder runs its tweets' ids, without
+        the GIL: ``out[i]`` (when given) is 1 if ids[i] is admitted (first sight, or too late to
+        know), 0 if it is a duplicate. Returns how many were admitted; ``stats()`` counts the
+        duplicates and late ids. For tests and benchmarks of the dedupe."""
+        cdef Py_ssize_t i, n = ids.shape[0], admitted = 0
+        cdef int r
+        if out is not None and out.shape[0] < n:
+            raise ValueError("admit_ids: out is shorter than ids")
+        with nogil:
+            if out is None:
+                for i in range(n):
+                    admitted += dedupe_admit(&self.st, ids[i])
             else:
-                tb = &self.st.gens[self.st.ngens]
-                table_init(tb, bucket, TABLE_MIN)
-                self.st.ngens += 1
-            tb.has_zero = zero
-            for k in keys:
-                table_add(tb, k)
+                for i in range(n):
+                    r = dedupe_admit(&self.st, ids[i])
+                    out[i] = <uint8_t>r
+                    admitted += r
+        return admitted
 
     def dedupe_memory(self):
         """(remembered ids, bytes held by the tables)."""
-        cdef int i
-        n = self.st.legacy.n + self.st.legacy.has_zero
-        b = self.st.legacy.cap * 8
-        for i in range(self.st.ngens):
-            n += self.st.gens[i].n + self.st.gens[i].has_zero
-            b += self.st.gens[i].cap * 8
-        return n, b
+        return dedupe_memory(&self.st)

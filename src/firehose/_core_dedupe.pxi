@@ -1,44 +1,110 @@
 # Exact, first-wins dedupe of tweet ids with memory bounded by tweet time. Included by _core.pyx.
 #
-# Snowflake ids carry their creation time, so the same id always falls in the same time bucket:
-# one open-addressing table per bucket of window/4, and whole buckets are dropped once they are
-# more than a window behind the newest bucket seen. A check costs one table probe sequence.
-# Tables hold bare 8-byte keys at a load kept in [0.5, 0.7] once past their initial size, so a
-# remembered id costs at most 16 bytes. Pre-snowflake ids (< 2^35) share one unpruned table.
+# Snowflake ids carry their creation time, so the same id always falls in the same time bucket
+# of window/4; whole buckets are dropped once they are more than a window behind the newest
+# bucket seen (ids of such buckets are "late": admitted and counted, not remembered).
+#
+# Layout, for time locality: ids arrive nearly in creation order and re-sends are of recent ids,
+# so a bucket is not one big hash table (every check a cache miss once it outgrows the cache, and
+# every growth a rehash of all of it into fresh memory) but a sorted run of small ones, "leaves",
+# each holding the ids of a contiguous id (= time) range: the few leaves near the stream's
+# present stay in cache. The leaf of the last id is tried first (two compares); otherwise the
+# bucket's leaves are searched from the newest end (galloping, then binary).
+#   * a leaf is an open-addressing table of bare 8-byte keys (mix64 hash, Lemire reduction,
+#     linear probing four slots a step), at most LEAF_MAX slots (< 128 KiB: malloc serves it
+#     from its heap, so memory freed by dropped buckets is reused without new page faults);
+#   * the newest leaf of a bucket doubles up to LEAF_MAX, other leaves grow 1.4x (load >= 0.5);
+#   * a full-size leaf at load 0.6 asked to take an id above its largest one is sealed as it is
+#     (no rehash) and a new leaf starts just above that largest id: an in-order stream only ever
+#     fills leaves; ids within its range (jitter, re-sends, backfill) fill it up to 0.7;
+#   * a full-size leaf at 0.7 is split at the midpoint of its smallest and largest ids into two
+#     leaves at load 0.5.
+# So a remembered id costs 11-16 bytes, plus per bucket the newest leaf's spare room (at most
+# 128 KiB, and only in buckets of 8 leaves or more, i.e. 78k ids) and 40 bytes of directory a leaf.
+# Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
+#
+# State bytes (dedupe_state): b"FHDEDUP1", bucket_ms, newest bucket, table count, then per
+# table: bucket (-1: the pre-snowflake table, last), zero flag, key count, keys (all <i8/<q). The
+# format predates the leaves (one table a bucket) and is unchanged: restoring re-inserts the ids.
 
 cdef int64_t SNOWFLAKE_EPOCH = 1288834974657
 cdef int64_t SNOWFLAKE_MIN = 1 << 35
+cdef int64_t I64_MAX = 0x7FFFFFFFFFFFFFFF
 cdef int KEEP_BUCKETS = 4           # buckets bmax-4 .. bmax stay
-cdef Py_ssize_t TABLE_MIN = 1024
-
-
-cdef inline uint64_t mix64(uint64_t k) noexcept nogil:
-    k ^= k >> 33
-    k *= 0xff51afd7ed558ccdULL
-    k ^= k >> 33
-    k *= 0xc4ceb9fe1a85ec53ULL
-    k ^= k >> 33
-    return k
+cdef Py_ssize_t TABLE_MIN = 1024    # the pre-snowflake table's first size
+cdef int32_t LEAF_MIN = 64          # slots of a leaf made inside a range
+cdef int32_t LEAF_MAX = 16380       # slots: just under 128 KiB (malloc keeps it off mmap), ~9,800 ids
 
 
 cdef extern from *:
     """
+    static inline uint64_t fh_mix64(uint64_t k) {
+        k ^= k >> 33;
+        k *= 0xff51afd7ed558ccdULL;
+        k ^= k >> 33;
+        k *= 0xc4ceb9fe1a85ec53ULL;
+        k ^= k >> 33;
+        return k;
+    }
     /* Lemire's fast range reduction: any capacity, not only powers of two */
     static inline Py_ssize_t fh_slot_of(uint64_t h, Py_ssize_t cap) {
         return (Py_ssize_t)(((unsigned __int128)h * (uint64_t)cap) >> 64);
     }
+    /* Linear probing for key (!= 0) in keys[0..cap), four slots a step where they do not wrap
+       (one well-predicted branch instead of one a slot): -1 if key is there, else the first
+       empty slot of its run. Keys are never deleted, so key cannot sit after an empty slot. */
+    static inline Py_ssize_t fh_probe(const int64_t* keys, Py_ssize_t cap, int64_t key) {
+        Py_ssize_t j = fh_slot_of(fh_mix64((uint64_t)key), cap);
+        for (;;) {
+            if (j + 4 <= cap) {
+                const int64_t* p = keys + j;
+                int64_t a = p[0], b = p[1], c = p[2], d = p[3];
+                unsigned e;
+                if ((a == key) | (b == key) | (c == key) | (d == key))
+                    return -1;
+                e = (unsigned)(a == 0) | (unsigned)(b == 0) << 1 | (unsigned)(c == 0) << 2
+                    | (unsigned)(d == 0) << 3;
+                if (e)
+                    return j + __builtin_ctz(e);
+                j += 4;
+                if (j == cap)
+                    j = 0;
+            } else {
+                int64_t k = keys[j];
+                if (k == key)
+                    return -1;
+                if (k == 0)
+                    return j;
+                if (++j == cap)
+                    j = 0;
+            }
+        }
+    }
+    static int fh_cmp_i64(const void* a, const void* b) {
+        int64_t x = *(const int64_t*)a, y = *(const int64_t*)b;
+        return (x > y) - (x < y);
+    }
     """
+    uint64_t mix64 "fh_mix64"(uint64_t k) noexcept nogil
     Py_ssize_t slot_of "fh_slot_of"(uint64_t h, Py_ssize_t cap) noexcept nogil
+    Py_ssize_t probe "fh_probe"(const int64_t* keys, Py_ssize_t cap, int64_t key) noexcept nogil
+    int cmp_i64 "fh_cmp_i64"(const void* a, const void* b) noexcept nogil
 
 
-cdef int table_init(IdTable* tb, int64_t bucket, Py_ssize_t cap) except -1 nogil:
-    tb.keys = <int64_t*>calloc(cap, 8)
-    if tb.keys == NULL:
+cdef inline void* dd_calloc(Py_ssize_t n, Py_ssize_t size) except NULL nogil:
+    cdef void* p = calloc(n, size)
+    if p == NULL:
         with gil:
-            raise MemoryError("firehose core: out of memory for the dedupe table")
+            raise MemoryError("firehose core: out of memory for the dedupe tables")
+    return p
+
+
+# ---------------------------------------------------------------- the pre-snowflake table
+
+cdef int table_init(IdTable* tb, Py_ssize_t cap) except -1 nogil:
+    tb.keys = <int64_t*>dd_calloc(cap, 8)
     tb.cap = cap
     tb.n = 0
-    tb.bucket = bucket
     tb.has_zero = 0
     return 0
 
@@ -101,48 +167,416 @@ cdef int table_add(IdTable* tb, int64_t key) except -1 nogil:
     return 1
 
 
-cdef IdTable* bucket_table(State* st, int64_t b) except? NULL nogil:
-    """The table of bucket b (made if needed), or NULL if b is already forgotten."""
+# ---------------------------------------------------------------- leaves
+
+cdef inline void leaf_limits(Leaf* L) noexcept nogil:
+    # a full-size leaf takes ids above its largest one up to load 0.6 (then it is sealed), ids
+    # within its range up to 0.7 (then it is split); a smaller one grows at 0.7
+    L.hard = <int32_t>((<int64_t>L.cap * 7) // 10)
+    L.limit = <int32_t>((<int64_t>L.cap * 6) // 10) if L.cap >= LEAF_MAX else L.hard
+
+
+cdef int leaf_init(Leaf* L, int64_t lo, int32_t cap) except -1 nogil:
+    L.keys = <int64_t*>dd_calloc(cap, 8)
+    L.lo = lo
+    L.top = lo - 1
+    L.cap = cap
+    L.n = 0
+    leaf_limits(L)
+    return 0
+
+
+cdef inline void leaf_put(Leaf* L, int64_t key) noexcept nogil:
+    """Insert a key known to be absent, with room for it."""
+    cdef Py_ssize_t j = slot_of(mix64(<uint64_t>key), L.cap)
+    while L.keys[j] != 0:
+        j += 1
+        if j == L.cap:
+            j = 0
+    L.keys[j] = key
+    L.n += 1
+    if key > L.top:
+        L.top = key
+
+
+cdef int leaf_resize(Leaf* L, int32_t cap) except -1 nogil:
+    cdef int64_t* old = L.keys
+    cdef int32_t oldcap = L.cap, i
+    L.keys = <int64_t*>dd_calloc(cap, 8)
+    L.cap = cap
+    L.n = 0
+    leaf_limits(L)
+    for i in range(oldcap):
+        if old[i] != 0:
+            leaf_put(L, old[i])
+    free(old)
+    return 0
+
+
+cdef int32_t cap_for(Py_ssize_t n) noexcept nogil:
+    """Slots for n keys at load 0.5 (within [LEAF_MIN, LEAF_MAX])."""
+    if n * 2 < LEAF_MIN:
+        return LEAF_MIN
+    if n * 2 > LEAF_MAX:
+        return LEAF_MAX
+    return <int32_t>(n * 2)
+
+
+cdef Leaf* leaf_insert_at(Bucket* B, Py_ssize_t i) except NULL nogil:
+    """Make room for a new leaf at index i of B's directory (its fields are left to the caller)."""
+    cdef Leaf* grown
+    if B.nleaves == B.cap_leaves:
+        grown = <Leaf*>realloc(B.leaves, B.cap_leaves * 2 * sizeof(Leaf))
+        if grown == NULL:
+            with gil:
+                raise MemoryError("firehose core: out of memory for the dedupe tables")
+        B.leaves = grown
+        B.cap_leaves *= 2
+    memmove(&B.leaves[i + 1], &B.leaves[i], (B.nleaves - i) * sizeof(Leaf))
+    B.nleaves += 1
+    return &B.leaves[i]
+
+
+cdef int leaf_split(Bucket* B, Py_ssize_t i) except -1 nogil:
+    """Split full leaf i at the midpoint of its smallest and largest ids."""
+    cdef Leaf* L = &B.leaves[i]
+    cdef int64_t* old = L.keys
+    cdef int32_t oldcap = L.cap, j
+    cdef int64_t lo = L.lo, top = L.top, mn = I64_MAX, mid, k
+    cdef Py_ssize_t nleft = 0, nright
+    for j in range(oldcap):
+        k = old[j]
+        if k != 0 and k < mn:
+            mn = k
+    mid = mn + (top - mn) // 2              # mn < top: a full leaf holds many ids
+    for j in range(oldcap):
+        if old[j] != 0 and old[j] <= mid:
+            nleft += 1
+    nright = L.n - nleft
+    leaf_init(L, lo, cap_for(nleft))
+    L = leaf_insert_at(B, i + 1)            # (may move the directory: L is re-read below)
+    leaf_init(L, mid + 1, cap_for(nright))
+    L = &B.leaves[i]
+    for j in range(oldcap):
+        k = old[j]
+        if k != 0:
+            if k <= mid:
+                leaf_put(L, k)
+            else:
+                leaf_put(L + 1, k)
+    free(old)
+    return 0
+
+
+cdef int leaf_make_room(Bucket* B, Py_ssize_t i, int64_t key) except -1 nogil:
+    """Leaf i is at its limit and key (within its range, absent) is to go in: grow it, seal it
+    (a new leaf above its largest id) or split it."""
+    cdef Leaf* L = &B.leaves[i]
+    cdef int64_t top = L.top
+    cdef int32_t cap
+    if L.cap < LEAF_MAX:
+        # the newest leaf of a bucket doubles (it will most likely fill up to LEAF_MAX and be
+        # sealed; one rehash an id instead of 2.5); others grow 1.4x, staying at load >= 0.5
+        if i + 1 == B.nleaves:
+            cap = L.cap * 2
+        else:
+            cap = <int32_t>((<int64_t>L.cap * 7) // 5 + 1)
+        return leaf_resize(L, cap if cap < LEAF_MAX else LEAF_MAX)
+    if key > top:
+        # seal: an in-order stream moves on to a new leaf. The newest one of a bucket starts in
+        # full once the bucket holds 8 leaves (the unused part is then < 2 bytes an id), at a
+        # quarter of it before (two doublings)
+        if i + 1 < B.nleaves:
+            cap = LEAF_MIN
+        elif B.nleaves >= 8:
+            cap = LEAF_MAX
+        else:
+            cap = LEAF_MAX // 4
+        L = leaf_insert_at(B, i + 1)
+        return leaf_init(L, top + 1, cap)
+    return leaf_split(B, i)
+
+
+cdef inline Py_ssize_t leaf_index(Bucket* B, int64_t key) noexcept nogil:
+    """Index of the leaf whose range holds key (B.lo <= key <= B.hi): the last one with
+    lo <= key, searched from the newest end (galloping, then binary), as most ids are recent."""
+    cdef Leaf* lv = B.leaves
+    cdef Py_ssize_t hi = B.nleaves - 1, a, z, m, step = 1
+    if lv[hi].lo <= key:
+        return hi
+    while True:                             # lv[hi].lo > key
+        a = hi - step
+        if a <= 0:
+            a = 0
+            break
+        if lv[a].lo <= key:
+            break
+        hi = a
+        step <<= 1
+    z = hi - 1
+    while a < z:
+        m = (a + z + 1) >> 1
+        if lv[m].lo <= key:
+            a = m
+        else:
+            z = m - 1
+    return a
+
+
+# ---------------------------------------------------------------- buckets
+
+cdef inline int64_t id_at_ms(int64_t ms) noexcept nogil:
+    """The smallest snowflake id created at or after ms (I64_MAX if none)."""
+    cdef int64_t d = ms - SNOWFLAKE_EPOCH
+    if d <= (SNOWFLAKE_MIN >> 22):
+        return SNOWFLAKE_MIN
+    if d >= (<int64_t>1 << 41):
+        return I64_MAX
+    return d << 22
+
+
+cdef Py_ssize_t bucket_count(Bucket* B) noexcept nogil:
+    cdef Py_ssize_t i, n = 0
+    for i in range(B.nleaves):
+        n += B.leaves[i].n
+    return n
+
+
+cdef void bucket_free(Bucket* B) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(B.nleaves):
+        free(B.leaves[i].keys)
+    free(B.leaves)
+    B.leaves = NULL
+    B.nleaves = B.cap_leaves = 0
+
+
+cdef inline void hot_reset(State* st) noexcept nogil:
+    st.hot = NULL
+    st.hot_bucket = NULL
+    st.hot_lo = 1
+    st.hot_hi = 0
+
+
+cdef Bucket* bucket_get(State* st, int64_t b) except? NULL nogil:
+    """The bucket b (made if needed), or NULL if b is already forgotten."""
     cdef int i, j
-    cdef Py_ssize_t cap
+    cdef Bucket* B
+    cdef int64_t hi
     if b > st.bmax:
         st.bmax = b
+        hot_reset(st)
         j = 0
         for i in range(st.ngens):
-            if st.gens[i].bucket < b - KEEP_BUCKETS:
-                table_free(&st.gens[i])
+            if st.gens[i].b < b - KEEP_BUCKETS:
+                bucket_free(&st.gens[i])
             else:
                 st.gens[j] = st.gens[i]
                 j += 1
         st.ngens = j
     if b < st.bmax - KEEP_BUCKETS:
         return NULL
-    cap = TABLE_MIN
     for i in range(st.ngens):
-        if st.gens[i].bucket == b:
+        if st.gens[i].b == b:
             return &st.gens[i]
-        # a new bucket will likely hold about as many ids as the busiest live one: start it
-        # near that size instead of growing it 1.4x at a time from the minimum
-        if st.gens[i].n * 2 > cap:
-            cap = st.gens[i].n * 2
-    table_init(&st.gens[st.ngens], b, cap)
+    B = &st.gens[st.ngens]
+    memset(B, 0, sizeof(Bucket))
+    B.b = b
+    B.lo = id_at_ms(b * st.bucket_ms)
+    hi = id_at_ms((b + 1) * st.bucket_ms)
+    B.hi = I64_MAX if hi == I64_MAX else hi - 1
+    B.leaves = <Leaf*>dd_calloc(4, sizeof(Leaf))
+    B.cap_leaves = 4
+    B.nleaves = 1
+    leaf_init(&B.leaves[0], B.lo, LEAF_MIN)
     st.ngens += 1
-    return &st.gens[st.ngens - 1]
+    return B
 
 
-cdef int dedupe_admit(State* st, int64_t tid) except -1 nogil:
+# ---------------------------------------------------------------- admission
+
+cdef int remember_slow(State* st, int64_t tid) except -1 nogil:
+    """remember() for an id outside the hot leaf: find (or make) its bucket and leaf."""
+    cdef Bucket* B = st.hot_bucket
+    cdef Leaf* L
+    cdef Py_ssize_t i, j
+    if B == NULL or tid < B.lo or tid > B.hi:
+        if tid < SNOWFLAKE_MIN:
+            return table_add(&st.legacy, tid)
+        B = bucket_get(st, ((tid >> 22) + SNOWFLAKE_EPOCH) // st.bucket_ms)
+        if B == NULL:
+            return 2
+    while True:
+        i = leaf_index(B, tid)
+        L = &B.leaves[i]
+        j = probe(L.keys, L.cap, tid)
+        st.hot = L
+        st.hot_bucket = B
+        st.hot_lo = L.lo
+        st.hot_hi = B.leaves[i + 1].lo - 1 if i + 1 < B.nleaves else B.hi
+        if j < 0:
+            return 0
+        if L.n < L.limit or (tid < L.top and L.n < L.hard):
+            L.keys[j] = tid
+            L.n += 1
+            if tid > L.top:
+                L.top = tid
+            return 1
+        st.hot = NULL
+        st.hot_lo = 1
+        st.hot_hi = 0
+        leaf_make_room(B, i, tid)
+
+
+cdef inline int remember(State* st, int64_t tid) except -1 nogil:
+    """1 if tid is new (now remembered), 0 if remembered already, 2 if its bucket is forgotten."""
+    cdef Leaf* L
+    cdef Py_ssize_t j
+    if st.hot_lo <= tid <= st.hot_hi:
+        L = st.hot
+        j = probe(L.keys, L.cap, tid)
+        if j < 0:
+            return 0
+        if L.n < L.limit or (tid < L.top and L.n < L.hard):
+            L.keys[j] = tid
+            L.n += 1
+            if tid > L.top:
+                L.top = tid
+            return 1
+    return remember_slow(st, tid)
+
+
+cdef inline int dedupe_admit(State* st, int64_t tid) except -1 nogil:
     """1 if the tweet should be emitted (first sight, or too late to know), 0 if a duplicate."""
-    cdef IdTable* tb
+    cdef int r
     if not st.dedupe:
         return 1
-    if tid < SNOWFLAKE_MIN:
-        tb = &st.legacy
-    else:
-        tb = bucket_table(st, ((tid >> 22) + SNOWFLAKE_EPOCH) // st.bucket_ms)
-        if tb == NULL:
-            st.n_late += 1
-            return 1
-    if table_add(tb, tid):
+    r = remember(st, tid)
+    if r == 1:
+        return 1
+    if r == 2:
+        st.n_late += 1
         return 1
     st.n_dups += 1
     return 0
+
+
+# ---------------------------------------------------------------- state, memory
+
+cdef int dedupe_init(State* st) except -1:
+    st.bmax = -(1 << 62)
+    hot_reset(st)
+    return table_init(&st.legacy, TABLE_MIN)
+
+
+cdef void dedupe_free(State* st) noexcept nogil:
+    cdef int i
+    for i in range(st.ngens):
+        bucket_free(&st.gens[i])
+    st.ngens = 0
+    table_free(&st.legacy)
+    hot_reset(st)
+
+
+cdef object dedupe_save(State* st):
+    cdef int i
+    cdef Py_ssize_t j, l, pos, nkeys
+    cdef Bucket* B
+    cdef Leaf* L
+    cdef int64_t* out
+    parts = [_struct.pack("<8sqqi", b"FHDEDUP1", st.bucket_ms, st.bmax, st.ngens + 1)]
+    for i in range(st.ngens + 1):
+        if i < st.ngens:
+            B = &st.gens[i]
+            nkeys = bucket_count(B)
+            parts.append(_struct.pack("<qbq", B.b, 0, nkeys))
+            keys = bytearray(8 * nkeys)
+            out = <int64_t*><char*>keys
+            pos = 0
+            for l in range(B.nleaves):
+                L = &B.leaves[l]
+                for j in range(L.cap):
+                    if L.keys[j] != 0:
+                        out[pos] = L.keys[j]
+                        pos += 1
+        else:
+            parts.append(_struct.pack("<qbq", -1, 1 if st.legacy.has_zero else 0, st.legacy.n))
+            keys = bytearray(8 * st.legacy.n)
+            out = <int64_t*><char*>keys
+            pos = 0
+            for j in range(st.legacy.cap):
+                if st.legacy.keys[j] != 0:
+                    out[pos] = st.legacy.keys[j]
+                    pos += 1
+        parts.append(bytes(keys))
+    return b"".join(parts)
+
+
+cdef int dedupe_load(State* st, bytes data) except -1:
+    """Replace the dedupe memory with a saved one (from dedupe_save)."""
+    cdef int i, ntab
+    cdef Py_ssize_t pos, nkeys, j, total = 0
+    cdef const unsigned char* p = data
+    cdef int64_t* keys = NULL
+    cdef int64_t* legacy_keys
+    try:
+        magic, bucket_ms, bmax, ntab = _struct.unpack_from("<8sqqi", data, 0)
+        if magic != b"FHDEDUP1":
+            raise ValueError("not a firehose dedupe state")
+        if ntab < 1 or ntab > 6:
+            raise ValueError("bad table count")
+        if bucket_ms < 1:
+            raise ValueError("bad bucket width")
+        pos = _struct.calcsize("<8sqqi")
+        tables = []
+        for i in range(ntab):
+            bucket, zero, nkeys = _struct.unpack_from("<qbq", data, pos)
+            pos += _struct.calcsize("<qbq")
+            if nkeys < 0 or nkeys > (len(data) - pos) // 8:
+                raise ValueError("bad key count")
+            tables.append((bucket, zero, pos, nkeys))
+            pos += 8 * nkeys
+        if pos != len(data) or tables[len(tables) - 1][0] != -1:
+            raise ValueError("trailing or missing data")
+    except (_struct.error, ValueError) as e:
+        from .errors import StateError
+        raise StateError(f"dedupe state is corrupt: {e}") from None
+    dedupe_free(st)
+    st.bucket_ms = bucket_ms
+    st.bmax = bmax
+    table_init(&st.legacy, TABLE_MIN)
+    for bucket, zero, pos, nkeys in tables:
+        total += nkeys
+    keys = <int64_t*>malloc(max(total, 1) * 8)
+    if keys == NULL:
+        raise MemoryError("firehose core: out of memory restoring the dedupe state")
+    try:
+        total = 0
+        for bucket, zero, pos, nkeys in tables:
+            if bucket == -1:
+                st.legacy.has_zero = zero
+            memcpy(&keys[total], p + <Py_ssize_t>pos, 8 * <Py_ssize_t>nkeys)
+            total += nkeys
+        with nogil:
+            # in id order, so that the leaves fill and seal as they would for a live stream
+            qsort(keys, total, 8, cmp_i64)
+            for j in range(total):
+                if keys[j] != 0:
+                    remember(st, keys[j])
+    finally:
+        free(keys)
+    return 0
+
+
+cdef object dedupe_memory(State* st):
+    """(remembered ids, bytes held by the tables)."""
+    cdef int i
+    cdef Py_ssize_t l
+    n = st.legacy.n + st.legacy.has_zero
+    b = st.legacy.cap * 8
+    for i in range(st.ngens):
+        n += bucket_count(&st.gens[i])
+        b += st.gens[i].cap_leaves * sizeof(Leaf)
+        for l in range(st.gens[i].nleaves):
+            b += st.gens[i].leaves[l].cap * 8
+    return n, b
