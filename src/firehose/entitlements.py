@@ -593,26 +593,38 @@ class Entitlements:
     # ------------------------------------------------------------------ checkpoints
     def state_to_bytes(self) -> bytes:
         """Batch counter, cap counters and the ids delivered per client (for forwarding
-        deletes), as Arrow IPC: with :meth:`load_state` a resumed run carries on exactly."""
+        deletes), as Arrow IPC: with :meth:`load_state` a resumed run carries on exactly.
+        One row per counter and per remembered id; ``kind`` and ``name`` are dictionary
+        columns (millions of ids: no string per row), ids sorted per client."""
         rows = [("day", k[0], k[1], v) for k, v in sorted(self._day_counts.items())]
         rows += [("group", k[0], k[1], v) for k, v in sorted(self._group_counts.items())]
-        kinds, names, keys, vals = (list(x) for x in zip(*rows)) if rows else ([], [], [], [])
-        extra_kinds, extra_names, extra_keys = [], [], []
+        kinds = ["day", "group", "delivered", "delivered_user"]
+        names: dict[str, int] = {}
+        kind_idx = [kinds.index(r[0]) for r in rows]
+        name_idx = [names.setdefault(r[1], len(names)) for r in rows]
+        keys = [np.array([r[2] for r in rows], np.int64)]
+        vals = np.array([r[3] for r in rows], np.int64)
+        kind_parts = [np.array(kind_idx, np.int8)]
+        name_parts = [np.array(name_idx, np.int32)]
         for label, store in (("delivered", self._delivered),
                              ("delivered_user", self._users())):
             for client in sorted(store):
-                got = np.unique(np.concatenate(store[client]))
+                got = _merged(store[client])
                 store[client] = [got]
-                extra_kinds.append(pa.repeat(pa.scalar(label), len(got)))
-                extra_names.append(pa.repeat(pa.scalar(client), len(got)))
-                extra_keys.append(pa.array(got, pa.int64()))
-        n_extra = sum(len(k) for k in extra_keys)
+                keys.append(got)
+                kind_parts.append(np.full(len(got), kinds.index(label), np.int8))
+                name_parts.append(np.full(len(got), names.setdefault(client, len(names)),
+                                          np.int32))
+        key = np.concatenate(keys)
+        value = np.zeros(len(key), np.int64)
+        value[:len(vals)] = vals
         table = pa.table({
-            "kind": pa.concat_arrays([pa.array(kinds, pa.string())] + extra_kinds),
-            "name": pa.concat_arrays([pa.array(names, pa.string())] + extra_names),
-            "key": pa.concat_arrays([pa.array(keys, pa.int64())] + extra_keys),
-            "value": pa.concat_arrays([pa.array(vals, pa.int64()),
-                                       pa.array(np.zeros(n_extra, np.int64))]),
+            "kind": pa.DictionaryArray.from_arrays(np.concatenate(kind_parts),
+                                                   pa.array(kinds, pa.string())),
+            "name": pa.DictionaryArray.from_arrays(np.concatenate(name_parts),
+                                                   pa.array(list(names), pa.string())),
+            "key": pa.array(key, pa.int64()),
+            "value": pa.array(value, pa.int64()),
         }, metadata={"batch": str(self.batch)})
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as w:
@@ -623,24 +635,30 @@ class Entitlements:
         from .errors import StateError
         try:
             table = pa.ipc.open_stream(data).read_all()
-        except (pa.ArrowInvalid, OSError) as e:
+            kind_codes, kinds = _codes(table.column("kind"))
+            name_codes, names = _codes(table.column("name"))
+            key = table.column("key").to_numpy()
+            value = table.column("value").to_numpy()
+        except (pa.ArrowInvalid, OSError, KeyError) as e:
             raise StateError(f"entitlement state is corrupt: {e}") from None
         self.batch = int((table.schema.metadata or {}).get(b"batch", b"0"))
         self._day_counts, self._group_counts = {}, {}
         self._delivered, self._delivered_users, self._pending_users = {}, {}, {}
-        is_del = pc.is_in(table.column("kind"), value_set=pa.array(["delivered",
-                                                                    "delivered_user"]))
-        counters = table.filter(pc.invert(is_del))
-        for kind, name, key, value in zip(*(counters.column(c).to_pylist()
-                                            for c in ("kind", "name", "key", "value"))):
-            (self._day_counts if kind == "day" else self._group_counts)[(name, key)] = value
+        code = {k: i for i, k in enumerate(kinds)}
+        for label, counts in (("day", self._day_counts), ("group", self._group_counts)):
+            for i in np.flatnonzero(kind_codes == code.get(label, -1)).tolist():
+                counts[(names[name_codes[i]], int(key[i]))] = int(value[i])
         for label, store in (("delivered", self._delivered),
                              ("delivered_user", self._delivered_users)):
-            delivered = table.filter(pc.equal(table.column("kind"), label))
-            names = delivered.column("name")
-            for client in pc.unique(names).to_pylist():
-                ids = delivered.filter(pc.equal(names, client)).column("key")
-                store[client] = [np.sort(ids.to_numpy())]
+            sel = np.flatnonzero(kind_codes == code.get(label, -1))
+            if not len(sel):
+                continue
+            who, ids = name_codes[sel], key[sel]
+            order = np.argsort(who, kind="stable")
+            who, ids = who[order], ids[order]
+            cuts = np.flatnonzero(who[1:] != who[:-1]) + 1
+            for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(who)].tolist()):
+                store[names[who[lo]]] = [np.sort(ids[lo:hi])]
 
     # ------------------------------------------------------------------ deletes to forward
     def _remember(self, client: str, ids: np.ndarray, store: dict | None = None,
@@ -864,3 +882,23 @@ def _mask_geo(table: pa.Table, mask: np.ndarray) -> pa.Table:
                 new = pc.if_else(m, pa.nulls(len(mask), col.type), col)
             table = table.set_column(i, table.field(i), new)
     return table
+
+
+def _merged(runs: list[np.ndarray]) -> np.ndarray:
+    """The distinct ids of sorted runs, sorted (timsort merges the runs in about n log k)."""
+    ids = runs[0] if len(runs) == 1 else np.sort(np.concatenate(runs), kind="stable")
+    if len(ids) > 1:
+        keep = np.empty(len(ids), bool)
+        keep[0] = True
+        np.not_equal(ids[1:], ids[:-1], out=keep[1:])
+        if not keep.all():
+            ids = ids[keep]
+    return ids
+
+
+def _codes(col) -> tuple[np.ndarray, list]:
+    """(codes, values) of a string column, dictionary-encoded or not (older checkpoints)."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_dictionary(col.type):
+        col = col.dictionary_encode()
+    return col.indices.to_numpy(zero_copy_only=False), col.dictionary.to_pylist()
