@@ -84,7 +84,7 @@ def test_part_sink_commits_by_rename_and_aborts_cleanly(tmp_path):
     t = pa.table({"id": [1, 2]})
     s = PartSink(str(tmp_path / "p"), "parquet")
     s.write(t, 1)
-    assert os.listdir(tmp_path / "p") == [".part-000001.parquet.tmp"]
+    assert not os.path.exists(tmp_path / "p")   # rows wait in memory until written out
     path = s.commit()
     assert os.listdir(tmp_path / "p") == ["part-000001.parquet"]
     assert pq.read_table(path).equals(t)
@@ -133,7 +133,10 @@ def test_a_detached_part_closes_on_its_own_while_the_sink_fills_the_next(tmp_pat
 def test_a_detached_part_that_is_aborted_leaves_nothing(tmp_path):
     s = PartSink(str(tmp_path / "p"), "parquet")
     s.write(pa.table({"id": [1]}), 1)
-    s.detach().abort()
+    part = s.detach()
+    part._flush()                                # rows written out: the .tmp exists
+    assert os.listdir(tmp_path / "p") == [".part-000001.parquet.tmp"]
+    part.abort()
     assert os.listdir(tmp_path / "p") == []
 
 

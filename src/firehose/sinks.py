@@ -181,6 +181,7 @@ class PartSink(Sink):
         self._buf: list[pa.Table] = []
         self._buf_raw: list[bytes] = []
         self._buf_rows = 0
+        self._made_dir = False
 
     def _final_name(self, seq: int) -> str:
         ext = EXTENSIONS[self.kind]
@@ -189,10 +190,17 @@ class PartSink(Sink):
         return os.path.join(self.directory, f"part-{seq:06d}{ext}")
 
     def _open(self, seq: int) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        final = self._final_name(seq)
+        """Start part ``seq``. Its temporary file is created when rows are first written out
+        (a flush, on whichever thread closes the part): creating ~200 files per commit on the
+        main thread stalled it behind the previous commit's syncfs."""
         self._seq = seq
-        self._tmp = os.path.join(self.directory, "." + os.path.basename(final) + ".tmp")
+        self._tmp = os.path.join(self.directory,
+                                 "." + os.path.basename(self._final_name(seq)) + ".tmp")
+
+    def _open_file(self) -> None:
+        if not self._made_dir:
+            os.makedirs(self.directory, exist_ok=True)
+            self._made_dir = True
         self._file = open(self._tmp, "wb")
 
     def _open_writer(self, schema: pa.Schema | None) -> None:
@@ -227,7 +235,7 @@ class PartSink(Sink):
         if table.num_rows == 0:
             return
         try:
-            if self._file is None:
+            if self._seq is None:
                 self._open(seq)
             elif seq != self._seq:
                 raise SinkError(f"{self.directory}: part {self._seq} not committed before {seq}")
@@ -254,6 +262,8 @@ class PartSink(Sink):
         as_raw = self.kind == "ndjson" and bool(raw)
         if not as_raw:
             buf = [t if isinstance(t, pa.Table) else t.table() for t in buf]
+        if self._file is None:
+            self._open_file()
         if self._writer is None:
             self._open_writer(None if as_raw else buf[0].schema)
         if self.kind == "ndjson":
@@ -271,7 +281,7 @@ class PartSink(Sink):
         """Take the open part off this sink (file, writer and buffered rows) so that it can be
         closed elsewhere (:meth:`close_part` on the returned object, e.g. on another thread)
         while this sink goes on with the next part. None when no part is open."""
-        if self._file is None:
+        if self._seq is None:
             return None
         part = copy.copy(self)
         self._writer = self._file = self._tmp = self._seq = None
@@ -291,11 +301,13 @@ class PartSink(Sink):
         """First half of a commit: finish and close the part under its temporary name (and
         fsync it, unless the caller makes many files durable at once with :func:`sync_all`).
         Returns ``(temporary, final)`` paths, or None when the part has no rows."""
-        if self._file is None:
+        if self._seq is None:
             return None
         tmp, final = self._tmp, self._final_name(self._seq)
         try:
             self._flush()
+            if self._file is None:              # (every started part has rows)
+                self._open_file()
             if self._writer is not None and self._writer is not self._file:
                 self._writer.close()
             self._file.flush()
