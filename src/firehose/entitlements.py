@@ -727,13 +727,24 @@ class Entitlements:
         users = pc.fill_null(uid, -1).to_numpy(zero_copy_only=False).astype(np.int64)
         if not t_valid.any() and not u_valid.any():
             return {}
-        out = {}
+        picks = []
+        any_user = u_valid.any()
         for client in sorted(self._delivered):
             hit = self._was_delivered(client, ids) & t_valid
-            if u_valid.any():
+            if any_user:
                 hit |= self._was_delivered(client, users, self._users()) & u_valid
-            if hit.any():
-                out[client] = compliance.filter(pa.array(hit))
+            idx = np.flatnonzero(hit)
+            if len(idx):
+                picks.append((client, idx))
+        if not picks:
+            return {}
+        # one take for every client (a filter per client cost ~0.4 ms each, x100 seats per
+        # batch), then zero-copy slices
+        rows = compliance.take(pa.array(np.concatenate([i for _, i in picks])))
+        out, at = {}, 0
+        for client, idx in picks:
+            out[client] = rows.slice(at, len(idx))
+            at += len(idx)
         return out
 
     def plan_versions(self) -> pa.Table:
