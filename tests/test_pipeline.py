@@ -632,6 +632,29 @@ def test_a_commit_failing_in_the_background_stops_the_run_and_resume_completes_i
     assert output_tree(out) == output_tree(run[0])
 
 
+def test_an_error_while_a_checkpoint_is_snapshotted_leaves_no_temporary_file(
+        capture, config, tmp_path, monkeypatch):
+    """Between detaching a commit's parts and handing them to the committer the main thread
+    serialises the state; an error (or Ctrl-C) there must not strand the detached parts."""
+    from firehose.entitlements import Entitlements
+    real = Entitlements.state_to_bytes
+    calls = {"n": 0}
+
+    def state_to_bytes(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Entitlements, "state_to_bytes", state_to_bytes)
+    monkeypatch.setattr(PartSink, "ROW_GROUP_ROWS", 50)     # rows reach .tmp files early
+    out = str(tmp_path / "o")
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(config, out_dir=out, **KW).run([capture])
+    assert calls["n"] == 2
+    assert not [k for k in output_tree(out) if k.endswith(".tmp")]
+
+
 def test_embedding_never_overwrites_parts_of_an_earlier_session(config, capture, tmp_path):
     with gzip.open(capture, "rb") as f:
         data = f.read(2_000_000)

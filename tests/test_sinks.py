@@ -211,6 +211,9 @@ def _lines_of(paths) -> bytes:
             json.dumps({"id_str": "5", "matching_rules": [{"id": "theirs"}]}).encode(),
             json.dumps({"id_str": "6", "retweeted_status": {"place": {"id": "q"}}}).encode(),
             b'{"id_str":"7","text":"caf\\u00e9 \xe2\x82\xac"}',
+            b'{"id_str":"8","a":1' + b" \t" * 12 + b"}" + b" " * 20,
+            b"{" + b" " * 17 + b"}",
+            b'{"id_str":"9"' + b" " * 70 + b"}" + b"\r" * 70,
             b"{}"]
     return b"\n".join(out) + b"\n"
 

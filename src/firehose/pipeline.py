@@ -368,7 +368,7 @@ class Pipeline:
                     continue
                 # a file sink takes the delivery itself and materialises its rows when it
                 # writes them (in the background, at the commit), not on this thread
-                lazy = not keep and isinstance(sink, PartSink)
+                lazy = not keep and type(sink) is PartSink     # (a subclass gets tables)
                 table = d if lazy else d.table()
                 if keep:
                     out[client] = table
@@ -514,17 +514,22 @@ class Pipeline:
         t0 = time.perf_counter()
         self._wait_commit()
         parts = self._stage_commit()
-        ck = None
-        if self.out_dir is not None:
-            idx, off, lines = position
-            ck = Checkpoint(self.config.hash, inputs, self.part, idx, off, lines,
-                            self.entitlements.batch, dict(self.counters), snapshot,
-                            self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
-                            {"options": self._options()})
-        if self._committer is not None:
-            self._pending_commit = self._committer.submit(self._finish_commit, parts, ck)
-        else:
-            self._finish_commit(parts, ck)
+        try:
+            ck = None
+            if self.out_dir is not None:
+                idx, off, lines = position
+                ck = Checkpoint(self.config.hash, inputs, self.part, idx, off, lines,
+                                self.entitlements.batch, dict(self.counters), snapshot,
+                                self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
+                                {"options": self._options()})
+            if self._committer is not None:
+                self._pending_commit = self._committer.submit(self._finish_commit, parts, ck)
+                return self._time("commit", time.perf_counter() - t0)
+        except BaseException:                   # (e.g. Ctrl-C while the state is serialised)
+            for p in parts:                     # nobody else owns the detached parts
+                p.abort()
+            raise
+        self._finish_commit(parts, ck)
         self._time("commit", time.perf_counter() - t0)
 
     # -------------------------------------------------------------------- replay
@@ -577,9 +582,10 @@ class Pipeline:
         except BaseException:
             try:
                 self._wait_commit()     # no part is being written once we return
-            except Exception:           # noqa: BLE001 - the first error is the one raised
+            except BaseException:       # noqa: BLE001 - the first error is the one raised
                 pass
-            self._abort()
+            finally:
+                self._abort()
             raise
         finally:
             close = getattr(items, "close", None)

@@ -556,20 +556,22 @@ def raw_lines_with_rules(buf: bytes, starts: np.ndarray, rules: pa.Array, scrub:
     ends = np.array([find(b"\n", i) for i in u.tolist()], np.int64)
     ends[ends < 0] = len(a)
     # the closing brace and the whitespace around it
+    # (a pass per byte of padding, at most 64: a line padded more goes the exact way)
     close = ends - 1
-    for _ in range(16):
+    for _ in range(64):
         ws = (close >= u) & np.isin(a[np.maximum(close, 0)], _WS)
         if not ws.any():
             break
         close -= ws
     ok = (close > u) & (a[np.maximum(close, 0)] == 0x7D)
     head = close.copy()
-    for _ in range(16):
+    for _ in range(64):
         ws = (head > u) & np.isin(a[np.maximum(head - 1, 0)], _WS)
         if not ws.any():
             break
         head -= ws
-    ok &= (head > u) & (a[np.maximum(head - 1, 0)] != 0x7B)       # "{}" would need no comma
+    before = a[np.maximum(head - 1, 0)]
+    ok &= (head > u) & (before != 0x7B) & ~np.isin(before, _WS)   # "{}" would need no comma
     ok = ok[inv]
     ends_row = ends[inv]
     take = pa.array(2 * inv)
