@@ -381,14 +381,22 @@ def _edited_config(tmp_path, name, newsroom_rules):
     return path
 
 
-def test_config_reload_takes_effect_at_a_batch_boundary(server, lines, tmp_path):
+def _reload_setup(server, lines, tmp_path, stream):
+    """A copy of the example configuration to rewrite, a stream holding the first half of the
+    lines (10 a message), and a publisher for the rest: (config path, half, publish, count)."""
     cfg_path = str(tmp_path / "clients.toml")
     shutil.copy(EXAMPLE, cfg_path)
     half = len(lines) // 2
-    _run(_with_js(server, lambda js: js.add_stream(name="RELOAD", subjects=["in.RELOAD"])))
-    pub = lambda part: _run(_with_js(server, lambda js: publish_lines(  # noqa: E731
-        js, "in.RELOAD", part, lines_per_message=10)))
-    n1 = pub(lines[:half])
+    _run(_with_js(server, lambda js: js.add_stream(name=stream, subjects=[f"in.{stream}"])))
+
+    def pub(part):
+        return _run(_with_js(server, lambda js: publish_lines(
+            js, f"in.{stream}", part, lines_per_message=10)))
+    return cfg_path, half, pub, pub(lines[:half])
+
+
+def test_config_reload_takes_effect_at_a_batch_boundary(server, lines, tmp_path):
+    cfg_path, half, pub, n1 = _reload_setup(server, lines, tmp_path, "RELOAD")
     out = str(tmp_path / "out")
     c = Consumer(server, "RELOAD", cfg_path, out, batch=50, reload_check=0.05,
                  log=lambda m: None)
@@ -497,13 +505,7 @@ def test_a_rejected_reload_under_publish_keeps_publishing_every_row(
         server, lines, replay, tmp_path):
     """A configuration that loads but cannot make a pipeline (two sources, none named) is
     rejected; the running pipeline's rows must still be published, every one of them."""
-    cfg_path = str(tmp_path / "clients.toml")
-    shutil.copy(EXAMPLE, cfg_path)
-    half = len(lines) // 2
-    _run(_with_js(server, lambda js: js.add_stream(name="REJ", subjects=["in.REJ"])))
-    pub = lambda part: _run(_with_js(server, lambda js: publish_lines(  # noqa: E731
-        js, "in.REJ", part, lines_per_message=10)))
-    n1 = pub(lines[:half])
+    cfg_path, half, pub, n1 = _reload_setup(server, lines, tmp_path, "REJ")
     out = str(tmp_path / "out")
     notes: list[str] = []
     c = Consumer(server, "REJ", cfg_path, out, publish=True, out_prefix="rej.out",

@@ -165,8 +165,20 @@ class ComplianceState:
 
     # ------------------------------------------------------------------ queries
     def _sets(self) -> dict:
+        """The id sets the queries test columns against, built once per state change (every
+        mask of every batch until the next :meth:`apply` shares them): a set per deny
+        reason, the withheld tweets and users, and the scrub_geo users with their up_to ids
+        sorted by user."""
         if self._cache is None:
             c = {name: st.ids_where(bool) for name, st in {**self._tweet, **self._user}.items()}
+            for name, latest in (("withheld_tweet", self._withheld_tweet),
+                                 ("withheld_user", self._withheld_user)):
+                c[name] = _IdSet(np.fromiter(latest.entries, np.int64, len(latest.entries)))
+            users = np.fromiter(self._scrub, np.int64, len(self._scrub))
+            up_to = np.fromiter(self._scrub.values(), np.int64, len(self._scrub))
+            by_user = np.argsort(users)
+            c["scrub"] = _IdSet(users)
+            c["scrub_up_to"] = up_to[by_user]           # aligned with c["scrub"].ids
             self._cache = c
         return self._cache
 
@@ -193,10 +205,11 @@ class ComplianceState:
         col = tweets.column("withheld_in_countries")
         rows = [pc.list_parent_indices(col).to_numpy(zero_copy_only=False)]
         countries = [pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(object)]
-        for latest, name in ((self._withheld_tweet, "id"), (self._withheld_user, "author_id")):
+        sets = self._sets()
+        for latest, name, known in ((self._withheld_tweet, "id", sets["withheld_tweet"]),
+                                    (self._withheld_user, "author_id", sets["withheld_user"])):
             if not latest.entries:
                 continue
-            known = _IdSet(np.fromiter(latest.entries, np.int64, len(latest.entries)))
             col_ids = tweets.column(name)
             cand = np.nonzero(known.isin(col_ids))[0]
             ids = pc.take(col_ids, pa.array(cand)).to_pylist()
@@ -229,17 +242,14 @@ class ComplianceState:
         mask = np.zeros(tweets.num_rows, bool)
         if not self._scrub:
             return mask
+        sets = self._sets()
+        users = sets["scrub"]
         authors = tweets.column("author_id")
-        cand = np.nonzero(_IdSet(np.fromiter(self._scrub, np.int64, len(self._scrub)))
-                          .isin(authors))[0]
+        cand = np.nonzero(users.isin(authors))[0]
         if len(cand):
             a = pc.take(authors, pa.array(cand)).to_numpy(zero_copy_only=False)
             i = pc.take(tweets.column("id"), pa.array(cand)).to_numpy(zero_copy_only=False)
-            users = np.fromiter(self._scrub, np.int64, len(self._scrub))
-            up_to = np.fromiter(self._scrub.values(), np.int64, len(self._scrub))
-            by_user = np.argsort(users)
-            upto = up_to[by_user][np.searchsorted(users, a, sorter=by_user)]
-            mask[cand] = i <= upto
+            mask[cand] = i <= sets["scrub_up_to"][np.searchsorted(users.ids, a)]
         return mask
 
     def scrub_nested_mask(self, tweets: pa.Table) -> np.ndarray:
@@ -249,7 +259,7 @@ class ComplianceState:
         mask = np.zeros(tweets.num_rows, bool)
         if not self._scrub:
             return mask
-        users = _IdSet(np.fromiter(self._scrub, np.int64, len(self._scrub)))
+        users = self._sets()["scrub"]
         for col in ("retweeted_user_id", "quoted_user_id"):
             if col in tweets.column_names:
                 mask |= users.isin(tweets.column(col))

@@ -502,10 +502,10 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
         if table.num_rows:
             lines = None
             if raw:
-                rules = d.rules.take(pa.array(d.rules_at)).to_pylist()
+                rules = d.matching_rules().to_pylist()
                 src = d.tweets.column("_raw").take(pa.array(d.rows, pa.int64())).to_pylist()
                 # as the pipeline: no geo group, no geo in the payload (nested copies too)
-                exact, place = "coordinates" in d.columns, "place_id" in d.columns
+                exact, place = d.geo_grants
                 lines = [raw_with_rules(line, rl, bool(s), exact_geo=exact, place=place)
                          for line, rl, s in zip(src, rules, d.scrub.tolist())]
             put(PartSink(os.path.join(root, "clients", client), kind, compression), table,

@@ -324,7 +324,16 @@ class Delivery:
         t = self.tweets.select(list(self.columns)).take(pa.array(self.rows, pa.int64()))
         if len(self.rows) and self.scrub.any():
             t = _mask_geo(t, self.scrub)
-        return t.append_column("matching_rules", self.rules.take(pa.array(self.rules_at)))
+        return t.append_column("matching_rules", self.matching_rules())
+
+    def matching_rules(self) -> pa.Array:
+        """Each delivered row's matching rules (list<struct<id, tag>>), in row order."""
+        return self.rules.take(pa.array(self.rules_at))
+
+    @property
+    def geo_grants(self) -> tuple[bool, bool]:
+        """(exact geo, place) as the plan grants them: what a raw payload may keep."""
+        return "coordinates" in self.columns, "place_id" in self.columns
 
 
 @dataclass
@@ -685,11 +694,7 @@ class Entitlements:
         runs.append(ids)
         while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
             b, a = runs.pop(), runs.pop()
-            m = np.concatenate([a, b])
-            m.sort(kind="stable")            # two sorted runs: a linear merge
-            keep = np.ones(len(m), bool)
-            keep[1:] = m[1:] != m[:-1]
-            runs.append(m[keep])
+            runs.append(_merged([a, b]))
 
     def _users(self) -> dict[str, list[np.ndarray]]:
         """The delivered-authors memory, with the authors of recent batches sorted in."""

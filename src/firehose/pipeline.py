@@ -270,12 +270,7 @@ class Pipeline:
         if self.decoder.position()[1] != self.decoder.next_offset:
             raise StateError("commit(): the decoder holds an unfinished line; feed whole "
                              "lines or call finish() first")
-        self._commit_sinks()
-        if self.out_dir is not None:
-            Checkpoint(self.config.hash, [], self.part, 0, 0, 0, self.entitlements.batch,
-                       dict(self.counters), self.decoder.dedupe_state(),
-                       self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
-                       dict(position or {})).save(self.out_dir)
+        self._checkpoint([], (0, 0, 0), self.decoder.dedupe_state(), dict(position or {}))
 
     def restore(self) -> dict | None:
         """Embedding: continue from the checkpoint in ``out_dir`` (made by :meth:`commit`):
@@ -410,16 +405,13 @@ class Pipeline:
         buf, base = b.raw
         if b.offsets is None:                     # once per batch, for every raw seat
             b.offsets = d.tweets.column("byte_offset").to_numpy() - base
-        rules = d.rules.take(pa.array(d.rules_at))
-        if isinstance(rules, pa.ChunkedArray):
-            rules = rules.combine_chunks()
         # a seat without the geo groups sees no geo in the payload either, nested copies
         # included; nor does anyone see the geo of an embedded copy whose author scrubbed it
         if b.nested is None:                      # once per batch, over two columns
             b.nested = self.compliance.scrub_nested_mask(d.tweets)
-        return [raw_lines_with_rules(buf, b.offsets[d.rows], rules, d.scrub | b.nested[d.rows],
-                                     exact_geo="coordinates" in d.columns,
-                                     place="place_id" in d.columns)]
+        exact, place = d.geo_grants
+        return [raw_lines_with_rules(buf, b.offsets[d.rows], d.matching_rules(),
+                                     d.scrub | b.nested[d.rows], exact_geo=exact, place=place)]
 
     def _time(self, stage: str, s: float) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + s
@@ -506,11 +498,12 @@ class Pipeline:
         for s in self._all_sinks():
             s.abort()
 
-    def _checkpoint(self, inputs: list[str], position, snapshot: bytes) -> None:
-        """A commit and then its checkpoint. During :meth:`run` the parts are closed in the
-        background while the next batches are processed: at most one commit is in flight,
-        its checkpoint is written only after its parts are in place, and an error in it is
-        raised here at the next commit (or at the end of the run)."""
+    def _checkpoint(self, inputs: list[str], position, snapshot: bytes, extra: dict) -> None:
+        """A commit and then its checkpoint (with ``out_dir``; ``extra`` is stored with it).
+        During :meth:`run` the parts are closed in the background while the next batches are
+        processed: at most one commit is in flight, its checkpoint is written only after its
+        parts are in place, and an error in it is raised here at the next commit (or at the
+        end of the run). Embedding commits finish here."""
         t0 = time.perf_counter()
         self._wait_commit()
         parts = self._stage_commit()
@@ -521,7 +514,7 @@ class Pipeline:
                 ck = Checkpoint(self.config.hash, inputs, self.part, idx, off, lines,
                                 self.entitlements.batch, dict(self.counters), snapshot,
                                 self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
-                                {"options": self._options()})
+                                extra)
             if self._committer is not None:
                 self._pending_commit = self._committer.submit(self._finish_commit, parts, ck)
                 return self._time("commit", time.perf_counter() - t0)
@@ -566,6 +559,7 @@ class Pipeline:
             if self.sink_threads > 1 else None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="firehose-commit")
         self._keep_tables = False
+        options = {"options": self._options()}
         try:
             for item in items:
                 if isinstance(item, _End):
@@ -574,8 +568,8 @@ class Pipeline:
                     break
                 self._batch(item)
                 if item.snapshot is not None:
-                    self._checkpoint(inputs, item.position, item.snapshot)
-            self._checkpoint(inputs, (len(inputs), 0, 0), end_snapshot or b"")
+                    self._checkpoint(inputs, item.position, item.snapshot, options)
+            self._checkpoint(inputs, (len(inputs), 0, 0), end_snapshot or b"", options)
             t0 = time.perf_counter()
             self._wait_commit()
             self._time("commit", time.perf_counter() - t0)
