@@ -132,10 +132,17 @@ def test_dedupe_window_forgets_old_buckets_and_counts_late_tweets():
     base = 1_650_000_000_000
     hour = 3600 * 1000
     old = tweet(1, ms=base)
-    new = tweet(2, ms=base + 3 * hour)      # window 1 h: buckets of 15 min, old one is forgotten
+    new = tweet(2, ms=base + 3 * hour)      # window 1 h: buckets of 15 min
+    new2 = tweet(4, ms=base + 3 * hour + 1000)
+    # one id 3 h ahead is a jump the dedupe does not trust alone (a corrupt id would otherwise
+    # make it forget its window): the old id is still remembered
     dec = firehose.Decoder(dedupe_window_hours=1)
     dec.feed(old + new + old, source="s")
-    out = dec.finish()
+    assert dec.stats["duplicates"] == 1 and dec.stats["dedupe_late"] == 0
+    # a second id near it confirms the jump: the old one is forgotten, and counted as late
+    dec = firehose.Decoder(dedupe_window_hours=1)
+    dec.feed(old + new + new2 + old, source="s")
+    dec.finish()
     assert dec.stats["dedupe_late"] == 1
     assert dec.stats["duplicates"] == 0
     # within the window the same id is a duplicate

@@ -73,8 +73,8 @@ def check(ids, window_ms=48 * HOUR):
 
 
 def with_odd(ids, seed=1, k=300, future=False):
-    """ids with k odd ones inserted (far-future ones too if asked: one of those makes the
-    dedupe forget everything before it, as the window is counted from the newest id)."""
+    """ids with k odd ones inserted (far-future ones too if asked: each a jump that the dedupe
+    holds unconfirmed until a second id lands near it)."""
     rng = np.random.default_rng(seed)
     pool = np.array(ODD + FUTURE if future else ODD, dtype=np.int64)
     odd = pool[rng.integers(0, len(pool), k)]
@@ -114,21 +114,80 @@ def test_window_expiry_and_late_ids_match_the_reference(window_ms):
         assert eng.stats()["dedupe_late"] > 1000
 
 
-def test_a_far_future_id_forgets_everything_as_the_reference_does():
+def plain_set_admission(ids):
+    seen: set[int] = set()
+    return np.array([not (t in seen or seen.add(t)) for t in ids.tolist()], np.uint8)
+
+
+def far(days, seq=3):
+    return ((T0 + int(days * 24 * HOUR) - EPOCH) << 22) | seq
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "twice, re-sent"])
+def test_a_lone_far_future_id_does_not_make_the_dedupe_forget(where):
+    """A corrupt or forged id 100 days ahead used to move the window and forget everything:
+    re-sends of real ids after it were delivered again. One id alone no longer moves it."""
     ids = snowflakes(50_000, seed=12)
-    far = ((T0 + 100 * 24 * HOUR - EPOCH) << 22) | 3
-    check(np.concatenate([ids[:30_000], [far], ids, [far]]))
+    odd = [far(100)] if where != "twice, re-sent" else [far(100), far(100)]
+    if where == "first":
+        stream = np.concatenate([odd, ids, ids[:20_000]])
+    else:
+        stream = np.concatenate([ids[:30_000], odd, ids, odd])
+    got, eng = admit(stream)
+    assert (got == plain_set_admission(stream)).all()
+    assert eng.stats()["dedupe_late"] == 0
+    check(stream)                                   # and the reference does the same
+
+
+def test_two_far_future_ids_far_apart_confirm_nothing_and_the_oldest_is_dropped():
+    ids = snowflakes(30_000, seed=15)
+    odd = [far(100), far(200), far(300)]            # each a jump; none within a bucket of another
+    stream = np.concatenate([ids[:10_000], odd, ids[10_000:], ids[:10_000], odd[::-1]])
+    got, _ = admit(stream)
+    want = plain_set_admission(stream)
+    # the real ids are all deduped; of the three unconfirmed jumps the oldest was forgotten
+    # when the third came, so its re-send (the last) is let through
+    assert (got[:-3] == want[:-3]).all()
+    assert got[-3:].tolist() == [0, 0, 1]
+    check(stream)
+
+
+def test_a_real_jump_in_the_capture_moves_the_window_at_its_second_id():
+    """Captures a season apart replayed back to back: the second id of the later capture
+    confirms the jump, so the earlier capture's ids are forgotten (bounded memory) and
+    re-sent ones are let through as late."""
+    early = snowflakes(20_000, seed=16)
+    later = snowflakes(20_000, start_ms=T0 + 90 * 24 * HOUR, seed=17)
+    got, eng = admit(np.concatenate([early, later, early[:5_000], later[:5_000]]))
+    assert got[40_000:45_000].all()                 # late: admitted, counted
+    assert not got[45_000:].any()                   # the later capture is remembered
+    st = eng.stats()
+    assert st["dedupe_late"] == 5_000
+    assert eng.dedupe_memory()[0] == len(np.unique(later))
+    check(np.concatenate([early, later, early[:5_000], later[:5_000]]))
+
+
+def test_a_state_saved_with_a_jump_unconfirmed_resumes_exactly():
+    ids = snowflakes(20_000, seed=18)
+    stream = np.concatenate([ids[:10_000], [far(100), far(300)], ids, [far(100, 9), far(300)]])
+    whole, _ = admit(stream)
+    for cut in (10_001, 10_002, 15_000):
+        first, eng = admit(stream[:cut])
+        eng2 = Engine()
+        eng2.load_dedupe_state(eng.dedupe_state())
+        rest, _ = admit(stream[cut:], eng=eng2)
+        assert (np.concatenate([first, rest]) == whole).all(), cut
+    check(stream)
 
 
 def test_duplicates_are_exact_against_a_plain_set_when_nothing_expires():
     ids = with_odd(snowflakes(400_000, jitter_ms=5000, resend=0.05, far_resend=0.01, seed=13))
     ids = ids[(ids < 1 << 35) | ((ids >> 22) + EPOCH > T0 - HOUR)]      # none is late
     got, eng = admit(ids)
-    seen: set[int] = set()
-    want = np.array([not (t in seen or seen.add(t)) for t in ids.tolist()], np.uint8)
+    want = plain_set_admission(ids)
     assert (got == want).all()
-    assert eng.stats()["duplicates"] == len(ids) - len(seen)
-    assert eng.dedupe_memory()[0] == len(seen)
+    assert eng.stats()["duplicates"] == int((want == 0).sum())
+    assert eng.dedupe_memory()[0] == int(want.sum())
 
 
 @pytest.mark.parametrize("name", ["full-rate, jitter 2 s", "odd ids mixed in", "shuffled",

@@ -650,14 +650,19 @@ def test_dedupe_window_and_late_tweets():
     a, b, far = _snowflake(0), _snowflake(40), _snowflake(100)
     d = one(_ids(a, b, a))              # within the window: dropped
     assert (d.stats["tweets"], d.stats["duplicates"], d.stats["dedupe_late"]) == (2, 1, 0)
-    d = one(_ids(a, far, a, far))       # a's bucket is forgotten: passed through, counted late
-    assert (d.stats["tweets"], d.stats["duplicates"], d.stats["dedupe_late"]) == (3, 1, 1)
-    assert d.tweets.column("id").to_pylist() == [a, far, a]
-    # pre-snowflake ids are never forgotten
-    d = one(_ids(20, far, 20))
+    far2 = _snowflake(100.5)
+    # one id far ahead is not trusted to move the window alone: a is still remembered
+    d = one(_ids(a, far, a))
     assert (d.stats["tweets"], d.stats["duplicates"], d.stats["dedupe_late"]) == (2, 1, 0)
+    # a second id near it confirms the jump: a's bucket is forgotten, a passes, counted late
+    d = one(_ids(a, far, far2, a, far))
+    assert (d.stats["tweets"], d.stats["duplicates"], d.stats["dedupe_late"]) == (4, 1, 1)
+    assert d.tweets.column("id").to_pylist() == [a, far, far2, a]
+    # pre-snowflake ids are never forgotten
+    d = one(_ids(20, far, far2, 20))
+    assert (d.stats["tweets"], d.stats["duplicates"], d.stats["dedupe_late"]) == (3, 1, 0)
     # the window is a parameter: 200 h keeps a
-    d = one(_ids(a, far, a), dedupe_window_hours=200)
+    d = one(_ids(a, far, far2, a), dedupe_window_hours=200)
     assert (d.stats["duplicates"], d.stats["dedupe_late"]) == (1, 0)
 
 
@@ -670,10 +675,10 @@ def test_dedupe_bucket_boundary_is_in_unix_time():
         return ((t - 1288834974657) << 22) | 1
     old = snow(start - 1)                       # last ms of bucket k-1
     new = snow(start + 4 * width)               # first ms of bucket k+4: k-1 < (k+4) - 4
-    d = one(_ids(old, new, old))
+    d = one(_ids(old, new, new + 2, old))       # (a jump moves the window at its second id)
     assert (d.stats["dedupe_late"], d.stats["duplicates"]) == (1, 0)
     new = snow(start + 4 * width - 1)           # still bucket k+3: old is remembered
-    d = one(_ids(old, new, old))
+    d = one(_ids(old, new, new + 2, old))
     assert (d.stats["dedupe_late"], d.stats["duplicates"]) == (0, 1)
 
 

@@ -116,8 +116,11 @@ cdef struct State:
     bint dedupe
     int64_t bucket_ms
     int64_t bmax
-    Bucket gens[8]
+    Bucket gens[12]       # bmax-4 .. bmax, perhaps bmax+1, the candidates, one being made
     int ngens
+    int64_t cand[2]       # unconfirmed jumps ahead of bmax+1 (buckets), oldest first
+    int ncand
+    bint loading          # restoring a state: no window moves, no candidates
     IdTable legacy
     Leaf* hot             # the leaf of the last id, covering ids hot_lo..hot_hi,
     Bucket* hot_bucket    # in this bucket

@@ -23,13 +23,19 @@
 # 128 KiB, and only in buckets of 8 leaves or more, i.e. 78k ids) and 40 bytes of directory a leaf.
 # Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
 #
+# The window moves with the newest bucket, bmax: by one bucket at once, but an id further ahead
+# (or any id before the first confirmation) is a jump that needs a second id within one bucket
+# of it (admitted_ahead). Until then its bucket is a candidate: remembered, never the hot leaf.
+#
 # State bytes (dedupe_state): b"FHDEDUP1", bucket_ms, newest bucket, table count, then per
 # table: bucket (-1: the pre-snowflake table, last), zero flag, key count, keys (all <i8/<q). The
-# format predates the leaves (one table a bucket) and is unchanged: restoring re-inserts the ids.
+# format predates the leaves (one table a bucket) and is unchanged: restoring re-inserts the ids;
+# tables above bmax + 1 are the unconfirmed jumps.
 
 cdef int64_t SNOWFLAKE_EPOCH = 1288834974657
 cdef int64_t SNOWFLAKE_MIN = 1 << 35
 cdef int64_t I64_MAX = 0x7FFFFFFFFFFFFFFF
+cdef int64_t BMAX_UNSET = -(1 << 62)   # bmax of a dedupe that has not confirmed any id yet
 cdef int KEEP_BUCKETS = 4           # buckets bmax-4 .. bmax stay
 cdef Py_ssize_t TABLE_MIN = 1024    # the pre-snowflake table's first size
 cdef int32_t LEAF_MIN = 64          # slots of a leaf made inside a range
@@ -358,27 +364,51 @@ cdef inline void hot_reset(State* st) noexcept nogil:
     st.hot_hi = 0
 
 
-cdef Bucket* bucket_get(State* st, int64_t b) except? NULL nogil:
-    """The bucket b (made if needed), or NULL if b is already forgotten."""
-    cdef int i, j
+cdef void dedupe_advance(State* st, int64_t b) noexcept nogil:
+    """Make b the newest bucket: forget the buckets more than a window behind it, and stop
+    holding as candidates the jumps it has come within one bucket of."""
+    cdef int i, j = 0
+    st.bmax = b
+    hot_reset(st)
+    for i in range(st.ngens):
+        if st.gens[i].b < b - KEEP_BUCKETS:
+            bucket_free(&st.gens[i])
+        else:
+            st.gens[j] = st.gens[i]
+            j += 1
+    st.ngens = j
+    j = 0
+    for i in range(st.ncand):
+        if st.cand[i] > b + 1:
+            st.cand[j] = st.cand[i]
+            j += 1
+    st.ncand = j
+
+
+cdef void bucket_drop(State* st, int64_t b) noexcept nogil:
+    """Forget bucket b (an unconfirmed jump pushed out by a newer one)."""
+    cdef int i, j = 0
+    hot_reset(st)
+    for i in range(st.ngens):
+        if st.gens[i].b == b:
+            bucket_free(&st.gens[i])
+        else:
+            st.gens[j] = st.gens[i]
+            j += 1
+    st.ngens = j
+
+
+cdef Bucket* bucket_get(State* st, int64_t b) except NULL nogil:
+    """The bucket b, made if needed (the window is moved by admitted_ahead, not here)."""
+    cdef int i
     cdef Bucket* B
     cdef int64_t hi
-    if b > st.bmax:
-        st.bmax = b
-        hot_reset(st)
-        j = 0
-        for i in range(st.ngens):
-            if st.gens[i].b < b - KEEP_BUCKETS:
-                bucket_free(&st.gens[i])
-            else:
-                st.gens[j] = st.gens[i]
-                j += 1
-        st.ngens = j
-    if b < st.bmax - KEEP_BUCKETS:
-        return NULL
     for i in range(st.ngens):
         if st.gens[i].b == b:
             return &st.gens[i]
+    if st.ngens >= 12:
+        with gil:
+            raise RuntimeError("firehose core: dedupe bucket directory overflow")
     B = &st.gens[st.ngens]
     memset(B, 0, sizeof(Bucket))
     B.b = b
@@ -393,6 +423,47 @@ cdef Bucket* bucket_get(State* st, int64_t b) except? NULL nogil:
     return B
 
 
+cdef void admitted_ahead(State* st, int64_t b) noexcept nogil:
+    """A new id was just remembered in bucket b, newer than bmax. The next bucket moves the
+    window at once; a jump further ahead (or any id of a fresh dedupe) moves it only when a
+    second id lands within one bucket of an earlier jump, so that one corrupt far-future id
+    cannot make the dedupe forget its window. Until then b is a candidate; of three
+    unconfirmed jumps the oldest is forgotten. (The reference's _first_sight is the spec.)"""
+    cdef int k
+    cdef int64_t top = b
+    cdef bint near = False
+    if st.bmax != BMAX_UNSET and b <= st.bmax + 1:
+        dedupe_advance(st, b)
+        return
+    for k in range(st.ncand):
+        if st.cand[k] - b <= 1 and b - st.cand[k] <= 1:
+            near = True
+            if st.cand[k] > top:
+                top = st.cand[k]
+    if near:
+        dedupe_advance(st, top)
+        return
+    if st.ncand == 2:
+        bucket_drop(st, st.cand[0])
+        st.cand[0] = st.cand[1]
+        st.ncand = 1
+    st.cand[st.ncand] = b
+    st.ncand += 1
+    hot_reset(st)
+
+
+cdef inline void set_hot(State* st, Bucket* B, Py_ssize_t i) noexcept nogil:
+    """Make leaf i of B the first one tried, unless B is ahead of the window (its inserts must
+    go through admitted_ahead)."""
+    if B.b > st.bmax:
+        hot_reset(st)
+        return
+    st.hot = &B.leaves[i]
+    st.hot_bucket = B
+    st.hot_lo = B.leaves[i].lo
+    st.hot_hi = B.leaves[i + 1].lo - 1 if i + 1 < B.nleaves else B.hi
+
+
 # ---------------------------------------------------------------- admission
 
 cdef int remember_slow(State* st, int64_t tid) except -1 nogil:
@@ -400,36 +471,38 @@ cdef int remember_slow(State* st, int64_t tid) except -1 nogil:
     cdef Bucket* B = st.hot_bucket
     cdef Leaf* L
     cdef Py_ssize_t i, j
+    cdef int64_t b
     if B == NULL or tid < B.lo or tid > B.hi:
         if tid < SNOWFLAKE_MIN:
             return table_add(&st.legacy, tid)
-        B = bucket_get(st, ((tid >> 22) + SNOWFLAKE_EPOCH) // st.bucket_ms)
-        if B == NULL:
+        b = ((tid >> 22) + SNOWFLAKE_EPOCH) // st.bucket_ms
+        if b < st.bmax - KEEP_BUCKETS:
             return 2
+        B = bucket_get(st, b)
     while True:
         i = leaf_index(B, tid)
         L = &B.leaves[i]
         j = probe(L.keys, L.cap, tid)
-        st.hot = L
-        st.hot_bucket = B
-        st.hot_lo = L.lo
-        st.hot_hi = B.leaves[i + 1].lo - 1 if i + 1 < B.nleaves else B.hi
         if j < 0:
+            set_hot(st, B, i)
             return 0
         if L.n < L.limit or (tid < L.top and L.n < L.hard):
             L.keys[j] = tid
             L.n += 1
             if tid > L.top:
                 L.top = tid
+            if B.b > st.bmax and not st.loading:
+                admitted_ahead(st, B.b)
+            else:
+                set_hot(st, B, i)
             return 1
-        st.hot = NULL
-        st.hot_lo = 1
-        st.hot_hi = 0
+        hot_reset(st)
         leaf_make_room(B, i, tid)
 
 
 cdef inline int remember(State* st, int64_t tid) except -1 nogil:
-    """1 if tid is new (now remembered), 0 if remembered already, 2 if its bucket is forgotten."""
+    """1 if tid is new (now remembered), 0 if remembered already, 2 if its bucket is forgotten.
+    The hot leaf is never in a bucket ahead of bmax, so an insert there needs no window check."""
     cdef Leaf* L
     cdef Py_ssize_t j
     if st.hot_lo <= tid <= st.hot_hi:
@@ -464,7 +537,9 @@ cdef inline int dedupe_admit(State* st, int64_t tid) except -1 nogil:
 # ---------------------------------------------------------------- state, memory
 
 cdef int dedupe_init(State* st) except -1:
-    st.bmax = -(1 << 62)
+    st.bmax = BMAX_UNSET
+    st.ncand = 0
+    st.loading = False
     hot_reset(st)
     return table_init(&st.legacy, TABLE_MIN)
 
@@ -474,6 +549,7 @@ cdef void dedupe_free(State* st) noexcept nogil:
     for i in range(st.ngens):
         bucket_free(&st.gens[i])
     st.ngens = 0
+    st.ncand = 0
     table_free(&st.legacy)
     hot_reset(st)
 
@@ -523,7 +599,7 @@ cdef int dedupe_load(State* st, bytes data) except -1:
         magic, bucket_ms, bmax, ntab = _struct.unpack_from("<8sqqi", data, 0)
         if magic != b"FHDEDUP1":
             raise ValueError("not a firehose dedupe state")
-        if ntab < 1 or ntab > 6:
+        if ntab < 1 or ntab > 10:
             raise ValueError("bad table count")
         if bucket_ms < 1:
             raise ValueError("bad bucket width")
@@ -538,6 +614,12 @@ cdef int dedupe_load(State* st, bytes data) except -1:
             pos += 8 * nkeys
         if pos != len(data) or tables[len(tables) - 1][0] != -1:
             raise ValueError("trailing or missing data")
+        buckets = [t[0] for t in tables[:len(tables) - 1]]
+        if len(set(buckets)) != len(buckets) or min(buckets + [0]) < 0:
+            raise ValueError("bad bucket numbers")
+        cands = sorted(c for c in buckets if bmax == BMAX_UNSET or c > bmax + 1)
+        if len(cands) > 2:
+            raise ValueError("more than two unconfirmed jumps")
     except (_struct.error, ValueError) as e:
         from .errors import StateError
         raise StateError(f"dedupe state is corrupt: {e}") from None
@@ -557,6 +639,7 @@ cdef int dedupe_load(State* st, bytes data) except -1:
                 st.legacy.has_zero = zero
             memcpy(&keys[total], p + <Py_ssize_t>pos, 8 * <Py_ssize_t>nkeys)
             total += nkeys
+        st.loading = True
         with nogil:
             # in id order, so that the leaves fill and seal as they would for a live stream
             qsort(keys, total, 8, cmp_i64)
@@ -564,7 +647,14 @@ cdef int dedupe_load(State* st, bytes data) except -1:
                 if keys[j] != 0:
                     remember(st, keys[j])
     finally:
+        st.loading = False
+        hot_reset(st)
         free(keys)
+    # the jumps the saved dedupe held unconfirmed (their tables made above; oldest unknown, so
+    # the lower bucket is taken as the older)
+    for c in cands:
+        st.cand[st.ncand] = c
+        st.ncand += 1
     return 0
 
 

@@ -972,6 +972,7 @@ class ReferenceDecoder:
         self._old_ids: set[int] = set()          # pre-snowflake ids, never pruned
         self._buckets: dict[int, set[int]] = {}  # bucket -> ids
         self._bmax: int | None = None
+        self._cands: list[int] = []              # unconfirmed jumps ahead of _bmax, oldest first
         self._sources: dict[str, _Source] = {}
         self._cur: str | None = None             # the source the carry belongs to
         self._carry = bytearray()
@@ -1125,7 +1126,15 @@ class ReferenceDecoder:
 
     # -- dedupe -------------------------------------------------------------------------------
     def _first_sight(self, tid: int) -> bool:
-        """True if the tweet is to be emitted: first sight, or too late to know."""
+        """True if the tweet is to be emitted: first sight, or too late to know.
+
+        The window is counted from the newest bucket (``_bmax``), and an id more than one bucket
+        beyond it is a jump that one id alone cannot make: a corrupt or forged far-future id
+        would otherwise make the dedupe forget everything. Such an id is remembered in its own
+        bucket, a "candidate", and the window moves only when a second, distinct id lands within
+        one bucket of a candidate (to the newer of the two). At most two candidates are held;
+        a third unconfirmed jump forgets the older one's ids. The first id of a fresh dedupe is
+        a jump too, so an odd first id cannot anchor the window either."""
         if tid < SNOWFLAKE_MIN:
             if tid in self._old_ids:
                 return False
@@ -1139,8 +1148,22 @@ class ReferenceDecoder:
         if tid in ids:
             return False
         ids.add(tid)
-        if self._bmax is None or b > self._bmax:
-            self._bmax = b
-            for old in [k for k in self._buckets if k < b - 4]:
-                del self._buckets[old]
+        if self._bmax is not None and b <= self._bmax + 1:
+            if b > self._bmax:
+                self._advance(b)
+            return True
+        near = [c for c in self._cands if abs(c - b) <= 1]
+        if near:
+            self._cands = [c for c in self._cands if c not in near]
+            self._advance(max([b] + near))
+        else:
+            if len(self._cands) == 2:
+                del self._buckets[self._cands.pop(0)]
+            self._cands.append(b)
         return True
+
+    def _advance(self, b: int) -> None:
+        self._bmax = b
+        for old in [k for k in self._buckets if k < b - 4]:
+            del self._buckets[old]
+        self._cands = [c for c in self._cands if c > b + 1]
