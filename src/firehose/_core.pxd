@@ -90,6 +90,7 @@ cdef struct Bucket:
     Leaf* leaves
     Py_ssize_t nleaves
     Py_ssize_t cap_leaves
+    int32_t leaf_max      # slots the newest leaf may grow to: LEAF_MAX, more once ids arrive late
 
 
 # ---------------------------------------------------------------- reject records

@@ -40,6 +40,7 @@ cdef int KEEP_BUCKETS = 4           # buckets bmax-4 .. bmax stay
 cdef Py_ssize_t TABLE_MIN = 1024    # the pre-snowflake table's first size
 cdef int32_t LEAF_MIN = 64          # slots of a leaf made inside a range
 cdef int32_t LEAF_MAX = 16380       # slots: just under 128 KiB (malloc keeps it off mmap), ~9,800 ids
+cdef int32_t LEAF_BIG = 65532       # the newest leaf's limit in a bucket whose ids arrive late
 
 
 cdef extern from *:
@@ -219,12 +220,12 @@ cdef int leaf_resize(Leaf* L, int32_t cap) except -1 nogil:
     return 0
 
 
-cdef int32_t cap_for(Py_ssize_t n) noexcept nogil:
-    """Slots for n keys at load 0.5 (within [LEAF_MIN, LEAF_MAX])."""
+cdef int32_t cap_for(Py_ssize_t n, int32_t cmax) noexcept nogil:
+    """Slots for n keys at load 0.5 (within [LEAF_MIN, cmax])."""
     if n * 2 < LEAF_MIN:
         return LEAF_MIN
-    if n * 2 > LEAF_MAX:
-        return LEAF_MAX
+    if n * 2 > cmax:
+        return cmax
     return <int32_t>(n * 2)
 
 
@@ -259,9 +260,14 @@ cdef int leaf_split(Bucket* B, Py_ssize_t i) except -1 nogil:
         if old[j] != 0 and old[j] <= mid:
             nleft += 1
     nright = L.n - nleft
-    leaf_init(L, lo, cap_for(nleft))
+    if i + 2 == B.nleaves and B.leaf_max < LEAF_BIG:
+        # the leaf sealed last is still taking ids after filling up: the stream's "present"
+        # (delivery jitter x rate) is wider than a leaf, so every sealed leaf would split again
+        # and again. Let this bucket's newest leaves grow larger instead.
+        B.leaf_max = B.leaf_max * 2 if B.leaf_max * 2 < LEAF_BIG else LEAF_BIG
+    leaf_init(L, lo, cap_for(nleft, oldcap if oldcap > LEAF_MAX else LEAF_MAX))
     L = leaf_insert_at(B, i + 1)            # (may move the directory: L is re-read below)
-    leaf_init(L, mid + 1, cap_for(nright))
+    leaf_init(L, mid + 1, cap_for(nright, oldcap if oldcap > LEAF_MAX else LEAF_MAX))
     L = &B.leaves[i]
     for j in range(oldcap):
         k = old[j]
@@ -280,20 +286,23 @@ cdef int leaf_make_room(Bucket* B, Py_ssize_t i, int64_t key) except -1 nogil:
     cdef Leaf* L = &B.leaves[i]
     cdef int64_t top = L.top
     cdef int32_t cap
-    if L.cap < LEAF_MAX:
-        # the newest leaf of a bucket doubles (it will most likely fill up to LEAF_MAX and be
+    cdef int32_t cmax = B.leaf_max if i + 1 == B.nleaves else LEAF_MAX
+    if L.cap < cmax:
+        # the newest leaf of a bucket doubles (it will most likely fill up to its limit and be
         # sealed; one rehash an id instead of 2.5); others grow 1.4x, staying at load >= 0.5
         if i + 1 == B.nleaves:
             cap = L.cap * 2
         else:
             cap = <int32_t>((<int64_t>L.cap * 7) // 5 + 1)
-        return leaf_resize(L, cap if cap < LEAF_MAX else LEAF_MAX)
+        return leaf_resize(L, cap if cap < cmax else cmax)
     if key > top:
-        # seal: an in-order stream moves on to a new leaf. The newest one of a bucket starts in
-        # full once the bucket holds 8 leaves (the unused part is then < 2 bytes an id), at a
-        # quarter of it before (two doublings)
+        # seal: an in-order stream moves on to a new leaf. The newest one of a bucket starts at
+        # its full limit once the bucket holds 8 leaves per LEAF_MAX of that limit (the unused
+        # part is then < 2 bytes an id), at a quarter of LEAF_MAX before (two doublings)
         if i + 1 < B.nleaves:
             cap = LEAF_MIN
+        elif B.nleaves >= 8 * (B.leaf_max // LEAF_MAX):
+            cap = B.leaf_max
         elif B.nleaves >= 8:
             cap = LEAF_MAX
         else:
@@ -418,6 +427,7 @@ cdef Bucket* bucket_get(State* st, int64_t b) except NULL nogil:
     B.leaves = <Leaf*>dd_calloc(4, sizeof(Leaf))
     B.cap_leaves = 4
     B.nleaves = 1
+    B.leaf_max = LEAF_MAX
     leaf_init(&B.leaves[0], B.lo, LEAF_MIN)
     st.ngens += 1
     return B
