@@ -12,7 +12,6 @@ the fastest round), so ``--benchmark-json`` output carries them.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

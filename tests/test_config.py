@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from firehose.cli import main
 from firehose.config import (CATEGORIES, COLUMNS, COUNTRY_CODES, EDGE_KINDS, Approval, Caps,
-                             Client, Config, Edge, FieldGroup, Grant, Licence, Organisation,
+                             Client, Config, Edge, FieldGroup, Grant, Licence,
                              Problem, SinkConfig, Source, from_dict, load, loads)
 from firehose.errors import ConfigError, FirehoseError
 from firehose.rules import Rule

@@ -8,7 +8,6 @@ import json
 import sys
 import threading
 
-import pyarrow as pa
 import pytest
 
 import firehose

@@ -20,7 +20,6 @@ import gc
 import json
 import os
 import resource
-import sys
 import threading
 import time
 

@@ -634,7 +634,7 @@ class _Validator:
             self.error(path, f"expected an array{of}, got {_describe(v)}")
             return None
         if nonempty and not v:
-            self.error(path, f"must not be empty")
+            self.error(path, "must not be empty")
             return None
         return list(v)
 
