@@ -180,6 +180,62 @@ def test_a_state_saved_with_a_jump_unconfirmed_resumes_exactly():
     check(stream)
 
 
+def test_a_sparse_stream_still_moves_its_window_and_dedupes():
+    """Ids more than a bucket apart (a narrow filtered stream): each is a jump, and the next
+    one, within a window of it, confirms it, so re-sends are still caught."""
+    ids = np.array([far(0, 1), far(25 / 24, 2), far(50 / 24, 3), far(0, 1), far(25 / 24, 2)])
+    got, eng = admit(ids)
+    assert got.tolist() == [1, 1, 1, 0, 0]
+    check(ids)
+
+
+def test_a_state_keeps_the_order_of_its_unconfirmed_jumps():
+    """The oldest unconfirmed jump is the one a third forgets, so a restored dedupe must know
+    which is older even when the older one is the later in time (and after a second restore)."""
+    real = [far(0, 1), far(1e-5, 2)]
+    head = real + [far(100), far(50)]
+    tail = [far(200), far(100, 7)] + real        # the third jump forgets the 100-day one
+    whole, _ = admit(np.array(head + tail))
+    assert whole[len(head):].tolist() == [1, 1, 0, 0]
+    _, eng = admit(np.array(head))
+    for _ in range(2):
+        eng2 = Engine()
+        eng2.load_dedupe_state(eng.dedupe_state())
+        eng = eng2
+    rest, _ = admit(np.array(tail), eng=eng)
+    assert rest.tolist() == [1, 1, 0, 0]
+    assert eng.stats()["dedupe_late"] == 0
+    check(np.array(head + tail))
+
+
+def test_a_corrupt_state_is_refused_and_changes_nothing():
+    bucket_ms = 12 * HOUR
+    bmax = T0 // bucket_ms
+
+    def blob(bmax, tables):
+        out = struct.pack("<8sqqi", b"FHDEDUP1", bucket_ms, bmax, len(tables))
+        for b, keys in tables:
+            out += struct.pack("<qbq", b, 0, len(keys)) + struct.pack(f"<{len(keys)}q", *keys)
+        return out
+
+    ok = blob(bmax, [(bmax, [far(0)]), (-1, [])])
+    misfiled = [far(k + 1) for k in range(13)]          # ids of 13 buckets under one label
+    bad = [blob(bmax, [(bmax, misfiled), (-1, [])]),
+           blob(bmax, [(bmax, [far(0)]), (-1, [far(0, 9)])]),   # a snowflake among the old ids
+           blob(bmax, [(bmax, [5]), (-1, [])]),                 # an old id among snowflakes
+           blob(-(1 << 63), [(-1, [])]), blob((1 << 63) - 1, [(-1, [])]),
+           blob(bmax, [(bmax + 5, [far(2.5)]), (bmax + 9, [far(4.5)]),
+                       (bmax + 20, [far(10)]), (-1, [])])]       # three unconfirmed jumps
+    eng = Engine()
+    eng.load_dedupe_state(ok)
+    for b in bad:
+        with pytest.raises(StateError):
+            eng.load_dedupe_state(b)
+        assert eng.dedupe_memory()[0] == 1          # the loaded state is untouched
+    got, _ = admit(np.array([far(0), far(0, 4)]), eng=eng)
+    assert got.tolist() == [0, 1]
+
+
 def test_duplicates_are_exact_against_a_plain_set_when_nothing_expires():
     ids = with_odd(snowflakes(400_000, jitter_ms=5000, resend=0.05, far_resend=0.01, seed=13))
     ids = ids[(ids < 1 << 35) | ((ids >> 22) + EPOCH > T0 - HOUR)]      # none is late

@@ -65,6 +65,9 @@ cdef struct Tape:
     uint64_t cmask[64]    # one bit per member key: a cheap "surely absent" test
 
 # ---------------------------------------------------------------- dedupe
+cdef enum:
+    DEDUPE_GENS = 12      # buckets: 5 in the window, bmax+1, 2 candidates, 1 being made, spare
+
 # (see _core_dedupe.pxi) a plain open-addressing table: the pre-snowflake ids
 cdef struct IdTable:
     int64_t* keys
@@ -90,7 +93,6 @@ cdef struct Bucket:
     Leaf* leaves
     Py_ssize_t nleaves
     Py_ssize_t cap_leaves
-    int32_t leaf_max      # slots the newest leaf may grow to: LEAF_MAX, more once ids arrive late
 
 
 # ---------------------------------------------------------------- reject records
@@ -117,7 +119,7 @@ cdef struct State:
     bint dedupe
     int64_t bucket_ms
     int64_t bmax
-    Bucket gens[12]       # bmax-4 .. bmax, perhaps bmax+1, the candidates, one being made
+    Bucket gens[DEDUPE_GENS]   # bmax-4 .. bmax, perhaps bmax+1, the candidates, one being made
     int ngens
     int64_t cand[2]       # unconfirmed jumps ahead of bmax+1 (buckets), oldest first
     int ncand

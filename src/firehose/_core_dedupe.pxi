@@ -24,7 +24,7 @@
 # Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
 #
 # The window moves with the newest bucket, bmax: by one bucket at once, but an id further ahead
-# (or any id before the first confirmation) is a jump that needs a second id within one bucket
+# (or any id before the first confirmation) is a jump that needs a second id within a window
 # of it (admitted_ahead). Until then its bucket is a candidate: remembered, never the hot leaf.
 #
 # State bytes (dedupe_state): b"FHDEDUP1", bucket_ms, newest bucket, table count, then per
@@ -40,7 +40,6 @@ cdef int KEEP_BUCKETS = 4           # buckets bmax-4 .. bmax stay
 cdef Py_ssize_t TABLE_MIN = 1024    # the pre-snowflake table's first size
 cdef int32_t LEAF_MIN = 64          # slots of a leaf made inside a range
 cdef int32_t LEAF_MAX = 16380       # slots: just under 128 KiB (malloc keeps it off mmap), ~9,800 ids
-cdef int32_t LEAF_BIG = 65532       # the newest leaf's limit in a bucket whose ids arrive late
 
 
 cdef extern from *:
@@ -220,12 +219,12 @@ cdef int leaf_resize(Leaf* L, int32_t cap) except -1 nogil:
     return 0
 
 
-cdef int32_t cap_for(Py_ssize_t n, int32_t cmax) noexcept nogil:
-    """Slots for n keys at load 0.5 (within [LEAF_MIN, cmax])."""
+cdef int32_t cap_for(Py_ssize_t n) noexcept nogil:
+    """Slots for n keys at load 0.5 (within [LEAF_MIN, LEAF_MAX])."""
     if n * 2 < LEAF_MIN:
         return LEAF_MIN
-    if n * 2 > cmax:
-        return cmax
+    if n * 2 > LEAF_MAX:
+        return LEAF_MAX
     return <int32_t>(n * 2)
 
 
@@ -260,14 +259,9 @@ cdef int leaf_split(Bucket* B, Py_ssize_t i) except -1 nogil:
         if old[j] != 0 and old[j] <= mid:
             nleft += 1
     nright = L.n - nleft
-    if i + 2 == B.nleaves and B.leaf_max < LEAF_BIG:
-        # the leaf sealed last is still taking ids after filling up: the stream's "present"
-        # (delivery jitter x rate) is wider than a leaf, so every sealed leaf would split again
-        # and again. Let this bucket's newest leaves grow larger instead.
-        B.leaf_max = B.leaf_max * 2 if B.leaf_max * 2 < LEAF_BIG else LEAF_BIG
-    leaf_init(L, lo, cap_for(nleft, oldcap if oldcap > LEAF_MAX else LEAF_MAX))
+    leaf_init(L, lo, cap_for(nleft))
     L = leaf_insert_at(B, i + 1)            # (may move the directory: L is re-read below)
-    leaf_init(L, mid + 1, cap_for(nright, oldcap if oldcap > LEAF_MAX else LEAF_MAX))
+    leaf_init(L, mid + 1, cap_for(nright))
     L = &B.leaves[i]
     for j in range(oldcap):
         k = old[j]
@@ -286,23 +280,20 @@ cdef int leaf_make_room(Bucket* B, Py_ssize_t i, int64_t key) except -1 nogil:
     cdef Leaf* L = &B.leaves[i]
     cdef int64_t top = L.top
     cdef int32_t cap
-    cdef int32_t cmax = B.leaf_max if i + 1 == B.nleaves else LEAF_MAX
-    if L.cap < cmax:
-        # the newest leaf of a bucket doubles (it will most likely fill up to its limit and be
+    if L.cap < LEAF_MAX:
+        # the newest leaf of a bucket doubles (it will most likely fill up to LEAF_MAX and be
         # sealed; one rehash an id instead of 2.5); others grow 1.4x, staying at load >= 0.5
         if i + 1 == B.nleaves:
             cap = L.cap * 2
         else:
             cap = <int32_t>((<int64_t>L.cap * 7) // 5 + 1)
-        return leaf_resize(L, cap if cap < cmax else cmax)
+        return leaf_resize(L, cap if cap < LEAF_MAX else LEAF_MAX)
     if key > top:
-        # seal: an in-order stream moves on to a new leaf. The newest one of a bucket starts at
-        # its full limit once the bucket holds 8 leaves per LEAF_MAX of that limit (the unused
-        # part is then < 2 bytes an id), at a quarter of LEAF_MAX before (two doublings)
+        # seal: an in-order stream moves on to a new leaf. The newest one of a bucket starts in
+        # full once the bucket holds 8 leaves (the unused part is then < 2 bytes an id), at a
+        # quarter of it before (two doublings)
         if i + 1 < B.nleaves:
             cap = LEAF_MIN
-        elif B.nleaves >= 8 * (B.leaf_max // LEAF_MAX):
-            cap = B.leaf_max
         elif B.nleaves >= 8:
             cap = LEAF_MAX
         else:
@@ -375,7 +366,7 @@ cdef inline void hot_reset(State* st) noexcept nogil:
 
 cdef void dedupe_advance(State* st, int64_t b) noexcept nogil:
     """Make b the newest bucket: forget the buckets more than a window behind it, and stop
-    holding as candidates the jumps it has come within one bucket of."""
+    holding as candidates the jumps no longer more than a bucket ahead of it."""
     cdef int i, j = 0
     st.bmax = b
     hot_reset(st)
@@ -415,7 +406,7 @@ cdef Bucket* bucket_get(State* st, int64_t b) except NULL nogil:
     for i in range(st.ngens):
         if st.gens[i].b == b:
             return &st.gens[i]
-    if st.ngens >= 12:
+    if st.ngens >= DEDUPE_GENS:
         with gil:
             raise RuntimeError("firehose core: dedupe bucket directory overflow")
     B = &st.gens[st.ngens]
@@ -427,7 +418,6 @@ cdef Bucket* bucket_get(State* st, int64_t b) except NULL nogil:
     B.leaves = <Leaf*>dd_calloc(4, sizeof(Leaf))
     B.cap_leaves = 4
     B.nleaves = 1
-    B.leaf_max = LEAF_MAX
     leaf_init(&B.leaves[0], B.lo, LEAF_MIN)
     st.ngens += 1
     return B
@@ -436,8 +426,9 @@ cdef Bucket* bucket_get(State* st, int64_t b) except NULL nogil:
 cdef void admitted_ahead(State* st, int64_t b) noexcept nogil:
     """A new id was just remembered in bucket b, newer than bmax. The next bucket moves the
     window at once; a jump further ahead (or any id of a fresh dedupe) moves it only when a
-    second id lands within one bucket of an earlier jump, so that one corrupt far-future id
-    cannot make the dedupe forget its window. Until then b is a candidate; of three
+    second id lands within a window (KEEP_BUCKETS) of an earlier jump, so that one corrupt
+    far-future id cannot make the dedupe forget its window, while sparse streams (ids more
+    than a bucket apart) still confirm each next id. Until then b is a candidate; of three
     unconfirmed jumps the oldest is forgotten. (The reference's _first_sight is the spec.)"""
     cdef int k
     cdef int64_t top = b
@@ -446,7 +437,7 @@ cdef void admitted_ahead(State* st, int64_t b) noexcept nogil:
         dedupe_advance(st, b)
         return
     for k in range(st.ncand):
-        if st.cand[k] - b <= 1 and b - st.cand[k] <= 1:
+        if st.cand[k] - b <= KEEP_BUCKETS and b - st.cand[k] <= KEEP_BUCKETS:
             near = True
             if st.cand[k] > top:
                 top = st.cand[k]
@@ -564,47 +555,85 @@ cdef void dedupe_free(State* st) noexcept nogil:
     hot_reset(st)
 
 
-cdef object dedupe_save(State* st):
-    cdef int i
-    cdef Py_ssize_t j, l, pos, nkeys
-    cdef Bucket* B
+cdef inline bint is_cand(State* st, int64_t b) noexcept nogil:
+    cdef int k
+    for k in range(st.ncand):
+        if st.cand[k] == b:
+            return True
+    return False
+
+
+cdef object bucket_keys(Bucket* B):
+    """The ids of bucket B (leaf order) as bytes of <i8."""
+    cdef Py_ssize_t j, l, pos = 0
     cdef Leaf* L
+    keys = bytearray(8 * bucket_count(B))
+    cdef int64_t* out = <int64_t*><char*>keys
+    for l in range(B.nleaves):
+        L = &B.leaves[l]
+        for j in range(L.cap):
+            if L.keys[j] != 0:
+                out[pos] = L.keys[j]
+                pos += 1
+    return bytes(keys)
+
+
+cdef object dedupe_save(State* st):
+    cdef int i, k
+    cdef Py_ssize_t j, pos
+    cdef Bucket* B
     cdef int64_t* out
     parts = [_struct.pack("<8sqqi", b"FHDEDUP1", st.bucket_ms, st.bmax, st.ngens + 1)]
-    for i in range(st.ngens + 1):
-        if i < st.ngens:
-            B = &st.gens[i]
-            nkeys = bucket_count(B)
-            parts.append(_struct.pack("<qbq", B.b, 0, nkeys))
-            keys = bytearray(8 * nkeys)
-            out = <int64_t*><char*>keys
-            pos = 0
-            for l in range(B.nleaves):
-                L = &B.leaves[l]
-                for j in range(L.cap):
-                    if L.keys[j] != 0:
-                        out[pos] = L.keys[j]
-                        pos += 1
-        else:
-            parts.append(_struct.pack("<qbq", -1, 1 if st.legacy.has_zero else 0, st.legacy.n))
-            keys = bytearray(8 * st.legacy.n)
-            out = <int64_t*><char*>keys
-            pos = 0
-            for j in range(st.legacy.cap):
-                if st.legacy.keys[j] != 0:
-                    out[pos] = st.legacy.keys[j]
-                    pos += 1
-        parts.append(bytes(keys))
+    # the buckets in the window first, then the unconfirmed jumps oldest first (their order
+    # decides which one a third jump forgets), then the pre-snowflake table
+    for i in range(st.ngens):
+        if not is_cand(st, st.gens[i].b):
+            keys = bucket_keys(&st.gens[i])
+            parts.append(_struct.pack("<qbq", st.gens[i].b, 0, len(keys) // 8))
+            parts.append(keys)
+    for k in range(st.ncand):
+        for i in range(st.ngens):
+            if st.gens[i].b == st.cand[k]:
+                keys = bucket_keys(&st.gens[i])
+                parts.append(_struct.pack("<qbq", st.gens[i].b, 0, len(keys) // 8))
+                parts.append(keys)
+    parts.append(_struct.pack("<qbq", -1, 1 if st.legacy.has_zero else 0, st.legacy.n))
+    keys = bytearray(8 * st.legacy.n)
+    out = <int64_t*><char*>keys
+    pos = 0
+    for j in range(st.legacy.cap):
+        if st.legacy.keys[j] != 0:
+            out[pos] = st.legacy.keys[j]
+            pos += 1
+    parts.append(bytes(keys))
     return b"".join(parts)
 
 
+cdef Py_ssize_t misfiled(const int64_t* keys, Py_ssize_t n, int64_t bucket,
+                         int64_t bucket_ms) noexcept nogil:
+    """Index of the first key that does not belong in a table labelled bucket (-1: the
+    pre-snowflake table), or -1 if all do."""
+    cdef Py_ssize_t j
+    cdef int64_t k
+    for j in range(n):
+        k = keys[j]
+        if bucket == -1:
+            if k >= SNOWFLAKE_MIN:
+                return j
+        elif k < SNOWFLAKE_MIN or ((k >> 22) + SNOWFLAKE_EPOCH) // bucket_ms != bucket:
+            return j
+    return -1
+
+
 cdef int dedupe_load(State* st, bytes data) except -1:
-    """Replace the dedupe memory with a saved one (from dedupe_save)."""
+    """Replace the dedupe memory with a saved one (from dedupe_save). Everything is checked
+    before the current memory is touched: a corrupt state raises StateError and changes
+    nothing."""
     cdef int i, ntab
-    cdef Py_ssize_t pos, nkeys, j, total = 0
+    cdef Py_ssize_t pos, nkeys, j, total = 0, bad
     cdef const unsigned char* p = data
     cdef int64_t* keys = NULL
-    cdef int64_t* legacy_keys
+    cdef int64_t bms, lab
     try:
         magic, bucket_ms, bmax, ntab = _struct.unpack_from("<8sqqi", data, 0)
         if magic != b"FHDEDUP1":
@@ -613,6 +642,8 @@ cdef int dedupe_load(State* st, bytes data) except -1:
             raise ValueError("bad table count")
         if bucket_ms < 1:
             raise ValueError("bad bucket width")
+        if bmax != BMAX_UNSET and not (0 <= bmax <= ((1 << 41) + SNOWFLAKE_EPOCH) // bucket_ms):
+            raise ValueError("bad newest bucket")
         pos = _struct.calcsize("<8sqqi")
         tables = []
         for i in range(ntab):
@@ -627,28 +658,35 @@ cdef int dedupe_load(State* st, bytes data) except -1:
         buckets = [t[0] for t in tables[:len(tables) - 1]]
         if len(set(buckets)) != len(buckets) or min(buckets + [0]) < 0:
             raise ValueError("bad bucket numbers")
-        cands = sorted(c for c in buckets if bmax == BMAX_UNSET or c > bmax + 1)
+        # the unconfirmed jumps, oldest first (dedupe_save writes them last, in that order)
+        cands = [c for c in buckets if bmax == BMAX_UNSET or c > bmax + 1]
         if len(cands) > 2:
             raise ValueError("more than two unconfirmed jumps")
+        for bucket, zero, pos, nkeys in tables:
+            total += nkeys
+        keys = <int64_t*>malloc(max(total, 1) * 8)
+        if keys == NULL:
+            raise MemoryError("firehose core: out of memory restoring the dedupe state")
+        total = 0
+        bms = bucket_ms
+        for bucket, zero, pos, nkeys in tables:
+            memcpy(&keys[total], p + <Py_ssize_t>pos, 8 * <Py_ssize_t>nkeys)
+            lab = bucket
+            bad = misfiled(&keys[total], nkeys, lab, bms)
+            if bad >= 0:
+                raise ValueError(f"id {keys[total + bad]} does not belong in the table of "
+                                 f"bucket {bucket}")
+            total += nkeys
     except (_struct.error, ValueError) as e:
+        free(keys)
         from .errors import StateError
         raise StateError(f"dedupe state is corrupt: {e}") from None
     dedupe_free(st)
     st.bucket_ms = bucket_ms
     st.bmax = bmax
     table_init(&st.legacy, TABLE_MIN)
-    for bucket, zero, pos, nkeys in tables:
-        total += nkeys
-    keys = <int64_t*>malloc(max(total, 1) * 8)
-    if keys == NULL:
-        raise MemoryError("firehose core: out of memory restoring the dedupe state")
+    st.legacy.has_zero = tables[len(tables) - 1][1]
     try:
-        total = 0
-        for bucket, zero, pos, nkeys in tables:
-            if bucket == -1:
-                st.legacy.has_zero = zero
-            memcpy(&keys[total], p + <Py_ssize_t>pos, 8 * <Py_ssize_t>nkeys)
-            total += nkeys
         st.loading = True
         with nogil:
             # in id order, so that the leaves fill and seal as they would for a live stream
@@ -660,8 +698,6 @@ cdef int dedupe_load(State* st, bytes data) except -1:
         st.loading = False
         hot_reset(st)
         free(keys)
-    # the jumps the saved dedupe held unconfirmed (their tables made above; oldest unknown, so
-    # the lower bucket is taken as the older)
     for c in cands:
         st.cand[st.ncand] = c
         st.ncand += 1

@@ -1132,9 +1132,10 @@ class ReferenceDecoder:
         beyond it is a jump that one id alone cannot make: a corrupt or forged far-future id
         would otherwise make the dedupe forget everything. Such an id is remembered in its own
         bucket, a "candidate", and the window moves only when a second, distinct id lands within
-        one bucket of a candidate (to the newer of the two). At most two candidates are held;
-        a third unconfirmed jump forgets the older one's ids. The first id of a fresh dedupe is
-        a jump too, so an odd first id cannot anchor the window either."""
+        a window (four buckets) of a candidate (to the newer of the two), so sparse streams
+        still confirm each next id. At most two candidates are held; a third unconfirmed jump
+        forgets the oldest one's ids. The first id of a fresh dedupe is a jump too, so an odd
+        first id cannot anchor the window either."""
         if tid < SNOWFLAKE_MIN:
             if tid in self._old_ids:
                 return False
@@ -1152,7 +1153,7 @@ class ReferenceDecoder:
             if b > self._bmax:
                 self._advance(b)
             return True
-        near = [c for c in self._cands if abs(c - b) <= 1]
+        near = [c for c in self._cands if abs(c - b) <= 4]
         if near:
             self._cands = [c for c in self._cands if c not in near]
             self._advance(max([b] + near))
