@@ -16,6 +16,7 @@ cdef enum:
 
 cdef enum:
     F_ESC = 1
+    F_PART = 2       # objects: members with keys the emitter never reads were skipped
 
 # error / reject codes (the order of REASONS in _core.pyx)
 cdef enum:
@@ -188,74 +189,93 @@ cdef inline int hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcep
     return v
 
 
-cdef int parse_string(Tape* t) except -1 nogil:
-    """t.pos is at the opening quote. Validates escapes and surrogate pairing."""
+cdef Py_ssize_t str_end(Tape* t, Py_ssize_t p, uint8_t* flags) except -2 nogil:
+    """p is just after an opening quote: the index of the closing quote, or -1 (t.err set).
+    Validates escapes and surrogate pairing; flags gets F_ESC when there are escapes."""
     cdef const unsigned char* s = t.s
     cdef Py_ssize_t n = t.n
-    cdef Py_ssize_t p = t.pos + 1
-    cdef Py_ssize_t idx = tape_new(t, J_STR, p)
-    cdef uint8_t flags = 0
     cdef unsigned char c, e
     cdef int cp, lo
     while True:
         p = scan_string(s, p, n)
         if p >= n:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
         c = s[p]
         if c == 0x22:
-            break
+            return p
         if c != 0x5C:
-            return fail(t, E_JSON, p)          # raw control character
-        flags = F_ESC
+            fail(t, E_JSON, p)          # raw control character
+            return -1
+        flags[0] = F_ESC
         if p + 1 >= n:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
         e = s[p + 1]
         if SIMPLE_ESC[e]:
             p += 2
             continue
         if e != 0x75:
-            return fail(t, E_ESC, p)
+            fail(t, E_ESC, p)
+            return -1
         cp = hex4(s, p + 2, n)
         if cp == -2:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
         if cp < 0:
-            return fail(t, E_ESC, p)
+            fail(t, E_ESC, p)
+            return -1
         if 0xD800 <= cp <= 0xDBFF:
             if p + 7 >= n:
                 if p + 6 >= n or s[p + 6] == 0x5C:
-                    return fail(t, E_TRUNC, p)
-                return fail(t, E_SURR, p)
+                    fail(t, E_TRUNC, p)
+                    return -1
+                fail(t, E_SURR, p)
+                return -1
             if s[p + 6] != 0x5C or s[p + 7] != 0x75:
-                return fail(t, E_SURR, p)
+                fail(t, E_SURR, p)
+                return -1
             lo = hex4(s, p + 8, n)
             if lo == -2:
-                return fail(t, E_TRUNC, p)
+                fail(t, E_TRUNC, p)
+                return -1
             if lo < 0:
-                return fail(t, E_ESC, p + 6)
+                fail(t, E_ESC, p + 6)
+                return -1
             if not (0xDC00 <= lo <= 0xDFFF):
-                return fail(t, E_SURR, p)
+                fail(t, E_SURR, p)
+                return -1
             p += 12
         elif 0xDC00 <= cp <= 0xDFFF:
-            return fail(t, E_SURR, p)
+            fail(t, E_SURR, p)
+            return -1
         else:
             p += 6
+
+
+cdef int parse_string(Tape* t) except -1 nogil:
+    """t.pos is at the opening quote. Validates escapes and surrogate pairing."""
+    cdef Py_ssize_t idx = tape_new(t, J_STR, t.pos + 1)
+    cdef uint8_t flags = 0
+    cdef Py_ssize_t p = str_end(t, t.pos + 1, &flags)
+    if p < 0:
+        return t.err
     t.nodes[idx].end = <uint32_t>p
     t.nodes[idx].flags = flags
     t.pos = p + 1
     return 0
 
 
-cdef int parse_number(Tape* t) except -1 nogil:
+cdef Py_ssize_t number_end(Tape* t, Py_ssize_t p, uint8_t* typ) except -2 nogil:
+    """The end of the number starting at p, or -1 (t.err set); typ gets J_INT or J_FLT."""
     cdef const unsigned char* s = t.s
     cdef Py_ssize_t n = t.n
-    cdef Py_ssize_t p = t.pos
-    cdef Py_ssize_t start = p
-    cdef uint8_t typ = J_INT
-    cdef Py_ssize_t idx
+    typ[0] = J_INT
     if s[p] == 0x2D:
         p += 1
         if p >= n:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
     if s[p] == 0x30:
         p += 1
     elif 0x31 <= s[p] <= 0x39:
@@ -263,70 +283,175 @@ cdef int parse_number(Tape* t) except -1 nogil:
         while p < n and 0x30 <= s[p] <= 0x39:
             p += 1
     else:
-        return fail(t, E_JSON, p)
+        fail(t, E_JSON, p)
+        return -1
     if p < n and s[p] == 0x2E:
-        typ = J_FLT
+        typ[0] = J_FLT
         p += 1
         if p >= n:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
         if not (0x30 <= s[p] <= 0x39):
-            return fail(t, E_JSON, p)
+            fail(t, E_JSON, p)
+            return -1
         while p < n and 0x30 <= s[p] <= 0x39:
             p += 1
     if p < n and (s[p] == 0x65 or s[p] == 0x45):
-        typ = J_FLT
+        typ[0] = J_FLT
         p += 1
         if p < n and (s[p] == 0x2B or s[p] == 0x2D):
             p += 1
         if p >= n:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
         if not (0x30 <= s[p] <= 0x39):
-            return fail(t, E_JSON, p)
+            fail(t, E_JSON, p)
+            return -1
         while p < n and 0x30 <= s[p] <= 0x39:
             p += 1
-    idx = tape_new(t, typ, start)
+    return p
+
+
+cdef int parse_number(Tape* t) except -1 nogil:
+    cdef uint8_t typ
+    cdef Py_ssize_t idx
+    cdef Py_ssize_t p = number_end(t, t.pos, &typ)
+    if p < 0:
+        return t.err
+    idx = tape_new(t, typ, t.pos)
     t.nodes[idx].end = <uint32_t>p
     t.pos = p
     return 0
 
 
-cdef int parse_literal(Tape* t, const char* lit, Py_ssize_t ln, uint8_t typ) except -1 nogil:
+cdef inline int check_literal(Tape* t, const char* lit, Py_ssize_t ln) noexcept nogil:
     cdef Py_ssize_t p = t.pos
     cdef Py_ssize_t k
-    cdef Py_ssize_t idx
     for k in range(ln):
         if p + k >= t.n:
             return fail(t, E_TRUNC, p + k)
         if t.s[p + k] != <unsigned char>lit[k]:
             return fail(t, E_JSON, p)
+    return 0
+
+
+cdef int parse_literal(Tape* t, const char* lit, Py_ssize_t ln, uint8_t typ) except -1 nogil:
+    cdef Py_ssize_t p = t.pos
+    cdef Py_ssize_t idx
+    if check_literal(t, lit, ln):
+        return t.err
     idx = tape_new(t, typ, p)
     t.nodes[idx].end = <uint32_t>(p + ln)
     t.pos = p + ln
     return 0
 
 
-cdef int parse_value(Tape* t, int depth) except -1 nogil:
-    """Parse one value at t.pos (whitespace already skipped)."""
+# ---------------------------------------------------------------- key numbers
+
+cdef enum:
+    KT_SIZE = 512
+
+cdef uint64_t KT_K8[512]
+cdef uint32_t KT_LEN[512]
+cdef uint32_t KT_ID[512]
+cdef const char* KT_NAME[512]
+
+
+cdef inline uint32_t key_slot(uint64_t k8, Py_ssize_t klen) noexcept nogil:
+    return <uint32_t>(((k8 ^ (<uint64_t>klen << 56)) * 0x9E3779B97F4A7C15ULL) >> 55)
+
+
+cdef inline uint32_t key_number(const unsigned char* p, Py_ssize_t klen, const unsigned char* lim) noexcept nogil:
+    """The KY_ number of the key p[:klen] (decoded bytes), or KY_NONE. Bytes up to ``lim`` may
+    be read."""
+    cdef uint64_t k8 = 0
+    cdef uint32_t j
+    if klen > 32 or klen == 0:
+        return KY_NONE
+    if p + 8 <= lim:
+        memcpy(&k8, p, 8)
+        if klen < 8:
+            k8 &= ((<uint64_t>1) << (8 * klen)) - 1
+    else:
+        memcpy(&k8, p, klen if klen < 8 else 8)
+    j = key_slot(k8, klen)
+    while KT_ID[j] != KY_NONE:
+        if KT_K8[j] == k8 and KT_LEN[j] == klen and (
+                klen <= 8 or memcmp(p + 8, KT_NAME[j] + 8, klen - 8) == 0):
+            return KT_ID[j]
+        j = (j + 1) & (KT_SIZE - 1)
+    return KY_NONE
+
+
+cdef object _KT_KEEP = []
+
+
+cdef int key_table_init(names) except -1:
+    cdef int i, k
+    cdef uint64_t k8
+    cdef uint32_t j
+    cdef bytes b
+    cdef const char* p
+    for i in range(KT_SIZE):
+        KT_ID[i] = KY_NONE
+    assert len(names) == KY_COUNT and len(names) < KT_SIZE // 2
+    for i, name in enumerate(names):
+        b = name.encode()
+        assert 0 < len(b) <= 32
+        _KT_KEEP.append(b)
+        p = b
+        k8 = 0
+        memcpy(&k8, p, len(b) if len(b) < 8 else 8)
+        j = key_slot(k8, len(b))
+        while KT_ID[j] != KY_NONE:
+            j = (j + 1) & (KT_SIZE - 1)
+        KT_ID[j] = i
+        KT_K8[j] = k8
+        KT_LEN[j] = len(b)
+        KT_NAME[j] = p
+    return 0
+
+
+cdef uint32_t key_node_number(Tape* t, uint32_t k) except? 0xFFFFFFFE nogil:
+    """Number key node k (decoding its escapes, if any)."""
+    cdef Node* nd = &t.nodes[k]
+    if not (nd.flags & F_ESC):
+        return key_number(t.s + nd.start, nd.end - nd.start, t.s + t.n)
+    t.keybuf.len = 0
+    unescape(t.s, nd.start, nd.end, &t.keybuf)
+    buf_reserve(&t.keybuf, 8)
+    return key_number(<const unsigned char*>t.keybuf.data, t.keybuf.len,
+                      <const unsigned char*>t.keybuf.data + t.keybuf.cap)
+
+
+# ---------------------------------------------------------------- values
+
+cdef int skip_value(Tape* t, int depth) except -1 nogil:
+    """Validate one value at t.pos exactly as parse_value does (same errors at the same
+    places), without writing tape nodes."""
     cdef const unsigned char* s = t.s
     cdef Py_ssize_t n = t.n
     cdef Py_ssize_t pos = t.pos
-    cdef Py_ssize_t idx
-    cdef uint32_t count = 0
+    cdef uint8_t fl
     cdef int r
-    cdef unsigned char c
+    cdef unsigned char c, close
     if pos >= n:
         return fail(t, E_TRUNC, pos)
     c = s[pos]
     if c == 0x22:
-        return parse_string(t)
+        pos = str_end(t, pos + 1, &fl)
+        if pos < 0:
+            return t.err
+        t.pos = pos + 1
+        return 0
     if c == 0x7B or c == 0x5B:
         if depth > t.max_depth:
             return fail(t, E_DEEP, pos)
-        idx = tape_new(t, J_OBJ if c == 0x7B else J_ARR, pos)
+        close = 0x7D if c == 0x7B else 0x5D
         pos = skip_ws(s, pos + 1, n)
         if pos >= n:
             return fail(t, E_TRUNC, pos)
-        if s[pos] == (0x7D if c == 0x7B else 0x5D):
+        if s[pos] == close:
             pos += 1
         else:
             while True:
@@ -335,33 +460,133 @@ cdef int parse_value(Tape* t, int depth) except -1 nogil:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x22:
                         return fail(t, E_JSON, pos)
-                    t.pos = pos
-                    r = parse_string(t)
-                    if r:
-                        return r
-                    pos = skip_ws(s, t.pos, n)
+                    pos = str_end(t, pos + 1, &fl)
+                    if pos < 0:
+                        return t.err
+                    pos = skip_ws(s, pos + 1, n)
                     if pos >= n:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x3A:
                         return fail(t, E_JSON, pos)
                     pos = skip_ws(s, pos + 1, n)
                 t.pos = pos
-                r = parse_value(t, depth + 1)
+                r = skip_value(t, depth + 1)
                 if r:
                     return r
-                count += 1
                 pos = skip_ws(s, t.pos, n)
                 if pos >= n:
                     return fail(t, E_TRUNC, pos)
                 if s[pos] == 0x2C:
                     pos = skip_ws(s, pos + 1, n)
                     continue
-                if s[pos] == (0x7D if c == 0x7B else 0x5D):
+                if s[pos] == close:
+                    pos += 1
+                    break
+                return fail(t, E_JSON, pos)
+        t.pos = pos
+        return 0
+    if c == 0x2D or (0x30 <= c <= 0x39):
+        pos = number_end(t, pos, &fl)
+        if pos < 0:
+            return t.err
+        t.pos = pos
+        return 0
+    if c == 0x74:
+        r = check_literal(t, "true", 4)
+        t.pos = pos + 4
+        return r
+    if c == 0x66:
+        r = check_literal(t, "false", 5)
+        t.pos = pos + 5
+        return r
+    if c == 0x6E:
+        r = check_literal(t, "null", 4)
+        t.pos = pos + 4
+        return r
+    return fail(t, E_JSON, pos)
+
+
+cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
+    """Parse one value at t.pos (whitespace already skipped).
+
+    Object members whose key has no KY_ number are validated but get no tape nodes (the
+    object's node has F_PART then), except an object's first member (classification reads
+    it) and, with ``keep_all``, every member of this object."""
+    cdef const unsigned char* s = t.s
+    cdef Py_ssize_t n = t.n
+    cdef Py_ssize_t pos = t.pos
+    cdef Py_ssize_t idx, kidx
+    cdef uint32_t count = 0, kid
+    cdef int r
+    cdef uint8_t part = 0
+    cdef unsigned char c, close
+    if pos >= n:
+        return fail(t, E_TRUNC, pos)
+    c = s[pos]
+    if c == 0x22:
+        return parse_string(t)
+    if c == 0x7B or c == 0x5B:
+        if depth > t.max_depth:
+            return fail(t, E_DEEP, pos)
+        close = 0x7D if c == 0x7B else 0x5D
+        idx = tape_new(t, J_OBJ if c == 0x7B else J_ARR, pos)
+        pos = skip_ws(s, pos + 1, n)
+        if pos >= n:
+            return fail(t, E_TRUNC, pos)
+        if s[pos] == close:
+            pos += 1
+        else:
+            while True:
+                kid = KY_NONE
+                if c == 0x7B:
+                    if pos >= n:
+                        return fail(t, E_TRUNC, pos)
+                    if s[pos] != 0x22:
+                        return fail(t, E_JSON, pos)
+                    t.pos = pos
+                    kidx = t.len
+                    r = parse_string(t)
+                    if r:
+                        return r
+                    kid = key_node_number(t, <uint32_t>kidx)
+                    t.nodes[kidx].count = kid
+                    pos = skip_ws(s, t.pos, n)
+                    if pos >= n:
+                        return fail(t, E_TRUNC, pos)
+                    if s[pos] != 0x3A:
+                        return fail(t, E_JSON, pos)
+                    pos = skip_ws(s, pos + 1, n)
+                    t.pos = pos
+                    if kid == KY_NONE and count > 0 and not keep_all:
+                        t.len = kidx            # drop the key node, validate the value only
+                        part = F_PART
+                        r = skip_value(t, depth + 1)
+                        if r:
+                            return r
+                    else:
+                        r = parse_value(t, depth + 1, depth == 1 and kid == KY_id)
+                        if r:
+                            return r
+                        count += 1
+                else:
+                    t.pos = pos
+                    r = parse_value(t, depth + 1, 0)
+                    if r:
+                        return r
+                    count += 1
+                pos = skip_ws(s, t.pos, n)
+                if pos >= n:
+                    return fail(t, E_TRUNC, pos)
+                if s[pos] == 0x2C:
+                    pos = skip_ws(s, pos + 1, n)
+                    continue
+                if s[pos] == close:
                     pos += 1
                     break
                 return fail(t, E_JSON, pos)
         t.nodes[idx].end = <uint32_t>pos
         t.nodes[idx].count = count
+        t.nodes[idx].flags = part
         t.nodes[idx].next = <uint32_t>t.len
         t.pos = pos
         return 0
@@ -388,7 +613,7 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     t.err = E_OK
     t.err_pos = 0
     t.pos = skip_ws(s, 0, n)
-    r = parse_value(t, 1)
+    r = parse_value(t, 1, 0)
     if r:
         return r
     t.pos = skip_ws(s, t.pos, n)
