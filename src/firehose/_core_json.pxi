@@ -81,7 +81,69 @@ cdef extern from *:
         return n;
     }
     #endif
+
+    /* The index >= i of the first 32-byte block of s[:n] holding a byte >= 0x80 (or the last
+       incomplete block): everything before it is ASCII. */
+    static inline Py_ssize_t fh_skip_ascii(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) {
+    #if defined(__SSE2__)
+        while (i + 32 <= n) {
+            __m128i a = _mm_loadu_si128((const __m128i*)(s + i));
+            __m128i b = _mm_loadu_si128((const __m128i*)(s + i + 16));
+            if (_mm_movemask_epi8(_mm_or_si128(a, b)))
+                break;
+            i += 32;
+        }
+    #endif
+        return i;
+    }
+
+    /* Copy s[p:end] to o up to the first backslash; returns its index (or end), *w = bytes
+       written. o must have room for end - p + 16 bytes (whole 16-byte blocks are stored). */
+    static inline Py_ssize_t fh_copy_plain(const unsigned char* s, Py_ssize_t p, Py_ssize_t end,
+                                           char* o, Py_ssize_t* w) {
+        char* o0 = o;
+    #if defined(__SSE2__)
+        const __m128i b = _mm_set1_epi8(0x5C);
+        while (p + 16 <= end) {
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            int m;
+            _mm_storeu_si128((__m128i*)o, x);
+            m = _mm_movemask_epi8(_mm_cmpeq_epi8(x, b));
+            if (m) {
+                int k = __builtin_ctz(m);
+                *w = (o - o0) + k;
+                return p + k;
+            }
+            p += 16;
+            o += 16;
+        }
+    #endif
+        while (p < end && s[p] != 0x5C)
+            *o++ = (char)s[p++];
+        *w = o - o0;
+        return p;
+    }
+
+    /* p is just after an opening quote: the index of the closing quote when it comes within
+       the next 16 bytes with no backslash or control character before it, else -1. */
+    static inline Py_ssize_t fh_str_quick(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+    #if defined(__SSE2__)
+        if (p + 16 <= n) {
+            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x1F);
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            int mq = _mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
+            int mo = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b),
+                                                    _mm_cmpeq_epi8(_mm_max_epu8(x, c), c)));
+            if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
+                return p + __builtin_ctz(mq);
+        }
+    #endif
+        return -1;
+    }
     """
+    Py_ssize_t str_quick "fh_str_quick"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
+    Py_ssize_t skip_ascii "fh_skip_ascii"(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    Py_ssize_t copy_plain "fh_copy_plain"(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o, Py_ssize_t* w) noexcept nogil
     Py_ssize_t scan_string "fh_scan_string"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
 
 
@@ -91,6 +153,7 @@ cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     cdef uint64_t x
     cdef unsigned char c, c1
     while i < n:
+        i = skip_ascii(s, i, n)
         while i + 8 <= n:
             memcpy(&x, s + i, 8)
             if x & HIGHS:
@@ -133,6 +196,8 @@ cdef inline Py_ssize_t skip_ws(const unsigned char* s, Py_ssize_t pos, Py_ssize_
     cdef unsigned char c
     while pos < n:
         c = s[pos]
+        if c > 0x20:
+            break
         if c == 0x20 or c == 0x0A or c == 0x0D or c == 0x09:
             pos += 1
         else:
@@ -179,6 +244,15 @@ cdef inline Py_ssize_t tape_new(Tape* t, uint8_t typ, Py_ssize_t start) except -
 cdef inline int hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
     """Value of 4 hex digits at s[p:p+4]; -1 if not hex, -2 if the input ends first."""
     cdef int v = 0, k, h
+    cdef unsigned int a, b, c, d
+    if p + 4 <= n:
+        a = HEXVAL[s[p]]
+        b = HEXVAL[s[p + 1]]
+        c = HEXVAL[s[p + 2]]
+        d = HEXVAL[s[p + 3]]
+        if (a | b | c | d) & 0xF0:
+            return -1
+        return <int>((a << 12) | (b << 8) | (c << 4) | d)
     for k in range(4):
         if p + k >= n:
             return -2
@@ -253,13 +327,15 @@ cdef Py_ssize_t str_end(Tape* t, Py_ssize_t p, uint8_t* flags) except -2 nogil:
             p += 6
 
 
-cdef int parse_string(Tape* t) except -1 nogil:
+cdef inline int parse_string(Tape* t) except -1 nogil:
     """t.pos is at the opening quote. Validates escapes and surrogate pairing."""
     cdef Py_ssize_t idx = tape_new(t, J_STR, t.pos + 1)
     cdef uint8_t flags = 0
-    cdef Py_ssize_t p = str_end(t, t.pos + 1, &flags)
+    cdef Py_ssize_t p = str_quick(t.s, t.pos + 1, t.n)
     if p < 0:
-        return t.err
+        p = str_end(t, t.pos + 1, &flags)
+        if p < 0:
+            return t.err
     t.nodes[idx].end = <uint32_t>p
     t.nodes[idx].flags = flags
     t.pos = p + 1
@@ -312,7 +388,7 @@ cdef Py_ssize_t number_end(Tape* t, Py_ssize_t p, uint8_t* typ) except -2 nogil:
     return p
 
 
-cdef int parse_number(Tape* t) except -1 nogil:
+cdef inline int parse_number(Tape* t) except -1 nogil:
     cdef uint8_t typ
     cdef Py_ssize_t idx
     cdef Py_ssize_t p = number_end(t, t.pos, &typ)
@@ -348,67 +424,85 @@ cdef int parse_literal(Tape* t, const char* lit, Py_ssize_t ln, uint8_t typ) exc
 
 # ---------------------------------------------------------------- key numbers
 
-cdef enum:
-    KT_SIZE = 512
+cdef extern from *:
+    """
+    /* An open-addressing table of the emitter's keys (<= 32 bytes), zero-padded to 4 words. */
+    typedef struct { uint64_t w[4]; uint32_t len; uint32_t id; } fh_kslot;
+    static fh_kslot FH_KT[512];
 
-cdef uint64_t KT_K8[512]
-cdef uint32_t KT_LEN[512]
-cdef uint32_t KT_ID[512]
-cdef const char* KT_NAME[512]
-
-
-cdef inline uint32_t key_slot(uint64_t k8, Py_ssize_t klen) noexcept nogil:
-    return <uint32_t>(((k8 ^ (<uint64_t>klen << 56)) * 0x9E3779B97F4A7C15ULL) >> 55)
+    static inline uint32_t fh_key_slot(uint64_t w0, Py_ssize_t len) {
+        return (uint32_t)(((w0 ^ ((uint64_t)len << 56)) * 0x9E3779B97F4A7C15ULL) >> 55);
+    }
 
 
-cdef inline uint32_t key_number(const unsigned char* p, Py_ssize_t klen, const unsigned char* lim) noexcept nogil:
-    """The KY_ number of the key p[:klen] (decoded bytes), or KY_NONE. Bytes up to ``lim`` may
-    be read."""
-    cdef uint64_t k8 = 0
-    cdef uint32_t j
-    if klen > 32 or klen == 0:
-        return KY_NONE
-    if p + 8 <= lim:
-        memcpy(&k8, p, 8)
-        if klen < 8:
-            k8 &= ((<uint64_t>1) << (8 * klen)) - 1
-    else:
-        memcpy(&k8, p, klen if klen < 8 else 8)
-    j = key_slot(k8, klen)
-    while KT_ID[j] != KY_NONE:
-        if KT_K8[j] == k8 and KT_LEN[j] == klen and (
-                klen <= 8 or memcmp(p + 8, KT_NAME[j] + 8, klen - 8) == 0):
-            return KT_ID[j]
-        j = (j + 1) & (KT_SIZE - 1)
-    return KY_NONE
+    static void fh_key_add(const char* name, Py_ssize_t len, uint32_t id) {
+        fh_kslot e;
+        uint32_t j;
+        memset(&e, 0, sizeof e);
+        memcpy(e.w, name, (size_t)len);
+        e.len = (uint32_t)len;
+        e.id = id;
+        j = fh_key_slot(e.w[0], len);
+        while (FH_KT[j].id != 0xFFFFFFFFu) j = (j + 1) & 511;
+        FH_KT[j] = e;
+    }
 
+    /* FH_KMASK[len][k]: which bytes of word k belong to a key of len bytes. */
+    static uint64_t FH_KMASK[33][4];
 
-cdef object _KT_KEEP = []
+    static void fh_key_clear(void) {
+        int i, k, v;
+        for (i = 0; i < 512; i++) FH_KT[i].id = 0xFFFFFFFFu;
+        for (i = 0; i <= 32; i++)
+            for (k = 0; k < 4; k++) {
+                v = i - 8 * k;
+                FH_KMASK[i][k] = v >= 8 ? ~(uint64_t)0 : v <= 0 ? 0 : ((uint64_t)1 << (8 * v)) - 1;
+            }
+    }
+
+    /* The number of the key p[:len] (decoded bytes), or 0xFFFFFFFF. Bytes up to lim may be read. */
+    static inline __attribute__((always_inline)) uint32_t fh_key_number(
+            const unsigned char* p, Py_ssize_t len, const unsigned char* lim) {
+        uint64_t w[4];
+        const uint64_t* m;
+        uint32_t j;
+        if (len <= 0 || len > 32) return 0xFFFFFFFFu;
+        if (p + 32 > lim) {
+            memset(w, 0, sizeof w);
+            memcpy(w, p, (size_t)len);
+            p = (const unsigned char*)w;
+        }
+        m = FH_KMASK[len];
+        memcpy(&w[0], p, 8);
+        w[0] &= m[0];
+        j = fh_key_slot(w[0], len);
+        for (;;) {
+            const fh_kslot* e = &FH_KT[j];
+            if (e->id == 0xFFFFFFFFu) return 0xFFFFFFFFu;
+            if (e->w[0] == w[0] && e->len == (uint32_t)len) {
+                uint64_t w1, w2, w3;
+                memcpy(&w1, p + 8, 8); memcpy(&w2, p + 16, 8); memcpy(&w3, p + 24, 8);
+                if (e->w[1] == (w1 & m[1]) && e->w[2] == (w2 & m[2]) && e->w[3] == (w3 & m[3]))
+                    return e->id;
+            }
+            j = (j + 1) & 511;
+        }
+    }
+    """
+    void key_clear "fh_key_clear"() noexcept nogil
+    void key_add "fh_key_add"(const char* name, Py_ssize_t len, uint32_t id) noexcept nogil
+    uint32_t key_number "fh_key_number"(const unsigned char* p, Py_ssize_t klen, const unsigned char* lim) noexcept nogil
 
 
 cdef int key_table_init(names) except -1:
-    cdef int i, k
-    cdef uint64_t k8
-    cdef uint32_t j
     cdef bytes b
-    cdef const char* p
-    for i in range(KT_SIZE):
-        KT_ID[i] = KY_NONE
-    assert len(names) == KY_COUNT and len(names) < KT_SIZE // 2
+    cdef int i
+    assert len(names) == KY_COUNT and len(names) < 256
+    key_clear()
     for i, name in enumerate(names):
         b = name.encode()
         assert 0 < len(b) <= 32
-        _KT_KEEP.append(b)
-        p = b
-        k8 = 0
-        memcpy(&k8, p, len(b) if len(b) < 8 else 8)
-        j = key_slot(k8, len(b))
-        while KT_ID[j] != KY_NONE:
-            j = (j + 1) & (KT_SIZE - 1)
-        KT_ID[j] = i
-        KT_K8[j] = k8
-        KT_LEN[j] = len(b)
-        KT_NAME[j] = p
+        key_add(b, len(b), i)
     return 0
 
 
@@ -431,7 +525,7 @@ cdef int skip_value(Tape* t, int depth) except -1 nogil:
     places), without writing tape nodes."""
     cdef const unsigned char* s = t.s
     cdef Py_ssize_t n = t.n
-    cdef Py_ssize_t pos = t.pos
+    cdef Py_ssize_t pos = t.pos, kpos
     cdef uint8_t fl
     cdef int r
     cdef unsigned char c, close
@@ -439,9 +533,11 @@ cdef int skip_value(Tape* t, int depth) except -1 nogil:
         return fail(t, E_TRUNC, pos)
     c = s[pos]
     if c == 0x22:
-        pos = str_end(t, pos + 1, &fl)
+        pos = str_quick(s, t.pos + 1, n)
         if pos < 0:
-            return t.err
+            pos = str_end(t, t.pos + 1, &fl)
+            if pos < 0:
+                return t.err
         t.pos = pos + 1
         return 0
     if c == 0x7B or c == 0x5B:
@@ -460,20 +556,30 @@ cdef int skip_value(Tape* t, int depth) except -1 nogil:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x22:
                         return fail(t, E_JSON, pos)
-                    pos = str_end(t, pos + 1, &fl)
-                    if pos < 0:
-                        return t.err
-                    pos = skip_ws(s, pos + 1, n)
+                    kpos = str_quick(s, pos + 1, n)
+                    if kpos < 0:
+                        kpos = str_end(t, pos + 1, &fl)
+                        if kpos < 0:
+                            return t.err
+                    pos = skip_ws(s, kpos + 1, n)
                     if pos >= n:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x3A:
                         return fail(t, E_JSON, pos)
                     pos = skip_ws(s, pos + 1, n)
-                t.pos = pos
-                r = skip_value(t, depth + 1)
-                if r:
-                    return r
-                pos = skip_ws(s, t.pos, n)
+                if pos < n and s[pos] == 0x22:
+                    kpos = str_quick(s, pos + 1, n)
+                    if kpos < 0:
+                        kpos = str_end(t, pos + 1, &fl)
+                        if kpos < 0:
+                            return t.err
+                    pos = skip_ws(s, kpos + 1, n)
+                else:
+                    t.pos = pos
+                    r = skip_value(t, depth + 1)
+                    if r:
+                        return r
+                    pos = skip_ws(s, t.pos, n)
                 if pos >= n:
                     return fail(t, E_TRUNC, pos)
                 if s[pos] == 0x2C:
@@ -548,7 +654,10 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                     r = parse_string(t)
                     if r:
                         return r
-                    kid = key_node_number(t, <uint32_t>kidx)
+                    if t.nodes[kidx].flags & F_ESC:
+                        kid = key_node_number(t, <uint32_t>kidx)
+                    else:
+                        kid = key_number(s + pos + 1, t.pos - pos - 2, s + n)
                     t.nodes[kidx].count = kid
                     pos = skip_ws(s, t.pos, n)
                     if pos >= n:
@@ -564,13 +673,21 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                         if r:
                             return r
                     else:
-                        r = parse_value(t, depth + 1, depth == 1 and kid == KY_id)
+                        if pos < n and s[pos] == 0x22:
+                            r = parse_string(t)
+                        elif pos < n and (s[pos] == 0x2D or 0x30 <= s[pos] <= 0x39):
+                            r = parse_number(t)
+                        else:
+                            r = parse_value(t, depth + 1, depth == 1 and kid == KY_id)
                         if r:
                             return r
                         count += 1
                 else:
                     t.pos = pos
-                    r = parse_value(t, depth + 1, 0)
+                    if pos < n and s[pos] == 0x22:
+                        r = parse_string(t)
+                    else:
+                        r = parse_value(t, depth + 1, 0)
                     if r:
                         return r
                     count += 1
@@ -651,17 +768,13 @@ cdef inline int put_utf8(Buf* b, uint32_t cp) except -1 nogil:
 
 cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf* out) except -1 nogil:
     """Append the decoded bytes of raw (validated) string content s[start:end] to out."""
-    cdef Py_ssize_t p = start, q
+    cdef Py_ssize_t p = start, q, w
     cdef unsigned char e
     cdef uint32_t cp, lo
-    buf_reserve(out, end - start)
+    buf_reserve(out, end - start + 16)      # decoding never lengthens; +16: copy_plain's blocks
     while p < end:
-        q = p
-        while q < end and s[q] != 0x5C:
-            q += 1
-        if q > p:
-            memcpy(out.data + out.len, s + p, q - p)
-            out.len += q - p
+        q = copy_plain(s, p, end, out.data + out.len, &w)
+        out.len += w
         if q >= end:
             break
         e = s[q + 1]
