@@ -263,68 +263,123 @@ cdef inline int hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcep
     return v
 
 
-cdef Py_ssize_t str_end(Tape* t, Py_ssize_t p, uint8_t* flags) except -2 nogil:
+cdef extern from *:
+    """
+    static unsigned char FH_HEX[256];     /* hex digit values, 255 = not a hex digit */
+
+    static void fh_hex_init(void) {
+        int i;
+        for (i = 0; i < 256; i++) FH_HEX[i] = 255;
+        for (i = 0; i < 10; i++) FH_HEX[0x30 + i] = (unsigned char)i;
+        for (i = 0; i < 6; i++) { FH_HEX[0x41 + i] = (unsigned char)(10 + i); FH_HEX[0x61 + i] = (unsigned char)(10 + i); }
+    }
+
+    /* hex4 of _core_json.pxi: the value of 4 hex digits at s[p:], -1 if not hex, -2 if the
+       input ends first */
+    static inline int fh_hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        int v = 0, k, h;
+        if (p + 4 <= n) {
+            unsigned a = FH_HEX[s[p]], b = FH_HEX[s[p + 1]], c = FH_HEX[s[p + 2]], d = FH_HEX[s[p + 3]];
+            if ((a | b | c | d) & 0xF0) return -1;
+            return (int)((a << 12) | (b << 8) | (c << 4) | d);
+        }
+        for (k = 0; k < 4; k++) {
+            if (p + k >= n) return -2;
+            h = FH_HEX[s[p + k]];
+            if (h == 255) return -1;
+            v = (v << 4) | h;
+        }
+        return v;
+    }
+
+    /* p is just after an opening quote: the index of the closing quote, or -1 with *err (3 =
+       invalid_json, 4 = truncated, 5 = invalid_escape, 6 = lone_surrogate) and *errpos.
+       Validates escapes and surrogate pairing; *flags |= 1 (F_ESC) when there are escapes. */
+    static Py_ssize_t fh_str_end(const unsigned char* s, Py_ssize_t p, Py_ssize_t n,
+                                 unsigned char* flags, int* err, Py_ssize_t* errpos) {
+        int cp, lo;
+        unsigned char c, e;
+    #if defined(__SSE2__)
+        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x1F);
+    #endif
+        for (;;) {
+            /* the next quote, backslash or control character */
+    #if defined(__SSE2__)
+            for (;;) {
+                if (p + 16 <= n) {
+                    __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+                    int m = _mm_movemask_epi8(_mm_or_si128(
+                        _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)),
+                        _mm_cmpeq_epi8(_mm_max_epu8(x, vc), vc)));
+                    if (m) { p += __builtin_ctz(m); break; }
+                    p += 16;
+                } else {
+                    while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || s[p] < 0x20)) p++;
+                    break;
+                }
+            }
+    #else
+            while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || s[p] < 0x20)) p++;
+    #endif
+            if (p >= n) { *err = 4; *errpos = p; return -1; }
+            c = s[p];
+            if (c == 0x22) return p;
+            if (c != 0x5C) { *err = 3; *errpos = p; return -1; }     /* raw control character */
+            *flags = 1;
+            for (;;) {      /* a run of escapes */
+                if (p + 1 >= n) { *err = 4; *errpos = p; return -1; }
+                e = s[p + 1];
+                switch (e) {
+                case 0x22: case 0x5C: case 0x2F: case 0x62: case 0x66: case 0x6E: case 0x72: case 0x74:
+                    p += 2;
+                    break;
+                case 0x75:
+                    cp = fh_hex4(s, p + 2, n);
+                    if (cp == -2) { *err = 4; *errpos = p; return -1; }
+                    if (cp < 0) { *err = 5; *errpos = p; return -1; }
+                    if (cp >= 0xD800 && cp <= 0xDBFF) {
+                        if (p + 7 >= n) {
+                            *err = (p + 6 >= n || s[p + 6] == 0x5C) ? 4 : 6;
+                            *errpos = p;
+                            return -1;
+                        }
+                        if (s[p + 6] != 0x5C || s[p + 7] != 0x75) { *err = 6; *errpos = p; return -1; }
+                        lo = fh_hex4(s, p + 8, n);
+                        if (lo == -2) { *err = 4; *errpos = p; return -1; }
+                        if (lo < 0) { *err = 5; *errpos = p + 6; return -1; }
+                        if (!(lo >= 0xDC00 && lo <= 0xDFFF)) { *err = 6; *errpos = p; return -1; }
+                        p += 12;
+                    } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                        *err = 6; *errpos = p; return -1;
+                    } else {
+                        p += 6;
+                    }
+                    break;
+                default:
+                    *err = 5; *errpos = p; return -1;
+                }
+                if (p >= n || s[p] != 0x5C) break;
+            }
+        }
+    }
+    """
+    void hex_init "fh_hex_init"() noexcept nogil
+    Py_ssize_t fh_str_end(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, uint8_t* flags,
+                          int* err, Py_ssize_t* errpos) noexcept nogil
+
+hex_init()
+assert E_JSON == 3 and E_TRUNC == 4 and E_ESC == 5 and E_SURR == 6 and F_ESC == 1
+
+
+cdef inline Py_ssize_t str_end(Tape* t, Py_ssize_t p, uint8_t* flags) noexcept nogil:
     """p is just after an opening quote: the index of the closing quote, or -1 (t.err set).
     Validates escapes and surrogate pairing; flags gets F_ESC when there are escapes."""
-    cdef const unsigned char* s = t.s
-    cdef Py_ssize_t n = t.n
-    cdef unsigned char c, e
-    cdef int cp, lo
-    while True:
-        p = scan_string(s, p, n)
-        if p >= n:
-            fail(t, E_TRUNC, p)
-            return -1
-        c = s[p]
-        if c == 0x22:
-            return p
-        if c != 0x5C:
-            fail(t, E_JSON, p)          # raw control character
-            return -1
-        flags[0] = F_ESC
-        if p + 1 >= n:
-            fail(t, E_TRUNC, p)
-            return -1
-        e = s[p + 1]
-        if SIMPLE_ESC[e]:
-            p += 2
-            continue
-        if e != 0x75:
-            fail(t, E_ESC, p)
-            return -1
-        cp = hex4(s, p + 2, n)
-        if cp == -2:
-            fail(t, E_TRUNC, p)
-            return -1
-        if cp < 0:
-            fail(t, E_ESC, p)
-            return -1
-        if 0xD800 <= cp <= 0xDBFF:
-            if p + 7 >= n:
-                if p + 6 >= n or s[p + 6] == 0x5C:
-                    fail(t, E_TRUNC, p)
-                    return -1
-                fail(t, E_SURR, p)
-                return -1
-            if s[p + 6] != 0x5C or s[p + 7] != 0x75:
-                fail(t, E_SURR, p)
-                return -1
-            lo = hex4(s, p + 8, n)
-            if lo == -2:
-                fail(t, E_TRUNC, p)
-                return -1
-            if lo < 0:
-                fail(t, E_ESC, p + 6)
-                return -1
-            if not (0xDC00 <= lo <= 0xDFFF):
-                fail(t, E_SURR, p)
-                return -1
-            p += 12
-        elif 0xDC00 <= cp <= 0xDFFF:
-            fail(t, E_SURR, p)
-            return -1
-        else:
-            p += 6
+    cdef int err
+    cdef Py_ssize_t errpos
+    p = fh_str_end(t.s, p, t.n, flags, &err, &errpos)
+    if p < 0:
+        fail(t, err, errpos)
+    return p
 
 
 cdef inline int parse_string(Tape* t) except -1 nogil:
