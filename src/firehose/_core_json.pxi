@@ -17,6 +17,7 @@ cdef enum:
 cdef enum:
     F_ESC = 1
     F_PART = 2       # objects: members with keys the emitter never reads were skipped
+    F_ASKED = 4      # objects: lookups so far (counted in the flags' upper bits, by get)
 
 # error / reject codes (the order of REASONS in _core.pyx)
 cdef enum:
@@ -31,7 +32,11 @@ cdef enum:
     E_NOTOBJ
     E_NOID
 
-cdef uint32_t NONE = 0xFFFFFFFF
+cdef extern from *:
+    """
+    #define FH_NONE 0xFFFFFFFFu
+    """
+    const uint32_t NONE "FH_NONE"       # no node (a compile-time constant, not a global to load)
 
 cdef unsigned char HEXVAL[256]
 cdef unsigned char SIMPLE_ESC[256]      # the characters after a backslash other than 'u'

@@ -32,16 +32,29 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
     return tab
 
 
-cdef uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) except? 0xFFFFFFFE nogil:
+cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) except? 0xFFFFFFFE nogil:
     """Tape index of member ``key`` (a KY_ number) of object ``obj`` (the last one if
     repeated), or NONE."""
-    cdef uint32_t count, j, i, found
-    if obj == NONE or t.nodes[obj].type != J_OBJ or t.nodes[obj].count == 0:
+    cdef Node* nd
+    cdef int c
+    if obj == NONE:
         return NONE
+    nd = &t.nodes[obj]
+    if nd.type != J_OBJ or nd.count == 0:
+        return NONE
+    c = obj & 63
+    if t.cobj[c] == obj:
+        return (<uint32_t*>(t.mem.data + t.coff[c]))[key]
+    return get_slow(t, obj, key)
+
+
+cdef uint32_t get_slow(Tape* t, uint32_t obj, uint32_t key) except? 0xFFFFFFFE nogil:
+    cdef uint32_t count, j, i, found
     count = t.nodes[obj].count
-    if count <= 8:
+    if count <= 8 and t.nodes[obj].flags < F_ASKED * 3:
         # small objects (entity elements, ...) are asked once or twice: a plain scan is cheaper
-        # than building their table
+        # than building their table; one asked a third time (a message's root, a user) gets it
+        t.nodes[obj].flags += F_ASKED
         found = NONE
         i = obj + 1
         for j in range(count):
