@@ -38,18 +38,6 @@ cdef extern from *:
     """
     const uint32_t NONE "FH_NONE"       # no node (a compile-time constant, not a global to load)
 
-cdef unsigned char HEXVAL[256]
-cdef unsigned char SIMPLE_ESC[256]      # the characters after a backslash other than 'u'
-cdef int _i
-for _i in range(256):
-    SIMPLE_ESC[_i] = 1 if _i in b'"\\/bfnrt' else 0
-    HEXVAL[_i] = 255
-for _i in range(10):
-    HEXVAL[0x30 + _i] = _i
-for _i in range(6):
-    HEXVAL[0x41 + _i] = 10 + _i
-    HEXVAL[0x61 + _i] = 10 + _i
-
 cdef uint64_t HIGHS = 0x8080808080808080ULL
 
 
@@ -57,34 +45,6 @@ cdef extern from *:
     """
     #if defined(__SSE2__)
     #include <emmintrin.h>
-    /* Index of the first byte in s[p:n] that is a quote, a backslash or a control character (< 0x20),
-       or n if none: 16 bytes per step. */
-    static inline Py_ssize_t fh_scan_string(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
-        const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x1F);
-        while (p + 16 <= n) {
-            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
-            __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, b)),
-                                       _mm_cmpeq_epi8(_mm_max_epu8(x, c), c));
-            int m = _mm_movemask_epi8(hit);
-            if (m) return p + __builtin_ctz(m);
-            p += 16;
-        }
-        while (p < n) {
-            unsigned char ch = s[p];
-            if (ch == 0x22 || ch == 0x5C || ch < 0x20) return p;
-            p++;
-        }
-        return n;
-    }
-    #else
-    static inline Py_ssize_t fh_scan_string(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
-        while (p < n) {
-            unsigned char ch = s[p];
-            if (ch == 0x22 || ch == 0x5C || ch < 0x20) return p;
-            p++;
-        }
-        return n;
-    }
     #endif
 
     /* The index >= i of the first 32-byte block of s[:n] holding a byte >= 0x80 (or the last
@@ -148,8 +108,6 @@ cdef extern from *:
     """
     Py_ssize_t str_quick "fh_str_quick"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
     Py_ssize_t skip_ascii "fh_skip_ascii"(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil
-    Py_ssize_t copy_plain "fh_copy_plain"(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o, Py_ssize_t* w) noexcept nogil
-    Py_ssize_t scan_string "fh_scan_string"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
 
 
 cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
@@ -246,28 +204,6 @@ cdef inline Py_ssize_t tape_new(Tape* t, uint8_t typ, Py_ssize_t start) except -
     return t.len - 1
 
 
-cdef inline int hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
-    """Value of 4 hex digits at s[p:p+4]; -1 if not hex, -2 if the input ends first."""
-    cdef int v = 0, k, h
-    cdef unsigned int a, b, c, d
-    if p + 4 <= n:
-        a = HEXVAL[s[p]]
-        b = HEXVAL[s[p + 1]]
-        c = HEXVAL[s[p + 2]]
-        d = HEXVAL[s[p + 3]]
-        if (a | b | c | d) & 0xF0:
-            return -1
-        return <int>((a << 12) | (b << 8) | (c << 4) | d)
-    for k in range(4):
-        if p + k >= n:
-            return -2
-        h = HEXVAL[s[p + k]]
-        if h == 255:
-            return -1
-        v = (v << 4) | h
-    return v
-
-
 cdef extern from *:
     """
     static unsigned char FH_HEX[256];     /* hex digit values, 255 = not a hex digit */
@@ -279,7 +215,7 @@ cdef extern from *:
         for (i = 0; i < 6; i++) { FH_HEX[0x41 + i] = (unsigned char)(10 + i); FH_HEX[0x61 + i] = (unsigned char)(10 + i); }
     }
 
-    /* hex4 of _core_json.pxi: the value of 4 hex digits at s[p:], -1 if not hex, -2 if the
+    /* the value of 4 hex digits at s[p:], -1 if not hex, -2 if the
        input ends first */
     static inline int fh_hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
         int v = 0, k, h;
@@ -801,64 +737,69 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
 
 # ---------------------------------------------------------------- decoding strings
 
-cdef inline int put_utf8(Buf* b, uint32_t cp) except -1 nogil:
-    cdef char* o
-    buf_reserve(b, 4)
-    o = b.data + b.len
-    if cp < 0x80:
-        o[0] = <char>cp
-        b.len += 1
-    elif cp < 0x800:
-        o[0] = <char>(0xC0 | (cp >> 6))
-        o[1] = <char>(0x80 | (cp & 0x3F))
-        b.len += 2
-    elif cp < 0x10000:
-        o[0] = <char>(0xE0 | (cp >> 12))
-        o[1] = <char>(0x80 | ((cp >> 6) & 0x3F))
-        o[2] = <char>(0x80 | (cp & 0x3F))
-        b.len += 3
-    else:
-        o[0] = <char>(0xF0 | (cp >> 18))
-        o[1] = <char>(0x80 | ((cp >> 12) & 0x3F))
-        o[2] = <char>(0x80 | ((cp >> 6) & 0x3F))
-        o[3] = <char>(0x80 | (cp & 0x3F))
-        b.len += 4
-    return 0
+cdef extern from *:
+    """
+    /* Decode the validated string content s[start:end] into o (room for end - start + 16
+       bytes); returns the bytes written. */
+    static Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) {
+        char* o0 = o;
+        Py_ssize_t w;
+        uint32_t cp, lo;
+        unsigned char e;
+        while (p < end) {
+            p = fh_copy_plain(s, p, end, o, &w);
+            o += w;
+            while (p < end && s[p] == 0x5C) {       /* a run of escapes */
+                e = s[p + 1];
+                if (e == 0x75) {
+                    cp = (uint32_t)fh_hex4(s, p + 2, end);
+                    if (cp >= 0xD800 && cp <= 0xDBFF) {
+                        lo = (uint32_t)fh_hex4(s, p + 8, end);
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                        p += 12;
+                    } else {
+                        p += 6;
+                    }
+                    if (cp < 0x80) {
+                        *o++ = (char)cp;
+                    } else if (cp < 0x800) {
+                        o[0] = (char)(0xC0 | (cp >> 6));
+                        o[1] = (char)(0x80 | (cp & 0x3F));
+                        o += 2;
+                    } else if (cp < 0x10000) {
+                        o[0] = (char)(0xE0 | (cp >> 12));
+                        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                        o[2] = (char)(0x80 | (cp & 0x3F));
+                        o += 3;
+                    } else {
+                        o[0] = (char)(0xF0 | (cp >> 18));
+                        o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                        o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                        o[3] = (char)(0x80 | (cp & 0x3F));
+                        o += 4;
+                    }
+                    continue;
+                }
+                switch (e) {
+                case 0x62: e = 0x08; break;
+                case 0x66: e = 0x0C; break;
+                case 0x6E: e = 0x0A; break;
+                case 0x72: e = 0x0D; break;
+                case 0x74: e = 0x09; break;
+                default: break;
+                }
+                *o++ = (char)e;
+                p += 2;
+            }
+        }
+        return o - o0;
+    }
+    """
+    Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) noexcept nogil
 
 
 cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf* out) except -1 nogil:
     """Append the decoded bytes of raw (validated) string content s[start:end] to out."""
-    cdef Py_ssize_t p = start, q, w
-    cdef unsigned char e
-    cdef uint32_t cp, lo
     buf_reserve(out, end - start + 16)      # decoding never lengthens; +16: copy_plain's blocks
-    while p < end:
-        q = copy_plain(s, p, end, out.data + out.len, &w)
-        out.len += w
-        if q >= end:
-            break
-        e = s[q + 1]
-        if e == 0x75:
-            cp = <uint32_t>hex4(s, q + 2, end)
-            if 0xD800 <= cp <= 0xDBFF:
-                lo = <uint32_t>hex4(s, q + 8, end)
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00)
-                p = q + 12
-            else:
-                p = q + 6
-            put_utf8(out, cp)
-            continue
-        if e == 0x62:
-            e = 0x08
-        elif e == 0x66:
-            e = 0x0C
-        elif e == 0x6E:
-            e = 0x0A
-        elif e == 0x72:
-            e = 0x0D
-        elif e == 0x74:
-            e = 0x09
-        out.data[out.len] = <char>e
-        out.len += 1
-        p = q + 2
+    out.len += fh_unescape(s, start, end, out.data + out.len)
     return 0
