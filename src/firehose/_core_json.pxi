@@ -422,33 +422,22 @@ cdef int parse_literal(Tape* t, const char* lit, Py_ssize_t ln, uint8_t typ) exc
 
 cdef extern from *:
     """
-    /* An open-addressing table of the emitter's keys (<= 32 bytes), zero-padded to 4 words. */
-    typedef struct { uint64_t w[4]; uint32_t len; uint32_t id; } fh_kslot;
-    static fh_kslot FH_KT[512];
-
-    static inline uint32_t fh_key_slot(uint64_t w0, Py_ssize_t len) {
-        return (uint32_t)(((w0 ^ ((uint64_t)len << 56)) * 0x9E3779B97F4A7C15ULL) >> 55);
-    }
-
-
-    static void fh_key_add(const char* name, Py_ssize_t len, uint32_t id) {
-        fh_kslot e;
-        uint32_t j;
-        memset(&e, 0, sizeof e);
-        memcpy(e.w, name, (size_t)len);
-        e.len = (uint32_t)len;
-        e.id = id;
-        j = fh_key_slot(e.w[0], len);
-        while (FH_KT[j].id != 0xFFFFFFFFu) j = (j + 1) & 511;
-        FH_KT[j] = e;
-    }
-
+    /* The emitter's keys (<= 32 bytes, zero-padded to 4 words), and an open-addressing index
+       of 1024 two-byte slots: key number (0xFF = empty) | 8 more bits of the hash << 8. A key
+       that is not there (most keys) is usually turned away by the 2 KiB index alone. */
+    typedef struct { uint64_t w[4]; uint32_t len; } fh_key;
+    static fh_key FH_KEYS[255];
+    static uint16_t FH_KIX[1024];
     /* FH_KMASK[len][k]: which bytes of word k belong to a key of len bytes. */
     static uint64_t FH_KMASK[33][4];
 
+    static inline uint64_t fh_key_hash(uint64_t w0, Py_ssize_t len) {
+        return (w0 ^ ((uint64_t)len << 56)) * 0x9E3779B97F4A7C15ULL;
+    }
+
     static void fh_key_clear(void) {
         int i, k, v;
-        for (i = 0; i < 512; i++) FH_KT[i].id = 0xFFFFFFFFu;
+        for (i = 0; i < 1024; i++) FH_KIX[i] = 0xFF;
         for (i = 0; i <= 32; i++)
             for (k = 0; k < 4; k++) {
                 v = i - 8 * k;
@@ -456,12 +445,25 @@ cdef extern from *:
             }
     }
 
+    static void fh_key_add(const char* name, Py_ssize_t len, uint32_t id) {
+        fh_key* e = &FH_KEYS[id];
+        uint64_t h;
+        uint32_t j;
+        memset(e, 0, sizeof *e);
+        memcpy(e->w, name, (size_t)len);
+        e->len = (uint32_t)len;
+        h = fh_key_hash(e->w[0], len);
+        j = (uint32_t)(h >> 54);
+        while ((FH_KIX[j] & 0xFF) != 0xFF) j = (j + 1) & 1023;
+        FH_KIX[j] = (uint16_t)(id | ((h >> 46) & 0xFF) << 8);
+    }
+
     /* The number of the key p[:len] (decoded bytes), or 0xFFFFFFFF. Bytes up to lim may be read. */
     static inline __attribute__((always_inline)) uint32_t fh_key_number(
             const unsigned char* p, Py_ssize_t len, const unsigned char* lim) {
-        uint64_t w[4];
+        uint64_t w[4], h;
         const uint64_t* m;
-        uint32_t j;
+        uint32_t j, tag, slot;
         if (len <= 0 || len > 32) return 0xFFFFFFFFu;
         if (p + 32 > lim) {
             memset(w, 0, sizeof w);
@@ -471,17 +473,22 @@ cdef extern from *:
         m = FH_KMASK[len];
         memcpy(&w[0], p, 8);
         w[0] &= m[0];
-        j = fh_key_slot(w[0], len);
+        h = fh_key_hash(w[0], len);
+        j = (uint32_t)(h >> 54);
+        tag = (uint32_t)((h >> 46) & 0xFF);
         for (;;) {
-            const fh_kslot* e = &FH_KT[j];
-            if (e->id == 0xFFFFFFFFu) return 0xFFFFFFFFu;
-            if (e->w[0] == w[0] && e->len == (uint32_t)len) {
-                uint64_t w1, w2, w3;
-                memcpy(&w1, p + 8, 8); memcpy(&w2, p + 16, 8); memcpy(&w3, p + 24, 8);
-                if (e->w[1] == (w1 & m[1]) && e->w[2] == (w2 & m[2]) && e->w[3] == (w3 & m[3]))
-                    return e->id;
+            slot = FH_KIX[j];
+            if ((slot & 0xFF) == 0xFF) return 0xFFFFFFFFu;
+            if ((slot >> 8) == tag) {
+                const fh_key* e = &FH_KEYS[slot & 0xFF];
+                if (e->w[0] == w[0] && e->len == (uint32_t)len) {
+                    uint64_t w1, w2, w3;
+                    memcpy(&w1, p + 8, 8); memcpy(&w2, p + 16, 8); memcpy(&w3, p + 24, 8);
+                    if (e->w[1] == (w1 & m[1]) && e->w[2] == (w2 & m[2]) && e->w[3] == (w3 & m[3]))
+                        return slot & 0xFF;
+                }
             }
-            j = (j + 1) & 511;
+            j = (j + 1) & 1023;
         }
     }
     """
@@ -493,7 +500,7 @@ cdef extern from *:
 cdef int key_table_init(names) except -1:
     cdef bytes b
     cdef int i
-    assert len(names) == KY_COUNT and len(names) < 256
+    assert len(names) == KY_COUNT and len(names) < 255
     key_clear()
     for i, name in enumerate(names):
         b = name.encode()
