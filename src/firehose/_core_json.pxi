@@ -509,13 +509,10 @@ cdef int key_table_init(names) except -1:
     return 0
 
 
-cdef uint32_t key_node_number(Tape* t, uint32_t k) except? 0xFFFFFFFE nogil:
-    """Number key node k (decoding its escapes, if any)."""
-    cdef Node* nd = &t.nodes[k]
-    if not (nd.flags & F_ESC):
-        return key_number(t.s + nd.start, nd.end - nd.start, t.s + t.n)
+cdef uint32_t key_number_esc(Tape* t, Py_ssize_t start, Py_ssize_t end) except? 0xFFFFFFFE nogil:
+    """Number the key with escapes s[start:end] (decoded first)."""
     t.keybuf.len = 0
-    unescape(t.s, nd.start, nd.end, &t.keybuf)
+    unescape(t.s, start, end, &t.keybuf)
     buf_reserve(&t.keybuf, 8)
     return key_number(<const unsigned char*>t.keybuf.data, t.keybuf.len,
                       <const unsigned char*>t.keybuf.data + t.keybuf.cap)
@@ -624,10 +621,10 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
     cdef const unsigned char* s = t.s
     cdef Py_ssize_t n = t.n
     cdef Py_ssize_t pos = t.pos
-    cdef Py_ssize_t idx, kidx
+    cdef Py_ssize_t idx, kidx, kend, kstart
     cdef uint32_t count = 0, kid
     cdef int r
-    cdef uint8_t part = 0
+    cdef uint8_t part = 0, kfl
     cdef unsigned char c, close
     if pos >= n:
         return fail(t, E_TRUNC, pos)
@@ -652,17 +649,19 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x22:
                         return fail(t, E_JSON, pos)
-                    t.pos = pos
-                    kidx = t.len
-                    r = parse_string(t)
-                    if r:
-                        return r
-                    if t.nodes[kidx].flags & F_ESC:
-                        kid = key_node_number(t, <uint32_t>kidx)
+                    # the key: numbered before any node is made (most members are skipped)
+                    kfl = 0
+                    kend = str_quick(s, pos + 1, n)
+                    if kend < 0:
+                        kend = str_end(t, pos + 1, &kfl)
+                        if kend < 0:
+                            return t.err
+                    if kfl:
+                        kid = key_number_esc(t, pos + 1, kend)
                     else:
-                        kid = key_number(s + pos + 1, t.pos - pos - 2, s + n)
-                    t.nodes[kidx].count = kid
-                    pos = skip_ws(s, t.pos, n)
+                        kid = key_number(s + pos + 1, kend - pos - 1, s + n)
+                    kstart = pos + 1
+                    pos = skip_ws(s, kend + 1, n)
                     if pos >= n:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x3A:
@@ -670,12 +669,24 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                     pos = skip_ws(s, pos + 1, n)
                     t.pos = pos
                     if kid == KY_NONE and count > 0 and not keep_all:
-                        t.len = kidx            # drop the key node, validate the value only
+                        # no nodes: validate the value only
                         part = F_PART
-                        r = skip_value(t, depth + 1)
-                        if r:
-                            return r
+                        if pos < n and s[pos] == 0x22:
+                            kend = str_quick(s, pos + 1, n)
+                            if kend < 0:
+                                kend = str_end(t, pos + 1, &kfl)
+                                if kend < 0:
+                                    return t.err
+                            t.pos = kend + 1
+                        else:
+                            r = skip_value(t, depth + 1)
+                            if r:
+                                return r
                     else:
+                        kidx = tape_new(t, J_STR, kstart)
+                        t.nodes[kidx].end = <uint32_t>kend
+                        t.nodes[kidx].flags = kfl
+                        t.nodes[kidx].count = kid
                         if pos < n and s[pos] == 0x22:
                             r = parse_string(t)
                         elif pos < n and (s[pos] == 0x2D or 0x30 <= s[pos] <= 0x39):
