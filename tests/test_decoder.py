@@ -357,6 +357,9 @@ def test_members_the_emitter_does_not_read_keep_the_classification():
         b'{"te\\u0078t": "escaped keys", "i\\u0064_str": "8", "user": {"id": 2}}',
         b'{"text": "a", "text": "last wins", "id": 9, "unread": [1], "id": 10, "user": {}}',
         b'{"statuses": [{"text": "p", "id": 12, "unread": {"x": [1]}, "user": {"id": 4}}]}',
+        b'{"a_key_longer_than_thirty_two_bytes_xx": 1, "text": "q", "id_str": "13", "user": {},'
+        b' "in_reply_to_status_id_str_but_longer": "5", "sc\\"reen_name": 1, "id": 14}',
+        b'{"x":1,"text":"r","id":15,"user":{"screen_name":"s"}}',
     ]
     data = b"\n".join(lines) + b"\n"
     fast = decode(data)
@@ -365,7 +368,7 @@ def test_members_the_emitter_does_not_read_keep_the_classification():
     for a, b in ((fast.tweets, ref.tweets), (fast.compliance, ref.compliance)):
         assert a.to_pylist() == b.to_pylist()
     assert fast.rejects.num_rows == ref.rejects.num_rows == 0
-    assert fast.tweets.num_rows == 5 and fast.compliance.num_rows == 3
+    assert fast.tweets.num_rows == 7 and fast.compliance.num_rows == 3
 
 
 def test_key_names_follow_the_key_enum():
