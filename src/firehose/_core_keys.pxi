@@ -3,8 +3,10 @@
 # The scanner numbers every object key it meets against this table (Node.count of a key
 # node holds the number, KY_NONE when the key is not here) and does not build tape nodes for
 # the members with other keys (their values are still validated completely): lookups
-# (``get``) compare numbers, and objects hold only what is read. Every key the emitter asks
-# for must be listed (tests/test_decoder.py checks the .pxi sources against KEY_NAMES).
+# (``get``) compare numbers, and objects hold only what is read. The emitter names keys by
+# their KY_ constants, so a key it asks for that is missing here does not compile; add a new
+# key to both the enum and KEY_NAMES, in the same place (tests/test_decoder.py checks that
+# the two agree). An object's first member is always kept, whatever its key.
 
 cdef enum:
     KY_action = 0
