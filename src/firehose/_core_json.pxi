@@ -1,8 +1,9 @@
 # UTF-8 validation, a validating JSON scanner that writes a flat tape, and string decoding.
 # Included by _core.pyx. Everything here runs without the GIL.
 #
-# The tape is simdjson's idea in scalar form: one Node per value, containers know where their
-# subtree ends (``next``), so skipping a field is O(1) and nothing is decoded unless asked for.
+# The tape is simdjson's idea in scalar form: one Node per kept value, containers know where
+# their subtree ends (``next``), so skipping a field is O(1) and nothing is decoded unless asked
+# for. Members whose key the emitter never reads are validated but get no nodes (_core_keys.pxi).
 
 cdef enum:
     J_OBJ = 1
