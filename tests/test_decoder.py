@@ -328,3 +328,62 @@ def test_readahead_reports_a_corrupt_gzip_with_its_position(tmp_path):
     path.write_bytes(data[: len(data) // 2] + b"\x00" * 100 + data[len(data) // 2 + 100:])
     with pytest.raises(firehose.FirehoseError, match=r"bad.ndjson.gz: read failed at decompressed byte \d+"):
         firehose.decode_file(path)
+
+
+# The scanner gives no tape nodes to members whose key the emitter never reads (_core_keys.pxi)
+# but validates them all the same: the same rejects, and the classification still sees every
+# member (an object's size, its first key, a page keyed by ids).
+@pytest.mark.parametrize("line,reason", [
+    (b'{"text": "a", "id": 1, "unread": {"k": "\\x"}}', "invalid_escape"),
+    (b'{"text": "a", "id": 1, "unread": ["\\ud83d"]}', "lone_surrogate"),
+    (b'{"text": "a", "id": 1, "unread": {"\\ude00": 1}}', "lone_surrogate"),
+    (b'{"text": "a", "id": 1, "unread": "tab\there"}', "invalid_json"),
+    (b'{"text": "a", "id": 1, "unread": [1, NaN]}', "invalid_json"),
+    (b'{"text": "a", "id": 1, "unread": {"a" 1}}', "invalid_json"),
+    (b'{"text": "a", "id": 1, "unread": -}', "invalid_json"),
+    (b'{"text": "a", "id": 1, "unread": tru}', "invalid_json"),
+    (b'{"text": "a", "id": 1, "unread": {"a": [1, 2', "truncated"),
+    (b'{"text": "a", "id": 1, "unread": ' + b'[' * 64 + b']' * 64 + b'}', "too_deep"),
+    (b'{"text": "a", "id": 1, "user": {"x": 1, "profile": "\\u12G4"}}', "invalid_escape"),
+])
+def test_members_the_emitter_does_not_read_are_still_validated(line, reason):
+    out = decode(line + b"\n")
+    assert out.rejects.column("reason").to_pylist() == [reason]
+    assert out.tweets.num_rows == 0
+
+
+def test_members_the_emitter_does_not_read_keep_the_classification():
+    from firehose._reference import ReferenceDecoder
+    lines = [
+        b'{"data": {"delete": {"tweet": {"id": "9", "author_id": "3"}}}}',
+        b'{"data": {"delete": {"tweet": {"id": "9"}}, "unread": 1}}',      # two members: not an event
+        b'{"unread": {"a": 1}, "other": 2}',                                  # detail: the first key
+        b'{"id": {"1": {"id_str": "11", "text": "a", "user": {"id": 1}}, "2": null}}',
+        b'{"\\u0069d": {"7": {"text": "b", "id": 7}}}',
+        b'{"te\\u0078t": "escaped keys", "i\\u0064_str": "8", "user": {"id": 2}}',
+        b'{"text": "a", "text": "last wins", "id": 9, "unread": [1], "id": 10, "user": {}}',
+        b'{"statuses": [{"text": "p", "id": 12, "unread": {"x": [1]}, "user": {"id": 4}}]}',
+        b'{"a_key_longer_than_thirty_two_bytes_xx": 1, "text": "q", "id_str": "13", "user": {},'
+        b' "in_reply_to_status_id_str_but_longer": "5", "sc\\"reen_name": 1, "id": 14}',
+        b'{"x":1,"text":"r","id":15,"user":{"screen_name":"s"}}',
+    ]
+    data = b"\n".join(lines) + b"\n"
+    fast = decode(data)
+    dec = ReferenceDecoder()
+    ref = firehose.DecodeResult.concat([dec.feed(data, source="t"), dec.finish()])
+    for a, b in ((fast.tweets, ref.tweets), (fast.compliance, ref.compliance)):
+        assert a.to_pylist() == b.to_pylist()
+    assert fast.rejects.num_rows == ref.rejects.num_rows == 0
+    assert fast.tweets.num_rows == 7 and fast.compliance.num_rows == 3
+
+
+def test_key_names_follow_the_key_enum():
+    import re
+    from pathlib import Path
+    from firehose import _core
+    src = (Path(_core.__file__).parent / "_core_keys.pxi")
+    if not src.exists():
+        pytest.skip("sources not installed")
+    enum = re.findall(r"^    KY_(\w+)", src.read_text(), re.M)
+    assert enum[-1] == "COUNT"
+    assert tuple(enum[:-1]) == _core.KEY_NAMES

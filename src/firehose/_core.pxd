@@ -38,15 +38,8 @@ cdef struct Node:
     uint32_t start       # first byte (strings: after the opening quote)
     uint32_t end         # one past the last byte (strings: the closing quote)
     uint32_t next        # tape index just after this node's subtree
-    uint32_t count       # containers: children (objects: key/value pairs)
-
-# an object's members, laid out flat for lookups (built on first lookup, cached per line)
-cdef struct Member:
-    uint64_t k8           # first 8 bytes of the key, zero-padded
-    uint32_t klen
-    uint32_t key          # key node
-    uint32_t val          # value node
-    uint32_t esc          # key has escapes: compare decoded
+    uint32_t count       # containers: children (objects: key/value pairs stored);
+                         # object keys: the key's KY_ number (_core_keys.pxi)
 
 cdef struct Tape:
     const unsigned char* s
@@ -58,11 +51,10 @@ cdef struct Tape:
     int max_depth
     int err
     Py_ssize_t err_pos
-    Buf mem               # Member arrays of the cached objects
+    Buf mem               # member tables of the cached objects (KY_ number -> value node)
     uint32_t cobj[64]     # direct-mapped by object node index
     Py_ssize_t coff[64]
-    uint32_t ccount[64]
-    uint64_t cmask[64]    # one bit per member key: a cheap "surely absent" test
+    Buf keybuf            # an escaped key, decoded to be numbered
 
 # ---------------------------------------------------------------- dedupe
 cdef enum:

@@ -20,6 +20,7 @@ import pyarrow as pa
 from . import schema as _schema
 
 include "_core_buf.pxi"
+include "_core_keys.pxi"
 include "_core_json.pxi"
 include "_core_values.pxi"
 include "_core_dedupe.pxi"
@@ -28,6 +29,8 @@ include "_core_match.pxi"
 include "_core_partition.pxi"
 
 _EMPTY = pa.py_buffer(b"")
+
+key_table_init(KEY_NAMES)
 
 #: reject reason names by code (Err enum order)
 REASONS = ("ok", "line_too_long", "invalid_utf8", "invalid_json", "truncated", "invalid_escape",
@@ -176,6 +179,7 @@ cdef class Engine:
             col_free(&self.st.ccols[i])
         free(self.st.tape.nodes)
         buf_free(&self.st.tape.mem)
+        buf_free(&self.st.tape.keybuf)
         buf_free(&self.st.scratch)
         buf_free(&self.st.scratch2)
         buf_free(&self.st.msgs)

@@ -163,6 +163,11 @@ cdef bint str_nodes_eq(Tape* t, uint32_t a, uint32_t b, Buf* t1, Buf* t2) except
     return n == m and memcmp(p, q, n) == 0
 
 
+cdef inline bint obj_size_is_1(Tape* t, uint32_t obj) noexcept nogil:
+    """Object ``obj`` has exactly one member (members the scanner skipped count too)."""
+    return t.nodes[obj].count == 1 and not (t.nodes[obj].flags & F_PART)
+
+
 cdef inline uint32_t obj_or_none(Tape* t, uint32_t v) noexcept nogil:
     return v if is_type(t, v, J_OBJ) else NONE
 
@@ -249,15 +254,15 @@ cdef int w_app(State* st, Col* c, uint32_t v) except -1 nogil:
     return col_str(c, p, n)
 
 
-cdef int w_strlist(State* st, Col* c, uint32_t arr, const char* member, bint upper) except -1 nogil:
-    """Each element's ``member`` (or the element itself when member is NULL) that is a string."""
+cdef int w_strlist(State* st, Col* c, uint32_t arr, uint32_t member, bint upper) except -1 nogil:
+    """Each element's ``member`` (or the element itself when member is KY_NONE) that is a string."""
     cdef Tape* t = &st.tape
     cdef uint32_t el, v
     cdef Node* nd
     cdef Py_ssize_t k, start
     el = arr_first(t, arr)
     while el != NONE:
-        v = el if member == NULL else get(t, el, member, &st.scratch)
+        v = el if member == KY_NONE else get(t, el, member, &st.scratch)
         if is_type(t, v, J_STR):
             nd = &t.nodes[v]
             start = c.data.len
@@ -276,9 +281,9 @@ cdef int w_urls(State* st, Col* c, uint32_t arr) except -1 nogil:
     cdef uint32_t el, v
     el = arr_first(t, arr)
     while el != NONE:
-        v = get(t, el, "expanded_url", &st.scratch)
+        v = get(t, el, KY_expanded_url, &st.scratch)
         if not is_type(t, v, J_STR):
-            v = get(t, el, "url", &st.scratch)
+            v = get(t, el, KY_url, &st.scratch)
         if is_type(t, v, J_STR):
             unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data)
             col_item_close(c)
@@ -293,9 +298,9 @@ cdef int w_mention_ids(State* st, Col* c, uint32_t arr, bint v2) except -1 nogil
     el = arr_first(t, arr)
     while el != NONE:
         if v2:
-            x = get_id(t, get(t, el, "id", &st.scratch), &st.scratch)
+            x = get_id(t, get(t, el, KY_id, &st.scratch), &st.scratch)
         else:
-            x = pref_id(t, el, "id_str", "id", &st.scratch)
+            x = pref_id(t, el, KY_id_str, KY_id, &st.scratch)
         if x >= 0:
             col_item_i64(c, x)
         el = arr_next(t, arr, el)
@@ -323,12 +328,12 @@ cdef int w_rules(State* st, Col* c, uint32_t arr) except -1 nogil:
     while el != NONE:
         if is_type(t, el, J_OBJ):
             # id
-            x = pref_id(t, el, "id_str", "id", &st.scratch)
+            x = pref_id(t, el, KY_id_str, KY_id, &st.scratch)
             if x >= 0:
                 put_decimal(&c.data, x)
                 bit_put(&c.valid2, c.n2, 1)
             else:
-                v = get(t, el, "id", &st.scratch)
+                v = get(t, el, KY_id, &st.scratch)
                 if is_type(t, v, J_STR):
                     unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data)
                     bit_put(&c.valid2, c.n2, 1)
@@ -337,7 +342,7 @@ cdef int w_rules(State* st, Col* c, uint32_t arr) except -1 nogil:
                     c.nulls2 += 1
             buf_i32(&c.offs2, off32(c.data.len))
             # tag
-            v = get(t, el, "tag", &st.scratch)
+            v = get(t, el, KY_tag, &st.scratch)
             if is_type(t, v, J_STR):
                 unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data3)
                 bit_put(&c.valid3, c.n2, 1)
@@ -374,13 +379,13 @@ cdef uint32_t v1_text(Tape* t, uint32_t obj, Buf* tmp) except? 0xFFFFFFFE nogil:
     cdef uint32_t v
     if obj == NONE:
         return NONE
-    v = get2(t, obj, "extended_tweet", "full_text", tmp)
+    v = get2(t, obj, KY_extended_tweet, KY_full_text, tmp)
     if is_type(t, v, J_STR):
         return v
-    v = get(t, obj, "full_text", tmp)
+    v = get(t, obj, KY_full_text, tmp)
     if is_type(t, v, J_STR):
         return v
-    return str_or_none(t, get(t, obj, "text", tmp))
+    return str_or_none(t, get(t, obj, KY_text, tmp))
 
 
 cdef int emit_v1(State* st, Msg* m) except -1 nogil:
@@ -393,63 +398,63 @@ cdef int emit_v1(State* st, Msg* m) except -1 nogil:
     if not dedupe_admit(st, m.id):
         return 0
     col_i64(&c[T_ID], m.id)
-    w_time(st, &c[T_CREATED], get(t, T, "created_at", tmp))
+    w_time(st, &c[T_CREATED], get(t, T, KY_created_at, tmp))
     w_str(st, &c[T_TEXT], v1_text(t, T, tmp))
-    w_str(st, &c[T_LANG], get(t, T, "lang", tmp))
-    w_app(st, &c[T_SOURCE], get(t, T, "source", tmp))
-    U = obj_or_none(t, get(t, T, "user", tmp))
-    col_i64_or_null(&c[T_AUTHOR_ID], pref_id(t, U, "id_str", "id", tmp))
-    w_str(st, &c[T_A_SN], get(t, U, "screen_name", tmp))
-    w_str(st, &c[T_A_NAME], get(t, U, "name", tmp))
-    w_str(st, &c[T_A_DESC], get(t, U, "description", tmp))
-    w_str(st, &c[T_A_LOC], get(t, U, "location", tmp))
-    w_int(st, &c[T_A_FOL], get(t, U, "followers_count", tmp))
-    w_bool(st, &c[T_A_VER], get(t, U, "verified", tmp))
-    col_i64_or_null(&c[T_IRT_S], pref_id(t, T, "in_reply_to_status_id_str", "in_reply_to_status_id", tmp))
-    col_i64_or_null(&c[T_IRT_U], pref_id(t, T, "in_reply_to_user_id_str", "in_reply_to_user_id", tmp))
-    w_str(st, &c[T_IRT_SN], get(t, T, "in_reply_to_screen_name", tmp))
-    R = obj_or_none(t, get(t, T, "retweeted_status", tmp))
-    col_i64_or_null(&c[T_RT_S], pref_id(t, R, "id_str", "id", tmp))
-    v = obj_or_none(t, get(t, R, "user", tmp))
-    col_i64_or_null(&c[T_RT_U], pref_id(t, v, "id_str", "id", tmp))
-    w_str(st, &c[T_RT_SN], get(t, v, "screen_name", tmp))
+    w_str(st, &c[T_LANG], get(t, T, KY_lang, tmp))
+    w_app(st, &c[T_SOURCE], get(t, T, KY_source, tmp))
+    U = obj_or_none(t, get(t, T, KY_user, tmp))
+    col_i64_or_null(&c[T_AUTHOR_ID], pref_id(t, U, KY_id_str, KY_id, tmp))
+    w_str(st, &c[T_A_SN], get(t, U, KY_screen_name, tmp))
+    w_str(st, &c[T_A_NAME], get(t, U, KY_name, tmp))
+    w_str(st, &c[T_A_DESC], get(t, U, KY_description, tmp))
+    w_str(st, &c[T_A_LOC], get(t, U, KY_location, tmp))
+    w_int(st, &c[T_A_FOL], get(t, U, KY_followers_count, tmp))
+    w_bool(st, &c[T_A_VER], get(t, U, KY_verified, tmp))
+    col_i64_or_null(&c[T_IRT_S], pref_id(t, T, KY_in_reply_to_status_id_str, KY_in_reply_to_status_id, tmp))
+    col_i64_or_null(&c[T_IRT_U], pref_id(t, T, KY_in_reply_to_user_id_str, KY_in_reply_to_user_id, tmp))
+    w_str(st, &c[T_IRT_SN], get(t, T, KY_in_reply_to_screen_name, tmp))
+    R = obj_or_none(t, get(t, T, KY_retweeted_status, tmp))
+    col_i64_or_null(&c[T_RT_S], pref_id(t, R, KY_id_str, KY_id, tmp))
+    v = obj_or_none(t, get(t, R, KY_user, tmp))
+    col_i64_or_null(&c[T_RT_U], pref_id(t, v, KY_id_str, KY_id, tmp))
+    w_str(st, &c[T_RT_SN], get(t, v, KY_screen_name, tmp))
     w_str(st, &c[T_RT_TEXT], v1_text(t, R, tmp))
-    Q = obj_or_none(t, get(t, T, "quoted_status", tmp))
+    Q = obj_or_none(t, get(t, T, KY_quoted_status, tmp))
     if Q == NONE:
-        Q = obj_or_none(t, get(t, R, "quoted_status", tmp))
-    q = pref_id(t, T, "quoted_status_id_str", "quoted_status_id", tmp)
+        Q = obj_or_none(t, get(t, R, KY_quoted_status, tmp))
+    q = pref_id(t, T, KY_quoted_status_id_str, KY_quoted_status_id, tmp)
     if q < 0:
-        q = pref_id(t, Q, "id_str", "id", tmp)
+        q = pref_id(t, Q, KY_id_str, KY_id, tmp)
     col_i64_or_null(&c[T_Q_S], q)
-    col_i64_or_null(&c[T_Q_U], pref_id(t, obj_or_none(t, get(t, Q, "user", tmp)), "id_str", "id", tmp))
+    col_i64_or_null(&c[T_Q_U], pref_id(t, obj_or_none(t, get(t, Q, KY_user, tmp)), KY_id_str, KY_id, tmp))
     w_str(st, &c[T_Q_TEXT], v1_text(t, Q, tmp))
-    et = obj_or_none(t, get(t, T, "extended_tweet", tmp))
-    E = get(t, et, "entities", tmp) if et != NONE else get(t, T, "entities", tmp)
-    w_strlist(st, &c[T_HASH], get(t, E, "hashtags", tmp), "text", 0)
-    w_strlist(st, &c[T_MENT], get(t, E, "user_mentions", tmp), "screen_name", 0)
-    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, "user_mentions", tmp), 0)
-    w_strlist(st, &c[T_CASH], get(t, E, "symbols", tmp), "text", 0)
-    w_urls(st, &c[T_URLS], get(t, E, "urls", tmp))
+    et = obj_or_none(t, get(t, T, KY_extended_tweet, tmp))
+    E = get(t, et, KY_entities, tmp) if et != NONE else get(t, T, KY_entities, tmp)
+    w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_text, 0)
+    w_strlist(st, &c[T_MENT], get(t, E, KY_user_mentions, tmp), KY_screen_name, 0)
+    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_user_mentions, tmp), 0)
+    w_strlist(st, &c[T_CASH], get(t, E, KY_symbols, tmp), KY_text, 0)
+    w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
     if et != NONE:
-        X = obj_or_none(t, get(t, et, "extended_entities", tmp))
+        X = obj_or_none(t, get(t, et, KY_extended_entities, tmp))
         if X == NONE:
-            X = get(t, et, "entities", tmp)
+            X = get(t, et, KY_entities, tmp)
     else:
-        X = obj_or_none(t, get(t, T, "extended_entities", tmp))
+        X = obj_or_none(t, get(t, T, KY_extended_entities, tmp))
         if X == NONE:
-            X = get(t, T, "entities", tmp)
-    w_strlist(st, &c[T_MEDIA], get(t, X, "media", tmp), "type", 0)
-    if two_numbers(t, get2(t, T, "coordinates", "coordinates", tmp), &a, &b):
+            X = get(t, T, KY_entities, tmp)
+    w_strlist(st, &c[T_MEDIA], get(t, X, KY_media, tmp), KY_type, 0)
+    if two_numbers(t, get2(t, T, KY_coordinates, KY_coordinates, tmp), &a, &b):
         col_coord(&c[T_COORD], a, b)
-    elif two_numbers(t, get2(t, T, "geo", "coordinates", tmp), &a, &b):
+    elif two_numbers(t, get2(t, T, KY_geo, KY_coordinates, tmp), &a, &b):
         col_coord(&c[T_COORD], b, a)
     else:
         col_null(&c[T_COORD])
-    v = get(t, T, "place", tmp)
-    w_str(st, &c[T_PLACE_ID], get(t, v, "id", tmp))
-    w_str(st, &c[T_PLACE_CC], get(t, v, "country_code", tmp))
-    w_strlist(st, &c[T_WITHHELD], get(t, T, "withheld_in_countries", tmp), NULL, 1)
-    w_rules(st, &c[T_RULES], get(t, T, "matching_rules", tmp))
+    v = get(t, T, KY_place, tmp)
+    w_str(st, &c[T_PLACE_ID], get(t, v, KY_id, tmp))
+    w_str(st, &c[T_PLACE_CC], get(t, v, KY_country_code, tmp))
+    w_strlist(st, &c[T_WITHHELD], get(t, T, KY_withheld_in_countries, tmp), KY_NONE, 1)
+    w_rules(st, &c[T_RULES], get(t, T, KY_matching_rules, tmp))
     w_provenance(st, c, T_DIALECT, D_V1)
     st.n_tweets += 1
     return 0
@@ -461,13 +466,13 @@ cdef int build_lookups(State* st, uint32_t env) except -1 nogil:
     cdef uint32_t inc, arr, el
     cdef Lookup lk
     cdef int which
-    cdef const char* names[4]
-    names[0] = "users"
-    names[1] = "tweets"
-    names[2] = "media"
-    names[3] = "places"
+    cdef uint32_t names[4]
+    names[0] = KY_users
+    names[1] = KY_tweets
+    names[2] = KY_media
+    names[3] = KY_places
     st.lookups.len = 0
-    inc = obj_or_none(t, get(t, env, "includes", tmp))
+    inc = obj_or_none(t, get(t, env, KY_includes, tmp))
     if inc == NONE:
         return 0
     for which in range(4):
@@ -480,11 +485,11 @@ cdef int build_lookups(State* st, uint32_t env) except -1 nogil:
                 lk.id = -1
                 lk.key = NONE
                 if which <= 1:
-                    lk.id = get_id(t, get(t, el, "id", tmp), tmp)
+                    lk.id = get_id(t, get(t, el, KY_id, tmp), tmp)
                 elif which == 2:
-                    lk.key = get(t, el, "media_key", tmp)
+                    lk.key = get(t, el, KY_media_key, tmp)
                 else:
-                    lk.key = get(t, el, "id", tmp)
+                    lk.key = get(t, el, KY_id, tmp)
                 buf_put(&st.lookups, &lk, sizeof(Lookup))
             el = arr_next(t, arr, el)
     return 0
@@ -517,23 +522,23 @@ cdef uint32_t v2_text(Tape* t, uint32_t obj, Buf* tmp) except? 0xFFFFFFFE nogil:
     cdef uint32_t v
     if obj == NONE:
         return NONE
-    v = get2(t, obj, "note_tweet", "text", tmp)
+    v = get2(t, obj, KY_note_tweet, KY_text, tmp)
     if is_type(t, v, J_STR):
         return v
-    return str_or_none(t, get(t, obj, "text", tmp))
+    return str_or_none(t, get(t, obj, KY_text, tmp))
 
 
 cdef uint32_t v2_ref(State* st, uint32_t D, const char* typ, int64_t* ref_id) except? 0xFFFFFFFE nogil:
     """The object of D's first referenced tweet of that type (NONE if unknown); its id in ref_id."""
     cdef Tape* t = &st.tape
-    cdef uint32_t arr = get(t, D, "referenced_tweets", &st.scratch), el, obj
+    cdef uint32_t arr = get(t, D, KY_referenced_tweets, &st.scratch), el, obj
     ref_id[0] = -1
     el = arr_first(t, arr)
     while el != NONE:
-        if is_type(t, el, J_OBJ) and str_is(t, get(t, el, "type", &st.scratch), typ, &st.scratch):
-            ref_id[0] = get_id(t, get(t, el, "id", &st.scratch), &st.scratch)
+        if is_type(t, el, J_OBJ) and str_is(t, get(t, el, KY_type, &st.scratch), typ, &st.scratch):
+            ref_id[0] = get_id(t, get(t, el, KY_id, &st.scratch), &st.scratch)
             obj = find_id(st, L_TWEET, ref_id[0])
-            if obj == NONE and get(t, el, "text", &st.scratch) != NONE:
+            if obj == NONE and get(t, el, KY_text, &st.scratch) != NONE:
                 obj = el
             return obj
         el = arr_next(t, arr, el)
@@ -550,68 +555,68 @@ cdef int emit_v2(State* st, Msg* m) except -1 nogil:
     if not dedupe_admit(st, m.id):
         return 0
     col_i64(&c[T_ID], m.id)
-    w_time(st, &c[T_CREATED], get(t, D, "created_at", tmp))
+    w_time(st, &c[T_CREATED], get(t, D, KY_created_at, tmp))
     w_str(st, &c[T_TEXT], v2_text(t, D, tmp))
-    w_str(st, &c[T_LANG], get(t, D, "lang", tmp))
-    w_app(st, &c[T_SOURCE], get(t, D, "source", tmp))
-    author = get_id(t, get(t, D, "author_id", tmp), tmp)
+    w_str(st, &c[T_LANG], get(t, D, KY_lang, tmp))
+    w_app(st, &c[T_SOURCE], get(t, D, KY_source, tmp))
+    author = get_id(t, get(t, D, KY_author_id, tmp), tmp)
     col_i64_or_null(&c[T_AUTHOR_ID], author)
     U = find_id(st, L_USER, author)
     if U == NONE:
-        U = obj_or_none(t, get(t, D, "author", tmp))
-    w_str(st, &c[T_A_SN], get(t, U, "username", tmp))
-    w_str(st, &c[T_A_NAME], get(t, U, "name", tmp))
-    w_str(st, &c[T_A_DESC], get(t, U, "description", tmp))
-    w_str(st, &c[T_A_LOC], get(t, U, "location", tmp))
-    w_int(st, &c[T_A_FOL], get2(t, U, "public_metrics", "followers_count", tmp))
-    w_bool(st, &c[T_A_VER], get(t, U, "verified", tmp))
+        U = obj_or_none(t, get(t, D, KY_author, tmp))
+    w_str(st, &c[T_A_SN], get(t, U, KY_username, tmp))
+    w_str(st, &c[T_A_NAME], get(t, U, KY_name, tmp))
+    w_str(st, &c[T_A_DESC], get(t, U, KY_description, tmp))
+    w_str(st, &c[T_A_LOC], get(t, U, KY_location, tmp))
+    w_int(st, &c[T_A_FOL], get2(t, U, KY_public_metrics, KY_followers_count, tmp))
+    w_bool(st, &c[T_A_VER], get(t, U, KY_verified, tmp))
     v2_ref(st, D, "replied_to", &rid)
     col_i64_or_null(&c[T_IRT_S], rid)
-    author = get_id(t, get(t, D, "in_reply_to_user_id", tmp), tmp)
+    author = get_id(t, get(t, D, KY_in_reply_to_user_id, tmp), tmp)
     col_i64_or_null(&c[T_IRT_U], author)
-    w_str(st, &c[T_IRT_SN], get(t, find_id(st, L_USER, author), "username", tmp))
+    w_str(st, &c[T_IRT_SN], get(t, find_id(st, L_USER, author), KY_username, tmp))
     obj = v2_ref(st, D, "retweeted", &rid)
     col_i64_or_null(&c[T_RT_S], rid)
-    author = get_id(t, get(t, obj, "author_id", tmp), tmp)
+    author = get_id(t, get(t, obj, KY_author_id, tmp), tmp)
     col_i64_or_null(&c[T_RT_U], author)
     U = find_id(st, L_USER, author)
     if U == NONE:
-        U = obj_or_none(t, get(t, obj, "author", tmp))
-    w_str(st, &c[T_RT_SN], get(t, U, "username", tmp))
+        U = obj_or_none(t, get(t, obj, KY_author, tmp))
+    w_str(st, &c[T_RT_SN], get(t, U, KY_username, tmp))
     w_str(st, &c[T_RT_TEXT], v2_text(t, obj, tmp))
     obj = v2_ref(st, D, "quoted", &rid)
     col_i64_or_null(&c[T_Q_S], rid)
-    col_i64_or_null(&c[T_Q_U], get_id(t, get(t, obj, "author_id", tmp), tmp))
+    col_i64_or_null(&c[T_Q_U], get_id(t, get(t, obj, KY_author_id, tmp), tmp))
     w_str(st, &c[T_Q_TEXT], v2_text(t, obj, tmp))
-    nt = obj_or_none(t, get(t, D, "note_tweet", tmp))
-    E = get(t, nt, "entities", tmp)
+    nt = obj_or_none(t, get(t, D, KY_note_tweet, tmp))
+    E = get(t, nt, KY_entities, tmp)
     if E == NONE:
-        E = get(t, D, "entities", tmp)
-    w_strlist(st, &c[T_HASH], get(t, E, "hashtags", tmp), "tag", 0)
-    w_strlist(st, &c[T_MENT], get(t, E, "mentions", tmp), "username", 0)
-    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, "mentions", tmp), 1)
-    w_strlist(st, &c[T_CASH], get(t, E, "cashtags", tmp), "tag", 0)
-    w_urls(st, &c[T_URLS], get(t, E, "urls", tmp))
-    arr = get2(t, D, "attachments", "media_keys", tmp)
+        E = get(t, D, KY_entities, tmp)
+    w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_tag, 0)
+    w_strlist(st, &c[T_MENT], get(t, E, KY_mentions, tmp), KY_username, 0)
+    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_mentions, tmp), 1)
+    w_strlist(st, &c[T_CASH], get(t, E, KY_cashtags, tmp), KY_tag, 0)
+    w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
+    arr = get2(t, D, KY_attachments, KY_media_keys, tmp)
     el = arr_first(t, arr)
     while el != NONE:
         v = find_key(st, L_MEDIA, el)
-        v = get(t, v, "type", tmp)
+        v = get(t, v, KY_type, tmp)
         if is_type(t, v, J_STR):
             unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c[T_MEDIA].data)
             col_item_close(&c[T_MEDIA])
         el = arr_next(t, arr, el)
     col_list_close(&c[T_MEDIA])
-    v = obj_or_none(t, get(t, D, "geo", tmp))
-    if two_numbers(t, get2(t, v, "coordinates", "coordinates", tmp), &a, &b):
+    v = obj_or_none(t, get(t, D, KY_geo, tmp))
+    if two_numbers(t, get2(t, v, KY_coordinates, KY_coordinates, tmp), &a, &b):
         col_coord(&c[T_COORD], a, b)
     else:
         col_null(&c[T_COORD])
-    pid = get(t, v, "place_id", tmp)
+    pid = get(t, v, KY_place_id, tmp)
     w_str(st, &c[T_PLACE_ID], pid)
-    w_str(st, &c[T_PLACE_CC], get(t, find_key(st, L_PLACE, pid), "country_code", tmp))
-    w_strlist(st, &c[T_WITHHELD], get2(t, D, "withheld", "country_codes", tmp), NULL, 1)
-    w_rules(st, &c[T_RULES], get(t, m.env if m.env != NONE else D, "matching_rules", tmp))
+    w_str(st, &c[T_PLACE_CC], get(t, find_key(st, L_PLACE, pid), KY_country_code, tmp))
+    w_strlist(st, &c[T_WITHHELD], get2(t, D, KY_withheld, KY_country_codes, tmp), KY_NONE, 1)
+    w_rules(st, &c[T_RULES], get(t, m.env if m.env != NONE else D, KY_matching_rules, tmp))
     w_provenance(st, c, T_DIALECT, D_V2)
     st.n_tweets += 1
     return 0
@@ -621,10 +626,10 @@ cdef uint32_t act_body(Tape* t, uint32_t obj, Buf* tmp) except? 0xFFFFFFFE nogil
     cdef uint32_t v
     if obj == NONE:
         return NONE
-    v = get2(t, obj, "long_object", "body", tmp)
+    v = get2(t, obj, KY_long_object, KY_body, tmp)
     if is_type(t, v, J_STR):
         return v
-    return str_or_none(t, get(t, obj, "body", tmp))
+    return str_or_none(t, get(t, obj, KY_body, tmp))
 
 
 cdef int emit_act(State* st, Msg* m) except -1 nogil:
@@ -639,52 +644,52 @@ cdef int emit_act(State* st, Msg* m) except -1 nogil:
     if not dedupe_admit(st, m.id):
         return 0
     col_i64(&c[T_ID], m.id)
-    w_time(st, &c[T_CREATED], get(t, A, "postedTime", tmp))
+    w_time(st, &c[T_CREATED], get(t, A, KY_postedTime, tmp))
     w_str(st, &c[T_TEXT], act_body(t, A, tmp))
-    w_str(st, &c[T_LANG], get(t, A, "twitter_lang", tmp))
-    w_str(st, &c[T_SOURCE], get2(t, A, "generator", "displayName", tmp))
-    act = obj_or_none(t, get(t, A, "actor", tmp))
-    col_i64_or_null(&c[T_AUTHOR_ID], gnip_id(t, get(t, act, "id", tmp), tmp))
-    w_str(st, &c[T_A_SN], get(t, act, "preferredUsername", tmp))
-    w_str(st, &c[T_A_NAME], get(t, act, "displayName", tmp))
-    w_str(st, &c[T_A_DESC], get(t, act, "summary", tmp))
-    w_str(st, &c[T_A_LOC], get2(t, act, "location", "displayName", tmp))
-    w_int(st, &c[T_A_FOL], get(t, act, "followersCount", tmp))
-    w_bool(st, &c[T_A_VER], get(t, act, "verified", tmp))
-    col_i64_or_null(&c[T_IRT_S], id_after_slash(t, get2(t, A, "inReplyTo", "link", tmp), tmp))
+    w_str(st, &c[T_LANG], get(t, A, KY_twitter_lang, tmp))
+    w_str(st, &c[T_SOURCE], get2(t, A, KY_generator, KY_displayName, tmp))
+    act = obj_or_none(t, get(t, A, KY_actor, tmp))
+    col_i64_or_null(&c[T_AUTHOR_ID], gnip_id(t, get(t, act, KY_id, tmp), tmp))
+    w_str(st, &c[T_A_SN], get(t, act, KY_preferredUsername, tmp))
+    w_str(st, &c[T_A_NAME], get(t, act, KY_displayName, tmp))
+    w_str(st, &c[T_A_DESC], get(t, act, KY_summary, tmp))
+    w_str(st, &c[T_A_LOC], get2(t, act, KY_location, KY_displayName, tmp))
+    w_int(st, &c[T_A_FOL], get(t, act, KY_followersCount, tmp))
+    w_bool(st, &c[T_A_VER], get(t, act, KY_verified, tmp))
+    col_i64_or_null(&c[T_IRT_S], id_after_slash(t, get2(t, A, KY_inReplyTo, KY_link, tmp), tmp))
     col_null(&c[T_IRT_U])
     col_null(&c[T_IRT_SN])
-    share = str_is(t, get(t, A, "verb", tmp), "share", tmp)
-    O = obj_or_none(t, get(t, A, "object", tmp)) if share else NONE
-    col_i64_or_null(&c[T_RT_S], gnip_id(t, get(t, O, "id", tmp), tmp))
-    v = obj_or_none(t, get(t, O, "actor", tmp))
-    col_i64_or_null(&c[T_RT_U], gnip_id(t, get(t, v, "id", tmp), tmp))
-    w_str(st, &c[T_RT_SN], get(t, v, "preferredUsername", tmp))
+    share = str_is(t, get(t, A, KY_verb, tmp), "share", tmp)
+    O = obj_or_none(t, get(t, A, KY_object, tmp)) if share else NONE
+    col_i64_or_null(&c[T_RT_S], gnip_id(t, get(t, O, KY_id, tmp), tmp))
+    v = obj_or_none(t, get(t, O, KY_actor, tmp))
+    col_i64_or_null(&c[T_RT_U], gnip_id(t, get(t, v, KY_id, tmp), tmp))
+    w_str(st, &c[T_RT_SN], get(t, v, KY_preferredUsername, tmp))
     w_str(st, &c[T_RT_TEXT], act_body(t, O, tmp))
-    Q = obj_or_none(t, get(t, A, "twitter_quoted_status", tmp))
+    Q = obj_or_none(t, get(t, A, KY_twitter_quoted_status, tmp))
     if Q == NONE:
-        Q = obj_or_none(t, get(t, O, "twitter_quoted_status", tmp))
-    col_i64_or_null(&c[T_Q_S], gnip_id(t, get(t, Q, "id", tmp), tmp))
-    col_i64_or_null(&c[T_Q_U], gnip_id(t, get2(t, Q, "actor", "id", tmp), tmp))
+        Q = obj_or_none(t, get(t, O, KY_twitter_quoted_status, tmp))
+    col_i64_or_null(&c[T_Q_S], gnip_id(t, get(t, Q, KY_id, tmp), tmp))
+    col_i64_or_null(&c[T_Q_U], gnip_id(t, get2(t, Q, KY_actor, KY_id, tmp), tmp))
     w_str(st, &c[T_Q_TEXT], act_body(t, Q, tmp))
-    lo = obj_or_none(t, get(t, A, "long_object", tmp))
-    E = get(t, lo, "twitter_entities", tmp) if lo != NONE else get(t, A, "twitter_entities", tmp)
-    w_strlist(st, &c[T_HASH], get(t, E, "hashtags", tmp), "text", 0)
-    w_strlist(st, &c[T_MENT], get(t, E, "user_mentions", tmp), "screen_name", 0)
-    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, "user_mentions", tmp), 0)
-    w_strlist(st, &c[T_CASH], get(t, E, "symbols", tmp), "text", 0)
-    w_urls(st, &c[T_URLS], get(t, E, "urls", tmp))
-    X = obj_or_none(t, get(t, lo, "twitter_extended_entities", tmp))
+    lo = obj_or_none(t, get(t, A, KY_long_object, tmp))
+    E = get(t, lo, KY_twitter_entities, tmp) if lo != NONE else get(t, A, KY_twitter_entities, tmp)
+    w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_text, 0)
+    w_strlist(st, &c[T_MENT], get(t, E, KY_user_mentions, tmp), KY_screen_name, 0)
+    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_user_mentions, tmp), 0)
+    w_strlist(st, &c[T_CASH], get(t, E, KY_symbols, tmp), KY_text, 0)
+    w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
+    X = obj_or_none(t, get(t, lo, KY_twitter_extended_entities, tmp))
     if X == NONE:
-        X = obj_or_none(t, get(t, A, "twitter_extended_entities", tmp))
+        X = obj_or_none(t, get(t, A, KY_twitter_extended_entities, tmp))
     if X == NONE:
         X = E
-    w_strlist(st, &c[T_MEDIA], get(t, X, "media", tmp), "type", 0)
-    if two_numbers(t, get2(t, A, "geo", "coordinates", tmp), &a, &b):
+    w_strlist(st, &c[T_MEDIA], get(t, X, KY_media, tmp), KY_type, 0)
+    if two_numbers(t, get2(t, A, KY_geo, KY_coordinates, tmp), &a, &b):
         col_coord(&c[T_COORD], b, a)
     else:
         col_null(&c[T_COORD])
-    v = get2(t, A, "location", "link", tmp)
+    v = get2(t, A, KY_location, KY_link, tmp)
     if is_type(t, v, J_STR):
         str_view(t, v, &p, &n, tmp)
         k = n
@@ -696,9 +701,9 @@ cdef int emit_act(State* st, Msg* m) except -1 nogil:
             col_null(&c[T_PLACE_ID])
     else:
         col_null(&c[T_PLACE_ID])
-    w_str(st, &c[T_PLACE_CC], get2(t, A, "location", "twitter_country_code", tmp))
+    w_str(st, &c[T_PLACE_CC], get2(t, A, KY_location, KY_twitter_country_code, tmp))
     col_list_close(&c[T_WITHHELD])
-    w_rules(st, &c[T_RULES], get2(t, A, "gnip", "matching_rules", tmp))
+    w_rules(st, &c[T_RULES], get2(t, A, KY_gnip, KY_matching_rules, tmp))
     w_provenance(st, c, T_DIALECT, D_ACT)
     st.n_tweets += 1
     return 0
@@ -715,7 +720,7 @@ cdef int emit_comp(State* st, Msg* m) except -1 nogil:
     col_i64_or_null(&c[C_USER], m.user_id)
     col_i64_or_null(&c[C_UPTO], m.up_to)
     col_i64_or_null(&c[C_OBJ], m.object_id)
-    w_strlist(st, &c[C_COUNTRIES], m.countries, NULL, 1)
+    w_strlist(st, &c[C_COUNTRIES], m.countries, KY_NONE, 1)
     if m.event_at != NO_TIME:
         col_i64(&c[C_EVENT], m.event_at)
     else:
@@ -800,12 +805,12 @@ cdef int classify_v2(State* st, uint32_t M, Msg* m) except -1 nogil:
     """A v2 envelope: compliance event, tweets, api errors, or other."""
     cdef Tape* t = &st.tape
     cdef Buf* tmp = &st.scratch
-    cdef uint32_t data = get(t, M, "data", tmp), el, C, errs
+    cdef uint32_t data = get(t, M, KY_data, tmp), el, C, errs
     cdef int k, produced = 0
     cdef int64_t x
     cdef const char* pp
     cdef Py_ssize_t pn
-    if is_type(t, data, J_OBJ) and t.nodes[data].count == 1:
+    if is_type(t, data, J_OBJ) and obj_size_is_1(t, data):
         k = kind_of(t, data + 1, K_TWEET_EDIT + 1, tmp)
         if k == K_DM_DELETE or k == K_STATUS_WITHHELD:
             k = -1                  # v1.1 names, not v2 compliance keys
@@ -815,15 +820,15 @@ cdef int classify_v2(State* st, uint32_t M, Msg* m) except -1 nogil:
             C = data + 2
             msg_comp(m, k, D_V2)
             if k == K_TWEET_EDIT:
-                m.tweet_id = get_id(t, get(t, C, "initial_tweet_id", tmp), tmp)
+                m.tweet_id = get_id(t, get(t, C, KY_initial_tweet_id, tmp), tmp)
             else:
-                m.tweet_id = get_id(t, get2(t, C, "tweet", "id", tmp), tmp)
-            m.user_id = get_id(t, get2(t, C, "tweet", "author_id", tmp), tmp)
+                m.tweet_id = get_id(t, get2(t, C, KY_tweet, KY_id, tmp), tmp)
+            m.user_id = get_id(t, get2(t, C, KY_tweet, KY_author_id, tmp), tmp)
             if m.user_id < 0:
-                m.user_id = get_id(t, get2(t, C, "user", "id", tmp), tmp)
-            m.up_to = get_id(t, get(t, C, "up_to_tweet_id", tmp), tmp)
-            m.countries = get(t, C, "withheld_in_countries", tmp)
-            m.event_at = time_or_none(st, get(t, C, "event_at", tmp))
+                m.user_id = get_id(t, get2(t, C, KY_user, KY_id, tmp), tmp)
+            m.up_to = get_id(t, get(t, C, KY_up_to_tweet_id, tmp), tmp)
+            m.countries = get(t, C, KY_withheld_in_countries, tmp)
+            m.event_at = time_or_none(st, get(t, C, KY_event_at, tmp))
             if is_tweet_kind(k):
                 if need(st, m.tweet_id >= 0, "$.data.*.tweet.id"):
                     return E_NOID
@@ -836,35 +841,35 @@ cdef int classify_v2(State* st, uint32_t M, Msg* m) except -1 nogil:
     else:
         el = arr_first(t, data)
     while el != NONE:
-        if is_type(t, el, J_OBJ) and get(t, el, "text", tmp) != NONE:
+        if is_type(t, el, J_OBJ) and get(t, el, KY_text, tmp) != NONE:
             memset(m, 0, sizeof(Msg))
             m.cls = M_V2
             m.node = el
             m.env = M
-            m.id = get_id(t, get(t, el, "id", tmp), tmp)
+            m.id = get_id(t, get(t, el, KY_id, tmp), tmp)
             if need(st, m.id >= 0, "$.data.id"):
                 return E_NOID
             push(st, m)
             produced += 1
         el = NONE if el == data else arr_next(t, data, el)
-    errs = get(t, M, "errors", tmp)
+    errs = get(t, M, KY_errors, tmp)
     el = arr_first(t, errs)
     while el != NONE:
         msg_comp(m, K_API_ERROR, D_V2)
         if is_type(t, el, J_OBJ):
-            x = get_id(t, get(t, el, "resource_id", tmp), tmp)
-            C = get(t, el, "parameter", tmp)
+            x = get_id(t, get(t, el, KY_resource_id, tmp), tmp)
+            C = get(t, el, KY_parameter, tmp)
             if is_type(t, C, J_STR):
                 str_view(t, C, &pp, &pn, tmp)
                 if pn >= 8 and memcmp(pp + pn - 8, "username", 8) == 0:
                     x = -1          # resource_id is a username (e.g. "2245"), not an id
-            C = get(t, el, "resource_type", tmp)
+            C = get(t, el, KY_resource_type, tmp)
             if str_is(t, C, "tweet", tmp):
                 m.tweet_id = x
             elif str_is(t, C, "user", tmp):
                 m.user_id = x
-            m.code_node = get(t, el, "title", tmp)
-            m.detail_node = get(t, el, "detail", tmp)
+            m.code_node = get(t, el, KY_title, tmp)
+            m.detail_node = get(t, el, KY_detail, tmp)
         push(st, m)
         produced += 1
         el = arr_next(t, errs, el)
@@ -878,14 +883,14 @@ cdef int classify_v2(State* st, uint32_t M, Msg* m) except -1 nogil:
 cdef int classify_act(State* st, uint32_t A, Msg* m) except -1 nogil:
     cdef Tape* t = &st.tape
     cdef Buf* tmp = &st.scratch
-    cdef uint32_t verb = get(t, A, "verb", tmp), O
+    cdef uint32_t verb = get(t, A, KY_verb, tmp), O
     cdef int k
     if str_is(t, verb, "post", tmp) or str_is(t, verb, "share", tmp):
         memset(m, 0, sizeof(Msg))
         m.cls = M_ACT
         m.node = A
         m.env = NONE
-        m.id = gnip_id(t, get(t, A, "id", tmp), tmp)
+        m.id = gnip_id(t, get(t, A, KY_id, tmp), tmp)
         if need(st, m.id >= 0, "$.id"):
             return E_NOID
         return push(st, m)
@@ -895,27 +900,27 @@ cdef int classify_act(State* st, uint32_t A, Msg* m) except -1 nogil:
         m.detail_node = verb
         return push(st, m)
     msg_comp(m, k, D_ACT)
-    O = obj_or_none(t, get(t, A, "object", tmp))
-    m.countries = get(t, O, "withheld_in_countries", tmp)
+    O = obj_or_none(t, get(t, A, KY_object, tmp))
+    m.countries = get(t, O, KY_withheld_in_countries, tmp)
     if m.countries == NONE:
-        m.countries = get(t, A, "withheld_in_countries", tmp)
-    m.event_at = time_or_none(st, get(t, A, "timestampMs", tmp))
+        m.countries = get(t, A, KY_withheld_in_countries, tmp)
+    m.event_at = time_or_none(st, get(t, A, KY_timestampMs, tmp))
     if m.event_at == NO_TIME:
-        m.event_at = time_or_none(st, get(t, A, "postedTime", tmp))
+        m.event_at = time_or_none(st, get(t, A, KY_postedTime, tmp))
     if k == K_SCRUB_GEO:
-        m.user_id = gnip_id(t, get2(t, A, "actor", "id", tmp), tmp)
-        m.up_to = gnip_id(t, get2(t, A, "target", "up_to_id", tmp), tmp)
+        m.user_id = gnip_id(t, get2(t, A, KY_actor, KY_id, tmp), tmp)
+        m.up_to = gnip_id(t, get2(t, A, KY_target, KY_up_to_id, tmp), tmp)
         if need(st, m.user_id >= 0, "$.actor.id"):
             return E_NOID
     elif is_tweet_kind(k):
-        m.tweet_id = gnip_id(t, get(t, O, "id", tmp), tmp)
-        m.user_id = gnip_id(t, get2(t, A, "actor", "id", tmp), tmp)
+        m.tweet_id = gnip_id(t, get(t, O, KY_id, tmp), tmp)
+        m.user_id = gnip_id(t, get2(t, A, KY_actor, KY_id, tmp), tmp)
         if m.user_id < 0:
-            m.user_id = gnip_id(t, get(t, O, "user_id", tmp), tmp)
+            m.user_id = gnip_id(t, get(t, O, KY_user_id, tmp), tmp)
         if need(st, m.tweet_id >= 0, "$.object.id"):
             return E_NOID
     else:
-        m.user_id = gnip_id(t, get(t, O, "id", tmp), tmp)
+        m.user_id = gnip_id(t, get(t, O, KY_id, tmp), tmp)
         if need(st, m.user_id >= 0, "$.object.id"):
             return E_NOID
     return push(st, m)
@@ -926,79 +931,79 @@ cdef int classify_stream(State* st, uint32_t M, Msg* m) except -2 nogil:
     cdef Tape* t = &st.tape
     cdef Buf* tmp = &st.scratch
     cdef uint32_t v, S, u
-    v = get(t, M, "delete", tmp)
+    v = get(t, M, KY_delete, tmp)
     if v != NONE:
-        S = obj_or_none(t, get(t, v, "direct_message", tmp))
-        if S != NONE and not is_type(t, get(t, v, "status", tmp), J_OBJ):
+        S = obj_or_none(t, get(t, v, KY_direct_message, tmp))
+        if S != NONE and not is_type(t, get(t, v, KY_status, tmp), J_OBJ):
             msg_comp(m, K_DM_DELETE, D_V1)
-            m.user_id = pref_id(t, S, "user_id_str", "user_id", tmp)
+            m.user_id = pref_id(t, S, KY_user_id_str, KY_user_id, tmp)
         else:
-            S = get(t, v, "status", tmp)
+            S = get(t, v, KY_status, tmp)
             msg_comp(m, K_DELETE, D_V1)
-            m.tweet_id = pref_id(t, S, "id_str", "id", tmp)
-            m.user_id = pref_id(t, S, "user_id_str", "user_id", tmp)
+            m.tweet_id = pref_id(t, S, KY_id_str, KY_id, tmp)
+            m.user_id = pref_id(t, S, KY_user_id_str, KY_user_id, tmp)
             if need(st, m.tweet_id >= 0, "$.delete.status.id_str"):
                 return E_NOID
-        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        m.event_at = time_or_none(st, get(t, v, KY_timestamp_ms, tmp))
         return push(st, m)
-    v = get(t, M, "scrub_geo", tmp)
+    v = get(t, M, KY_scrub_geo, tmp)
     if v != NONE:
         msg_comp(m, K_SCRUB_GEO, D_V1)
-        m.user_id = pref_id(t, v, "user_id_str", "user_id", tmp)
-        m.up_to = get_id(t, get(t, v, "up_to_status_id_str", tmp), tmp)
+        m.user_id = pref_id(t, v, KY_user_id_str, KY_user_id, tmp)
+        m.up_to = get_id(t, get(t, v, KY_up_to_status_id_str, tmp), tmp)
         if m.up_to < 0:
-            m.up_to = pref_id(t, v, "up_to_status_id_string", "up_to_status_id", tmp)
-        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+            m.up_to = pref_id(t, v, KY_up_to_status_id_string, KY_up_to_status_id, tmp)
+        m.event_at = time_or_none(st, get(t, v, KY_timestamp_ms, tmp))
         if need(st, m.user_id >= 0, "$.scrub_geo.user_id_str"):
             return E_NOID
         return push(st, m)
-    v = get(t, M, "status_withheld", tmp)
+    v = get(t, M, KY_status_withheld, tmp)
     if v != NONE:
         msg_comp(m, K_STATUS_WITHHELD, D_V1)
-        m.tweet_id = pref_id(t, v, "id_str", "id", tmp)
-        m.user_id = pref_id(t, v, "user_id_str", "user_id", tmp)
-        m.countries = get(t, v, "withheld_in_countries", tmp)
-        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        m.tweet_id = pref_id(t, v, KY_id_str, KY_id, tmp)
+        m.user_id = pref_id(t, v, KY_user_id_str, KY_user_id, tmp)
+        m.countries = get(t, v, KY_withheld_in_countries, tmp)
+        m.event_at = time_or_none(st, get(t, v, KY_timestamp_ms, tmp))
         if need(st, m.tweet_id >= 0, "$.status_withheld.id_str"):
             return E_NOID
         return push(st, m)
-    v = get(t, M, "user_withheld", tmp)
+    v = get(t, M, KY_user_withheld, tmp)
     if v != NONE:
         msg_comp(m, K_USER_WITHHELD, D_V1)
-        m.user_id = pref_id(t, v, "id_str", "id", tmp)
-        m.countries = get(t, v, "withheld_in_countries", tmp)
-        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        m.user_id = pref_id(t, v, KY_id_str, KY_id, tmp)
+        m.countries = get(t, v, KY_withheld_in_countries, tmp)
+        m.event_at = time_or_none(st, get(t, v, KY_timestamp_ms, tmp))
         if need(st, m.user_id >= 0, "$.user_withheld.id_str"):
             return E_NOID
         return push(st, m)
-    v = get(t, M, "limit", tmp)
+    v = get(t, M, KY_limit, tmp)
     if v != NONE:
         msg_comp(m, K_LIMIT, D_V1)
-        if not get_int(t, get(t, v, "track", tmp), &m.count):
+        if not get_int(t, get(t, v, KY_track, tmp), &m.count):
             m.count = NO_TIME
-        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        m.event_at = time_or_none(st, get(t, v, KY_timestamp_ms, tmp))
         return push(st, m)
-    v = get(t, M, "warning", tmp)
+    v = get(t, M, KY_warning, tmp)
     if v != NONE:
         msg_comp(m, K_WARNING, D_V1)
-        m.code_node = get(t, v, "code", tmp)
-        m.detail_node = get(t, v, "message", tmp)
-        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        m.code_node = get(t, v, KY_code, tmp)
+        m.detail_node = get(t, v, KY_message, tmp)
+        m.event_at = time_or_none(st, get(t, v, KY_timestamp_ms, tmp))
         return push(st, m)
-    v = get(t, M, "disconnect", tmp)
+    v = get(t, M, KY_disconnect, tmp)
     if v != NONE:
         msg_comp(m, K_DISCONNECT, D_V1)
-        m.code_node = get(t, v, "code", tmp)
+        m.code_node = get(t, v, KY_code, tmp)
         m.code_raw = 1
-        m.detail_node = get(t, v, "reason", tmp)
-        m.event_at = time_or_none(st, get(t, v, "timestamp_ms", tmp))
+        m.detail_node = get(t, v, KY_reason, tmp)
+        m.event_at = time_or_none(st, get(t, v, KY_timestamp_ms, tmp))
         return push(st, m)
     for u in range(3):
-        v = get(t, M, "info" if u == 0 else ("warn" if u == 1 else "error"), tmp)
+        v = get(t, M, KY_info if u == 0 else (KY_warn if u == 1 else KY_error), tmp)
         if v != NONE:
             msg_comp(m, K_SYSTEM_INFO + u, D_V1)
-            m.detail_node = get(t, v, "message", tmp)
-            m.event_at = time_or_none(st, get(t, v, "sent", tmp))
+            m.detail_node = get(t, v, KY_message, tmp)
+            m.event_at = time_or_none(st, get(t, v, KY_sent, tmp))
             return push(st, m)
     return -1
 
@@ -1012,35 +1017,35 @@ cdef int classify(State* st, uint32_t M) except -1 nogil:
     if not is_type(t, M, J_OBJ):
         st.reject_field = NULL
         return E_NOTOBJ
-    if get(t, M, "data", tmp) != NONE:
+    if get(t, M, KY_data, tmp) != NONE:
         return classify_v2(st, M, &m)
-    if get(t, M, "verb", tmp) != NONE:
+    if get(t, M, KY_verb, tmp) != NONE:
         return classify_act(st, M, &m)
     r = classify_stream(st, M, &m)
     if r >= 0:
         return r
-    if get(t, M, "action", tmp) != NONE and get(t, M, "id", tmp) != NONE \
-            and get(t, M, "reason", tmp) != NONE:
+    if get(t, M, KY_action, tmp) != NONE and get(t, M, KY_id, tmp) != NONE \
+            and get(t, M, KY_reason, tmp) != NONE:
         msg_comp(&m, K_BATCH, D_V2)
-        m.object_id = get_id(t, get(t, M, "id", tmp), tmp)
-        m.code_node = get(t, M, "action", tmp)
-        m.detail_node = get(t, M, "reason", tmp)
-        m.event_at = time_or_none(st, get(t, M, "created_at", tmp))
+        m.object_id = get_id(t, get(t, M, KY_id, tmp), tmp)
+        m.code_node = get(t, M, KY_action, tmp)
+        m.detail_node = get(t, M, KY_reason, tmp)
+        m.event_at = time_or_none(st, get(t, M, KY_created_at, tmp))
         if need(st, m.object_id >= 0, "$.id"):
             return E_NOID
         return push(st, &m)
-    if get(t, M, "text", tmp) != NONE or get(t, M, "full_text", tmp) != NONE:
+    if get(t, M, KY_text, tmp) != NONE or get(t, M, KY_full_text, tmp) != NONE:
         memset(&m, 0, sizeof(Msg))
         m.node = M
         m.env = NONE
-        if get(t, M, "user", tmp) != NONE or get(t, M, "author_id", tmp) == NONE:
+        if get(t, M, KY_user, tmp) != NONE or get(t, M, KY_author_id, tmp) == NONE:
             m.cls = M_V1
-            m.id = pref_id(t, M, "id_str", "id", tmp)
+            m.id = pref_id(t, M, KY_id_str, KY_id, tmp)
             if need(st, m.id >= 0, "$.id_str"):
                 return E_NOID
         else:
             m.cls = M_V2
-            m.id = get_id(t, get(t, M, "id", tmp), tmp)
+            m.id = get_id(t, get(t, M, KY_id, tmp), tmp)
             if need(st, m.id >= 0, "$.id"):
                 return E_NOID
         return push(st, &m)
@@ -1071,7 +1076,7 @@ cdef int split_and_classify(State* st) except -1 nogil:
     if t.nodes[root].type != J_OBJ:
         st.reject_field = "$"
         return E_NOTOBJ
-    v = get(t, root, "statuses", tmp)
+    v = get(t, root, KY_statuses, tmp)
     if is_type(t, v, J_ARR) and t.nodes[v].count > 0:
         el = arr_first(t, v)
         while el != NONE:
@@ -1079,7 +1084,7 @@ cdef int split_and_classify(State* st) except -1 nogil:
             if r:
                 return r
             el = arr_next(t, v, el)
-    elif t.nodes[root].count == 1 and str_is(t, root + 1, "id", tmp) \
+    elif obj_size_is_1(t, root) and str_is(t, root + 1, "id", tmp) \
             and is_type(t, root + 2, J_OBJ):
         v = root + 2
         el = v + 1          # key, value, key, value, ...

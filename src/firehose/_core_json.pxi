@@ -1,8 +1,9 @@
 # UTF-8 validation, a validating JSON scanner that writes a flat tape, and string decoding.
 # Included by _core.pyx. Everything here runs without the GIL.
 #
-# The tape is simdjson's idea in scalar form: one Node per value, containers know where their
-# subtree ends (``next``), so skipping a field is O(1) and nothing is decoded unless asked for.
+# The tape is simdjson's idea in scalar form: one Node per kept value, containers know where
+# their subtree ends (``next``), so skipping a field is O(1) and nothing is decoded unless asked
+# for. Members whose key the emitter never reads are validated but get no nodes (_core_keys.pxi).
 
 cdef enum:
     J_OBJ = 1
@@ -16,6 +17,8 @@ cdef enum:
 
 cdef enum:
     F_ESC = 1
+    F_PART = 2       # objects: members with keys the emitter never reads were skipped
+    F_ASKED = 4      # objects: lookups so far (counted in the flags' upper bits, by get)
 
 # error / reject codes (the order of REASONS in _core.pyx)
 cdef enum:
@@ -30,19 +33,11 @@ cdef enum:
     E_NOTOBJ
     E_NOID
 
-cdef uint32_t NONE = 0xFFFFFFFF
-
-cdef unsigned char HEXVAL[256]
-cdef unsigned char SIMPLE_ESC[256]      # the characters after a backslash other than 'u'
-cdef int _i
-for _i in range(256):
-    SIMPLE_ESC[_i] = 1 if _i in b'"\\/bfnrt' else 0
-    HEXVAL[_i] = 255
-for _i in range(10):
-    HEXVAL[0x30 + _i] = _i
-for _i in range(6):
-    HEXVAL[0x41 + _i] = 10 + _i
-    HEXVAL[0x61 + _i] = 10 + _i
+cdef extern from *:
+    """
+    #define FH_NONE 0xFFFFFFFFu
+    """
+    const uint32_t NONE "FH_NONE"       # no node (a compile-time constant, not a global to load)
 
 cdef uint64_t HIGHS = 0x8080808080808080ULL
 
@@ -51,37 +46,69 @@ cdef extern from *:
     """
     #if defined(__SSE2__)
     #include <emmintrin.h>
-    /* Index of the first byte in s[p:n] that is a quote, a backslash or a control character (< 0x20),
-       or n if none: 16 bytes per step. */
-    static inline Py_ssize_t fh_scan_string(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
-        const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x1F);
-        while (p + 16 <= n) {
-            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
-            __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, b)),
-                                       _mm_cmpeq_epi8(_mm_max_epu8(x, c), c));
-            int m = _mm_movemask_epi8(hit);
-            if (m) return p + __builtin_ctz(m);
-            p += 16;
-        }
-        while (p < n) {
-            unsigned char ch = s[p];
-            if (ch == 0x22 || ch == 0x5C || ch < 0x20) return p;
-            p++;
-        }
-        return n;
-    }
-    #else
-    static inline Py_ssize_t fh_scan_string(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
-        while (p < n) {
-            unsigned char ch = s[p];
-            if (ch == 0x22 || ch == 0x5C || ch < 0x20) return p;
-            p++;
-        }
-        return n;
-    }
     #endif
+
+    /* The index >= i of the first 32-byte block of s[:n] holding a byte >= 0x80 (or the last
+       incomplete block): everything before it is ASCII. */
+    static inline Py_ssize_t fh_skip_ascii(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) {
+    #if defined(__SSE2__)
+        while (i + 32 <= n) {
+            __m128i a = _mm_loadu_si128((const __m128i*)(s + i));
+            __m128i b = _mm_loadu_si128((const __m128i*)(s + i + 16));
+            if (_mm_movemask_epi8(_mm_or_si128(a, b)))
+                break;
+            i += 32;
+        }
+    #endif
+        return i;
+    }
+
+    /* Copy s[p:end] to o up to the first backslash; returns its index (or end), *w = bytes
+       written. o must have room for end - p + 16 bytes (whole 16-byte blocks are stored). */
+    static inline Py_ssize_t fh_copy_plain(const unsigned char* s, Py_ssize_t p, Py_ssize_t end,
+                                           char* o, Py_ssize_t* w) {
+        char* o0 = o;
+    #if defined(__SSE2__)
+        const __m128i b = _mm_set1_epi8(0x5C);
+        while (p + 16 <= end) {
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            int m;
+            _mm_storeu_si128((__m128i*)o, x);
+            m = _mm_movemask_epi8(_mm_cmpeq_epi8(x, b));
+            if (m) {
+                int k = __builtin_ctz(m);
+                *w = (o - o0) + k;
+                return p + k;
+            }
+            p += 16;
+            o += 16;
+        }
+    #endif
+        while (p < end && s[p] != 0x5C)
+            *o++ = (char)s[p++];
+        *w = o - o0;
+        return p;
+    }
+
+    /* p is just after an opening quote: the index of the closing quote when it comes within
+       the next 16 bytes with no backslash or control character before it, else -1. */
+    static inline Py_ssize_t fh_str_quick(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+    #if defined(__SSE2__)
+        if (p + 16 <= n) {
+            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x1F);
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            int mq = _mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
+            int mo = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b),
+                                                    _mm_cmpeq_epi8(_mm_max_epu8(x, c), c)));
+            if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
+                return p + __builtin_ctz(mq);
+        }
+    #endif
+        return -1;
+    }
     """
-    Py_ssize_t scan_string "fh_scan_string"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
+    Py_ssize_t str_quick "fh_str_quick"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
+    Py_ssize_t skip_ascii "fh_skip_ascii"(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil
 
 
 cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
@@ -90,6 +117,7 @@ cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     cdef uint64_t x
     cdef unsigned char c, c1
     while i < n:
+        i = skip_ascii(s, i, n)
         while i + 8 <= n:
             memcpy(&x, s + i, 8)
             if x & HIGHS:
@@ -132,6 +160,8 @@ cdef inline Py_ssize_t skip_ws(const unsigned char* s, Py_ssize_t pos, Py_ssize_
     cdef unsigned char c
     while pos < n:
         c = s[pos]
+        if c > 0x20:
+            break
         if c == 0x20 or c == 0x0A or c == 0x0D or c == 0x09:
             pos += 1
         else:
@@ -175,87 +205,150 @@ cdef inline Py_ssize_t tape_new(Tape* t, uint8_t typ, Py_ssize_t start) except -
     return t.len - 1
 
 
-cdef inline int hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
-    """Value of 4 hex digits at s[p:p+4]; -1 if not hex, -2 if the input ends first."""
-    cdef int v = 0, k, h
-    for k in range(4):
-        if p + k >= n:
-            return -2
-        h = HEXVAL[s[p + k]]
-        if h == 255:
-            return -1
-        v = (v << 4) | h
-    return v
+cdef extern from *:
+    """
+    static unsigned char FH_HEX[256];     /* hex digit values, 255 = not a hex digit */
+
+    static void fh_hex_init(void) {
+        int i;
+        for (i = 0; i < 256; i++) FH_HEX[i] = 255;
+        for (i = 0; i < 10; i++) FH_HEX[0x30 + i] = (unsigned char)i;
+        for (i = 0; i < 6; i++) { FH_HEX[0x41 + i] = (unsigned char)(10 + i); FH_HEX[0x61 + i] = (unsigned char)(10 + i); }
+    }
+
+    /* the value of 4 hex digits at s[p:], -1 if not hex, -2 if the
+       input ends first */
+    static inline int fh_hex4(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        int v = 0, k, h;
+        if (p + 4 <= n) {
+            unsigned a = FH_HEX[s[p]], b = FH_HEX[s[p + 1]], c = FH_HEX[s[p + 2]], d = FH_HEX[s[p + 3]];
+            if ((a | b | c | d) & 0xF0) return -1;
+            return (int)((a << 12) | (b << 8) | (c << 4) | d);
+        }
+        for (k = 0; k < 4; k++) {
+            if (p + k >= n) return -2;
+            h = FH_HEX[s[p + k]];
+            if (h == 255) return -1;
+            v = (v << 4) | h;
+        }
+        return v;
+    }
+
+    /* p is just after an opening quote: the index of the closing quote, or -1 with *err (3 =
+       invalid_json, 4 = truncated, 5 = invalid_escape, 6 = lone_surrogate) and *errpos.
+       Validates escapes and surrogate pairing; *flags |= 1 (F_ESC) when there are escapes. */
+    static Py_ssize_t fh_str_end(const unsigned char* s, Py_ssize_t p, Py_ssize_t n,
+                                 unsigned char* flags, int* err, Py_ssize_t* errpos) {
+        int cp, lo;
+        unsigned char c, e;
+    #if defined(__SSE2__)
+        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x1F);
+    #endif
+        for (;;) {
+            /* the next quote, backslash or control character */
+    #if defined(__SSE2__)
+            for (;;) {
+                if (p + 16 <= n) {
+                    __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+                    int m = _mm_movemask_epi8(_mm_or_si128(
+                        _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)),
+                        _mm_cmpeq_epi8(_mm_max_epu8(x, vc), vc)));
+                    if (m) { p += __builtin_ctz(m); break; }
+                    p += 16;
+                } else {
+                    while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || s[p] < 0x20)) p++;
+                    break;
+                }
+            }
+    #else
+            while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || s[p] < 0x20)) p++;
+    #endif
+            if (p >= n) { *err = 4; *errpos = p; return -1; }
+            c = s[p];
+            if (c == 0x22) return p;
+            if (c != 0x5C) { *err = 3; *errpos = p; return -1; }     /* raw control character */
+            *flags = 1;
+            for (;;) {      /* a run of escapes */
+                if (p + 1 >= n) { *err = 4; *errpos = p; return -1; }
+                e = s[p + 1];
+                switch (e) {
+                case 0x22: case 0x5C: case 0x2F: case 0x62: case 0x66: case 0x6E: case 0x72: case 0x74:
+                    p += 2;
+                    break;
+                case 0x75:
+                    cp = fh_hex4(s, p + 2, n);
+                    if (cp == -2) { *err = 4; *errpos = p; return -1; }
+                    if (cp < 0) { *err = 5; *errpos = p; return -1; }
+                    if (cp >= 0xD800 && cp <= 0xDBFF) {
+                        if (p + 7 >= n) {
+                            *err = (p + 6 >= n || s[p + 6] == 0x5C) ? 4 : 6;
+                            *errpos = p;
+                            return -1;
+                        }
+                        if (s[p + 6] != 0x5C || s[p + 7] != 0x75) { *err = 6; *errpos = p; return -1; }
+                        lo = fh_hex4(s, p + 8, n);
+                        if (lo == -2) { *err = 4; *errpos = p; return -1; }
+                        if (lo < 0) { *err = 5; *errpos = p + 6; return -1; }
+                        if (!(lo >= 0xDC00 && lo <= 0xDFFF)) { *err = 6; *errpos = p; return -1; }
+                        p += 12;
+                    } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                        *err = 6; *errpos = p; return -1;
+                    } else {
+                        p += 6;
+                    }
+                    break;
+                default:
+                    *err = 5; *errpos = p; return -1;
+                }
+                if (p >= n || s[p] != 0x5C) break;
+            }
+        }
+    }
+    """
+    void hex_init "fh_hex_init"() noexcept nogil
+    Py_ssize_t fh_str_end(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, uint8_t* flags,
+                          int* err, Py_ssize_t* errpos) noexcept nogil
+
+hex_init()
+assert E_JSON == 3 and E_TRUNC == 4 and E_ESC == 5 and E_SURR == 6 and F_ESC == 1
 
 
-cdef int parse_string(Tape* t) except -1 nogil:
+cdef inline Py_ssize_t str_end(Tape* t, Py_ssize_t p, uint8_t* flags) noexcept nogil:
+    """p is just after an opening quote: the index of the closing quote, or -1 (t.err set).
+    Validates escapes and surrogate pairing; flags gets F_ESC when there are escapes."""
+    cdef int err
+    cdef Py_ssize_t errpos
+    p = fh_str_end(t.s, p, t.n, flags, &err, &errpos)
+    if p < 0:
+        fail(t, err, errpos)
+    return p
+
+
+cdef inline int parse_string(Tape* t) except -1 nogil:
     """t.pos is at the opening quote. Validates escapes and surrogate pairing."""
-    cdef const unsigned char* s = t.s
-    cdef Py_ssize_t n = t.n
-    cdef Py_ssize_t p = t.pos + 1
-    cdef Py_ssize_t idx = tape_new(t, J_STR, p)
+    cdef Py_ssize_t idx = tape_new(t, J_STR, t.pos + 1)
     cdef uint8_t flags = 0
-    cdef unsigned char c, e
-    cdef int cp, lo
-    while True:
-        p = scan_string(s, p, n)
-        if p >= n:
-            return fail(t, E_TRUNC, p)
-        c = s[p]
-        if c == 0x22:
-            break
-        if c != 0x5C:
-            return fail(t, E_JSON, p)          # raw control character
-        flags = F_ESC
-        if p + 1 >= n:
-            return fail(t, E_TRUNC, p)
-        e = s[p + 1]
-        if SIMPLE_ESC[e]:
-            p += 2
-            continue
-        if e != 0x75:
-            return fail(t, E_ESC, p)
-        cp = hex4(s, p + 2, n)
-        if cp == -2:
-            return fail(t, E_TRUNC, p)
-        if cp < 0:
-            return fail(t, E_ESC, p)
-        if 0xD800 <= cp <= 0xDBFF:
-            if p + 7 >= n:
-                if p + 6 >= n or s[p + 6] == 0x5C:
-                    return fail(t, E_TRUNC, p)
-                return fail(t, E_SURR, p)
-            if s[p + 6] != 0x5C or s[p + 7] != 0x75:
-                return fail(t, E_SURR, p)
-            lo = hex4(s, p + 8, n)
-            if lo == -2:
-                return fail(t, E_TRUNC, p)
-            if lo < 0:
-                return fail(t, E_ESC, p + 6)
-            if not (0xDC00 <= lo <= 0xDFFF):
-                return fail(t, E_SURR, p)
-            p += 12
-        elif 0xDC00 <= cp <= 0xDFFF:
-            return fail(t, E_SURR, p)
-        else:
-            p += 6
+    cdef Py_ssize_t p = str_quick(t.s, t.pos + 1, t.n)
+    if p < 0:
+        p = str_end(t, t.pos + 1, &flags)
+        if p < 0:
+            return t.err
     t.nodes[idx].end = <uint32_t>p
     t.nodes[idx].flags = flags
     t.pos = p + 1
     return 0
 
 
-cdef int parse_number(Tape* t) except -1 nogil:
+cdef Py_ssize_t number_end(Tape* t, Py_ssize_t p, uint8_t* typ) except -2 nogil:
+    """The end of the number starting at p, or -1 (t.err set); typ gets J_INT or J_FLT."""
     cdef const unsigned char* s = t.s
     cdef Py_ssize_t n = t.n
-    cdef Py_ssize_t p = t.pos
-    cdef Py_ssize_t start = p
-    cdef uint8_t typ = J_INT
-    cdef Py_ssize_t idx
+    typ[0] = J_INT
     if s[p] == 0x2D:
         p += 1
         if p >= n:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
     if s[p] == 0x30:
         p += 1
     elif 0x31 <= s[p] <= 0x39:
@@ -263,70 +356,199 @@ cdef int parse_number(Tape* t) except -1 nogil:
         while p < n and 0x30 <= s[p] <= 0x39:
             p += 1
     else:
-        return fail(t, E_JSON, p)
+        fail(t, E_JSON, p)
+        return -1
     if p < n and s[p] == 0x2E:
-        typ = J_FLT
+        typ[0] = J_FLT
         p += 1
         if p >= n:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
         if not (0x30 <= s[p] <= 0x39):
-            return fail(t, E_JSON, p)
+            fail(t, E_JSON, p)
+            return -1
         while p < n and 0x30 <= s[p] <= 0x39:
             p += 1
     if p < n and (s[p] == 0x65 or s[p] == 0x45):
-        typ = J_FLT
+        typ[0] = J_FLT
         p += 1
         if p < n and (s[p] == 0x2B or s[p] == 0x2D):
             p += 1
         if p >= n:
-            return fail(t, E_TRUNC, p)
+            fail(t, E_TRUNC, p)
+            return -1
         if not (0x30 <= s[p] <= 0x39):
-            return fail(t, E_JSON, p)
+            fail(t, E_JSON, p)
+            return -1
         while p < n and 0x30 <= s[p] <= 0x39:
             p += 1
-    idx = tape_new(t, typ, start)
+    return p
+
+
+cdef inline int parse_number(Tape* t) except -1 nogil:
+    cdef uint8_t typ
+    cdef Py_ssize_t idx
+    cdef Py_ssize_t p = number_end(t, t.pos, &typ)
+    if p < 0:
+        return t.err
+    idx = tape_new(t, typ, t.pos)
     t.nodes[idx].end = <uint32_t>p
     t.pos = p
     return 0
 
 
-cdef int parse_literal(Tape* t, const char* lit, Py_ssize_t ln, uint8_t typ) except -1 nogil:
+cdef inline int check_literal(Tape* t, const char* lit, Py_ssize_t ln) noexcept nogil:
     cdef Py_ssize_t p = t.pos
     cdef Py_ssize_t k
-    cdef Py_ssize_t idx
     for k in range(ln):
         if p + k >= t.n:
             return fail(t, E_TRUNC, p + k)
         if t.s[p + k] != <unsigned char>lit[k]:
             return fail(t, E_JSON, p)
+    return 0
+
+
+cdef int parse_literal(Tape* t, const char* lit, Py_ssize_t ln, uint8_t typ) except -1 nogil:
+    cdef Py_ssize_t p = t.pos
+    cdef Py_ssize_t idx
+    if check_literal(t, lit, ln):
+        return t.err
     idx = tape_new(t, typ, p)
     t.nodes[idx].end = <uint32_t>(p + ln)
     t.pos = p + ln
     return 0
 
 
-cdef int parse_value(Tape* t, int depth) except -1 nogil:
-    """Parse one value at t.pos (whitespace already skipped)."""
+# ---------------------------------------------------------------- key numbers
+
+cdef extern from *:
+    """
+    /* The emitter's keys (<= 32 bytes, zero-padded to 4 words), and an open-addressing index
+       of 1024 two-byte slots: key number (0xFF = empty) | 8 more bits of the hash << 8. A key
+       that is not there (most keys) is usually turned away by the 2 KiB index alone. */
+    typedef struct { uint64_t w[4]; uint32_t len; } fh_key;
+    static fh_key FH_KEYS[255];
+    static uint16_t FH_KIX[1024];
+    /* FH_KMASK[len][k]: which bytes of word k belong to a key of len bytes. */
+    static uint64_t FH_KMASK[33][4];
+
+    static inline uint64_t fh_key_hash(uint64_t w0, Py_ssize_t len) {
+        return (w0 ^ ((uint64_t)len << 56)) * 0x9E3779B97F4A7C15ULL;
+    }
+
+    static void fh_key_clear(void) {
+        int i, k, v;
+        for (i = 0; i < 1024; i++) FH_KIX[i] = 0xFF;
+        for (i = 0; i <= 32; i++)
+            for (k = 0; k < 4; k++) {
+                v = i - 8 * k;
+                FH_KMASK[i][k] = v >= 8 ? ~(uint64_t)0 : v <= 0 ? 0 : ((uint64_t)1 << (8 * v)) - 1;
+            }
+    }
+
+    static void fh_key_add(const char* name, Py_ssize_t len, uint32_t id) {
+        fh_key* e = &FH_KEYS[id];
+        uint64_t h;
+        uint32_t j;
+        memset(e, 0, sizeof *e);
+        memcpy(e->w, name, (size_t)len);
+        e->len = (uint32_t)len;
+        h = fh_key_hash(e->w[0], len);
+        j = (uint32_t)(h >> 54);
+        while ((FH_KIX[j] & 0xFF) != 0xFF) j = (j + 1) & 1023;
+        FH_KIX[j] = (uint16_t)(id | ((h >> 46) & 0xFF) << 8);
+    }
+
+    /* The number of the key p[:len] (decoded bytes), or 0xFFFFFFFF. Bytes up to lim may be read. */
+    static inline __attribute__((always_inline)) uint32_t fh_key_number(
+            const unsigned char* p, Py_ssize_t len, const unsigned char* lim) {
+        uint64_t w[4], h;
+        const uint64_t* m;
+        uint32_t j, tag, slot;
+        if (len <= 0 || len > 32) return 0xFFFFFFFFu;
+        if (p + 32 > lim) {
+            memset(w, 0, sizeof w);
+            memcpy(w, p, (size_t)len);
+            p = (const unsigned char*)w;
+        }
+        m = FH_KMASK[len];
+        memcpy(&w[0], p, 8);
+        w[0] &= m[0];
+        h = fh_key_hash(w[0], len);
+        j = (uint32_t)(h >> 54);
+        tag = (uint32_t)((h >> 46) & 0xFF);
+        for (;;) {
+            slot = FH_KIX[j];
+            if ((slot & 0xFF) == 0xFF) return 0xFFFFFFFFu;
+            if ((slot >> 8) == tag) {
+                const fh_key* e = &FH_KEYS[slot & 0xFF];
+                if (e->w[0] == w[0] && e->len == (uint32_t)len) {
+                    uint64_t w1, w2, w3;
+                    memcpy(&w1, p + 8, 8); memcpy(&w2, p + 16, 8); memcpy(&w3, p + 24, 8);
+                    if (e->w[1] == (w1 & m[1]) && e->w[2] == (w2 & m[2]) && e->w[3] == (w3 & m[3]))
+                        return slot & 0xFF;
+                }
+            }
+            j = (j + 1) & 1023;
+        }
+    }
+    """
+    void key_clear "fh_key_clear"() noexcept nogil
+    void key_add "fh_key_add"(const char* name, Py_ssize_t len, uint32_t id) noexcept nogil
+    uint32_t key_number "fh_key_number"(const unsigned char* p, Py_ssize_t klen, const unsigned char* lim) noexcept nogil
+
+
+cdef int key_table_init(names) except -1:
+    cdef bytes b
+    cdef int i
+    assert len(names) == KY_COUNT and len(names) < 255
+    key_clear()
+    for i, name in enumerate(names):
+        b = name.encode()
+        assert 0 < len(b) <= 32
+        key_add(b, len(b), i)
+    return 0
+
+
+cdef uint32_t key_number_esc(Tape* t, Py_ssize_t start, Py_ssize_t end) except? 0xFFFFFFFE nogil:
+    """Number the key with escapes s[start:end] (decoded first)."""
+    t.keybuf.len = 0
+    unescape(t.s, start, end, &t.keybuf)
+    buf_reserve(&t.keybuf, 8)
+    return key_number(<const unsigned char*>t.keybuf.data, t.keybuf.len,
+                      <const unsigned char*>t.keybuf.data + t.keybuf.cap)
+
+
+# ---------------------------------------------------------------- values
+
+cdef int skip_value(Tape* t, int depth) except -1 nogil:
+    """Validate one value at t.pos exactly as parse_value does (same errors at the same
+    places), without writing tape nodes."""
     cdef const unsigned char* s = t.s
     cdef Py_ssize_t n = t.n
-    cdef Py_ssize_t pos = t.pos
-    cdef Py_ssize_t idx
-    cdef uint32_t count = 0
+    cdef Py_ssize_t pos = t.pos, kpos
+    cdef uint8_t fl
     cdef int r
-    cdef unsigned char c
+    cdef unsigned char c, close
     if pos >= n:
         return fail(t, E_TRUNC, pos)
     c = s[pos]
     if c == 0x22:
-        return parse_string(t)
+        pos = str_quick(s, t.pos + 1, n)
+        if pos < 0:
+            pos = str_end(t, t.pos + 1, &fl)
+            if pos < 0:
+                return t.err
+        t.pos = pos + 1
+        return 0
     if c == 0x7B or c == 0x5B:
         if depth > t.max_depth:
             return fail(t, E_DEEP, pos)
-        idx = tape_new(t, J_OBJ if c == 0x7B else J_ARR, pos)
+        close = 0x7D if c == 0x7B else 0x5D
         pos = skip_ws(s, pos + 1, n)
         if pos >= n:
             return fail(t, E_TRUNC, pos)
-        if s[pos] == (0x7D if c == 0x7B else 0x5D):
+        if s[pos] == close:
             pos += 1
         else:
             while True:
@@ -335,33 +557,168 @@ cdef int parse_value(Tape* t, int depth) except -1 nogil:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x22:
                         return fail(t, E_JSON, pos)
-                    t.pos = pos
-                    r = parse_string(t)
-                    if r:
-                        return r
-                    pos = skip_ws(s, t.pos, n)
+                    kpos = str_quick(s, pos + 1, n)
+                    if kpos < 0:
+                        kpos = str_end(t, pos + 1, &fl)
+                        if kpos < 0:
+                            return t.err
+                    pos = skip_ws(s, kpos + 1, n)
                     if pos >= n:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x3A:
                         return fail(t, E_JSON, pos)
                     pos = skip_ws(s, pos + 1, n)
-                t.pos = pos
-                r = parse_value(t, depth + 1)
-                if r:
-                    return r
-                count += 1
+                if pos < n and s[pos] == 0x22:
+                    kpos = str_quick(s, pos + 1, n)
+                    if kpos < 0:
+                        kpos = str_end(t, pos + 1, &fl)
+                        if kpos < 0:
+                            return t.err
+                    pos = skip_ws(s, kpos + 1, n)
+                else:
+                    t.pos = pos
+                    r = skip_value(t, depth + 1)
+                    if r:
+                        return r
+                    pos = skip_ws(s, t.pos, n)
+                if pos >= n:
+                    return fail(t, E_TRUNC, pos)
+                if s[pos] == 0x2C:
+                    pos = skip_ws(s, pos + 1, n)
+                    continue
+                if s[pos] == close:
+                    pos += 1
+                    break
+                return fail(t, E_JSON, pos)
+        t.pos = pos
+        return 0
+    if c == 0x2D or (0x30 <= c <= 0x39):
+        pos = number_end(t, pos, &fl)
+        if pos < 0:
+            return t.err
+        t.pos = pos
+        return 0
+    if c == 0x74:
+        r = check_literal(t, "true", 4)
+        t.pos = pos + 4
+        return r
+    if c == 0x66:
+        r = check_literal(t, "false", 5)
+        t.pos = pos + 5
+        return r
+    if c == 0x6E:
+        r = check_literal(t, "null", 4)
+        t.pos = pos + 4
+        return r
+    return fail(t, E_JSON, pos)
+
+
+cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
+    """Parse one value at t.pos (whitespace already skipped).
+
+    Object members whose key has no KY_ number are validated but get no tape nodes (the
+    object's node has F_PART then), except an object's first member (classification reads
+    it) and, with ``keep_all``, every member of this object."""
+    cdef const unsigned char* s = t.s
+    cdef Py_ssize_t n = t.n
+    cdef Py_ssize_t pos = t.pos
+    cdef Py_ssize_t idx, kidx, kend, kstart
+    cdef uint32_t count = 0, kid
+    cdef int r
+    cdef uint8_t part = 0, kfl
+    cdef unsigned char c, close
+    if pos >= n:
+        return fail(t, E_TRUNC, pos)
+    c = s[pos]
+    if c == 0x22:
+        return parse_string(t)
+    if c == 0x7B or c == 0x5B:
+        if depth > t.max_depth:
+            return fail(t, E_DEEP, pos)
+        close = 0x7D if c == 0x7B else 0x5D
+        idx = tape_new(t, J_OBJ if c == 0x7B else J_ARR, pos)
+        pos = skip_ws(s, pos + 1, n)
+        if pos >= n:
+            return fail(t, E_TRUNC, pos)
+        if s[pos] == close:
+            pos += 1
+        else:
+            while True:
+                kid = KY_NONE
+                if c == 0x7B:
+                    if pos >= n:
+                        return fail(t, E_TRUNC, pos)
+                    if s[pos] != 0x22:
+                        return fail(t, E_JSON, pos)
+                    # the key: numbered before any node is made (most members are skipped)
+                    kfl = 0
+                    kend = str_quick(s, pos + 1, n)
+                    if kend < 0:
+                        kend = str_end(t, pos + 1, &kfl)
+                        if kend < 0:
+                            return t.err
+                    if kfl:
+                        kid = key_number_esc(t, pos + 1, kend)
+                    else:
+                        kid = key_number(s + pos + 1, kend - pos - 1, s + n)
+                    kstart = pos + 1
+                    pos = skip_ws(s, kend + 1, n)
+                    if pos >= n:
+                        return fail(t, E_TRUNC, pos)
+                    if s[pos] != 0x3A:
+                        return fail(t, E_JSON, pos)
+                    pos = skip_ws(s, pos + 1, n)
+                    t.pos = pos
+                    if kid == KY_NONE and count > 0 and not keep_all:
+                        # no nodes: validate the value only
+                        part = F_PART
+                        if pos < n and s[pos] == 0x22:
+                            kend = str_quick(s, pos + 1, n)
+                            if kend < 0:
+                                kend = str_end(t, pos + 1, &kfl)
+                                if kend < 0:
+                                    return t.err
+                            t.pos = kend + 1
+                        else:
+                            r = skip_value(t, depth + 1)
+                            if r:
+                                return r
+                    else:
+                        kidx = tape_new(t, J_STR, kstart)
+                        t.nodes[kidx].end = <uint32_t>kend
+                        t.nodes[kidx].flags = kfl
+                        t.nodes[kidx].count = kid
+                        if pos < n and s[pos] == 0x22:
+                            r = parse_string(t)
+                        elif pos < n and (s[pos] == 0x2D or 0x30 <= s[pos] <= 0x39):
+                            r = parse_number(t)
+                        else:
+                            r = parse_value(t, depth + 1, depth == 1 and kid == KY_id)
+                        if r:
+                            return r
+                        count += 1
+                else:
+                    t.pos = pos
+                    if pos < n and s[pos] == 0x22:
+                        r = parse_string(t)
+                    else:
+                        r = parse_value(t, depth + 1, 0)
+                    if r:
+                        return r
+                    count += 1
                 pos = skip_ws(s, t.pos, n)
                 if pos >= n:
                     return fail(t, E_TRUNC, pos)
                 if s[pos] == 0x2C:
                     pos = skip_ws(s, pos + 1, n)
                     continue
-                if s[pos] == (0x7D if c == 0x7B else 0x5D):
+                if s[pos] == close:
                     pos += 1
                     break
                 return fail(t, E_JSON, pos)
         t.nodes[idx].end = <uint32_t>pos
         t.nodes[idx].count = count
+        t.nodes[idx].flags = part
         t.nodes[idx].next = <uint32_t>t.len
         t.pos = pos
         return 0
@@ -388,7 +745,7 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     t.err = E_OK
     t.err_pos = 0
     t.pos = skip_ws(s, 0, n)
-    r = parse_value(t, 1)
+    r = parse_value(t, 1, 0)
     if r:
         return r
     t.pos = skip_ws(s, t.pos, n)
@@ -399,68 +756,69 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
 
 # ---------------------------------------------------------------- decoding strings
 
-cdef inline int put_utf8(Buf* b, uint32_t cp) except -1 nogil:
-    cdef char* o
-    buf_reserve(b, 4)
-    o = b.data + b.len
-    if cp < 0x80:
-        o[0] = <char>cp
-        b.len += 1
-    elif cp < 0x800:
-        o[0] = <char>(0xC0 | (cp >> 6))
-        o[1] = <char>(0x80 | (cp & 0x3F))
-        b.len += 2
-    elif cp < 0x10000:
-        o[0] = <char>(0xE0 | (cp >> 12))
-        o[1] = <char>(0x80 | ((cp >> 6) & 0x3F))
-        o[2] = <char>(0x80 | (cp & 0x3F))
-        b.len += 3
-    else:
-        o[0] = <char>(0xF0 | (cp >> 18))
-        o[1] = <char>(0x80 | ((cp >> 12) & 0x3F))
-        o[2] = <char>(0x80 | ((cp >> 6) & 0x3F))
-        o[3] = <char>(0x80 | (cp & 0x3F))
-        b.len += 4
-    return 0
+cdef extern from *:
+    """
+    /* Decode the validated string content s[start:end] into o (room for end - start + 16
+       bytes); returns the bytes written. */
+    static Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) {
+        char* o0 = o;
+        Py_ssize_t w;
+        uint32_t cp, lo;
+        unsigned char e;
+        while (p < end) {
+            p = fh_copy_plain(s, p, end, o, &w);
+            o += w;
+            while (p < end && s[p] == 0x5C) {       /* a run of escapes */
+                e = s[p + 1];
+                if (e == 0x75) {
+                    cp = (uint32_t)fh_hex4(s, p + 2, end);
+                    if (cp >= 0xD800 && cp <= 0xDBFF) {
+                        lo = (uint32_t)fh_hex4(s, p + 8, end);
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                        p += 12;
+                    } else {
+                        p += 6;
+                    }
+                    if (cp < 0x80) {
+                        *o++ = (char)cp;
+                    } else if (cp < 0x800) {
+                        o[0] = (char)(0xC0 | (cp >> 6));
+                        o[1] = (char)(0x80 | (cp & 0x3F));
+                        o += 2;
+                    } else if (cp < 0x10000) {
+                        o[0] = (char)(0xE0 | (cp >> 12));
+                        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                        o[2] = (char)(0x80 | (cp & 0x3F));
+                        o += 3;
+                    } else {
+                        o[0] = (char)(0xF0 | (cp >> 18));
+                        o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                        o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                        o[3] = (char)(0x80 | (cp & 0x3F));
+                        o += 4;
+                    }
+                    continue;
+                }
+                switch (e) {
+                case 0x62: e = 0x08; break;
+                case 0x66: e = 0x0C; break;
+                case 0x6E: e = 0x0A; break;
+                case 0x72: e = 0x0D; break;
+                case 0x74: e = 0x09; break;
+                default: break;
+                }
+                *o++ = (char)e;
+                p += 2;
+            }
+        }
+        return o - o0;
+    }
+    """
+    Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) noexcept nogil
 
 
 cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf* out) except -1 nogil:
     """Append the decoded bytes of raw (validated) string content s[start:end] to out."""
-    cdef Py_ssize_t p = start, q
-    cdef unsigned char e
-    cdef uint32_t cp, lo
-    buf_reserve(out, end - start)
-    while p < end:
-        q = p
-        while q < end and s[q] != 0x5C:
-            q += 1
-        if q > p:
-            memcpy(out.data + out.len, s + p, q - p)
-            out.len += q - p
-        if q >= end:
-            break
-        e = s[q + 1]
-        if e == 0x75:
-            cp = <uint32_t>hex4(s, q + 2, end)
-            if 0xD800 <= cp <= 0xDBFF:
-                lo = <uint32_t>hex4(s, q + 8, end)
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00)
-                p = q + 12
-            else:
-                p = q + 6
-            put_utf8(out, cp)
-            continue
-        if e == 0x62:
-            e = 0x08
-        elif e == 0x66:
-            e = 0x0C
-        elif e == 0x6E:
-            e = 0x0A
-        elif e == 0x72:
-            e = 0x0D
-        elif e == 0x74:
-            e = 0x09
-        out.data[out.len] = <char>e
-        out.len += 1
-        p = q + 2
+    buf_reserve(out, end - start + 16)      # decoding never lengthens; +16: copy_plain's blocks
+    out.len += fh_unescape(s, start, end, out.data + out.len)
     return 0

@@ -5,146 +5,67 @@ cdef int64_t INT64_MAX_ = 0x7FFFFFFFFFFFFFFF
 cdef int64_t NO_TIME = -0x7FFFFFFFFFFFFFFF - 1
 
 
-cdef inline bint key_eq(Tape* t, uint32_t k, const char* key, Py_ssize_t klen, Buf* tmp) except -1 nogil:
-    cdef Node* nd = &t.nodes[k]
-    cdef Py_ssize_t ln = nd.end - nd.start
-    if not (nd.flags & F_ESC):
-        return ln == klen and memcmp(t.s + nd.start, key, klen) == 0
-    tmp.len = 0
-    unescape(t.s, nd.start, nd.end, tmp)
-    return tmp.len == klen and memcmp(tmp.data, key, klen) == 0
-
-
-cdef inline uint64_t key_hash(uint64_t k8, uint32_t klen) noexcept nogil:
-    return (k8 + klen) * 0x9E3779B97F4A7C15ULL
-
-
-cdef Member* members(Tape* t, uint32_t obj, uint32_t* count, uint64_t* mask) except NULL nogil:
-    """The flat member array of object ``obj``, built on first use and cached for the line.
-
-    Behind the ``count`` Members lie 128 one-byte slots of an open-addressing index (member
-    number + 1, 0 = empty); ``mask`` holds one bit per key (a quick "surely absent" test), or
-    is 0 when the index is not usable (escaped keys, more than 96 members): then scan."""
+cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
+    """Object ``obj``'s member table: the value node of each KY_ key (the last one if repeated)
+    or NONE, built on first use and cached for the line."""
     cdef int c
-    cdef uint32_t i, k, n, j
-    cdef Py_ssize_t off, ln
-    cdef Member* ms
-    cdef Node* nd
-    cdef uint8_t* slots
-    cdef uint64_t m = 0, h
-    cdef bint indexable
+    cdef uint32_t i, k, n, kid
+    cdef Py_ssize_t off
+    cdef uint32_t* tab
     c = obj & 63
     if t.cobj[c] == obj:
-        count[0] = t.ccount[c]
-        mask[0] = t.cmask[c]
-        return <Member*>(t.mem.data + t.coff[c])
+        return <uint32_t*>(t.mem.data + t.coff[c])
     n = t.nodes[obj].count
     off = t.mem.len
-    buf_reserve(&t.mem, n * sizeof(Member) + 128)
-    ms = <Member*>(t.mem.data + off)
-    slots = <uint8_t*>(ms + n)
-    memset(slots, 0, 128)
-    indexable = n <= 96
+    buf_reserve(&t.mem, KY_COUNT * sizeof(uint32_t))
+    tab = <uint32_t*>(t.mem.data + off)
+    memset(tab, 0xFF, KY_COUNT * sizeof(uint32_t))
     i = obj + 1
     for k in range(n):
-        nd = &t.nodes[i]
-        ln = nd.end - nd.start
-        if nd.start + 8 <= t.n:
-            memcpy(&ms[k].k8, t.s + nd.start, 8)        # a fixed-size load
-            if ln < 8:
-                ms[k].k8 &= (<uint64_t>1 << (8 * ln)) - 1
-        else:
-            ms[k].k8 = 0
-            memcpy(&ms[k].k8, t.s + nd.start, ln if ln < 8 else 8)
-        ms[k].klen = <uint32_t>ln
-        ms[k].key = i
-        ms[k].val = i + 1
-        ms[k].esc = nd.flags & F_ESC
-        if ms[k].esc:
-            indexable = 0
-        if indexable:
-            h = key_hash(ms[k].k8, ms[k].klen)
-            m |= (<uint64_t>1) << (h >> 58)
-            j = <uint32_t>(h >> 32) & 127
-            while slots[j]:
-                if key_same(t, &ms[slots[j] - 1], &ms[k]):
-                    break           # a repeated key: the later one wins
-                j = (j + 1) & 127
-            slots[j] = <uint8_t>(k + 1)
+        kid = t.nodes[i].count
+        if kid < KY_COUNT:
+            tab[kid] = i + 1
         i = t.nodes[i + 1].next
-    if not indexable:
-        m = 0
-    t.mem.len = off + n * sizeof(Member) + 128
+    t.mem.len = off + KY_COUNT * sizeof(uint32_t)
     t.cobj[c] = obj
     t.coff[c] = off
-    t.ccount[c] = n
-    t.cmask[c] = m
-    count[0] = n
-    mask[0] = m
-    return ms
+    return tab
 
 
-cdef inline bint key_same(Tape* t, Member* a, Member* b) noexcept nogil:
-    return a.k8 == b.k8 and a.klen == b.klen and (
-        a.klen <= 8 or memcmp(t.s + t.nodes[a.key].start + 8, t.s + t.nodes[b.key].start + 8,
-                              a.klen - 8) == 0)
-
-
-cdef uint32_t get(Tape* t, uint32_t obj, const char* key, Buf* tmp) except? 0xFFFFFFFE nogil:
-    """Tape index of member ``key`` of object ``obj`` (the last one if repeated), or NONE."""
-    cdef uint32_t count, j, k
-    cdef Py_ssize_t klen
-    cdef uint64_t want = 0, mask, h
-    cdef Member* ms
-    cdef uint8_t* slots
-    cdef uint32_t i, found
+cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) except? 0xFFFFFFFE nogil:
+    """Tape index of member ``key`` (a KY_ number) of object ``obj`` (the last one if
+    repeated), or NONE."""
     cdef Node* nd
-    if obj == NONE or t.nodes[obj].type != J_OBJ or t.nodes[obj].count == 0:
+    cdef int c
+    if obj == NONE:
         return NONE
-    klen = strlen(key)
+    nd = &t.nodes[obj]
+    if nd.type != J_OBJ or nd.count == 0:
+        return NONE
+    c = obj & 63
+    if t.cobj[c] == obj:
+        return (<uint32_t*>(t.mem.data + t.coff[c]))[key]
+    return get_slow(t, obj, key)
+
+
+cdef uint32_t get_slow(Tape* t, uint32_t obj, uint32_t key) except? 0xFFFFFFFE nogil:
+    cdef uint32_t count, j, i, found
     count = t.nodes[obj].count
-    if count <= 8:
+    if count <= 8 and t.nodes[obj].flags < F_ASKED * 3:
         # small objects (entity elements, ...) are asked once or twice: a plain scan is cheaper
-        # than building their index
+        # than building their table; one asked a third time (a message's root, a user) gets it
+        t.nodes[obj].flags += F_ASKED
         found = NONE
         i = obj + 1
         for j in range(count):
-            nd = &t.nodes[i]
-            if nd.flags & F_ESC:
-                if key_eq(t, i, key, klen, tmp):
-                    found = i + 1
-            elif <Py_ssize_t>(nd.end - nd.start) == klen and memcmp(t.s + nd.start, key, klen) == 0:
+            if t.nodes[i].count == key:
                 found = i + 1
             i = t.nodes[i + 1].next
         return found
-    ms = members(t, obj, &count, &mask)
-    memcpy(&want, key, klen if klen < 8 else 8)
-    if mask:
-        h = key_hash(want, <uint32_t>klen)
-        if not (mask & ((<uint64_t>1) << (h >> 58))):
-            return NONE
-        slots = <uint8_t*>(ms + count)
-        j = <uint32_t>(h >> 32) & 127
-        while slots[j]:
-            k = slots[j] - 1
-            if ms[k].k8 == want and ms[k].klen == klen and (
-                    klen <= 8 or memcmp(t.s + t.nodes[ms[k].key].start + 8, key + 8, klen - 8) == 0):
-                return ms[k].val
-            j = (j + 1) & 127
-        return NONE
-    j = count
-    while j > 0:
-        j -= 1
-        if ms[j].esc:
-            if key_eq(t, ms[j].key, key, klen, tmp):
-                return ms[j].val
-        elif ms[j].k8 == want and ms[j].klen == klen:
-            if klen <= 8 or memcmp(t.s + t.nodes[ms[j].key].start + 8, key + 8, klen - 8) == 0:
-                return ms[j].val
-    return NONE
+    return members(t, obj)[key]
 
 
-cdef inline uint32_t get2(Tape* t, uint32_t obj, const char* k1, const char* k2, Buf* tmp) except? 0xFFFFFFFE nogil:
+cdef inline uint32_t get2(Tape* t, uint32_t obj, uint32_t k1, uint32_t k2, Buf* tmp) except? 0xFFFFFFFE nogil:
     return get(t, get(t, obj, k1, tmp), k2, tmp)
 
 
@@ -205,7 +126,7 @@ cdef int64_t get_id(Tape* t, uint32_t v, Buf* tmp) except -2 nogil:
     return -1
 
 
-cdef inline int64_t pref_id(Tape* t, uint32_t obj, const char* k1, const char* k2, Buf* tmp) except -2 nogil:
+cdef inline int64_t pref_id(Tape* t, uint32_t obj, uint32_t k1, uint32_t k2, Buf* tmp) except -2 nogil:
     cdef int64_t r = get_id(t, get(t, obj, k1, tmp), tmp)
     if r >= 0:
         return r
