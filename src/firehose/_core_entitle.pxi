@@ -29,7 +29,7 @@ cdef inline void _radix_pass(const uint64_t* src, uint64_t* dst, Py_ssize_t m, i
 
 
 cdef enum:
-    _DIGIT = 11            # radix sort digit: 2048 buckets
+    _MAX_DIGIT = 11        # radix sort digits of at most 11 bits (2048 buckets)
     _BLOCK = 8192          # rows read per step in the first pass (their rank, id, flags)
     _SMALL = 48            # a seat with fewer pairs is sorted by insertion
 
@@ -57,7 +57,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
     cdef uint64_t key, rk, last
-    cdef int passes = 0, p, bits = 0
+    cdef int passes = 0, p, bits = 0, digit
     cdef const int64_t[::1] seg
     if row_ids.shape[0] != n or flags.shape[0] != n or ascending.shape[0] != nseat:
         raise ValueError("rank, row_ids and flags must be as long as the batch, ascending as seats")
@@ -77,21 +77,24 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
         return
     while bits < 64 and (<uint64_t>1 << bits) < <uint64_t>n:
         bits += 1
-    passes = (bits + _DIGIT - 1) // _DIGIT
+    # as few passes as digits of <= 11 bits allow, digits as small as those passes allow
+    # (1M rows: two passes of 10 bits)
+    passes = (bits + _MAX_DIGIT - 1) // _MAX_DIGIT
+    digit = (bits + passes - 1) // passes if passes else 1
     views = [None] * nseat                                 # keeps the buffers alive
     cdef int64_t* mem = <int64_t*>malloc(nseat * 4 * sizeof(int64_t) + 8)
     cdef uint8_t* unsorted = <uint8_t*>calloc(nseat + 1, 1)
     cdef uint64_t* a = <uint64_t*>malloc(longest * 8)
     cdef uint64_t* t = <uint64_t*>malloc(longest * 8)
     cdef uint64_t* x
-    cdef int64_t* keep_ids = <int64_t*>malloc(longest * 8)
+    cdef uint64_t* sorted_keys
+    cdef uint64_t* spare
     cdef uint8_t* keep_f = <uint8_t*>malloc(longest)
-    cdef int64_t* count = <int64_t*>malloc(passes * (1 << _DIGIT) * 8 + 8)
+    cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
     cdef const int64_t** src = <const int64_t**>malloc(nseat * sizeof(void*) + 8)
-    if mem == NULL or unsorted == NULL or a == NULL or t == NULL or keep_ids == NULL \
-            or keep_f == NULL or count == NULL or src == NULL:
-        free(mem); free(unsorted); free(a); free(t); free(keep_ids); free(keep_f); free(count)
-        free(src)
+    if mem == NULL or unsorted == NULL or a == NULL or t == NULL or keep_f == NULL \
+            or count == NULL or src == NULL:
+        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(count); free(src)
         raise MemoryError()
     # per seat: size, start in the outputs, read position, last rank
     cdef int64_t* size = mem
@@ -170,9 +173,9 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                         order[lo + c] = c
                         rows[lo + c] = src[s][c]
                     continue
-                for c in range(m):
-                    a[c] = <uint64_t>order[lo + c]
-                if m < _SMALL:
+                if m < _SMALL or passes == 0:
+                    for c in range(m):
+                        a[c] = <uint64_t>order[lo + c]
                     for c in range(1, m):
                         key = a[c]
                         k = c
@@ -180,30 +183,33 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                             a[k] = a[k - 1]
                             k -= 1
                         a[k] = key
+                    sorted_keys, spare = a, t
                 else:
-                    memset(count, 0, passes * (1 << _DIGIT) * 8)
+                    memset(count, 0, passes * (1 << digit) * 8)
                     for c in range(m):
-                        rk = a[c] >> 32
+                        rk = (<uint64_t>order[lo + c]) >> 32
                         for p in range(passes):
-                            count[(p << _DIGIT) + <int>((rk >> (p * _DIGIT))
-                                                       & ((1 << _DIGIT) - 1))] += 1
+                            count[(p << digit) + <int>((rk >> (p * digit))
+                                                      & ((1 << digit) - 1))] += 1
+                    # the first pass reads the keys where the first pass left them
+                    sorted_keys = <uint64_t*>&order[lo]
                     for p in range(passes):
-                        _radix_pass(a, t, m, 32 + p * _DIGIT, count + (p << _DIGIT),
-                                    1 << _DIGIT)
-                        x = a
-                        a = t
-                        t = x
-                memcpy(keep_ids, &ids[lo], m * 8)
+                        x = t if p % 2 == 0 else a
+                        _radix_pass(sorted_keys, x, m, 32 + p * digit, count + (p << digit),
+                                    1 << digit)
+                        sorted_keys = x
+                    spare = a if sorted_keys == t else t
+                # the spare buffer keeps the seat's ids in match order meanwhile
+                memcpy(spare, &ids[lo], m * 8)
                 memcpy(keep_f, &f[lo], m)
                 for c in range(m):
-                    k = <Py_ssize_t>(a[c] & <uint64_t>0xFFFFFFFF)
+                    k = <Py_ssize_t>(sorted_keys[c] & <uint64_t>0xFFFFFFFF)
                     rows[lo + c] = src[s][k]
                     order[lo + c] = k
-                    ids[lo + c] = keep_ids[k]
+                    ids[lo + c] = (<int64_t*>spare)[k]
                     f[lo + c] = keep_f[k]
     finally:
-        free(mem); free(unsorted); free(a); free(t); free(keep_ids); free(keep_f); free(count)
-        free(src)
+        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(count); free(src)
     if bad:
         raise IndexError("a matched row is outside the batch")
 
