@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core
-from .compliance import DENY_REASONS, ComplianceState
+from .compliance import DENY_REASONS, ComplianceState, _Screen
 from .config import Client, Config
 from .schema import TWEETS
 
@@ -400,9 +400,10 @@ class Entitlements:
         id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
         ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
         authors = pc.fill_null(tweets.column("author_id"), -1).to_numpy(zero_copy_only=False)
-        deny = self.compliance.deny(tweets)
-        scrub = self.compliance.scrub_geo_mask(tweets)
-        withheld_pairs = self.compliance.withheld_pairs(tweets)
+        screen = _Screen()          # each id column read and hashed once for all id sets
+        deny = self.compliance.deny(tweets, screen)
+        scrub = self.compliance.scrub_geo_mask(tweets, screen)
+        withheld_pairs = self.compliance.withheld_pairs(tweets, screen)
         # per row, one byte: the first batch-wide reason (0: none; _MAYBE_WITHHELD: none, but
         # the row is withheld somewhere) and scrub_geo
         flags = np.zeros(n, np.uint8)
