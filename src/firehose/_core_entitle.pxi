@@ -88,13 +88,14 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef uint64_t* t = <uint64_t*>malloc(longest * 8)
     cdef uint64_t* x
     cdef uint64_t* sorted_keys
-    cdef uint64_t* spare
     cdef uint8_t* keep_f = <uint8_t*>malloc(longest)
+    cdef int64_t* both = <int64_t*>malloc(longest * 16)
     cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
     cdef const int64_t** src = <const int64_t**>malloc(nseat * sizeof(void*) + 8)
     if mem == NULL or unsorted == NULL or a == NULL or t == NULL or keep_f == NULL \
-            or count == NULL or src == NULL:
-        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(count); free(src)
+            or both == NULL or count == NULL or src == NULL:
+        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(both); free(count)
+        free(src)
         raise MemoryError()
     # per seat: size, start in the outputs, read position, last rank
     cdef int64_t* size = mem
@@ -183,7 +184,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                             a[k] = a[k - 1]
                             k -= 1
                         a[k] = key
-                    sorted_keys, spare = a, t
+                    sorted_keys = a
                 else:
                     memset(count, 0, passes * (1 << digit) * 8)
                     for c in range(m):
@@ -198,18 +199,21 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                         _radix_pass(sorted_keys, x, m, 32 + p * digit, count + (p << digit),
                                     1 << digit)
                         sorted_keys = x
-                    spare = a if sorted_keys == t else t
-                # the spare buffer keeps the seat's ids in match order meanwhile
-                memcpy(spare, &ids[lo], m * 8)
+                # each position's row and id side by side (one cache line per pair to read
+                # in rank order), its flags beside
+                for c in range(m):
+                    both[2 * c] = src[s][c]
+                    both[2 * c + 1] = ids[lo + c]
                 memcpy(keep_f, &f[lo], m)
                 for c in range(m):
                     k = <Py_ssize_t>(sorted_keys[c] & <uint64_t>0xFFFFFFFF)
-                    rows[lo + c] = src[s][k]
+                    rows[lo + c] = both[2 * k]
                     order[lo + c] = k
-                    ids[lo + c] = (<int64_t*>spare)[k]
+                    ids[lo + c] = both[2 * k + 1]
                     f[lo + c] = keep_f[k]
     finally:
-        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(count); free(src)
+        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(both); free(count)
+        free(src)
     if bad:
         raise IndexError("a matched row is outside the batch")
 
