@@ -458,3 +458,17 @@ def test_the_core_refuses_a_matched_row_outside_the_batch():
         out = [np.empty(2, np.int64) for _ in range(3)] + [np.empty(2, np.uint8)]
         with pytest.raises(IndexError):
             _core.seat_pairs_by_rank(seats, asc, rank, rank, np.zeros(4, np.uint8), *out)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000])
+def test_the_core_ranks_rows_in_id_order(n):
+    from firehose import _core
+    rng = np.random.default_rng(n)
+    for ids in (rng.integers(0, 1 << 50, n), rng.integers(0, max(1, n // 2), n)):
+        perm = np.argsort(ids, kind="stable")
+        rank = np.full(n, -1, np.int64)
+        dup = _core.id_ranks(perm, ids, rank)
+        want = np.empty(n, np.int64)
+        want[perm] = np.arange(n)
+        assert np.array_equal(rank, want)
+        assert dup == (len(np.unique(ids)) < n)

@@ -19,6 +19,9 @@ def split_pairs(code: memoryview, rows: memoryview, order: memoryview, ids: memo
     """Delivered pairs (code 0) to the front in place, the others copied out; returns how many
     were delivered (firehose.entitlements)."""
 
+def id_ranks(perm: memoryview, row_ids: memoryview, rank: memoryview) -> bool:
+    """rank[perm[k]] = k; whether two rows share an id (firehose.entitlements)."""
+
 class Engine:
     batch_size: int
     line_no: int

@@ -263,3 +263,27 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
     if wrong or b != n_bad or j != n_kept:
         raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
     return j
+
+
+def id_ranks(const int64_t[::1] perm, const int64_t[::1] row_ids, int64_t[::1] rank):
+    """``rank[perm[k]] = k`` for every k (``perm``: the rows in id order, a permutation);
+    returns whether two rows share an id (``row_ids`` of consecutive ranks equal)."""
+    cdef Py_ssize_t n = perm.shape[0], k
+    cdef int64_t r, v, last = 0
+    cdef bint dup = False, bad = False
+    if row_ids.shape[0] != n or rank.shape[0] != n:
+        raise ValueError("perm, row_ids and rank must be as long as each other")
+    with nogil:
+        for k in range(n):
+            r = perm[k]
+            if r < 0 or r >= n:
+                bad = True
+                break
+            rank[r] = k
+            v = row_ids[r]
+            if k and v == last:
+                dup = True
+            last = v
+    if bad:
+        raise IndexError("perm is not a permutation of the rows")
+    return dup

@@ -421,14 +421,11 @@ class Entitlements:
         # rows already in id order (a stream usually is): nothing to sort
         in_id_order = n < 2 or bool((ids[1:] >= ids[:-1]).all())
         if in_id_order:
-            perm, ids_s = None, ids
             dup_ids = n > 1 and bool((ids[1:] == ids[:-1]).any())
         else:
             perm = np.argsort(ids, kind="stable")
-            ids_s = ids[perm]
-            dup_ids = bool((ids_s[1:] == ids_s[:-1]).any())
-            rank = np.empty(n, np.int64)
-            rank[perm] = np.arange(n, dtype=np.int64)
+            rank = _empty(n, np.int64)
+            dup_ids = _core.id_ranks(perm, ids, rank)       # rank[perm] = 0..n-1
 
         # ---- every seat's pairs, concatenated in seat order, each seat's in id order
         seats = sorted(matches.items())
