@@ -51,8 +51,10 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
 
     Ascending seats are read block by block of rows, all seats in step, so the per-row arrays
     are read from cache once per block instead of once per seat; then each seat's
-    (rank << 32 | position) keys are sorted by a two-pass radix sort in a buffer the size of
-    the seat (skipped when its ranks already ascend), and its pairs permuted accordingly."""
+    (rank << 32 | position) keys are sorted by an LSD radix sort on the rank's bits (two
+    passes up to 4M rows, three beyond) in a buffer the size of the seat, or by insertion
+    when the seat is small, skipped when its ranks already ascend, and its pairs permuted
+    accordingly."""
     cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, i, m, longest = 1
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
