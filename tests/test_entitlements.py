@@ -391,3 +391,84 @@ def test_the_state_survives_a_checkpoint_in_both_formats():
     assert _state_of(old) == want
     with pytest.raises(firehose.FirehoseError, match="entitlement state is corrupt"):
         Entitlements(p, source="fh").load_state(b"not arrow")
+
+
+@pytest.mark.parametrize("seed", range(9))
+def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
+    """seat_pairs_by_rank against a sort of each seat's positions by (rank, position), on
+    seats ascending or not, with rows matched twice, small and large seats and batches whose
+    ranks need one, two or three radix passes; split_pairs against boolean selections."""
+    from firehose import _core
+    rng = np.random.default_rng(seed)
+    n = 4_200_000 if seed == 8 else int(rng.choice([1, 5, 300, 5000, 40000]))
+    rank = rng.permutation(n).astype(np.int64)
+    row_ids = rng.integers(0, 1 << 40, n)
+    flags = rng.integers(0, 256, n).astype(np.uint8)
+    seats = []
+    for _ in range(int(rng.integers(0, 7))):
+        m = int(rng.choice([0, 1, 3, 47, 48, 200, 3000, min(n, 20000 if seed < 8 else 3000)]))
+        r = np.sort(rng.choice(n, size=min(m, n), replace=False))
+        kind = rng.random()
+        if kind < 0.3:
+            r = rng.permutation(r)
+        elif kind < 0.5 and len(r):
+            r = np.sort(np.concatenate([r, rng.choice(r, size=1 + len(r) // 10)]))
+        seats.append(r.astype(np.int64))
+    ascending = np.array([len(r) < 2 or bool((r[1:] > r[:-1]).all()) for r in seats], np.uint8)
+    total = sum(len(r) for r in seats)
+    rows, order, ids = (np.full(total, -7, np.int64) for _ in range(3))
+    f = np.zeros(total, np.uint8)
+    _core.seat_pairs_by_rank(seats, ascending, rank, row_ids, flags, rows, order, ids, f)
+    want = [i for r in seats for i in sorted(range(len(r)), key=lambda i, r=r: (rank[r[i]], i))]
+    want_rows = np.concatenate([r for r in seats] or [np.zeros(0, np.int64)])
+    lo = 0
+    for r in seats:
+        pos = np.array(want[lo:lo + len(r)], np.int64)
+        assert np.array_equal(order[lo:lo + len(r)], pos)
+        assert np.array_equal(rows[lo:lo + len(r)], r[pos])
+        lo += len(r)
+    assert lo == total and len(want_rows) == total
+    assert np.array_equal(ids, row_ids[rows]) and np.array_equal(f, flags[rows])
+
+    code = np.where(rng.random(total) < 0.3, rng.integers(1, 9, total), 0).astype(np.int8)
+    keep = code == 0
+    n_bad = int((~keep).sum())
+    outs = [np.empty(n_bad, np.int64) for _ in range(3)] + [np.empty(n_bad, np.int8)]
+    scrub = np.empty(total - n_bad, bool)
+    want_k = (rows[keep].copy(), order[keep].copy(), ids[keep].copy(), (f[keep] & 0x80) != 0)
+    want_b = (np.flatnonzero(~keep), order[~keep].copy(), ids[~keep].copy(), code[~keep])
+    got = _core.split_pairs(code, rows, order, ids, f, 0x80, scrub.view(np.uint8), *outs)
+    assert got == total - n_bad
+    for a, b in zip((rows[:got], order[:got], ids[:got], scrub), want_k):
+        assert np.array_equal(a, b)
+    for a, b in zip(outs, want_b):
+        assert np.array_equal(a, b)
+    if n_bad:            # the bad_* arrays must hold exactly the denied pairs
+        with pytest.raises(ValueError):
+            _core.split_pairs(code, rows, order, ids, f, 0x80, scrub.view(np.uint8),
+                              *(o[:-1] for o in outs))
+
+
+def test_the_core_refuses_a_matched_row_outside_the_batch():
+    from firehose import _core
+    rank = np.arange(4, dtype=np.int64)
+    for bad in ([0, 4], [2, -1], [5, 1]):
+        seats = [np.array(bad, np.int64)]
+        asc = np.array([bad[1] > bad[0]], np.uint8)
+        out = [np.empty(2, np.int64) for _ in range(3)] + [np.empty(2, np.uint8)]
+        with pytest.raises(IndexError):
+            _core.seat_pairs_by_rank(seats, asc, rank, rank, np.zeros(4, np.uint8), *out)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000])
+def test_the_core_ranks_rows_in_id_order(n):
+    from firehose import _core
+    rng = np.random.default_rng(n)
+    for ids in (rng.integers(0, 1 << 50, n), rng.integers(0, max(1, n // 2), n)):
+        perm = np.argsort(ids, kind="stable")
+        rank = np.full(n, -1, np.int64)
+        dup = _core.id_ranks(perm, ids, rank)
+        want = np.empty(n, np.int64)
+        want[perm] = np.arange(n)
+        assert np.array_equal(rank, want)
+        assert dup == (len(np.unique(ids)) < n)

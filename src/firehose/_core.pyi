@@ -8,6 +8,20 @@ REASONS: tuple[str, ...]
 def partition_ids(ids: memoryview, n: int, out: memoryview) -> None:
     """out[i] = XXH3_64(int64 ids[i] as 8 little-endian bytes) % n (firehose.dist)."""
 
+def seat_pairs_by_rank(seats: list, ascending: memoryview, rank: memoryview,
+                       row_ids: memoryview, flags: memoryview, rows: memoryview,
+                       order: memoryview, ids: memoryview, f: memoryview) -> None:
+    """Each seat's (int64) matched rows laid out seat after seat by rank (firehose.entitlements)."""
+
+def split_pairs(code: memoryview, rows: memoryview, order: memoryview, ids: memoryview,
+                f: memoryview, scrub_bit: int, scrub: memoryview, bad_pos: memoryview,
+                bad_order: memoryview, bad_ids: memoryview, bad_code: memoryview) -> int:
+    """Delivered pairs (code 0) to the front in place, the others copied out; returns how many
+    were delivered (firehose.entitlements)."""
+
+def id_ranks(perm: memoryview, row_ids: memoryview, rank: memoryview) -> bool:
+    """rank[perm[k]] = k; whether two rows share an id (firehose.entitlements)."""
+
 class Engine:
     batch_size: int
     line_no: int

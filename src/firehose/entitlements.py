@@ -38,7 +38,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .compliance import DENY_REASONS, ComplianceState
+from . import _core
+from .compliance import DENY_REASONS, ComplianceState, _Screen
 from .config import Client, Config
 from .schema import TWEETS
 
@@ -370,7 +371,7 @@ class Entitlements:
         the last one made is kept and sliced while it is long enough."""
         got = self._constants
         if got is None or got[0] != value or len(got[1]) < size:
-            got = self._constants = (value, pa.array(np.full(size, value, np.int64)))
+            got = self._constants = (value, _filled(size, value))
         return got[1].slice(0, size)
 
     def replace_plans(self, plans: PlanSet) -> None:
@@ -383,11 +384,13 @@ class Entitlements:
         them). Returns what each client gets and the audit of the batch.
 
         All seats' matches are handled together, as one array of (seat, row) pairs in seat
-        order: the batch is put in tweet-id order once (a stable argsort of its ids, and each
-        row's rank in it), each seat's pairs are sorted by rank in place, and the per-row facts
-        a seat needs (batch-wide reason, withheld somewhere, scrub_geo, id, author) are read
-        from arrays laid out in id order, one numpy pass over all pairs for each. What a seat
-        gets (rows, rules, scrub mask, ledger and remembered ids) are slices of those passes."""
+        order: each row's rank in tweet-id order is computed once (a stable argsort of the
+        ids), and a helper of the core lays every seat's pairs out by rank with, per pair, its
+        row, its position among the seat's matches, its id and its row's flags byte (the
+        batch-wide reason, withheld somewhere, scrub_geo). Decisions are then numpy passes over
+        all pairs; a second helper moves the delivered pairs to the front and copies the denied
+        ones out. What a seat gets (rows, rules, scrub mask, ledger and remembered ids) are
+        slices of those arrays."""
         self.batch += 1
         source = source or self.source
         if source is None:
@@ -397,9 +400,10 @@ class Entitlements:
         id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
         ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
         authors = pc.fill_null(tweets.column("author_id"), -1).to_numpy(zero_copy_only=False)
-        deny = self.compliance.deny(tweets)
-        scrub = self.compliance.scrub_geo_mask(tweets)
-        withheld_pairs = self.compliance.withheld_pairs(tweets)
+        screen = _Screen()          # each id column read and hashed once for all id sets
+        deny = self.compliance.deny(tweets, screen)
+        scrub = self.compliance.scrub_geo_mask(tweets, screen)
+        withheld_pairs = self.compliance.withheld_pairs(tweets, screen)
         # per row, one byte: the first batch-wide reason (0: none; _MAYBE_WITHHELD: none, but
         # the row is withheld somewhere) and scrub_geo
         flags = np.zeros(n, np.uint8)
@@ -417,54 +421,50 @@ class Entitlements:
         # rows already in id order (a stream usually is): nothing to sort
         in_id_order = n < 2 or bool((ids[1:] >= ids[:-1]).all())
         if in_id_order:
-            perm = rank = None
-            ids_s, authors_s, flags_s = ids, authors, flags
             dup_ids = n > 1 and bool((ids[1:] == ids[:-1]).any())
         else:
             perm = np.argsort(ids, kind="stable")
-            # int32 ranks: half the memory a seat's gather walks through (and far faster)
-            rank = np.empty(n, np.int32 if n < 2**31 else np.int64)
-            rank[perm] = np.arange(n, dtype=rank.dtype)
-            ids_s, authors_s, flags_s = ids[perm], authors[perm], flags[perm]
-            dup_ids = bool((ids_s[1:] == ids_s[:-1]).any())
+            rank = _empty(n, np.int64)
+            dup_ids = _core.id_ranks(perm, ids, rank)       # rank[perm] = 0..n-1
 
-        # ---- every seat's pairs, concatenated in seat order
+        # ---- every seat's pairs, concatenated in seat order, each seat's in id order
         seats = sorted(matches.items())
         plans = [self.plans.plan(client, source) for client, _ in seats]
-        arrays = [np.asarray(rows, np.int64) for _, (rows, _) in seats]
+        arrays = [np.ascontiguousarray(rows, np.int64) for _, (rows, _) in seats]
         ascending = [len(r) < 2 or bool((r[1:] > r[:-1]).all()) for r in arrays]
         sizes = np.array([len(r) for r in arrays], np.int64)
         starts = np.zeros(len(seats) + 1, np.int64)
         np.cumsum(sizes, out=starts[1:])
         total = int(starts[-1])
-        longest = int(sizes.max()) if len(seats) else 0
-        positions = np.arange(longest, dtype=np.int64)
-        # ``at``: each pair's index into the *_s arrays (its rank); ``order``: the pair's
-        # position among its seat's matches (its rules stay in match order). Each seat's
-        # pairs are sorted by (rank << shift | position) in ``order``, then split.
-        at = np.empty(total, np.int32 if n < 2**31 else np.int64)
-        order = np.empty(total, np.int64)
-        shift = max(1, longest.bit_length())
-        for s, r in enumerate(arrays):
-            lo, hi = starts[s], starts[s + 1]
-            seg = order[lo:hi]
-            if in_id_order:
-                at[lo:hi] = r
-                seg[:] = positions[:hi - lo]
-            elif ascending[s] or not dup_ids:
-                seg[:] = rank[r]
-                seg <<= shift
-                seg |= positions[:hi - lo]
-                seg.sort(kind="stable")              # id order, ties by row as before
-                at[lo:hi] = seg >> shift
-                seg &= (1 << shift) - 1
-            else:
-                # repeated ids and rows not ascending: ties go by match position
-                o = np.argsort(ids[r], kind="stable")
-                at[lo:hi] = rank[r[o]]
-                seg[:] = o
-        f = flags_s[at]
-        code = (f & _REASON_BITS).view(np.int8)
+        # for each pair: its row, its position among its seat's matches (``order``: its
+        # rules stay in match order), its id and its row's flags byte
+        rows_p = _empty(total, np.int64)
+        order = _empty(total, np.int64)
+        ids_p = _empty(total, np.int64)
+        f = _empty(total, np.uint8)
+        if in_id_order:
+            # nothing to sort: a seat's pairs stay in match order
+            for s, r in enumerate(arrays):
+                lo, hi = starts[s], starts[s + 1]
+                rows_p[lo:hi] = r
+                order[lo:hi] = np.arange(hi - lo, dtype=np.int64)
+            np.take(ids, rows_p, out=ids_p)
+            np.take(flags, rows_p, out=f)
+        else:
+            # each seat's pairs by rank in the id order, ties (a row matched twice) by match
+            # position
+            _core.seat_pairs_by_rank(arrays, np.array(ascending, np.uint8), rank, ids, flags,
+                                     rows_p, order, ids_p, f)
+            if dup_ids:
+                # repeated ids and rows not ascending: ties go by match position, not by row
+                for s in [s for s, a in enumerate(ascending) if not a]:
+                    lo, hi, r = starts[s], starts[s + 1], arrays[s]
+                    o = np.argsort(ids[r], kind="stable")
+                    rows_p[lo:hi] = r[o]
+                    order[lo:hi] = o
+                    ids_p[lo:hi] = ids[r[o]]
+                    f[lo:hi] = flags[r[o]]
+        code = np.bitwise_and(f, _REASON_BITS, out=_empty(total, np.uint8)).view(np.int8)
         # the seat's extra reason (its own denial, or caps) is code 8
         extra: list[tuple[str, str, str, str] | None] = [None] * len(seats)
         for s, plan in enumerate(plans):
@@ -472,10 +472,9 @@ class Entitlements:
                 d = plan.denials[0]
                 extra[s] = (d.reason, d.policy, d.path_text, d.detail)
                 code[starts[s]:starts[s + 1]] = _EXTRA_CODE
-        bad = np.flatnonzero(code)
         if any_withheld:
             # withheld somewhere, nothing else against it, an allowed seat: its countries say
-            cand = bad[code[bad] == _MAYBE_WITHHELD]
+            cand = np.flatnonzero(code == _MAYBE_WITHHELD)
             if len(cand):
                 cut = np.searchsorted(cand, starts)       # seat s's: cand[cut[s]:cut[s+1]]
                 cache: dict[tuple, np.ndarray] = {}
@@ -484,9 +483,7 @@ class Entitlements:
                     if key_c not in cache:
                         cache[key_c] = self.compliance.withheld_for(withheld_pairs, n, key_c)
                     c = cand[cut[s]:cut[s + 1]]
-                    rows_c = at[c] if perm is None else perm[at[c]]
-                    code[c] = np.where(cache[key_c][rows_c], _WITHHELD_CODE, 0)
-                bad = bad[code[bad] != 0]
+                    code[c] = np.where(cache[key_c][rows_p[c]], _WITHHELD_CODE, 0)
         days = None
         for s, plan in enumerate(plans):
             if plan.allowed and (plan.objects_per_day is not None
@@ -500,38 +497,24 @@ class Entitlements:
                     if mk.any():
                         extra[s] = (r, pol, pth, det)
                         seg[mk] = _EXTRA_CODE
-                seg_at = at[starts[s]:starts[s + 1]]
-                self._caps(plan, seg_at if perm is None else perm[seg_at], days, seg, mark)
-        if days is not None:                           # caps may have denied more
-            bad = np.flatnonzero(code)
+                self._caps(plan, rows_p[starts[s]:starts[s + 1]], days, seg, mark)
 
-        # ---- what is delivered
+        # ---- what is delivered: those pairs move to the front (in place, seat order kept);
+        # the denied ones' positions, orders, ids and codes are copied out
+        n_bad = int(np.count_nonzero(code))
+        n_kept = total - n_bad
+        bad = _empty(n_bad, np.int64)
+        bad_order = _empty(n_bad, np.int64)
+        bad_ids = _empty(n_bad, np.int64)
+        bad_code = _empty(n_bad, np.int8)
+        scrubbed = _empty(n_kept, bool)
+        _core.split_pairs(code, rows_p, order, ids_p, f, _SCRUB_BIT, scrubbed.view(np.uint8),
+                          bad, bad_order, bad_ids, bad_code)
         bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
-        kept_at = starts - bad_at                      # and its delivered ones, in the kept arrays
-        n_kept = total - len(bad)
-        if len(bad):
-            bad_order, bad_ids = order[bad], ids_s[at[bad]]
-            # the delivered pairs move to the front, in place, seat by seat (a seat's never
-            # move past its own start): no new batch-wide arrays
-            for s in range(len(seats)):
-                lo, hi, ka, kb = starts[s], starts[s + 1], kept_at[s], kept_at[s + 1]
-                if kb - ka == hi - lo:
-                    if ka != lo:
-                        order[ka:kb] = order[lo:hi]
-                        at[ka:kb] = at[lo:hi]
-                        if any_scrub:
-                            f[ka:kb] = f[lo:hi]
-                elif kb > ka:
-                    keep = code[lo:hi] == 0
-                    order[ka:kb] = order[lo:hi][keep]
-                    at[ka:kb] = at[lo:hi][keep]
-                    if any_scrub:
-                        f[ka:kb] = f[lo:hi][keep]
-        order_k, at_k = order[:n_kept], at[:n_kept]
-        rows_k = at_k.astype(np.int64) if perm is None else perm[at_k]
-        scrubbed = ((f[:n_kept] & _SCRUB_BIT) != 0) if any_scrub else np.zeros(n_kept, bool)
-        got = ids_s[at_k]                              # delivered ids, each seat's in id order
-        batch_col = pa.array(np.full(max(n_kept, len(bad)), self.batch, np.int64))
+        kept_at = starts - bad_at                      # and its delivered ones
+        rows_k, order_k = rows_p[:n_kept], order[:n_kept]
+        got = ids_p[:n_kept]                           # delivered ids, each seat's in id order
+        batch_col = _filled(max(n_kept, len(bad)), self.batch)
         delivered: dict[str, Delivery] = {}
         audit = []
         denial_parts = []
@@ -547,7 +530,7 @@ class Entitlements:
             audit.append(base + ("delivered", None, None, kb - ka))
             ba, bb = int(bad_at[s]), int(bad_at[s + 1])
             if bb > ba:
-                counts = np.bincount(code[bad[ba:bb]], minlength=_EXTRA_CODE + 1)
+                counts = np.bincount(bad_code[ba:bb], minlength=_EXTRA_CODE + 1)
                 by_reason: dict = {}
                 for k in range(1, _EXTRA_CODE + 1):
                     if counts[k]:
@@ -563,14 +546,14 @@ class Entitlements:
                 # repeated id stays until its run is merged); others are checked
                 self._remember(client, got[ka:kb], checked=ascending[s])
                 # the authors are gathered only when a user event needs them
-                self._pending_users.setdefault(client, []).append((authors_s, at_k[ka:kb]))
+                self._pending_users.setdefault(client, []).append((authors, rows_k[ka:kb]))
 
         denials = DENIALS.empty_table()
         if len(bad):
             seat_bad = np.diff(bad_at)
             # labels: the fixed reasons, then each seat's extra one
             labels = list(_FIXED) + [e or _FIXED[0] for e in extra]
-            lab = code[bad].astype(np.int64)
+            lab = bad_code.astype(np.int64)
             is_extra = lab == _EXTRA_CODE
             if is_extra.any():
                 lab[is_extra] = len(_FIXED) + np.repeat(np.arange(len(seats)), seat_bad)[is_extra]
@@ -816,6 +799,24 @@ class Entitlements:
         return sum(g.get((group, x), 0) for x in range(day - 29, day + 1))
 
 
+def _empty(size: int, dtype) -> np.ndarray:
+    """An uninitialised numpy array in memory of Arrow's pool. The stage writes ~0.5 GB of
+    arrays per 1M-tweet batch; numpy takes arrays that large fresh from the kernel each time
+    (page faults on every first write, about as costly as the writing), while the pool reuses
+    what the previous batch's outputs gave back."""
+    dtype = np.dtype(dtype)
+    if size * dtype.itemsize < 1 << 20:
+        return np.empty(size, dtype)
+    return np.frombuffer(pa.allocate_buffer(size * dtype.itemsize), dtype, count=size)
+
+
+def _filled(size: int, value: int) -> pa.Array:
+    """An int64 column of ``size`` copies of ``value``."""
+    out = _empty(size, np.int64)
+    out.fill(value)
+    return pa.array(out, pa.int64())
+
+
 def _days(tweets: pa.Table) -> np.ndarray:
     """Each row's day (days since the epoch, UTC) of created_at; 0 where it is missing."""
     created = pc.cast(tweets.column("created_at"), pa.int64())
@@ -825,7 +826,9 @@ def _days(tweets: pa.Table) -> np.ndarray:
 
 
 def _repeat_strings(values, counts) -> pa.Array:
-    """``values[i]`` repeated ``counts[i]`` times, in order, as one string array."""
+    """``values[i]`` repeated ``counts[i]`` times, in order, as one string array. Each run is
+    written as one copy of the value doubled in place (a barred seat's 40k rows of a
+    ~150-byte detail are ~17 memcpy calls, not 40k row copies)."""
     counts = np.asarray(counts, np.int64)
     data = [v.encode() for v in values]
     lengths = np.array([len(b) for b in data], np.int64)
@@ -833,20 +836,22 @@ def _repeat_strings(values, counts) -> pa.Array:
     if not len(data) or int(lengths @ counts) >= 2**31:
         return pa.chunked_array([pa.repeat(pa.scalar(v, pa.string()), int(c))
                                  for v, c in zip(values, counts)], pa.string())
-    offsets = np.empty(rows + 1, np.int32)
+    offsets = _empty(rows + 1, np.int32)
     offsets[0] = 0
-    chars = np.empty(int(lengths @ counts), np.uint8)
-    step = np.arange(1, int(counts.max()) + 1, dtype=np.int32)
-    row = at = 0
+    np.cumsum(np.repeat(lengths.astype(np.int32), counts), out=offsets[1:])
+    chars = _empty(int(lengths @ counts), np.uint8)
+    at = 0
     for b, c in zip(data, counts.tolist()):
-        if c:
-            run = offsets[row + 1:row + 1 + c]
-            np.multiply(step[:c], len(b), out=run)
-            run += at
-            if b:
-                chars[at:at + len(b) * c].reshape(c, len(b))[:] = np.frombuffer(b, np.uint8)
-            row += c
-            at += len(b) * c
+        size = len(b) * c
+        if size:
+            run = chars[at:at + size]
+            run[:len(b)] = np.frombuffer(b, np.uint8)
+            done = len(b)
+            while done < size:
+                step = min(done, size - done)
+                run[done:done + step] = run[:step]
+                done += step
+            at += size
     return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(chars))
 
 

@@ -1,0 +1,291 @@
+# Data movement for the entitlement stage (firehose.entitlements). Included by _core.pyx.
+#
+# Nothing here decides anything: which pair is delivered, denied and why stays in Python.
+# These loops only lay the (seat, row) pairs of a batch out in the order the stage works in
+# and split them once the Python side has given each pair its code.
+
+from libc.stdint cimport int8_t
+
+import numpy as _np
+
+
+cdef inline void _radix_pass(const uint64_t* src, uint64_t* dst, Py_ssize_t m, int shift,
+                             int64_t* count, int buckets) noexcept nogil:
+    """One stable counting-sort pass of ``src`` into ``dst`` by the digit at ``shift``;
+    ``count`` holds the digit's histogram (turned into bucket starts here)."""
+    cdef Py_ssize_t i
+    cdef int64_t at = 0, c
+    cdef int b
+    cdef uint64_t mask = <uint64_t>(buckets - 1), key
+    for b in range(buckets):
+        c = count[b]
+        count[b] = at
+        at += c
+    for i in range(m):
+        key = src[i]
+        b = <int>((key >> shift) & mask)
+        dst[count[b]] = key
+        count[b] += 1
+
+
+cdef enum:
+    _MAX_DIGIT = 11        # radix sort digits of at most 11 bits (2048 buckets)
+    _BLOCK = 8192          # rows read per step in the first pass (their rank, id, flags)
+    _SMALL = 48            # a seat with fewer pairs is sorted by insertion
+
+
+def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[::1] rank,
+                       const int64_t[::1] row_ids, const uint8_t[::1] flags,
+                       int64_t[::1] rows, int64_t[::1] order, int64_t[::1] ids,
+                       uint8_t[::1] f):
+    """Every seat's matched rows laid out seat after seat, each seat's by rank in id order.
+
+    ``seats[s]``: seat ``s``'s matched rows (int64 row indices into the batch, any order,
+    repeats allowed; ``ascending[s]`` is true when they are strictly ascending);
+    ``rank[row]``: the row's rank in the batch's id order (a permutation of 0..n-1);
+    ``row_ids[row]``, ``flags[row]``: the row's id and a byte of flags. Seat ``s``'s pairs
+    fill ``[sum of the earlier seats' sizes, + its size)`` of the outputs, by rank, a row the
+    seat matched more than once in match order. For the pair written at ``o``: ``rows[o]``
+    its row, ``order[o]`` its position among the seat's matches, ``ids[o]`` and ``f[o]`` its
+    row's id and flags.
+
+    Ascending seats are read block by block of rows, all seats in step, so the per-row arrays
+    are read from cache once per block instead of once per seat; then each seat's
+    (rank << 32 | position) keys are sorted by an LSD radix sort on the rank's bits (two
+    passes up to 4M rows, three beyond) in a buffer the size of the seat, or by insertion
+    when the seat is small, skipped when its ranks already ascend, and its pairs permuted
+    accordingly."""
+    cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, i, m, longest = 1
+    cdef Py_ssize_t lo, c, k
+    cdef int64_t r, end, b0, total = 0
+    cdef uint64_t key, rk, last
+    cdef int passes = 0, p, bits = 0, digit
+    cdef const int64_t[::1] seg
+    if row_ids.shape[0] != n or flags.shape[0] != n or ascending.shape[0] != nseat:
+        raise ValueError("rank, row_ids and flags must be as long as the batch, ascending as seats")
+    if n > 0xFFFFFFFF:
+        raise ValueError("a batch of 2**32 rows or more")
+    for s in range(nseat):
+        m = len(seats[s])
+        if m > 0xFFFFFFFF:
+            raise ValueError("a seat with 2**32 matches or more")
+        total += m
+        if m > longest:
+            longest = m
+    if rows.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
+            or f.shape[0] < total:
+        raise ValueError("outputs are shorter than the pairs")
+    if total == 0:
+        return
+    while bits < 64 and (<uint64_t>1 << bits) < <uint64_t>n:
+        bits += 1
+    # as few passes as digits of <= 11 bits allow, digits as small as those passes allow
+    # (1M rows: two passes of 10 bits)
+    passes = (bits + _MAX_DIGIT - 1) // _MAX_DIGIT
+    digit = (bits + passes - 1) // passes if passes else 1
+    views = [None] * nseat                                 # keeps the buffers alive
+    cdef int64_t* mem = <int64_t*>malloc(nseat * 4 * sizeof(int64_t) + 8)
+    cdef uint8_t* unsorted = <uint8_t*>calloc(nseat + 1, 1)
+    cdef uint64_t* a = <uint64_t*>malloc(longest * 8)
+    cdef uint64_t* t = <uint64_t*>malloc(longest * 8)
+    cdef uint64_t* x
+    cdef uint64_t* sorted_keys
+    cdef uint8_t* keep_f = <uint8_t*>malloc(longest)
+    cdef int64_t* both = <int64_t*>malloc(longest * 16)
+    cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
+    cdef const int64_t** src = <const int64_t**>malloc(nseat * sizeof(void*) + 8)
+    if mem == NULL or unsorted == NULL or a == NULL or t == NULL or keep_f == NULL \
+            or both == NULL or count == NULL or src == NULL:
+        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(both); free(count)
+        free(src)
+        raise MemoryError()
+    # per seat: size, start in the outputs, read position, last rank
+    cdef int64_t* size = mem
+    cdef int64_t* start = mem + nseat
+    cdef int64_t* pos = mem + 2 * nseat
+    cdef uint64_t* prev = <uint64_t*>(mem + 3 * nseat)
+    cdef bint bad = False
+    try:
+        lo = 0
+        for s in range(nseat):
+            seg = seats[s]
+            views[s] = seg
+            m = seg.shape[0]
+            src[s] = &seg[0] if m else NULL
+            size[s] = m
+            start[s] = lo
+            pos[s] = 0
+            prev[s] = 0
+            lo += m
+        with nogil:
+            # pass 1: each pair's key (rank << 32 | position), id and flags, in match order
+            for s in range(nseat):                         # seats in any order: one by one
+                if ascending[s]:
+                    continue
+                for c in range(size[s]):
+                    r = src[s][c]
+                    if r < 0 or r >= n:
+                        bad = True
+                        break
+                    rk = <uint64_t>rank[r]
+                    if rk < prev[s]:
+                        unsorted[s] = 1
+                    prev[s] = rk
+                    order[start[s] + c] = <int64_t>((rk << 32) | <uint64_t>c)
+                    ids[start[s] + c] = row_ids[r]
+                    f[start[s] + c] = flags[r]
+            b0 = 0
+            while b0 < n and not bad:                      # ascending seats: block by block
+                end = b0 + _BLOCK
+                for s in range(nseat):
+                    if not ascending[s]:
+                        continue
+                    c = pos[s]
+                    lo = start[s]
+                    last = prev[s]
+                    while c < size[s]:
+                        r = src[s][c]
+                        if r >= end:
+                            break
+                        if r < 0 or r >= n:
+                            bad = True
+                            break
+                        rk = <uint64_t>rank[r]
+                        if rk < last:
+                            unsorted[s] = 1
+                        last = rk
+                        order[lo + c] = <int64_t>((rk << 32) | <uint64_t>c)
+                        ids[lo + c] = row_ids[r]
+                        f[lo + c] = flags[r]
+                        c += 1
+                    pos[s] = c
+                    prev[s] = last
+                b0 = end
+            if not bad:
+                for s in range(nseat):
+                    if size[s] and pos[s] != size[s] and ascending[s]:
+                        bad = True                         # rows beyond the batch
+            # pass 2: per seat, keys by rank, then its pairs in that order
+            for s in range(nseat):
+                if bad:
+                    break
+                m = size[s]
+                lo = start[s]
+                if not unsorted[s]:
+                    for c in range(m):
+                        order[lo + c] = c
+                        rows[lo + c] = src[s][c]
+                    continue
+                if m < _SMALL or passes == 0:
+                    for c in range(m):
+                        a[c] = <uint64_t>order[lo + c]
+                    for c in range(1, m):
+                        key = a[c]
+                        k = c
+                        while k > 0 and a[k - 1] > key:
+                            a[k] = a[k - 1]
+                            k -= 1
+                        a[k] = key
+                    sorted_keys = a
+                else:
+                    memset(count, 0, passes * (1 << digit) * 8)
+                    for c in range(m):
+                        rk = (<uint64_t>order[lo + c]) >> 32
+                        for p in range(passes):
+                            count[(p << digit) + <int>((rk >> (p * digit))
+                                                      & ((1 << digit) - 1))] += 1
+                    # the first pass reads the keys where the first pass left them
+                    sorted_keys = <uint64_t*>&order[lo]
+                    for p in range(passes):
+                        x = t if p % 2 == 0 else a
+                        _radix_pass(sorted_keys, x, m, 32 + p * digit, count + (p << digit),
+                                    1 << digit)
+                        sorted_keys = x
+                # each position's row and id side by side (one cache line per pair to read
+                # in rank order), its flags beside
+                for c in range(m):
+                    both[2 * c] = src[s][c]
+                    both[2 * c + 1] = ids[lo + c]
+                memcpy(keep_f, &f[lo], m)
+                for c in range(m):
+                    k = <Py_ssize_t>(sorted_keys[c] & <uint64_t>0xFFFFFFFF)
+                    rows[lo + c] = both[2 * k]
+                    order[lo + c] = k
+                    ids[lo + c] = both[2 * k + 1]
+                    f[lo + c] = keep_f[k]
+    finally:
+        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(both); free(count)
+        free(src)
+    if bad:
+        raise IndexError("a matched row is outside the batch")
+
+
+def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
+                int64_t[::1] ids, const uint8_t[::1] f, uint8_t scrub_bit,
+                uint8_t[::1] scrub, int64_t[::1] bad_pos, int64_t[::1] bad_order,
+                int64_t[::1] bad_ids, int8_t[::1] bad_code):
+    """Split the pairs by ``code`` (0: delivered), keeping their order: the delivered ones move
+    to the front of ``rows``, ``order`` and ``ids`` (in place) with ``scrub[j]`` set where
+    their ``f`` has ``scrub_bit``; each other pair's index, order, id and code go to the
+    ``bad_*`` arrays, which must hold exactly as many as there are. Returns how many were
+    delivered."""
+    cdef Py_ssize_t total = code.shape[0], i, j = 0, b = 0
+    cdef Py_ssize_t n_bad = bad_pos.shape[0], n_kept = total - n_bad
+    cdef bint wrong = n_bad > total
+    if rows.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
+            or f.shape[0] < total:
+        raise ValueError("pair arrays are shorter than code")
+    if bad_order.shape[0] != n_bad or bad_ids.shape[0] != n_bad or bad_code.shape[0] != n_bad:
+        raise ValueError("bad_* arrays differ in length")
+    if scrub.shape[0] < n_kept:
+        raise ValueError("scrub is too short")
+    with nogil:
+        for i in range(total):
+            if wrong:
+                break
+            if code[i] == 0:
+                if j == n_kept:
+                    wrong = True
+                    break
+                if j != i:
+                    rows[j] = rows[i]
+                    order[j] = order[i]
+                    ids[j] = ids[i]
+                scrub[j] = (f[i] & scrub_bit) != 0
+                j += 1
+            else:
+                if b == n_bad:
+                    wrong = True
+                    break
+                bad_pos[b] = i
+                bad_order[b] = order[i]
+                bad_ids[b] = ids[i]
+                bad_code[b] = code[i]
+                b += 1
+    if wrong or b != n_bad or j != n_kept:
+        raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
+    return j
+
+
+def id_ranks(const int64_t[::1] perm, const int64_t[::1] row_ids, int64_t[::1] rank):
+    """``rank[perm[k]] = k`` for every k (``perm``: the rows in id order, a permutation);
+    returns whether two rows share an id (``row_ids`` of consecutive ranks equal)."""
+    cdef Py_ssize_t n = perm.shape[0], k
+    cdef int64_t r, v, last = 0
+    cdef bint dup = False, bad = False
+    if row_ids.shape[0] != n or rank.shape[0] != n:
+        raise ValueError("perm, row_ids and rank must be as long as each other")
+    with nogil:
+        for k in range(n):
+            r = perm[k]
+            if r < 0 or r >= n:
+                bad = True
+                break
+            rank[r] = k
+            v = row_ids[r]
+            if k and v == last:
+                dup = True
+            last = v
+    if bad:
+        raise IndexError("perm is not a permutation of the rows")
+    return dup
