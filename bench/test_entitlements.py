@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest

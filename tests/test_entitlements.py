@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -233,6 +232,21 @@ def test_caps_apply_in_tweet_id_order():
     assert res.table("s").column("id").to_pylist() == [1, 3]
     assert sorted(r["tweet_id"] for r in res.denials.to_pylist()) == [4, 5]
     assert {r["reason"] for r in res.denials.to_pylist()} == {"cap_exceeded"}
+
+
+def test_caps_apply_in_tweet_id_order_whatever_order_the_matches_come_in():
+    """A batch already in id order, a seat's matches handed over in another order (a router
+    is free to): the cap still keeps the lowest ids."""
+    config = cfg.loads(BASE + "[licences.lic.caps]\nobjects_per_recipient_per_day = 2\n"
+                       + org("p", ["media"]) + seat("s", "p"))
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh")
+    d = tweets(tw(1), tw(3), tw(4), tw(5))
+    rows, rules = Router.from_config(config).route(d.tweets).by_client["s"]
+    back = np.arange(len(rows))[::-1].copy()
+    res = ent.apply(d.tweets, {"s": (rows[back], rules.take(pa.array(back)))})
+    balance(res)
+    assert res.table("s").column("id").to_pylist() == [1, 3]
+    assert sorted(r["tweet_id"] for r in res.denials.to_pylist()) == [4, 5]
 
 
 def test_matching_rules_lists_every_rule_of_the_client_that_matched():

@@ -443,11 +443,17 @@ class Entitlements:
         ids_p = _empty(total, np.int64)
         f = _empty(total, np.uint8)
         if in_id_order:
-            # nothing to sort: a seat's pairs stay in match order
+            # row order is id order: a seat whose matches came with ascending rows needs no
+            # sort; another one is sorted by row (ties, a row matched twice, by match position)
             for s, r in enumerate(arrays):
                 lo, hi = starts[s], starts[s + 1]
-                rows_p[lo:hi] = r
-                order[lo:hi] = np.arange(hi - lo, dtype=np.int64)
+                if ascending[s]:
+                    rows_p[lo:hi] = r
+                    order[lo:hi] = np.arange(hi - lo, dtype=np.int64)
+                else:
+                    o = np.argsort(r, kind="stable")
+                    rows_p[lo:hi] = r[o]
+                    order[lo:hi] = o
             np.take(ids, rows_p, out=ids_p)
             np.take(flags, rows_p, out=f)
         else:
