@@ -472,7 +472,8 @@ cdef extern from *:
             p = (const unsigned char*)w;
         }
         m = FH_KMASK[len];
-        memcpy(&w[0], p, 8);
+        if (p != (const unsigned char*)w)      /* (else w holds the key already) */
+            memcpy(&w[0], p, 8);
         w[0] &= m[0];
         h = fh_key_hash(w[0], len);
         j = (uint32_t)(h >> 54);

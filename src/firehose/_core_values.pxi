@@ -7,7 +7,9 @@ cdef int64_t NO_TIME = -0x7FFFFFFFFFFFFFFF - 1
 
 cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
     """Object ``obj``'s member table: the value node of each KY_ key (the last one if repeated)
-    or NONE, built on first use and cached for the line."""
+    or NONE, built on first use and cached for the line in one of 64 direct-mapped slots of
+    fixed storage (~30 KB a tape: a line of many small objects overwrites slots instead of
+    growing the buffer by a table per object)."""
     cdef int c
     cdef uint32_t i, k, n, kid
     cdef Py_ssize_t off
@@ -16,8 +18,10 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
     if t.cobj[c] == obj:
         return <uint32_t*>(t.mem.data + t.coff[c])
     n = t.nodes[obj].count
-    off = t.mem.len
-    buf_reserve(&t.mem, KY_COUNT * sizeof(uint32_t))
+    if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
+        t.mem.len = 0
+        buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))
+    off = c * KY_COUNT * <Py_ssize_t>sizeof(uint32_t)
     tab = <uint32_t*>(t.mem.data + off)
     memset(tab, 0xFF, KY_COUNT * sizeof(uint32_t))
     i = obj + 1
@@ -26,7 +30,6 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
         if kid < KY_COUNT:
             tab[kid] = i + 1
         i = t.nodes[i + 1].next
-    t.mem.len = off + KY_COUNT * sizeof(uint32_t)
     t.cobj[c] = obj
     t.coff[c] = off
     return tab
