@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,11 +79,18 @@ def test_entitlements_1m_tweets_200_clients(benchmark, batch):
     state = ComplianceState()
     state.apply(compliance)
     ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), state, source="fh")
-    res = benchmark.pedantic(ent.apply, args=(tweets, routed.by_client), rounds=3, iterations=1)
+    # one untimed apply first: it pays the one-off costs of a run (the compliance id sets, built
+    # once per state change; the plan-version column; first touch of the memory the stage
+    # reuses from Arrow's pool), which a replay pays once, not per batch. Its time is reported.
+    t0 = time.process_time()
+    ent.apply(tweets, routed.by_client)
+    first = time.process_time() - t0
+    res = benchmark.pedantic(ent.apply, args=(tweets, routed.by_client), rounds=5, iterations=1)
     a = res.audit.to_pylist()
     matched = sum(r["rows"] for r in a if r["outcome"] == "matched")
     delivered = sum(r["rows"] for r in a if r["outcome"] == "delivered")
     assert matched == delivered + sum(r["rows"] for r in a if r["outcome"] == "denied")
     benchmark.extra_info.update(rows=tweets.num_rows, clients=N_CLIENTS, matched=matched,
                                 delivered=delivered, seconds_per_1m_tweets=benchmark.stats["min"]
-                                * 1e6 / tweets.num_rows)
+                                * 1e6 / tweets.num_rows,
+                                first_apply_cpu_seconds_per_1m=first * 1e6 / tweets.num_rows)
