@@ -96,6 +96,22 @@ def test_sources_offsets_and_carry_match_reference():
                     f"dedupe={dedupe}")
 
 
+def test_edge_lines_from_review_match_reference():
+    """Lines a reviewer found where core and reference disagreed: a direct-message delete's
+    time, and -0 as a time (an integer literal of value 0)."""
+    lines = (b'{"delete":{"direct_message":{"id":1,"user_id_str":"14"},'
+             b'"timestamp_ms":"1646092800664"}}\n'
+             b'{"id": 7, "text": "t", "created_at": -0}\n'
+             b'{"delete":{"status":{"id_str":"9"},"timestamp_ms":-0}}\n')
+    pieces = [(lines, "s", 0)]
+    got, want = run(fast()(), pieces), run(ref()(), pieces)
+    assert_same(got, want, "edge lines")
+    comp = got.compliance.to_pylist()
+    assert comp[0]["kind"] == "dm_delete" and comp[0]["event_at"] is not None
+    assert got.tweets.column("created_at").to_pylist()[0] is not None
+    assert comp[1]["event_at"] is not None
+
+
 _FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

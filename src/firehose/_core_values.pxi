@@ -356,4 +356,7 @@ cdef bint get_time(Tape* t, uint32_t v, int64_t* out, Buf* tmp) except -1 nogil:
         return parse_time(p, n, out)
     if nd.type == J_INT and t.s[nd.start] != 0x2D and nd.end - nd.start <= 16:
         return parse_time(<const char*>(t.s + nd.start), nd.end - nd.start, out)
+    if nd.type == J_INT and nd.end - nd.start == 2 and t.s[nd.start + 1] == 0x30:
+        out[0] = 0                          # -0: an integer literal of value 0, in range
+        return 1
     return 0

@@ -745,7 +745,7 @@ def _v11_compliance(key: str, V: Any, path: str) -> dict:
     if key == "delete":
         S, M = _get(V, "status"), _get(V, "direct_message")
         if not isinstance(S, dict) and isinstance(M, dict):
-            return _compliance_row("dm_delete", "v1.1",
+            return _compliance_row("dm_delete", "v1.1", event_at=ts,
                                    user_id=_pref(M.get("user_id_str"), M.get("user_id")))
         tid = _pref(_get(S, "id_str"), _get(S, "id"))
         if tid is None:
