@@ -364,38 +364,30 @@ cdef inline void hot_reset(State* st) noexcept nogil:
     st.hot_hi = 0
 
 
+cdef void forget_buckets(State* st, int64_t lo, int64_t hi) noexcept nogil:
+    """Free the buckets numbered lo..hi; the others keep their order (oldest made first)."""
+    cdef int i, j = 0
+    hot_reset(st)
+    for i in range(st.ngens):
+        if lo <= st.gens[i].b <= hi:
+            bucket_free(&st.gens[i])
+        else:
+            st.gens[j] = st.gens[i]
+            j += 1
+    st.ngens = j
+
+
 cdef void dedupe_advance(State* st, int64_t b) noexcept nogil:
     """Make b the newest bucket: forget the buckets more than a window behind it, and stop
     holding as candidates the jumps no longer more than a bucket ahead of it."""
     cdef int i, j = 0
     st.bmax = b
-    hot_reset(st)
-    for i in range(st.ngens):
-        if st.gens[i].b < b - KEEP_BUCKETS:
-            bucket_free(&st.gens[i])
-        else:
-            st.gens[j] = st.gens[i]
-            j += 1
-    st.ngens = j
-    j = 0
+    forget_buckets(st, -I64_MAX, b - KEEP_BUCKETS - 1)
     for i in range(st.ncand):
         if st.cand[i] > b + 1:
             st.cand[j] = st.cand[i]
             j += 1
     st.ncand = j
-
-
-cdef void bucket_drop(State* st, int64_t b) noexcept nogil:
-    """Forget bucket b (an unconfirmed jump pushed out by a newer one)."""
-    cdef int i, j = 0
-    hot_reset(st)
-    for i in range(st.ngens):
-        if st.gens[i].b == b:
-            bucket_free(&st.gens[i])
-        else:
-            st.gens[j] = st.gens[i]
-            j += 1
-    st.ngens = j
 
 
 cdef Bucket* bucket_get(State* st, int64_t b) except NULL nogil:
@@ -445,7 +437,7 @@ cdef void admitted_ahead(State* st, int64_t b) noexcept nogil:
         dedupe_advance(st, top)
         return
     if st.ncand == 2:
-        bucket_drop(st, st.cand[0])
+        forget_buckets(st, st.cand[0], st.cand[0])      # its ids are forgotten
         st.cand[0] = st.cand[1]
         st.ncand = 1
     st.cand[st.ncand] = b

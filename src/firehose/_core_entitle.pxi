@@ -6,8 +6,6 @@
 
 from libc.stdint cimport int8_t
 
-import numpy as _np
-
 
 cdef inline void _radix_pass(const uint64_t* src, uint64_t* dst, Py_ssize_t m, int shift,
                              int64_t* count, int buckets) noexcept nogil:
@@ -55,7 +53,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     passes up to 4M rows, three beyond) in a buffer the size of the seat, or by insertion
     when the seat is small, skipped when its ranks already ascend, and its pairs permuted
     accordingly."""
-    cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, i, m, longest = 1
+    cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, m, longest = 1
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
     cdef uint64_t key, rk, last

@@ -1155,8 +1155,7 @@ class ReferenceDecoder:
             return True
         near = [c for c in self._cands if abs(c - b) <= 4]
         if near:
-            self._cands = [c for c in self._cands if c not in near]
-            self._advance(max([b] + near))
+            self._advance(max([b] + near))          # (which drops the near candidates)
         else:
             if len(self._cands) == 2:
                 del self._buckets[self._cands.pop(0)]

@@ -90,13 +90,7 @@ class _IdSet:
         n = len(col)
         if not len(self.ids):
             return np.zeros(n, bool)
-        if self.table is None:
-            got = None
-        elif screen is not None:
-            got = screen.read(col)
-        else:
-            got = _int64_values(col)
-            got = got and got + (_hash(got[0]),)
+        got = None if self.table is None else (screen or _Screen()).read(col)
         if got is None:
             return pc.fill_null(pc.is_in(col, value_set=self.arrow), False) \
                 .to_numpy(zero_copy_only=False)
@@ -106,11 +100,15 @@ class _IdSet:
             cand = cand[valid[cand]]
         out = np.zeros(n, bool)
         if len(cand):
-            v = values[cand]
-            i = np.searchsorted(self.ids, v)
-            i[i == len(self.ids)] = 0
-            out[cand[self.ids[i] == v]] = True
+            out[cand[in_sorted(self.ids, values[cand])]] = True
         return out
+
+
+def in_sorted(run: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """True where a value is in ``run`` (sorted, non-empty)."""
+    i = np.searchsorted(run, values)
+    i[i == len(run)] = 0
+    return run[i] == values
 
 
 class _Screen:

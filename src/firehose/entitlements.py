@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core
-from .compliance import DENY_REASONS, ComplianceState, _Screen
+from .compliance import DENY_REASONS, ComplianceState, _Screen, in_sorted
 from .config import Client, Config
 from .schema import TWEETS
 
@@ -697,9 +697,7 @@ class Entitlements:
                        ) -> np.ndarray:
         hit = np.zeros(len(ids), bool)
         for run in (self._delivered if store is None else store).get(client, ()):
-            i = np.searchsorted(run, ids)
-            i[i == len(run)] = 0
-            hit |= run[i] == ids
+            hit |= in_sorted(run, ids)
         return hit
 
     def forward(self, compliance: pa.Table) -> dict[str, pa.Table]:

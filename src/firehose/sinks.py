@@ -411,14 +411,15 @@ def _encode(arr: pa.Array) -> pa.Array:
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         s = arr
         # most columns (names, codes, urls) need no escape at all: one scan instead of eight
+        # (control characters are among those: without any, no second scan for them)
         if pc.any(pc.match_substring_regex(s, _NEEDS_ESCAPE)).as_py():
             for a, b in _ESCAPES:
                 s = pc.replace_substring(s, a, b)
-        if pc.any(pc.match_substring_regex(s, _CONTROL)).as_py():
-            for code in range(0x20):
-                ch = chr(code)
-                if ch not in "\n\r\t\b\f":
-                    s = pc.replace_substring(s, ch, f"\\u{code:04x}")
+            if pc.any(pc.match_substring_regex(s, _CONTROL)).as_py():
+                for code in range(0x20):
+                    ch = chr(code)
+                    if ch not in "\n\r\t\b\f":
+                        s = pc.replace_substring(s, ch, f"\\u{code:04x}")
         out = pc.binary_join_element_wise('"', s, '"', "")
     elif pa.types.is_integer(t):
         out = pc.cast(arr, pa.string())
@@ -541,8 +542,6 @@ def raw_lines_with_rules(buf: bytes, starts: np.ndarray, rules: pa.Array, scrub:
     n = len(starts)
     if n == 0:
         return b""
-    if isinstance(rules, pa.ChunkedArray):
-        rules = rules.combine_chunks()
     a = np.frombuffer(buf, np.uint8)
     # distinct lines (a v2 envelope carries several tweets on one line), in buffer order
     u, inv = np.unique(np.asarray(starts, np.int64), return_inverse=True)
@@ -567,7 +566,6 @@ def raw_lines_with_rules(buf: bytes, starts: np.ndarray, rules: pa.Array, scrub:
     before = a[np.maximum(head - 1, 0)]
     ok &= (head > u) & (before != 0x7B) & ~np.isin(before, _WS)   # "{}" would need no comma
     ok = ok[inv]
-    ends_row = ends[inv]
     take = pa.array(2 * inv)
 
     def pieces(hi) -> pa.Array:
@@ -599,7 +597,7 @@ def raw_lines_with_rules(buf: bytes, starts: np.ndarray, rules: pa.Array, scrub:
     if slow.any():
         sub = [None] * n
         for i in np.flatnonzero(slow).tolist():
-            sub[i] = raw_with_rules(bytes(buf[starts[i]:ends_row[i]]), lst[i], bool(scrub[i]),
+            sub[i] = raw_with_rules(bytes(buf[starts[i]:ends[inv[i]]]), lst[i], bool(scrub[i]),
                                     exact_geo=exact_geo, place=place)
         out = pc.if_else(pa.array(slow), pa.array(sub, pa.large_binary()), out)
     if isinstance(out, pa.ChunkedArray):
