@@ -12,7 +12,7 @@ import pytest
 import firehose
 from firehose import config as cfg
 from firehose.compliance import ComplianceState
-from firehose.entitlements import Entitlements, compile_plans
+from firehose.entitlements import DENIALS, Entitlements, compile_plans
 from firehose.routing import Router
 
 BASE = """
@@ -179,6 +179,27 @@ def test_audit_balances_and_the_front_company_gets_nothing():
     assert {r["path"] for r in spy} == {"front -> agency -> intelligence"}
     assert spy[0]["rules"] == ["r1"]
     assert res.ledger.num_rows == 4          # news 2 + nogeo 2
+
+
+def test_denial_labels_are_dictionary_columns_that_survive_parquet(tmp_path):
+    import pyarrow.parquet as pq
+    d = tweets(tw(1), tw(2), tw(3), tw(4, withheld_in_countries=["XX"]))
+    res = run_batch(d)
+    den = res.denials
+    assert den.schema == DENIALS
+    spy = [r for r in den.to_pylist() if r["client"] == "spy"]
+    assert [r["tweet_id"] for r in spy] == [1, 2, 3, 4]
+    # the barred seat's rows share one path and one detail: each distinct value is stored once
+    for name in ("reason", "policy", "path", "detail"):
+        col = den.column(name).combine_chunks()
+        values = col.dictionary.to_pylist()
+        assert len(values) == len(set(values)), name
+        assert set(values) == {r[name] for r in den.to_pylist()}, name
+    assert {r["path"] for r in spy} == {"front -> agency -> intelligence"}
+    assert {r["reason"] for r in den.to_pylist() if r["client"] == "news"} == {"withheld"}
+    pq.write_table(den, tmp_path / "d.parquet")
+    back = pq.read_table(tmp_path / "d.parquet")
+    assert back.schema == DENIALS and back.to_pylist() == den.to_pylist()
 
 
 def test_delete_before_the_tweet_and_retweet_of_a_deleted_tweet():

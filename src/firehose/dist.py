@@ -417,7 +417,7 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
                      plans, source: str, stage_root: str) -> dict:
     """Stage 5: cap denials, forwards, and every output of partition ``p`` written as part
     ``p + 1`` into this attempt's own staging directory."""
-    from .entitlements import AUDIT, DENIALS, LEDGER, Delivery
+    from .entitlements import AUDIT, DENIALS, LEDGER, Delivery, label_array
     from .sinks import PartSink, raw_with_rules
     result = routed["result"]
     seq = p + 1
@@ -447,11 +447,11 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
             "batch": pa.array(np.full(n, seq), pa.int64()),
             "client": pa.repeat(pa.scalar(client, pa.string()), n),
             "tweet_id": pa.array(ids[over], pa.int64()),
-            "reason": pa.repeat(pa.scalar("cap_exceeded", pa.string()), n),
-            "policy": pa.repeat(pa.scalar(plan.licence, pa.string()), n),
+            "reason": label_array("cap_exceeded", n),
+            "policy": label_array(plan.licence, n),
             "rules": pa.ListArray.from_arrays(rl.offsets, pc.struct_field(rl.values, "id")),
-            "path": pa.repeat(pa.scalar("", pa.string()), n),
-            "detail": pa.repeat(pa.scalar("", pa.string()), n),
+            "path": label_array("", n),
+            "detail": label_array("", n),
         }, schema=DENIALS))
         drop = pc.and_(pc.equal(ledger.column("client"), client),
                        pc.is_in(ledger.column("tweet_id"), pa.array(ids[over], pa.int64())))

@@ -296,10 +296,13 @@ AUDIT = pa.schema([
     ("outcome", pa.string()),          # "matched", "delivered" or "denied"
     ("reason", pa.string()), ("policy", pa.string()), ("rows", pa.int64()),
 ])
+# a denial's reason, policy, path and detail repeat for every row of its seat and cause (a
+# barred seat's 40k rows share one ~150-byte detail): dictionary columns, one copy per value
+LABEL = pa.dictionary(pa.int32(), pa.string())
 DENIALS = pa.schema([
     ("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
-    ("reason", pa.string()), ("policy", pa.string()), ("rules", pa.list_(pa.string())),
-    ("path", pa.string()), ("detail", pa.string()),
+    ("reason", LABEL), ("policy", LABEL), ("rules", pa.list_(pa.string())),
+    ("path", LABEL), ("detail", LABEL),
 ])
 LEDGER = pa.schema([("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
                     ("plan_version", pa.int64())])
@@ -563,19 +566,16 @@ class Entitlements:
             is_extra = lab == _EXTRA_CODE
             if is_extra.any():
                 lab[is_extra] = len(_FIXED) + np.repeat(np.arange(len(seats)), seat_bad)[is_extra]
-            # runs of one label (a barred seat's rows are one run): each run is one copy
-            edge = np.flatnonzero(lab[1:] != lab[:-1]) + 1
-            lab_runs = (lab[np.concatenate(([0], edge))].tolist(),
-                        np.diff(np.concatenate(([0], edge, [len(lab)]))))
+            used = (np.bincount(lab, minlength=len(labels)) > 0).tolist()
             denials = pa.table({
                 "batch": batch_col.slice(0, len(bad)),
                 "client": _repeat_strings(names, seat_bad),
                 "tweet_id": pa.array(bad_ids, pa.int64()),
-                "reason": _label_column(labels, 0, lab_runs),
-                "policy": _label_column(labels, 1, lab_runs),
+                "reason": _label_column(labels, 0, lab, used),
+                "policy": _label_column(labels, 1, lab, used),
                 "rules": pa.chunked_array(denial_parts, pa.list_(pa.string())),
-                "path": _label_column(labels, 2, lab_runs),
-                "detail": _label_column(labels, 3, lab_runs),
+                "path": _label_column(labels, 2, lab, used),
+                "detail": _label_column(labels, 3, lab, used),
             }, schema=DENIALS)
         ledger = pa.table({
             "batch": batch_col.slice(0, n_kept),
@@ -831,8 +831,8 @@ def _days(tweets: pa.Table) -> np.ndarray:
 
 def _repeat_strings(values, counts) -> pa.Array:
     """``values[i]`` repeated ``counts[i]`` times, in order, as one string array. Each run is
-    written as one copy of the value doubled in place (a barred seat's 40k rows of a
-    ~150-byte detail are ~17 memcpy calls, not 40k row copies)."""
+    written as one copy of the value doubled in place (a seat's 40k denied rows are ~16
+    memcpy calls, not 40k row copies)."""
     counts = np.asarray(counts, np.int64)
     data = [v.encode() for v in values]
     lengths = np.array([len(b) for b in data], np.int64)
@@ -880,14 +880,18 @@ def _repeat_names(names, counts) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, pa.string())
 
 
-def _label_column(labels, k, runs) -> pa.Array:
-    """Field ``k`` of the labels, for runs of label indices ``(indices, lengths)``."""
-    indices, lengths = runs
-    return _repeat_strings([labels[i][k] for i in indices], lengths)
+def _label_column(labels, k, lab: np.ndarray, used: list[bool]) -> pa.DictionaryArray:
+    """Field ``k`` of ``labels[lab[j]]`` for every row j (``used[i]``: whether ``i`` occurs
+    in ``lab``), as a dictionary column whose dictionary holds each value used once."""
+    at: dict[str, int] = {}
+    code = np.array([at.setdefault(t[k], len(at)) if u else -1
+                     for t, u in zip(labels, used)], np.int32)
+    return pa.DictionaryArray.from_arrays(np.take(code, lab), pa.array(list(at), pa.string()))
 
 
-def _labels(table_r, k) -> pa.Array:
-    return pa.array([t[k] for t in table_r], pa.string())
+def label_array(value: str, n: int) -> pa.DictionaryArray:
+    """``n`` copies of ``value`` as a denial label column (:data:`LABEL`)."""
+    return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([value], pa.string()))
 
 
 def _mask_geo(table: pa.Table, mask: np.ndarray) -> pa.Table:

@@ -49,7 +49,7 @@ EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrows", "ndjson": ".ndjson"}
 #: top-level string columns written with Parquet dictionary pages (few distinct values)
 DICTIONARY_COLUMNS = frozenset({"lang", "source", "dialect", "source_file", "place_country_code",
                                 "kind", "reason", "outcome", "client", "policy", "plan",
-                                "countries", "field"})
+                                "countries", "field", "path", "detail"})
 PART_RE = re.compile(r"^part-(\d{6,})\.")
 
 
