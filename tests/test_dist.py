@@ -77,6 +77,9 @@ def _canonical(t: pa.Table | None, keys) -> pa.Table | None:
         return None
     if "batch" in t.column_names:
         t = t.drop_columns(["batch"])
+    for i, f in enumerate(t.schema):     # values, not how a writer laid a dictionary out
+        if pa.types.is_dictionary(f.type):
+            t = t.set_column(i, f.name, t.column(i).cast(f.type.value_type))
     return t.take(pc.sort_indices(t, [(k, "ascending") for k in keys]))
 
 

@@ -507,3 +507,22 @@ def test_the_core_ranks_rows_in_id_order(n):
         want[perm] = np.arange(n)
         assert np.array_equal(rank, want)
         assert dup == (len(np.unique(ids)) < n)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_core_merges_two_ascending_runs_into_distinct_ids(seed):
+    from firehose import _core
+    rng = np.random.default_rng(seed)
+    for na, nb in ((0, 0), (0, 5), (7, 0), (1, 1), (300, 2000), (5000, 40)):
+        hi = max(2, (na + nb) // (1 + seed % 3))       # some seeds repeat ids a lot
+        a = np.sort(rng.integers(-hi, hi, na))
+        b = np.sort(rng.integers(-hi, hi, nb))
+        out = np.full(na + nb, 7, np.int64)
+        k = _core.merge_distinct(a, b, out)
+        assert np.array_equal(out[:k], np.unique(np.concatenate([a, b])))
+    for a, b in (([3, 1], [2]), ([1], [5, 4, 6])):
+        with pytest.raises(ValueError):
+            _core.merge_distinct(np.array(a, np.int64), np.array(b, np.int64),
+                                 np.empty(len(a) + len(b), np.int64))
+    with pytest.raises(ValueError):
+        _core.merge_distinct(np.arange(3), np.arange(3), np.empty(5, np.int64))

@@ -22,6 +22,10 @@ def split_pairs(code: memoryview, rows: memoryview, order: memoryview, ids: memo
 def id_ranks(perm: memoryview, row_ids: memoryview, rank: memoryview) -> bool:
     """rank[perm[k]] = k; whether two rows share an id (firehose.entitlements)."""
 
+def merge_distinct(a: memoryview, b: memoryview, out: memoryview) -> int:
+    """Two ascending runs merged into out, each id once; how many were written
+    (firehose.entitlements)."""
+
 class Engine:
     batch_size: int
     line_no: int

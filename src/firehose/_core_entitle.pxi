@@ -287,3 +287,40 @@ def id_ranks(const int64_t[::1] perm, const int64_t[::1] row_ids, int64_t[::1] r
     if bad:
         raise IndexError("perm is not a permutation of the rows")
     return dup
+
+
+def merge_distinct(const int64_t[::1] a, const int64_t[::1] b, int64_t[::1] out):
+    """Merge two ascending runs (repeats allowed) into ``out``, each id once; returns how many
+    ids were written. ``out`` must hold ``len(a) + len(b)``. A run that does not ascend is an
+    error (ValueError), not a wrong result."""
+    cdef Py_ssize_t na = a.shape[0], nb = b.shape[0], i = 0, j = 0, k = 0
+    cdef int64_t x, last = 0
+    cdef bint started = False, bad = False
+    if out.shape[0] < na + nb:
+        raise ValueError("out is shorter than the two runs")
+    with nogil:
+        for i in range(1, na):
+            if a[i] < a[i - 1]:
+                bad = True
+                break
+        for j in range(1, nb):
+            if b[j] < b[j - 1]:
+                bad = True
+                break
+        i = 0
+        j = 0
+        while not bad and (i < na or j < nb):
+            if j >= nb or (i < na and a[i] <= b[j]):
+                x = a[i]
+                i += 1
+            else:
+                x = b[j]
+                j += 1
+            if not started or x != last:
+                out[k] = x
+                k += 1
+                last = x
+                started = True
+    if bad:
+        raise ValueError("a run to merge is not ascending")
+    return k

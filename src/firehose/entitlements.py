@@ -914,14 +914,14 @@ def _mask_geo(table: pa.Table, mask: np.ndarray) -> pa.Table:
 
 
 def _merged(runs: list[np.ndarray]) -> np.ndarray:
-    """The distinct ids of sorted runs, sorted (timsort merges the runs in about n log k)."""
-    ids = runs[0] if len(runs) == 1 else np.sort(np.concatenate(runs), kind="stable")
-    if len(ids) > 1:
-        keep = np.empty(len(ids), bool)
-        keep[0] = True
-        np.not_equal(ids[1:], ids[:-1], out=keep[1:])
-        if not keep.all():
-            ids = ids[keep]
+    """The distinct ids of ascending runs (repeats allowed), ascending: merged in linear
+    passes by the core, the smallest (newest) runs first."""
+    ids = runs[-1]
+    for run in reversed(runs[:-1]) if len(runs) > 1 else [ids[:0]]:
+        out = np.empty(len(run) + len(ids), np.int64)
+        k = _core.merge_distinct(run, ids, out)
+        # a merge that dropped many repeats gives back the room it does not need
+        ids = out[:k] if 4 * k >= 3 * len(out) else out[:k].copy()
     return ids
 
 
