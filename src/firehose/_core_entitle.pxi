@@ -49,10 +49,11 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
 
     Ascending seats are read block by block of rows, all seats in step, so the per-row arrays
     are read from cache once per block instead of once per seat; then each seat's
-    (rank << 32 | position) keys are sorted by an LSD radix sort on the rank's bits (two
-    passes up to 4M rows, three beyond) in a buffer the size of the seat, or by insertion
-    when the seat is small, skipped when its ranks already ascend, and its pairs permuted
-    accordingly."""
+    (rank << 32 | position) keys are sorted in a buffer the size of the seat: by insertion
+    when the seat is small; an ascending seat (distinct ranks) by one counting pass into
+    about as many buckets as pairs and an insertion pass within them; another by an LSD
+    radix sort on the rank's bits (two passes up to 4M rows, three beyond). A seat whose
+    ranks already ascend is not sorted. Its pairs are then permuted accordingly."""
     cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, m, longest = 1
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
@@ -91,11 +92,15 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef uint8_t* keep_f = <uint8_t*>malloc(longest)
     cdef int64_t* both = <int64_t*>malloc(longest * 16)
     cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
+    cdef int64_t* bcount = <int64_t*>malloc(2 * longest * 8 + 16)
+    cdef int64_t at, cnt
+    cdef Py_ssize_t nb
+    cdef int lb, shift
     cdef const int64_t** src = <const int64_t**>malloc(nseat * sizeof(void*) + 8)
     if mem == NULL or unsorted == NULL or a == NULL or t == NULL or keep_f == NULL \
-            or both == NULL or count == NULL or src == NULL:
+            or both == NULL or count == NULL or src == NULL or bcount == NULL:
         free(mem); free(unsorted); free(a); free(t); free(keep_f); free(both); free(count)
-        free(src)
+        free(src); free(bcount)
         raise MemoryError()
     # per seat: size, start in the outputs, read position, last rank
     cdef int64_t* size = mem
@@ -185,6 +190,36 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                             k -= 1
                         a[k] = key
                     sorted_keys = a
+                elif ascending[s]:
+                    # distinct rows, so distinct ranks: one counting pass on the rank's top
+                    # bits into about as many buckets as pairs (each bucket spans 2**shift
+                    # ranks, holds a few pairs), then insertion sort puts each bucket in order
+                    lb = 0
+                    while (<Py_ssize_t>1 << lb) < m:
+                        lb += 1
+                    shift = bits - lb if bits > lb else 0
+                    nb = ((n - 1) >> shift) + 1
+                    memset(bcount, 0, nb * 8)
+                    for c in range(m):
+                        bcount[(<uint64_t>order[lo + c]) >> (32 + shift)] += 1
+                    at = 0
+                    for k in range(nb):
+                        cnt = bcount[k]
+                        bcount[k] = at
+                        at += cnt
+                    for c in range(m):
+                        key = <uint64_t>order[lo + c]
+                        k = <Py_ssize_t>(key >> (32 + shift))
+                        t[bcount[k]] = key
+                        bcount[k] += 1
+                    for c in range(1, m):
+                        key = t[c]
+                        k = c
+                        while k > 0 and t[k - 1] > key:
+                            t[k] = t[k - 1]
+                            k -= 1
+                        t[k] = key
+                    sorted_keys = t
                 else:
                     memset(count, 0, passes * (1 << digit) * 8)
                     for c in range(m):
@@ -213,7 +248,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                     f[lo + c] = keep_f[k]
     finally:
         free(mem); free(unsorted); free(a); free(t); free(keep_f); free(both); free(count)
-        free(src)
+        free(src); free(bcount)
     if bad:
         raise IndexError("a matched row is outside the batch")
 
