@@ -543,8 +543,10 @@ def test_scrub_geo_nulls_coordinates_in_a_parquet_delivery(tmp_path):
     assert coords == {10: None, 11: {"lon": 1.5, "lat": 2.5}}
 
 
-def test_raw_payload_of_a_retweet_drops_the_geo_of_a_scrubbed_original(tmp_path):
-    """scrub_geo by the retweeted author reaches the embedded copy in the raw payload."""
+@pytest.mark.parametrize("engine", ["pipeline", "dist"])
+def test_raw_payload_of_a_retweet_drops_the_geo_of_a_scrubbed_original(tmp_path, engine):
+    """scrub_geo by the retweeted author reaches the embedded copy in the raw payload, in the
+    pipeline and in the distributed replay alike."""
     config = fconfig.loads(GEO_CONFIG.replace('kind = "parquet"', 'kind = "ndjson"'), "g.toml")
     orig = {"id_str": "10", "created_at": "Wed Oct 10 20:19:24 +0000 2018", "text": "breaking",
             "user": {"id_str": "7", "screen_name": "a"},
@@ -557,11 +559,16 @@ def test_raw_payload_of_a_retweet_drops_the_geo_of_a_scrubbed_original(tmp_path)
     cap = tmp_path / "rt.ndjson"
     cap.write_text("\n".join(lines) + "\n")
     out = str(tmp_path / "o")
-    Pipeline(config, out_dir=out).run([str(cap)])
-    (path,) = glob.glob(os.path.join(out, "clients", "wire", "part-*.ndjson"))
+    if engine == "dist":
+        from firehose import dist
+        dist.replay([str(cap)], config, None, out, scheduler="sync", partitions=2)
+    else:
+        Pipeline(config, out_dir=out).run([str(cap)])
+    (path,) = glob.glob(os.path.join(out, "clients", "wire", "part-*.ndjson*"))
     obj = json.loads(_read(path))
     assert obj["id_str"] == "12"
     assert obj["retweeted_status"]["coordinates"] is None
+    assert obj["retweeted_status"]["text"] == "breaking"
 
 
 def test_embedding_a_source_switch_keeps_each_raw_line_with_its_source(tmp_path):

@@ -289,8 +289,11 @@ def _decode_segment(seg: Segment, names: list[str], nparts: int, raw: bool,
         for p in range(nparts):
             piece = tweets.take(pa.array(order[bounds[p]:bounds[p + 1]], pa.int64()))
             batches = piece.combine_chunks().to_batches()
-            w.write_batch(batches[0] if batches else
-                          pa.RecordBatch.from_pylist([], schema=tweets.schema))
+            # an empty partition keeps the file's dictionaries (a batch made from nothing
+            # would carry empty ones, which an IPC file cannot replace)
+            w.write_batch(batches[0] if batches else pa.RecordBatch.from_arrays(
+                [c.chunk(0) if c.num_chunks else pa.array([], c.type) for c in piece.columns],
+                schema=tweets.schema))
     st = dec.stats
     info = {"segment": seg.index, "input": seg.input,
             "lines": int(st.get("lines", 0)), "blank": int(st.get("blank", 0)),
@@ -391,7 +394,11 @@ def _route_partition(p: int, paths: list[str], offsets: list[int], config: Confi
     counters = {"decode.tweets": t.num_rows, "decode.duplicates": seen - t.num_rows,
                 "route.in": t.num_rows, "route.matched": t.num_rows - routed.unmatched,
                 "route.unmatched": routed.unmatched, "route.pairs": routed.matched_pairs}
-    return {"result": result, "cands": cands, "counters": counters}
+    # raw payloads carry embedded copies whole: their geo goes where their author scrubbed it
+    # (as in the pipeline)
+    nested = state.scrub_nested_mask(t)
+    return {"result": result, "cands": cands, "counters": counters,
+            "nested": nested if nested.any() else None}
 
 
 def _days(t: pa.Table) -> np.ndarray:
@@ -506,8 +513,10 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
                 src = d.tweets.column("_raw").take(pa.array(d.rows, pa.int64())).to_pylist()
                 # as the pipeline: no geo group, no geo in the payload (nested copies too)
                 exact, place = d.geo_grants
+                scrub = d.scrub if routed.get("nested") is None else \
+                    d.scrub | routed["nested"][d.rows]
                 lines = [raw_with_rules(line, rl, bool(s), exact_geo=exact, place=place)
-                         for line, rl, s in zip(src, rules, d.scrub.tolist())]
+                         for line, rl, s in zip(src, rules, scrub.tolist())]
             put(PartSink(os.path.join(root, "clients", client), kind, compression), table,
                 lines)
             add("sink.rows", table.num_rows)
