@@ -13,7 +13,7 @@ import firehose
 from firehose import config as cfg
 from firehose.compliance import ComplianceState
 from firehose.entitlements import DENIALS, Entitlements, compile_plans
-from firehose.routing import Router
+from firehose.routing import MATCHING_RULES, Router
 
 BASE = """
 [sources.fh]
@@ -274,9 +274,46 @@ def test_matching_rules_lists_every_rule_of_the_client_that_matched():
     rules = '[{ id = "a", value = "hello", tag = "greet" }, { id = "b", value = "world" }]'
     config_text = org("p", ["media"]) + seat("s", "p", rules=rules)
     res = run_batch(tweets(tw(1), tw(2, "just world")), config_text)
-    mr = res.table("s").column("matching_rules").to_pylist()
-    assert mr == [[{"id": "a", "tag": "greet"}, {"id": "b", "tag": None}],
-                  [{"id": "b", "tag": None}]]
+    col = res.table("s").column("matching_rules")
+    assert col.type == MATCHING_RULES           # strings, whatever the router holds inside
+    assert col.to_pylist() == [[{"id": "a", "tag": "greet"}, {"id": "b", "tag": None}],
+                               [{"id": "b", "tag": None}]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_routing_groups_every_match_by_client_once_per_row_with_all_its_rules(seed):
+    """The core's grouping against a plain reading of the (row, rule) matches."""
+    from firehose import _core
+    rng = np.random.default_rng(seed)
+    n, nseat = int(rng.integers(1, 400)), int(rng.integers(1, 9))
+    rule_seat = rng.integers(0, nseat, int(rng.integers(1, 20))).astype(np.int32)
+    pairs = sorted({(int(r), int(k)) for r, k in zip(rng.integers(0, n, 600),
+                                                    rng.integers(0, len(rule_seat), 600))}
+                   if seed else set())
+    rows = np.array([r for r, _ in pairs], np.int64)
+    rule = np.array([k for _, k in pairs], np.int32)
+    pair_at, row_at = np.zeros(nseat + 1, np.int64), np.zeros(nseat + 1, np.int64)
+    matched = _core.group_count(rows, rule, rule_seat, n, pair_at, row_at)
+    assert matched == len({r for r, _ in pairs})
+    rule_s = np.empty(len(rows), np.int32)
+    seat_rows = np.empty(int(row_at[-1]), np.int64)
+    offsets = np.empty(int(row_at[-1]) + nseat, np.int32)
+    _core.group_fill(rows, rule, rule_seat, pair_at, row_at, rule_s, seat_rows, offsets)
+    for s in range(nseat):
+        mine = [(r, k) for r, k in pairs if rule_seat[k] == s]
+        assert rule_s[pair_at[s]:pair_at[s + 1]].tolist() == [k for _, k in mine]
+        want_rows = sorted({r for r, _ in mine})
+        assert seat_rows[row_at[s]:row_at[s + 1]].tolist() == want_rows
+        offs = offsets[row_at[s] + s:row_at[s + 1] + s + 1].tolist()
+        lists = [[k for _, k in mine][a:b] for a, b in zip(offs, offs[1:])]
+        assert lists == [[k for r, k in mine if r == row] for row in want_rows]
+    # matches out of row order, a row beyond the batch, an unknown rule: refused
+    if len(rows) > 1 and rows[0] != rows[-1]:
+        for bad in ((rows[::-1].copy(), rule[::-1].copy(), n),
+                    (rows, rule, int(rows[-1])),
+                    (rows, np.full(len(rule), len(rule_seat), np.int32), n)):
+            with pytest.raises(ValueError):
+                _core.group_count(bad[0], bad[1], rule_seat, bad[2], pair_at, row_at)
 
 
 def test_null_ids_are_denied():

@@ -359,3 +359,118 @@ def merge_distinct(const int64_t[::1] a, const int64_t[::1] b, int64_t[::1] out)
     if bad:
         raise ValueError("a run to merge is not ascending")
     return k
+
+
+def group_count(const int64_t[::1] rows, const int32_t[::1] rule,
+                const int32_t[::1] rule_seat, Py_ssize_t nrows, int64_t[::1] pair_at,
+                int64_t[::1] row_at):
+    """Pass 1 of grouping the router's (row, rule) matches by seat (see :func:`group_fill`).
+
+    ``rows``/``rule``: every match, rows ascending (``match_indices`` order: by row, then
+    rule); ``rule_seat[k]``: the seat of rule ``k``; ``nrows``: the batch size. Fills
+    ``pair_at`` and ``row_at`` (``nseat + 1`` zeros on entry) with where each seat's matches
+    and its distinct rows start; returns how many distinct rows matched anything."""
+    cdef Py_ssize_t m = rows.shape[0], i, nrule = rule_seat.shape[0]
+    cdef Py_ssize_t nseat = pair_at.shape[0] - 1
+    cdef int64_t r, last = -1, matched = 0
+    cdef int32_t k, s
+    cdef bint bad = False
+    if rule.shape[0] != m or row_at.shape[0] != nseat + 1 or nseat < 0:
+        raise ValueError("rows and rule must be as long as each other, pair_at as row_at")
+    cdef int64_t* seen = <int64_t*>malloc((nseat + 1) * sizeof(int64_t))
+    if seen == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in range(nseat + 1):
+            seen[i] = -1
+            pair_at[i] = 0
+            row_at[i] = 0
+        for i in range(m):
+            r = rows[i]
+            k = rule[i]
+            if r < last or r >= nrows or k < 0 or k >= nrule:
+                bad = True
+                break
+            s = rule_seat[k]
+            if s < 0 or s >= nseat:
+                bad = True
+                break
+            if r != last:
+                matched += 1
+                last = r
+            pair_at[s + 1] += 1
+            if seen[s] != r:          # rows ascend: a seat's repeat of a row is its last one
+                seen[s] = r
+                row_at[s + 1] += 1
+        if not bad:
+            for i in range(nseat):
+                pair_at[i + 1] += pair_at[i]
+                row_at[i + 1] += row_at[i]
+    free(seen)
+    if bad:
+        raise ValueError("matches out of order or out of range (rows must ascend within the "
+                         "batch; rules and their seats must be known)")
+    return matched
+
+
+def group_fill(const int64_t[::1] rows, const int32_t[::1] rule,
+               const int32_t[::1] rule_seat, const int64_t[::1] pair_at,
+               const int64_t[::1] row_at, int32_t[::1] rule_s, int64_t[::1] seat_rows,
+               int32_t[::1] offsets):
+    """Pass 2: with ``pair_at``/``row_at`` from :func:`group_count` over the same matches,
+    seat ``s``'s matches go to ``rule_s[pair_at[s]:pair_at[s+1]]`` (their rules, in input
+    order), its distinct rows to ``seat_rows[row_at[s]:row_at[s+1]]`` (ascending) and the
+    list offsets of its rules per row to ``offsets[row_at[s] + s : row_at[s+1] + s + 1]``
+    (into its matches, from 0)."""
+    cdef Py_ssize_t m = rows.shape[0], i, s, nseat = pair_at.shape[0] - 1
+    cdef int64_t r, p, q
+    if rule.shape[0] != m or rule_s.shape[0] != m or row_at.shape[0] != nseat + 1 \
+            or seat_rows.shape[0] != row_at[nseat] \
+            or offsets.shape[0] != row_at[nseat] + nseat or pair_at[nseat] != m:
+        raise ValueError("outputs do not fit the counts")
+    for i in range(nseat):
+        if pair_at[i + 1] < pair_at[i] or row_at[i + 1] < row_at[i]:
+            raise ValueError("counts do not ascend")
+    cdef int64_t* fill = <int64_t*>calloc(nseat + 1, sizeof(int64_t))
+    cdef int64_t* rfill = <int64_t*>calloc(nseat + 1, sizeof(int64_t))
+    cdef int64_t* seen = <int64_t*>malloc((nseat + 1) * sizeof(int64_t))
+    cdef bint bad = False
+    if fill == NULL or rfill == NULL or seen == NULL:
+        free(fill); free(rfill); free(seen)
+        raise MemoryError()
+    with nogil:
+        for s in range(nseat):
+            seen[s] = -1
+        for i in range(m):
+            r = rows[i]
+            if rule[i] < 0 or rule[i] >= rule_seat.shape[0]:
+                bad = True
+                break
+            s = rule_seat[rule[i]]
+            if s < 0 or s >= nseat:
+                bad = True
+                break
+            p = fill[s]                               # the match's position in its seat
+            if pair_at[s] + p >= pair_at[s + 1]:
+                bad = True
+                break
+            rule_s[pair_at[s] + p] = rule[i]
+            if seen[s] != r:
+                seen[s] = r
+                q = rfill[s]
+                if row_at[s] + q >= row_at[s + 1]:
+                    bad = True
+                    break
+                seat_rows[row_at[s] + q] = r
+                offsets[row_at[s] + s + q] = <int32_t>p   # this row's rules start here
+                rfill[s] = q + 1
+            fill[s] = p + 1
+        if not bad:
+            for s in range(nseat):                    # each seat's list ends at its count
+                if fill[s] != pair_at[s + 1] - pair_at[s] or rfill[s] != row_at[s + 1] - row_at[s]:
+                    bad = True
+                    break
+                offsets[row_at[s + 1] + s] = <int32_t>(pair_at[s + 1] - pair_at[s])
+    free(fill); free(rfill); free(seen)
+    if bad:
+        raise ValueError("matches differ from the ones counted")

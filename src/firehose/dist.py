@@ -456,7 +456,8 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
             "tweet_id": pa.array(ids[over], pa.int64()),
             "reason": label_array("cap_exceeded", n),
             "policy": label_array(plan.licence, n),
-            "rules": pa.ListArray.from_arrays(rl.offsets, pc.struct_field(rl.values, "id")),
+            "rules": pa.ListArray.from_arrays(rl.offsets, pc.struct_field(rl.values, "id"))
+            .cast(DENIALS.field("rules").type),
             "path": label_array("", n),
             "detail": label_array("", n),
         }, schema=DENIALS))

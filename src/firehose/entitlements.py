@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from . import _core
 from .compliance import DENY_REASONS, ComplianceState, _Screen, in_sorted
 from .config import Client, Config
+from .routing import MATCHING_RULES
 from .schema import TWEETS
 
 __all__ = ["Denial", "Plan", "PlanSet", "compile_plans", "Entitlements", "BatchResult", "Delivery",
@@ -304,6 +305,7 @@ DENIALS = pa.schema([
     ("reason", LABEL), ("policy", LABEL), ("rules", pa.list_(pa.string())),
     ("path", LABEL), ("detail", LABEL),
 ])
+_RULE_IDS = pa.list_(pa.string())
 LEDGER = pa.schema([("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
                     ("plan_version", pa.int64())])
 
@@ -331,8 +333,10 @@ class Delivery:
         return t.append_column("matching_rules", self.matching_rules())
 
     def matching_rules(self) -> pa.Array:
-        """Each delivered row's matching rules (list<struct<id, tag>>), in row order."""
-        return self.rules.take(pa.array(self.rules_at))
+        """Each delivered row's matching rules (list<struct<id, tag>>), in row order: the
+        router's rule indices written out as strings here, for the delivered rows only."""
+        got = self.rules.take(pa.array(self.rules_at))
+        return got if got.type == MATCHING_RULES else got.cast(MATCHING_RULES)
 
     @property
     def geo_grants(self) -> tuple[bool, bool]:
@@ -573,7 +577,7 @@ class Entitlements:
                 "tweet_id": pa.array(bad_ids, pa.int64()),
                 "reason": _label_column(labels, 0, lab, used),
                 "policy": _label_column(labels, 1, lab, used),
-                "rules": pa.chunked_array(denial_parts, pa.list_(pa.string())),
+                "rules": _as_rule_ids(denial_parts),
                 "path": _label_column(labels, 2, lab, used),
                 "detail": _label_column(labels, 3, lab, used),
             }, schema=DENIALS)
@@ -801,6 +805,18 @@ class Entitlements:
     def _window(self, group: str, day: int) -> int:
         g = self._group_counts
         return sum(g.get((group, x), 0) for x in range(day - 29, day + 1))
+
+
+def _as_rule_ids(parts: list) -> pa.ChunkedArray:
+    """The denied pairs' rule id lists as list<string>: the router's (indices into its rule
+    ids) are written out in one cast."""
+    if all(p.type == _RULE_IDS for p in parts):
+        return pa.chunked_array(parts, _RULE_IDS)
+    types = {p.type for p in parts}
+    if len(types) == 1:
+        return pa.chunked_array(parts).cast(_RULE_IDS)
+    return pa.chunked_array([p if p.type == _RULE_IDS else p.cast(_RULE_IDS) for p in parts],
+                            _RULE_IDS)
 
 
 def _empty(size: int, dtype) -> np.ndarray:

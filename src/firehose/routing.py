@@ -3,7 +3,9 @@
 All clients' rules go into a single :class:`firehose.rules.RuleSet` (rule ids are qualified by
 the client), so each tweet is tokenised once however many clients there are. The result gives
 each client its matched rows, once each, with every one of its rules that matched
-(``matching_rules`` list<struct<id, tag>>), and counts the rows nobody matched (``_unmatched``).
+(``matching_rules`` list<struct<id, tag>>, the id and tag as dictionary columns over the rule
+set's: :data:`MATCHING_RULES` is what a delivery writes out), and counts the rows nobody
+matched (``_unmatched``).
 """
 from __future__ import annotations
 
@@ -13,13 +15,16 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
+from . import _core
 from .rules import Rule, RuleSet
 
-__all__ = ["Router", "Routed", "UNMATCHED"]
+__all__ = ["Router", "Routed", "UNMATCHED", "MATCHING_RULES"]
 
 UNMATCHED = "_unmatched"
 _SEP = "\x1f"
 _RULE_TYPE = pa.struct([("id", pa.string()), ("tag", pa.string())])
+#: the matching_rules column of a delivery (the router's lists, their strings written out)
+MATCHING_RULES = pa.list_(_RULE_TYPE)
 
 
 @dataclass
@@ -50,20 +55,30 @@ class Router:
 
     def route(self, tweets: pa.Table) -> Routed:
         rows, idx = self.ruleset.match_indices(tweets)
-        clients = self._rule_client[idx] if len(idx) else np.empty(0, np.int32)
-        # group the (row, rule) pairs by client, keeping row-then-rule order inside each
-        order = np.argsort(clients, kind="stable")
-        rows_s, idx_s, cl_s = rows[order], idx[order], clients[order]
-        bounds = np.searchsorted(cl_s, np.arange(len(self._clients) + 1))
+        rows = np.ascontiguousarray(rows, np.int64)
+        idx = np.ascontiguousarray(idx, np.int32)
+        # the (row, rule) pairs grouped by client in two linear passes of the core, keeping
+        # row-then-rule order inside each: per client its matches' rules, its distinct rows
+        # and the list offsets of their rules
+        ns = len(self._clients)
+        pair_at = np.zeros(ns + 1, np.int64)
+        row_at = np.zeros(ns + 1, np.int64)
+        matched = _core.group_count(rows, idx, self._rule_client, tweets.num_rows, pair_at,
+                                    row_at)
+        rule_s = np.empty(len(rows), np.int32)
+        seat_rows = np.empty(int(row_at[-1]), np.int64)
+        offsets = np.empty(int(row_at[-1]) + ns, np.int32)
+        _core.group_fill(rows, idx, self._rule_client, pair_at, row_at, rule_s, seat_rows,
+                         offsets)
         out: dict[str, tuple[np.ndarray, pa.Array]] = {}
         for ci, name in enumerate(self._clients):
-            r = rows_s[bounds[ci]:bounds[ci + 1]]
-            k = idx_s[bounds[ci]:bounds[ci + 1]]
-            uniq, start = np.unique(r, return_index=True)
-            offsets = np.append(start, len(r)).astype(np.int32)
-            take = pa.array(k, pa.int32())
-            items = pa.StructArray.from_arrays([self._rule_id.take(take),
-                                                self._rule_tag.take(take)], names=["id", "tag"])
-            out[name] = (uniq, pa.ListArray.from_arrays(pa.array(offsets), items))
-        unmatched = tweets.num_rows - len(np.unique(rows))
-        return Routed(out, unmatched, len(rows))
+            # the rules as indices into the rule set's ids and tags (dictionary columns): no
+            # string is copied per match; a Delivery writes out the strings of what it delivers
+            take = pa.array(rule_s[pair_at[ci]:pair_at[ci + 1]])
+            items = pa.StructArray.from_arrays(
+                [pa.DictionaryArray.from_arrays(take, self._rule_id),
+                 pa.DictionaryArray.from_arrays(take, self._rule_tag)], names=["id", "tag"])
+            lo, hi = int(row_at[ci]), int(row_at[ci + 1])
+            out[name] = (seat_rows[lo:hi],
+                         pa.ListArray.from_arrays(pa.array(offsets[lo + ci:hi + ci + 1]), items))
+        return Routed(out, tweets.num_rows - matched, len(rows))
