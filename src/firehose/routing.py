@@ -54,7 +54,13 @@ class Router:
         return cls({name: list(c.rules) for name, c in config.clients.items()})
 
     def route(self, tweets: pa.Table) -> Routed:
+        """Match the batch against every client's rules and split the matches by client."""
         rows, idx = self.ruleset.match_indices(tweets)
+        return self.group(tweets.num_rows, rows, idx)
+
+    def group(self, num_rows: int, rows: np.ndarray, idx: np.ndarray) -> Routed:
+        """Split the matches of a batch of ``num_rows`` rows (``ruleset.match_indices``:
+        (row, rule index) pairs by row, then rule) by client."""
         rows = np.ascontiguousarray(rows, np.int64)
         idx = np.ascontiguousarray(idx, np.int32)
         # the (row, rule) pairs grouped by client in two linear passes of the core, keeping
@@ -63,8 +69,7 @@ class Router:
         ns = len(self._clients)
         pair_at = np.zeros(ns + 1, np.int64)
         row_at = np.zeros(ns + 1, np.int64)
-        matched = _core.group_count(rows, idx, self._rule_client, tweets.num_rows, pair_at,
-                                    row_at)
+        matched = _core.group_count(rows, idx, self._rule_client, num_rows, pair_at, row_at)
         rule_s = np.empty(len(rows), np.int32)
         seat_rows = np.empty(int(row_at[-1]), np.int64)
         offsets = np.empty(int(row_at[-1]) + ns, np.int32)
@@ -81,4 +86,4 @@ class Router:
             lo, hi = int(row_at[ci]), int(row_at[ci + 1])
             out[name] = (seat_rows[lo:hi],
                          pa.ListArray.from_arrays(pa.array(offsets[lo + ci:hi + ci + 1]), items))
-        return Routed(out, tweets.num_rows - matched, len(rows))
+        return Routed(out, num_rows - matched, len(rows))
