@@ -298,14 +298,16 @@ def test_routing_groups_every_match_by_client_once_per_row_with_all_its_rules(se
     rule_s = np.empty(len(rows), np.int32)
     seat_rows = np.empty(int(row_at[-1]), np.int64)
     offsets = np.empty(int(row_at[-1]) + nseat, np.int32)
-    _core.group_fill(rows, rule, rule_seat, pair_at, row_at, rule_s, seat_rows, offsets)
+    local = rng.permutation(len(rule_seat)).astype(np.int32)   # any relabelling of rules
+    _core.group_fill(rows, rule, rule_seat, local, pair_at, row_at, rule_s, seat_rows, offsets)
     for s in range(nseat):
         mine = [(r, k) for r, k in pairs if rule_seat[k] == s]
-        assert rule_s[pair_at[s]:pair_at[s + 1]].tolist() == [k for _, k in mine]
+        assert rule_s[pair_at[s]:pair_at[s + 1]].tolist() == [local[k] for _, k in mine]
         want_rows = sorted({r for r, _ in mine})
         assert seat_rows[row_at[s]:row_at[s + 1]].tolist() == want_rows
         offs = offsets[row_at[s] + s:row_at[s + 1] + s + 1].tolist()
         lists = [[k for _, k in mine][a:b] for a, b in zip(offs, offs[1:])]
+        assert offs[0] == 0 and offs[-1] == len(mine)
         assert lists == [[k for r, k in mine if r == row] for row in want_rows]
     # matches out of row order, a row beyond the batch, an unknown rule: refused
     if len(rows) > 1 and rows[0] != rows[-1]:
@@ -314,6 +316,34 @@ def test_routing_groups_every_match_by_client_once_per_row_with_all_its_rules(se
                     (rows, np.full(len(rule), len(rule_seat), np.int32), n)):
             with pytest.raises(ValueError):
                 _core.group_count(bad[0], bad[1], rule_seat, bad[2], pair_at, row_at)
+    with pytest.raises(ValueError):                              # a row before the batch
+        _core.group_count(np.array([-1], np.int64), np.array([0], np.int32), rule_seat, n,
+                          pair_at, row_at)
+    if len(rows):                       # counts that do not start at 0: refused, not written
+        _core.group_count(rows, rule, rule_seat, n, pair_at, row_at)
+        shifted = pair_at - 1
+        with pytest.raises(ValueError):
+            _core.group_fill(rows, rule, rule_seat, local, shifted, row_at, rule_s, seat_rows,
+                             offsets)
+
+
+def test_a_clients_rule_lists_carry_only_its_own_rules():
+    """Each client's matching_rules are indices into its own rules' ids and tags, so what a
+    client's lists hold (and what pickling them ships) does not grow with other clients."""
+    import pickle
+    many = ", ".join(f'{{ id = "r{j}", value = "zzz{j}" }}' for j in range(300))
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("big", "p", rules=f"[{many}]")
+                       + seat("s", "p", rules='[{ id = "a", value = "hello", tag = "t" }]'))
+    d = tweets(tw(1), tw(2, "hello zzz7"))
+    routed = Router.from_config(config).route(d.tweets).by_client
+    rows, rules = routed["s"]
+    assert rows.tolist() == [0, 1]
+    assert rules.to_pylist() == [[{"id": "a", "tag": "t"}]] * 2
+    assert len(rules.values.field("id").dictionary) == 1
+    assert routed["big"][1].to_pylist() == [[{"id": "r7", "tag": None}]]
+    assert len(pickle.dumps(rules)) < 2000
+    with pytest.raises(ValueError):     # a rule index outside the set is refused, not wrapped
+        Router.from_config(config).group(2, np.array([0]), np.array([2**32 + 1]))
 
 
 def test_null_ids_are_denied():
@@ -474,6 +504,8 @@ def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
     rng = np.random.default_rng(seed)
     n = 4_200_000 if seed == 8 else int(rng.choice([1, 5, 300, 5000, 40000]))
     rank = rng.permutation(n).astype(np.int64)
+    if seed in (3, 7):          # newest first: a seat's run of neighbouring rows crowds buckets
+        rank = np.arange(n, dtype=np.int64)[::-1].copy()
     row_ids = rng.integers(0, 1 << 40, n)
     flags = rng.integers(0, 256, n).astype(np.uint8)
     seats = []
@@ -481,7 +513,10 @@ def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
         m = int(rng.choice([0, 1, 3, 47, 48, 200, 3000, min(n, 20000 if seed < 8 else 3000)]))
         r = np.sort(rng.choice(n, size=min(m, n), replace=False))
         kind = rng.random()
-        if kind < 0.3:
+        if kind > 0.8 and m:                    # a run of neighbouring rows
+            lo = int(rng.integers(0, n - min(m, n) + 1))
+            r = np.arange(lo, lo + min(m, n))
+        elif kind < 0.3:
             r = rng.permutation(r)
         elif kind < 0.5 and len(r):
             r = np.sort(np.concatenate([r, rng.choice(r, size=1 + len(r) // 10)]))

@@ -99,6 +99,12 @@ def test_front_company_gets_nothing_and_every_denial_names_the_path(run):
     front = denied.filter(pc.equal(denied.column("client"), "frontco"))
     assert front.num_rows == report.get("client.frontco.matched") > 0
     assert set(front.column("reason").to_pylist()) == {"prohibited_category"}
+    # dictionary columns in memory; read back, plain strings that group across parts
+    for name in ("reason", "policy", "path", "detail"):
+        assert denied.schema.field(name).type == pa.string(), name
+    by = {r["reason"]: r["tweet_id_count"]
+          for r in denied.group_by("reason").aggregate([("tweet_id", "count")]).to_pylist()}
+    assert by["prohibited_category"] == front.num_rows
     assert set(front.column("path").to_pylist()) == {
         "brightpath-analytics -> meridian-holdings -> state-intel-service -> intelligence"}
 

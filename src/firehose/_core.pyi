@@ -22,6 +22,16 @@ def split_pairs(code: memoryview, rows: memoryview, order: memoryview, ids: memo
 def id_ranks(perm: memoryview, row_ids: memoryview, rank: memoryview) -> bool:
     """rank[perm[k]] = k; whether two rows share an id (firehose.entitlements)."""
 
+def group_count(rows: memoryview, rule: memoryview, rule_seat: memoryview, nrows: int,
+                pair_at: memoryview, row_at: memoryview) -> int:
+    """Where each seat's matches and distinct rows start; how many rows matched
+    (firehose.routing)."""
+
+def group_fill(rows: memoryview, rule: memoryview, rule_seat: memoryview,
+               rule_local: memoryview, pair_at: memoryview, row_at: memoryview,
+               rule_s: memoryview, seat_rows: memoryview, offsets: memoryview) -> None:
+    """Each seat's matches, distinct rows and rule list offsets (firehose.routing)."""
+
 def merge_distinct(a: memoryview, b: memoryview, out: memoryview) -> int:
     """Two ascending runs merged into out, each id once; how many were written
     (firehose.entitlements)."""

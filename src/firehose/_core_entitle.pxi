@@ -30,6 +30,7 @@ cdef enum:
     _MAX_DIGIT = 11        # radix sort digits of at most 11 bits (2048 buckets)
     _BLOCK = 8192          # rows read per step in the first pass (their rank, id, flags)
     _SMALL = 48            # a seat with fewer pairs is sorted by insertion
+    _BUCKET_MAX = 32       # the bucket pass is kept while no bucket holds more pairs
 
 
 def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[::1] rank,
@@ -93,7 +94,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef int64_t* both = <int64_t*>malloc(longest * 16)
     cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
     cdef int64_t* bcount = <int64_t*>malloc(2 * longest * 8 + 16)
-    cdef int64_t at, cnt
+    cdef int64_t at, cnt, fullest
     cdef Py_ssize_t nb
     cdef int lb, shift
     cdef const int64_t** src = <const int64_t**>malloc(nseat * sizeof(void*) + 8)
@@ -179,6 +180,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                         order[lo + c] = c
                         rows[lo + c] = src[s][c]
                     continue
+                sorted_keys = NULL
                 if m < _SMALL or passes == 0:
                     for c in range(m):
                         a[c] = <uint64_t>order[lo + c]
@@ -193,7 +195,9 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                 elif ascending[s]:
                     # distinct rows, so distinct ranks: one counting pass on the rank's top
                     # bits into about as many buckets as pairs (each bucket spans 2**shift
-                    # ranks, holds a few pairs), then insertion sort puts each bucket in order
+                    # ranks), then insertion sort puts each bucket in order. Ranks that
+                    # crowd into a few buckets (a seat matching a run of neighbouring ids)
+                    # would make that quadratic: then the radix sort below does it.
                     lb = 0
                     while (<Py_ssize_t>1 << lb) < m:
                         lb += 1
@@ -203,24 +207,28 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                     for c in range(m):
                         bcount[(<uint64_t>order[lo + c]) >> (32 + shift)] += 1
                     at = 0
+                    fullest = 0
                     for k in range(nb):
                         cnt = bcount[k]
+                        if cnt > fullest:
+                            fullest = cnt
                         bcount[k] = at
                         at += cnt
-                    for c in range(m):
-                        key = <uint64_t>order[lo + c]
-                        k = <Py_ssize_t>(key >> (32 + shift))
-                        t[bcount[k]] = key
-                        bcount[k] += 1
-                    for c in range(1, m):
-                        key = t[c]
-                        k = c
-                        while k > 0 and t[k - 1] > key:
-                            t[k] = t[k - 1]
-                            k -= 1
-                        t[k] = key
-                    sorted_keys = t
-                else:
+                    if fullest <= _BUCKET_MAX:
+                        for c in range(m):
+                            key = <uint64_t>order[lo + c]
+                            k = <Py_ssize_t>(key >> (32 + shift))
+                            t[bcount[k]] = key
+                            bcount[k] += 1
+                        for c in range(1, m):
+                            key = t[c]
+                            k = c
+                            while k > 0 and t[k - 1] > key:
+                                t[k] = t[k - 1]
+                                k -= 1
+                            t[k] = key
+                        sorted_keys = t
+                if sorted_keys == NULL:
                     memset(count, 0, passes * (1 << digit) * 8)
                     for c in range(m):
                         rk = (<uint64_t>order[lo + c]) >> 32
@@ -388,7 +396,7 @@ def group_count(const int64_t[::1] rows, const int32_t[::1] rule,
         for i in range(m):
             r = rows[i]
             k = rule[i]
-            if r < last or r >= nrows or k < 0 or k >= nrule:
+            if r < last or r < 0 or r >= nrows or k < 0 or k >= nrule:
                 bad = True
                 break
             s = rule_seat[k]
@@ -414,18 +422,19 @@ def group_count(const int64_t[::1] rows, const int32_t[::1] rule,
 
 
 def group_fill(const int64_t[::1] rows, const int32_t[::1] rule,
-               const int32_t[::1] rule_seat, const int64_t[::1] pair_at,
-               const int64_t[::1] row_at, int32_t[::1] rule_s, int64_t[::1] seat_rows,
-               int32_t[::1] offsets):
+               const int32_t[::1] rule_seat, const int32_t[::1] rule_local,
+               const int64_t[::1] pair_at, const int64_t[::1] row_at, int32_t[::1] rule_s,
+               int64_t[::1] seat_rows, int32_t[::1] offsets):
     """Pass 2: with ``pair_at``/``row_at`` from :func:`group_count` over the same matches,
-    seat ``s``'s matches go to ``rule_s[pair_at[s]:pair_at[s+1]]`` (their rules, in input
-    order), its distinct rows to ``seat_rows[row_at[s]:row_at[s+1]]`` (ascending) and the
+    seat ``s``'s matches go to ``rule_s[pair_at[s]:pair_at[s+1]]`` (``rule_local`` of their
+    rules, e.g. each rule's index among its seat's, in input order), its distinct rows to ``seat_rows[row_at[s]:row_at[s+1]]`` (ascending) and the
     list offsets of its rules per row to ``offsets[row_at[s] + s : row_at[s+1] + s + 1]``
     (into its matches, from 0)."""
     cdef Py_ssize_t m = rows.shape[0], i, s, nseat = pair_at.shape[0] - 1
     cdef int64_t r, p, q
     if rule.shape[0] != m or rule_s.shape[0] != m or row_at.shape[0] != nseat + 1 \
-            or seat_rows.shape[0] != row_at[nseat] \
+            or rule_local.shape[0] != rule_seat.shape[0] or nseat < 0 \
+            or pair_at[0] != 0 or row_at[0] != 0 or seat_rows.shape[0] != row_at[nseat] \
             or offsets.shape[0] != row_at[nseat] + nseat or pair_at[nseat] != m:
         raise ValueError("outputs do not fit the counts")
     for i in range(nseat):
@@ -454,7 +463,7 @@ def group_fill(const int64_t[::1] rows, const int32_t[::1] rule,
             if pair_at[s] + p >= pair_at[s + 1]:
                 bad = True
                 break
-            rule_s[pair_at[s] + p] = rule[i]
+            rule_s[pair_at[s] + p] = rule_local[rule[i]]
             if seen[s] != r:
                 seen[s] = r
                 q = rfill[s]

@@ -531,7 +531,8 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
                 add("compliance.forwarded", fwd.num_rows)
     for part, schema, table in (("audit", AUDIT, audit_t), ("denials", DENIALS, denials_t),
                                 ("ledger", LEDGER, ledger)):
-        put(PartSink(os.path.join(root, "audit", part), "parquet", schema=schema), table)
+        put(PartSink(os.path.join(root, "audit", part), "parquet", schema=schema,
+                     store_schema=part != "denials"), table)
     # many small files: Parquet encoding and fsync release the GIL, so a few threads overlap
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(4, thread_name_prefix="firehose-dist-write") as pool:

@@ -203,8 +203,9 @@ class Pipeline:
                     os.path.join(out, "clients", name, "compliance"), "parquet", schema=COMPLIANCE)
         if out is not None:
             for part, schema in (("audit", AUDIT), ("denials", DENIALS), ("ledger", LEDGER)):
+                # denial labels are dictionary columns in memory, plain strings when read back
                 self._run_sinks[part] = PartSink(os.path.join(out, "audit", part), "parquet",
-                                                 schema=schema)
+                                                 schema=schema, store_schema=part != "denials")
             self._run_sinks["rejects"] = PartSink(os.path.join(out, "rejects"), "parquet",
                                                   schema=REJECTS)
 

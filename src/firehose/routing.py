@@ -45,9 +45,21 @@ class Router:
                 rules.append(Rule(f"{c}{_SEP}{r.id}", r.value, r.tag, r.fold))
         self.ruleset = RuleSet(rules)
         ids = [r.id.split(_SEP, 1) for r in self.ruleset.rules]
-        self._rule_client = np.array([self._clients.index(c) for c, _ in ids], np.int32)
-        self._rule_id = pa.array([i for _, i in ids], pa.string())
-        self._rule_tag = pa.array([r.tag for r in self.ruleset.rules], pa.string())
+        at = {c: i for i, c in enumerate(self._clients)}
+        self._rule_client = np.array([at[c] for c, _ in ids], np.int32)
+        rule_id = pa.array([i for _, i in ids], pa.string())
+        rule_tag = pa.array([r.tag for r in self.ruleset.rules], pa.string())
+        # per client its own rules' ids and tags (the dictionaries of its lists: a client's
+        # lists carry its rules only, not the whole set's) and each rule's index among them
+        order = np.argsort(self._rule_client, kind="stable")
+        cuts = np.searchsorted(self._rule_client[order], np.arange(len(self._clients) + 1))
+        self._rule_local = np.zeros(len(ids), np.int32)
+        self._dicts = []
+        for ci in range(len(self._clients)):
+            ks = order[cuts[ci]:cuts[ci + 1]]
+            self._rule_local[ks] = np.arange(len(ks), dtype=np.int32)
+            take = pa.array(ks, pa.int64())
+            self._dicts.append((rule_id.take(take), rule_tag.take(take)))
 
     @classmethod
     def from_config(cls, config) -> "Router":
@@ -61,6 +73,10 @@ class Router:
     def group(self, num_rows: int, rows: np.ndarray, idx: np.ndarray) -> Routed:
         """Split the matches of a batch of ``num_rows`` rows (``ruleset.match_indices``:
         (row, rule index) pairs by row, then rule) by client."""
+        rows = np.asarray(rows)
+        idx = np.asarray(idx)
+        if len(idx) and idx.dtype != np.int32 and (idx.min() < 0 or idx.max() >= len(self._rule_client)):
+            raise ValueError("a match names a rule outside the rule set")
         rows = np.ascontiguousarray(rows, np.int64)
         idx = np.ascontiguousarray(idx, np.int32)
         # the (row, rule) pairs grouped by client in two linear passes of the core, keeping
@@ -70,19 +86,23 @@ class Router:
         pair_at = np.zeros(ns + 1, np.int64)
         row_at = np.zeros(ns + 1, np.int64)
         matched = _core.group_count(rows, idx, self._rule_client, num_rows, pair_at, row_at)
+        if ns and int(np.diff(pair_at).max()) > 2**31 - 1:
+            raise ValueError("a client matched 2**31 rules or more in one batch (list offsets "
+                             "are int32): use smaller batches")
         rule_s = np.empty(len(rows), np.int32)
         seat_rows = np.empty(int(row_at[-1]), np.int64)
         offsets = np.empty(int(row_at[-1]) + ns, np.int32)
-        _core.group_fill(rows, idx, self._rule_client, pair_at, row_at, rule_s, seat_rows,
-                         offsets)
+        _core.group_fill(rows, idx, self._rule_client, self._rule_local, pair_at, row_at,
+                         rule_s, seat_rows, offsets)
         out: dict[str, tuple[np.ndarray, pa.Array]] = {}
         for ci, name in enumerate(self._clients):
-            # the rules as indices into the rule set's ids and tags (dictionary columns): no
-            # string is copied per match; a Delivery writes out the strings of what it delivers
+            # the rules as indices into the client's rule ids and tags (dictionary columns):
+            # no string is copied per match; a Delivery writes out those it delivers
             take = pa.array(rule_s[pair_at[ci]:pair_at[ci + 1]])
+            ids, tags = self._dicts[ci]
             items = pa.StructArray.from_arrays(
-                [pa.DictionaryArray.from_arrays(take, self._rule_id),
-                 pa.DictionaryArray.from_arrays(take, self._rule_tag)], names=["id", "tag"])
+                [pa.DictionaryArray.from_arrays(take, ids),
+                 pa.DictionaryArray.from_arrays(take, tags)], names=["id", "tag"])
             lo, hi = int(row_at[ci]), int(row_at[ci + 1])
             out[name] = (seat_rows[lo:hi],
                          pa.ListArray.from_arrays(pa.array(offsets[lo + ci:hi + ci + 1]), items))

@@ -49,7 +49,7 @@ EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrows", "ndjson": ".ndjson"}
 #: top-level string columns written with Parquet dictionary pages (few distinct values)
 DICTIONARY_COLUMNS = frozenset({"lang", "source", "dialect", "source_file", "place_country_code",
                                 "kind", "reason", "outcome", "client", "policy", "plan",
-                                "countries", "field", "path", "detail"})
+                                "countries", "field"})
 PART_RE = re.compile(r"^part-(\d{6,})\.")
 
 
@@ -166,13 +166,17 @@ class PartSink(Sink):
     ROW_GROUP_ROWS = 65536
 
     def __init__(self, directory: str, kind: str = "parquet", compression: str | None = None,
-                 schema: pa.Schema | None = None, row_group_rows: int | None = None):
+                 schema: pa.Schema | None = None, row_group_rows: int | None = None,
+                 store_schema: bool = True):
         if kind not in EXTENSIONS:
             raise SinkError(f"{directory}: unknown sink kind {kind!r}")
         self.directory = directory
         self.kind = kind
         self.compression = _default_compression(kind, compression)
         self.schema = schema
+        # Parquet: False leaves out the Arrow schema, so readers see a dictionary column as
+        # the plain strings it holds (written dictionary-encoded all the same)
+        self.store_schema = store_schema
         self._seq: int | None = None
         self._tmp: str | None = None
         self._file = None
@@ -211,8 +215,9 @@ class PartSink(Sink):
             # dictionary pages only where values repeat a lot: trying them on every column
             # (pyarrow's default) costs ~40% of the encoding for no smaller file after zstd
             self._writer = pq.ParquetWriter(
-                self._file, schema, compression=comp,
-                use_dictionary=[n for n in schema.names if n in DICTIONARY_COLUMNS])
+                self._file, schema, compression=comp, store_schema=self.store_schema,
+                use_dictionary=[f.name for f in schema if f.name in DICTIONARY_COLUMNS
+                                or pa.types.is_dictionary(f.type)])
         elif self.kind == "arrow":
             comp = None if self.compression == "none" else self.compression
             self._writer = ipc.new_stream(self._file, schema,
