@@ -332,15 +332,35 @@ def id_ranks(const int64_t[::1] perm, const int64_t[::1] row_ids, int64_t[::1] r
     return dup
 
 
+cdef inline Py_ssize_t _append_distinct(const int64_t* v, Py_ssize_t n, int64_t* out,
+                                        Py_ssize_t k) noexcept nogil:
+    """Append v[0:n] (ascending) to out[0:k], skipping values equal to the last one written
+    (k > 0); returns the new length. Branch-free: every value is written, k moves on only
+    past a new one."""
+    cdef Py_ssize_t i
+    cdef int64_t x, last = out[k - 1]
+    for i in range(n):
+        x = v[i]
+        out[k] = x
+        k += x != last
+        last = x
+    return k
+
+
 def merge_distinct(const int64_t[::1] a, const int64_t[::1] b, int64_t[::1] out):
     """Merge two ascending runs (repeats allowed) into ``out``, each id once; returns how many
     ids were written. ``out`` must hold ``len(a) + len(b)``. A run that does not ascend is an
     error (ValueError), not a wrong result."""
     cdef Py_ssize_t na = a.shape[0], nb = b.shape[0], i = 0, j = 0, k = 0
-    cdef int64_t x, last = 0
-    cdef bint started = False, bad = False
+    cdef int64_t x, y, v, last
+    cdef const int64_t* pa_
+    cdef const int64_t* pb_
+    cdef int64_t* po
+    cdef bint bad = False, take_a
     if out.shape[0] < na + nb:
         raise ValueError("out is shorter than the two runs")
+    if na + nb == 0:
+        return 0
     with nogil:
         for i in range(1, na):
             if a[i] < a[i - 1]:
@@ -350,20 +370,36 @@ def merge_distinct(const int64_t[::1] a, const int64_t[::1] b, int64_t[::1] out)
             if b[j] < b[j - 1]:
                 bad = True
                 break
-        i = 0
-        j = 0
-        while not bad and (i < na or j < nb):
-            if j >= nb or (i < na and a[i] <= b[j]):
-                x = a[i]
-                i += 1
+        if not bad:
+            pa_ = &a[0] if na else NULL
+            pb_ = &b[0] if nb else NULL
+            po = &out[0]
+            i = 0
+            j = 0
+            # the first value, then branch-free steps: the smaller head is written, the
+            # write position moves on only past a new value
+            if nb == 0 or (na and pa_[0] <= pb_[0]):
+                po[0] = pa_[0]
+                i = 1
             else:
-                x = b[j]
-                j += 1
-            if not started or x != last:
-                out[k] = x
-                k += 1
-                last = x
-                started = True
+                po[0] = pb_[0]
+                j = 1
+            k = 1
+            last = po[0]
+            while i < na and j < nb:
+                x = pa_[i]
+                y = pb_[j]
+                take_a = x <= y
+                v = x if take_a else y
+                i += take_a
+                j += not take_a
+                po[k] = v
+                k += v != last
+                last = v
+            if i < na:
+                k = _append_distinct(pa_ + i, na - i, po, k)
+            if j < nb:
+                k = _append_distinct(pb_ + j, nb - j, po, k)
     if bad:
         raise ValueError("a run to merge is not ascending")
     return k
