@@ -55,10 +55,6 @@ cdef struct Tape:
     uint32_t cobj[64]     # direct-mapped by object node index
     Py_ssize_t coff[64]
     Buf keybuf            # an escaped key, decoded to be numbered
-    uint64_t* bits        # the structural pass (_core_json.pxi): per 64-byte block of the line,
-                          # [2i] its unescaped quotes, [2i+1] its backslashes
-    Py_ssize_t bits_cap   # blocks bits has room for
-    bint fast             # scanning with bits (string ends from the quote bitmap)
 
 # ---------------------------------------------------------------- dedupe
 cdef enum:

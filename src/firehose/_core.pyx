@@ -179,7 +179,6 @@ cdef class Engine:
         for i in range(C_NCOLS):
             col_free(&self.st.ccols[i])
         free(self.st.tape.nodes)
-        free(self.st.tape.bits)
         buf_free(&self.st.tape.mem)
         buf_free(&self.st.tape.keybuf)
         buf_free(&self.st.scratch)

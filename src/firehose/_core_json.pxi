@@ -304,136 +304,12 @@ cdef extern from *:
             }
         }
     }
-
-    /* ---- the structural pass: quote and backslash bitmaps of a whole line ----
-       FH_ESC1[e]: what follows a backslash: 1 = a two-byte escape, 2 = u, 0 = invalid. */
-    static unsigned char FH_ESC1[256];
-
-    static void fh_esc_init(void) {
-        int i;
-        for (i = 0; i < 256; i++) FH_ESC1[i] = 0;
-        FH_ESC1[0x22] = FH_ESC1[0x5C] = FH_ESC1[0x2F] = FH_ESC1[0x62] = 1;
-        FH_ESC1[0x66] = FH_ESC1[0x6E] = FH_ESC1[0x72] = FH_ESC1[0x74] = 1;
-        FH_ESC1[0x75] = 2;
-    }
-
-    /* The masks of one 64-byte block: quotes, backslashes, bytes < 0x20. */
-    static inline void fh_block_masks(const unsigned char* p, uint64_t* q, uint64_t* b, uint64_t* c) {
-    #if defined(__SSE2__)
-        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x1F);
-        uint64_t mq = 0, mb = 0, mc = 0;
-        int k;
-        for (k = 0; k < 4; k++) {
-            __m128i x = _mm_loadu_si128((const __m128i*)(p + 16 * k));
-            mq |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vq)) << (16 * k);
-            mb |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vb)) << (16 * k);
-            mc |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(x, vc), vc)) << (16 * k);
-        }
-        *q = mq; *b = mb; *c = mc;
-    #else
-        uint64_t mq = 0, mb = 0, mc = 0;
-        int k;
-        for (k = 0; k < 64; k++) {
-            mq |= (uint64_t)(p[k] == 0x22) << k;
-            mb |= (uint64_t)(p[k] == 0x5C) << k;
-            mc |= (uint64_t)(p[k] < 0x20) << k;
-        }
-        *q = mq; *b = mb; *c = mc;
-    #endif
-    }
-
-    /* Fill bits ([2i]: unescaped quotes, [2i+1]: backslashes of block i) for s[:n]. Returns 0
-       when the line is fit for the fast scan: no byte below 0x20 anywhere and every backslash
-       starts a valid escape (pairs of surrogates included), reading escapes left to right as
-       a string scan does; -1 otherwise (the line is then scanned the slow way, which finds
-       the exact fault, if any). */
-    static int fh_stage1(const unsigned char* s, Py_ssize_t n, uint64_t* bits) {
-        Py_ssize_t blk, nb = (n + 63) >> 6, base, b, skip = 0;
-        uint64_t q, bs, c, carry = 0, m;
-        unsigned char tail[64];
-        const unsigned char* p;
-        int cp, lo, kind;
-        for (blk = 0; blk < nb; blk++) {
-            base = blk << 6;
-            p = s + base;
-            if (base + 64 > n) {
-                memset(tail, 0x20, 64);
-                memcpy(tail, p, (size_t)(n - base));
-                p = tail;
-            }
-            fh_block_masks(p, &q, &bs, &c);
-            if (c) return -1;
-            q &= ~carry;
-            carry = 0;
-            bits[2 * blk + 1] = bs;
-            m = bs;
-            while (m) {
-                b = base + __builtin_ctzll(m);
-                m &= m - 1;
-                if (b < skip) continue;
-                if (b + 1 >= n) return -1;
-                kind = FH_ESC1[s[b + 1]];
-                if (kind == 1) {
-                    skip = b + 2;
-                    if (s[b + 1] == 0x22) {
-                        if (((b + 1) >> 6) == blk) q &= ~((uint64_t)1 << ((b + 1) & 63));
-                        else carry = 1;
-                    }
-                } else if (kind == 2) {
-                    cp = fh_hex4(s, b + 2, n);
-                    if (cp < 0) return -1;
-                    if (cp >= 0xD800 && cp <= 0xDFFF) {
-                        if (cp >= 0xDC00 || b + 12 > n || s[b + 6] != 0x5C || s[b + 7] != 0x75) return -1;
-                        lo = fh_hex4(s, b + 8, n);
-                        if (!(lo >= 0xDC00 && lo <= 0xDFFF)) return -1;
-                        skip = b + 12;
-                    } else {
-                        skip = b + 6;
-                    }
-                } else {
-                    return -1;
-                }
-            }
-            bits[2 * blk] = q;
-        }
-        return 0;
-    }
-
-    /* The first unescaped quote at or after p, or -1. */
-    static inline Py_ssize_t fh_qnext(const uint64_t* bits, Py_ssize_t p, Py_ssize_t nb) {
-        Py_ssize_t w = p >> 6;
-        uint64_t m;
-        if (w >= nb) return -1;
-        m = bits[2 * w] & (~(uint64_t)0 << (p & 63));
-        while (!m) {
-            if (++w >= nb) return -1;
-            m = bits[2 * w];
-        }
-        return (w << 6) + __builtin_ctzll(m);
-    }
-
-    /* Is there a backslash in s[p:e] (p < e)? */
-    static inline int fh_has_bs(const uint64_t* bits, Py_ssize_t p, Py_ssize_t e) {
-        Py_ssize_t w = p >> 6, we = (e - 1) >> 6;
-        uint64_t m = bits[2 * w + 1] & (~(uint64_t)0 << (p & 63));
-        uint64_t last = ~(uint64_t)0 >> (63 - ((e - 1) & 63));
-        if (w == we) return (m & last) != 0;
-        if (m) return 1;
-        for (w++; w < we; w++)
-            if (bits[2 * w + 1]) return 1;
-        return (bits[2 * we + 1] & last) != 0;
-    }
     """
     void hex_init "fh_hex_init"() noexcept nogil
-    void esc_init "fh_esc_init"() noexcept nogil
-    int fh_stage1(const unsigned char* s, Py_ssize_t n, uint64_t* bits) noexcept nogil
-    Py_ssize_t fh_qnext(const uint64_t* bits, Py_ssize_t p, Py_ssize_t nb) noexcept nogil
-    bint fh_has_bs(const uint64_t* bits, Py_ssize_t p, Py_ssize_t e) noexcept nogil
     Py_ssize_t fh_str_end(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, uint8_t* flags,
                           int* err, Py_ssize_t* errpos) noexcept nogil
 
 hex_init()
-esc_init()
 assert E_JSON == 3 and E_TRUNC == 4 and E_ESC == 5 and E_SURR == 6 and F_ESC == 1
 
 
@@ -448,49 +324,15 @@ cdef inline Py_ssize_t str_end(Tape* t, Py_ssize_t p, uint8_t* flags) noexcept n
     return p
 
 
-cdef inline Py_ssize_t str_close(Tape* t, Py_ssize_t p, uint8_t* flags) noexcept nogil:
-    """p is just after an opening quote: the index of the closing quote, or -1 (t.err set);
-    flags gets F_ESC when there are escapes, else 0. With the structural pass (``t.fast``)
-    the close is the next unescaped quote of the bitmap (the pass validated every escape of
-    the line); otherwise the string is scanned and validated here."""
-    cdef Py_ssize_t e
-    flags[0] = 0
-    e = str_quick(t.s, p, t.n)
-    if e >= 0:
-        return e
-    if t.fast:
-        e = fh_qnext(t.bits, p, (t.n + 63) >> 6)
-        if e < 0:
-            fail(t, E_TRUNC, p)
-            return -1
-        if e > p and fh_has_bs(t.bits, p, e):
-            flags[0] = F_ESC
-        return e
-    return str_end(t, p, flags)
-
-
-cdef inline Py_ssize_t str_close_nf(Tape* t, Py_ssize_t p) noexcept nogil:
-    """str_close for a string whose flags nobody reads."""
-    cdef Py_ssize_t e
-    cdef uint8_t fl
-    e = str_quick(t.s, p, t.n)
-    if e >= 0:
-        return e
-    if t.fast:
-        e = fh_qnext(t.bits, p, (t.n + 63) >> 6)
-        if e < 0:
-            fail(t, E_TRUNC, p)
-        return e
-    return str_end(t, p, &fl)
-
-
 cdef inline int parse_string(Tape* t) except -1 nogil:
     """t.pos is at the opening quote. Validates escapes and surrogate pairing."""
     cdef Py_ssize_t idx = tape_new(t, J_STR, t.pos + 1)
-    cdef uint8_t flags
-    cdef Py_ssize_t p = str_close(t, t.pos + 1, &flags)
+    cdef uint8_t flags = 0
+    cdef Py_ssize_t p = str_quick(t.s, t.pos + 1, t.n)
     if p < 0:
-        return t.err
+        p = str_end(t, t.pos + 1, &flags)
+        if p < 0:
+            return t.err
     t.nodes[idx].end = <uint32_t>p
     t.nodes[idx].flags = flags
     t.pos = p + 1
@@ -693,9 +535,11 @@ cdef int skip_value(Tape* t, int depth) except -1 nogil:
         return fail(t, E_TRUNC, pos)
     c = s[pos]
     if c == 0x22:
-        pos = str_close_nf(t, t.pos + 1)
+        pos = str_quick(s, t.pos + 1, n)
         if pos < 0:
-            return t.err
+            pos = str_end(t, t.pos + 1, &fl)
+            if pos < 0:
+                return t.err
         t.pos = pos + 1
         return 0
     if c == 0x7B or c == 0x5B:
@@ -714,9 +558,11 @@ cdef int skip_value(Tape* t, int depth) except -1 nogil:
                         return fail(t, E_TRUNC, pos)
                     if s[pos] != 0x22:
                         return fail(t, E_JSON, pos)
-                    kpos = str_close_nf(t, pos + 1)
+                    kpos = str_quick(s, pos + 1, n)
                     if kpos < 0:
-                        return t.err
+                        kpos = str_end(t, pos + 1, &fl)
+                        if kpos < 0:
+                            return t.err
                     pos = skip_ws(s, kpos + 1, n)
                     if pos >= n:
                         return fail(t, E_TRUNC, pos)
@@ -724,9 +570,11 @@ cdef int skip_value(Tape* t, int depth) except -1 nogil:
                         return fail(t, E_JSON, pos)
                     pos = skip_ws(s, pos + 1, n)
                 if pos < n and s[pos] == 0x22:
-                    kpos = str_close_nf(t, pos + 1)
+                    kpos = str_quick(s, pos + 1, n)
                     if kpos < 0:
-                        return t.err
+                        kpos = str_end(t, pos + 1, &fl)
+                        if kpos < 0:
+                            return t.err
                     pos = skip_ws(s, kpos + 1, n)
                 else:
                     t.pos = pos
@@ -804,9 +652,12 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                     if s[pos] != 0x22:
                         return fail(t, E_JSON, pos)
                     # the key: numbered before any node is made (most members are skipped)
-                    kend = str_close(t, pos + 1, &kfl)
+                    kfl = 0
+                    kend = str_quick(s, pos + 1, n)
                     if kend < 0:
-                        return t.err
+                        kend = str_end(t, pos + 1, &kfl)
+                        if kend < 0:
+                            return t.err
                     if kfl:
                         kid = key_number_esc(t, pos + 1, kend)
                     else:
@@ -823,9 +674,11 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                         # no nodes: validate the value only
                         part = F_PART
                         if pos < n and s[pos] == 0x22:
-                            kend = str_close_nf(t, pos + 1)
+                            kend = str_quick(s, pos + 1, n)
                             if kend < 0:
-                                return t.err
+                                kend = str_end(t, pos + 1, &kfl)
+                                if kend < 0:
+                                    return t.err
                             t.pos = kend + 1
                         else:
                             r = skip_value(t, depth + 1)
@@ -881,38 +734,8 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
     return fail(t, E_JSON, pos)
 
 
-cdef enum:
-    FAST_MAX_BYTES = 1 << 20      # longer lines are scanned the slow way (bits stay <= 256 KiB)
-
-
 cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
-    """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where).
-
-    First the structural pass (quote and backslash bitmaps, every escape validated); when it
-    finds nothing wrong, string ends come from the bitmap. Any fault found either way sends
-    the line to the plain scan, which alone says what is wrong and where."""
-    cdef Py_ssize_t nb
-    cdef uint64_t* p
-    cdef int r
-    if n <= FAST_MAX_BYTES:
-        nb = (n + 63) >> 6
-        if nb > t.bits_cap:
-            p = <uint64_t*>realloc(t.bits, nb * 2 * sizeof(uint64_t))
-            if p == NULL:
-                with gil:
-                    raise MemoryError("firehose core: out of memory for the structural pass")
-            t.bits = p
-            t.bits_cap = nb
-        if fh_stage1(s, n, t.bits) == 0:
-            t.fast = 1
-            r = parse_once(t, s, n)
-            t.fast = 0
-            if r == E_OK:
-                return E_OK
-    return parse_once(t, s, n)
-
-
-cdef int parse_once(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
+    """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where)."""
     cdef int r, c
     t.s = s
     t.n = n
