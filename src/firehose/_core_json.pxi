@@ -735,7 +735,43 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
 
 
 cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
-    """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where)."""
+    """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where).
+
+    The fast scan (fh_parse_fast, below) first; a line it does not accept is scanned again
+    by parse_value, which finds the fault and its place (or, should the fast scan ever be
+    stricter than this one, accepts the line)."""
+    cdef fh_ps ps
+    cdef int c
+    ps.s = s
+    ps.n = n
+    ps.nodes = <fh_node*>t.nodes
+    ps.len = 0
+    ps.cap = t.cap
+    ps.max_depth = t.max_depth
+    ps.ky_id = KY_id
+    ps.oom = 0
+    c = fh_parse_fast(&ps)
+    t.nodes = <Node*>ps.nodes
+    t.cap = ps.cap
+    t.len = ps.len
+    if ps.oom:
+        with gil:
+            raise MemoryError("firehose core: out of memory growing the JSON tape")
+    if c == 0:
+        t.s = s
+        t.n = n
+        t.mem.len = 0
+        for c in range(64):
+            t.cobj[c] = NONE
+        t.err = E_OK
+        t.err_pos = 0
+        t.pos = n
+        return E_OK
+    return parse_slow(t, s, n)
+
+
+cdef int parse_slow(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
+    """parse_line with the exact reason and place of a fault."""
     cdef int r, c
     t.s = s
     t.n = n
@@ -823,3 +859,424 @@ cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf*
     buf_reserve(out, end - start + 16)      # decoding never lengthens; +16: copy_plain's blocks
     out.len += fh_unescape(s, start, end, out.data + out.len)
     return 0
+
+
+# ---------------------------------------------------------------- the fast scan
+
+cdef extern from *:
+    """
+    /* The same scan as parse_value / skip_value, in C with the state in registers, for lines
+       that are valid: it builds the same tape, but on any fault it only says "no" (-1) and
+       the line is scanned again by parse_value, which alone says what is wrong and where.
+       So what it must get right is only: whenever it accepts a line, parse_value accepts it
+       too and makes the same nodes. fh_node has Node's layout (checked at import). */
+    typedef struct { uint8_t type; uint8_t flags; uint32_t start; uint32_t end; uint32_t next; uint32_t count; } fh_node;
+
+    typedef struct {
+        const unsigned char* s;
+        Py_ssize_t n;
+        fh_node* nodes;
+        Py_ssize_t len, cap;
+        int max_depth;
+        uint32_t ky_id;
+        int oom;
+    } fh_ps;
+
+    enum { FJ_OBJ = 1, FJ_ARR, FJ_STR, FJ_INT, FJ_FLT, FJ_TRUE, FJ_FALSE, FJ_NULL };
+
+    static int fh_node_check(const void* p) {
+        const fh_node* nd = (const fh_node*)p;
+        return nd->type == 1 && nd->flags == 2 && nd->start == 3 && nd->end == 4 && nd->next == 5 && nd->count == 6;
+    }
+
+    static __attribute__((noinline)) int fh_ps_grow(fh_ps* ps) {
+        Py_ssize_t cap = ps->cap * 2;
+        fh_node* p;
+        if (cap < 1024) cap = 1024;
+        p = (fh_node*)realloc(ps->nodes, (size_t)cap * sizeof(fh_node));
+        if (p == NULL) { ps->oom = 1; return -1; }
+        ps->nodes = p;
+        ps->cap = cap;
+        return 0;
+    }
+
+    /* a new node (start = end = start, next = after it, count 0): its index, or -1 */
+    static inline Py_ssize_t fh_ps_new(fh_ps* ps, uint8_t typ, Py_ssize_t start) {
+        fh_node* nd;
+        if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
+        nd = &ps->nodes[ps->len];
+        nd->type = typ;
+        nd->flags = 0;
+        nd->start = (uint32_t)start;
+        nd->end = (uint32_t)start;
+        nd->next = (uint32_t)(ps->len + 1);
+        nd->count = 0;
+        return ps->len++;
+    }
+
+    static inline Py_ssize_t fh_ws(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        while (p < n) {
+            unsigned char c = s[p];
+            if (c > 0x20 || !(c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09)) break;
+            p++;
+        }
+        return p;
+    }
+
+    /* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
+    static inline Py_ssize_t fh_sclose(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
+        Py_ssize_t e = fh_str_quick(s, p, n), ep;
+        int err;
+        *fl = 0;
+        if (e >= 0) return e;
+        return fh_str_end(s, p, n, fl, &err, &ep);
+    }
+
+    /* the end of the number at p, or -1; *typ: FJ_INT or FJ_FLT */
+    static inline Py_ssize_t fh_num(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, uint8_t* typ) {
+        *typ = FJ_INT;
+        if (s[p] == 0x2D) {
+            p++;
+            if (p >= n) return -1;
+        }
+        if (s[p] == 0x30) {
+            p++;
+        } else if ((unsigned)(s[p] - 0x31) < 9u) {
+            p++;
+            while (p < n && (unsigned)(s[p] - 0x30) < 10u) p++;
+        } else {
+            return -1;
+        }
+        if (p < n && s[p] == 0x2E) {
+            *typ = FJ_FLT;
+            p++;
+            if (p >= n || (unsigned)(s[p] - 0x30) >= 10u) return -1;
+            while (p < n && (unsigned)(s[p] - 0x30) < 10u) p++;
+        }
+        if (p < n && (s[p] | 0x20) == 0x65) {
+            *typ = FJ_FLT;
+            p++;
+            if (p < n && (s[p] == 0x2B || s[p] == 0x2D)) p++;
+            if (p >= n || (unsigned)(s[p] - 0x30) >= 10u) return -1;
+            while (p < n && (unsigned)(s[p] - 0x30) < 10u) p++;
+        }
+        return p;
+    }
+
+    /* the number of an escaped key s[p:e] (decoded first) */
+    static uint32_t fh_knum_esc(const unsigned char* s, Py_ssize_t p, Py_ssize_t e) {
+        char buf[256];
+        Py_ssize_t len;
+        if (e - p > 192) return 0xFFFFFFFFu;      /* decodes to more than 32 bytes */
+        len = fh_unescape(s, p, e, buf);
+        return fh_key_number((const unsigned char*)buf, len, (const unsigned char*)buf + sizeof buf);
+    }
+
+    static inline Py_ssize_t fh_pstr(fh_ps* ps, Py_ssize_t pos) {
+        unsigned char fl;
+        Py_ssize_t idx = fh_ps_new(ps, FJ_STR, pos + 1), e;
+        if (idx < 0) return -1;
+        e = fh_sclose(ps->s, pos + 1, ps->n, &fl);
+        if (e < 0) return -1;
+        ps->nodes[idx].end = (uint32_t)e;
+        ps->nodes[idx].flags = fl;
+        return e + 1;
+    }
+
+    static inline Py_ssize_t fh_pnum(fh_ps* ps, Py_ssize_t pos) {
+        uint8_t typ;
+        Py_ssize_t e = fh_num(ps->s, pos, ps->n, &typ), idx;
+        if (e < 0) return -1;
+        idx = fh_ps_new(ps, typ, pos);
+        if (idx < 0) return -1;
+        ps->nodes[idx].end = (uint32_t)e;
+        return e;
+    }
+
+    static Py_ssize_t fh_plit(fh_ps* ps, Py_ssize_t pos, const char* lit, Py_ssize_t ln, uint8_t typ) {
+        Py_ssize_t idx;
+        if (pos + ln > ps->n || memcmp(ps->s + pos, lit, (size_t)ln) != 0) return -1;
+        idx = fh_ps_new(ps, typ, pos);
+        if (idx < 0) return -1;
+        ps->nodes[idx].end = (uint32_t)(pos + ln);
+        return pos + ln;
+    }
+
+    static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth) {
+        const unsigned char* s = ps->s;
+        Py_ssize_t n = ps->n, k;
+        unsigned char c, close, fl;
+        uint8_t typ;
+        if (pos >= n) return -1;
+        c = s[pos];
+        if (c == 0x22) {
+            k = fh_sclose(s, pos + 1, n, &fl);
+            return k < 0 ? -1 : k + 1;
+        }
+        if (c == 0x7B || c == 0x5B) {
+            if (depth > ps->max_depth) return -1;
+            close = c == 0x7B ? 0x7D : 0x5D;
+            pos = fh_ws(s, pos + 1, n);
+            if (pos >= n) return -1;
+            if (s[pos] == close) return pos + 1;
+            for (;;) {
+                if (c == 0x7B) {
+                    if (pos >= n || s[pos] != 0x22) return -1;
+                    k = fh_sclose(s, pos + 1, n, &fl);
+                    if (k < 0) return -1;
+                    pos = fh_ws(s, k + 1, n);
+                    if (pos >= n || s[pos] != 0x3A) return -1;
+                    pos = fh_ws(s, pos + 1, n);
+                }
+                if (pos < n && s[pos] == 0x22) {
+                    k = fh_sclose(s, pos + 1, n, &fl);
+                    if (k < 0) return -1;
+                    pos = k + 1;
+                } else {
+                    pos = fh_skip(ps, pos, depth + 1);
+                    if (pos < 0) return -1;
+                }
+                pos = fh_ws(s, pos, n);
+                if (pos >= n) return -1;
+                if (s[pos] == 0x2C) {
+                    pos = fh_ws(s, pos + 1, n);
+                    continue;
+                }
+                if (s[pos] == close) return pos + 1;
+                return -1;
+            }
+        }
+        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
+        if (c == 0x74) return (pos + 4 <= n && memcmp(s + pos, "true", 4) == 0) ? pos + 4 : -1;
+        if (c == 0x66) return (pos + 5 <= n && memcmp(s + pos, "false", 5) == 0) ? pos + 5 : -1;
+        if (c == 0x6E) return (pos + 4 <= n && memcmp(s + pos, "null", 4) == 0) ? pos + 4 : -1;
+        return -1;
+    }
+
+    static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
+
+    static Py_ssize_t fh_pobj(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+        const unsigned char* s = ps->s;
+        Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
+        uint32_t count = 0, kid;
+        unsigned char kfl, part = 0;
+        fh_node* nd;
+        if (depth > ps->max_depth) return -1;
+        idx = fh_ps_new(ps, FJ_OBJ, pos);
+        if (idx < 0) return -1;
+        pos = fh_ws(s, pos + 1, n);
+        if (pos >= n) return -1;
+        if (s[pos] == 0x7D) {
+            pos++;
+        } else {
+            for (;;) {
+                if (pos >= n || s[pos] != 0x22) return -1;
+                kend = fh_sclose(s, pos + 1, n, &kfl);
+                if (kend < 0) return -1;
+                kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_number(s + pos + 1, kend - pos - 1, s + n);
+                kstart = pos + 1;
+                pos = fh_ws(s, kend + 1, n);
+                if (pos >= n || s[pos] != 0x3A) return -1;
+                pos = fh_ws(s, pos + 1, n);
+                if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
+                    part = 2;       /* F_PART */
+                    if (pos < n && s[pos] == 0x22) {
+                        unsigned char fl;
+                        Py_ssize_t k = fh_sclose(s, pos + 1, n, &fl);
+                        if (k < 0) return -1;
+                        pos = k + 1;
+                    } else {
+                        pos = fh_skip(ps, pos, depth + 1);
+                        if (pos < 0) return -1;
+                    }
+                } else {
+                    kidx = fh_ps_new(ps, FJ_STR, kstart);
+                    if (kidx < 0) return -1;
+                    nd = &ps->nodes[kidx];
+                    nd->end = (uint32_t)kend;
+                    nd->flags = kfl;
+                    nd->count = kid;
+                    if (pos < n && s[pos] == 0x22)
+                        pos = fh_pstr(ps, pos);
+                    else if (pos < n && (s[pos] == 0x2D || (unsigned)(s[pos] - 0x30) < 10u))
+                        pos = fh_pnum(ps, pos);
+                    else
+                        pos = fh_pv(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
+                    if (pos < 0) return -1;
+                    count++;
+                }
+                pos = fh_ws(s, pos, n);
+                if (pos >= n) return -1;
+                if (s[pos] == 0x2C) {
+                    pos = fh_ws(s, pos + 1, n);
+                    continue;
+                }
+                if (s[pos] == 0x7D) {
+                    pos++;
+                    break;
+                }
+                return -1;
+            }
+        }
+        nd = &ps->nodes[idx];
+        nd->end = (uint32_t)pos;
+        nd->count = count;
+        nd->flags = part;
+        nd->next = (uint32_t)ps->len;
+        return pos;
+    }
+
+    static Py_ssize_t fh_parr(fh_ps* ps, Py_ssize_t pos, int depth) {
+        const unsigned char* s = ps->s;
+        Py_ssize_t n = ps->n, idx;
+        uint32_t count = 0;
+        fh_node* nd;
+        if (depth > ps->max_depth) return -1;
+        idx = fh_ps_new(ps, FJ_ARR, pos);
+        if (idx < 0) return -1;
+        pos = fh_ws(s, pos + 1, n);
+        if (pos >= n) return -1;
+        if (s[pos] == 0x5D) {
+            pos++;
+        } else {
+            for (;;) {
+                if (pos < n && s[pos] == 0x22)
+                    pos = fh_pstr(ps, pos);
+                else
+                    pos = fh_pv(ps, pos, depth + 1, 0);
+                if (pos < 0) return -1;
+                count++;
+                pos = fh_ws(s, pos, n);
+                if (pos >= n) return -1;
+                if (s[pos] == 0x2C) {
+                    pos = fh_ws(s, pos + 1, n);
+                    continue;
+                }
+                if (s[pos] == 0x5D) {
+                    pos++;
+                    break;
+                }
+                return -1;
+            }
+        }
+        nd = &ps->nodes[idx];
+        nd->end = (uint32_t)pos;
+        nd->count = count;
+        nd->flags = 0;
+        nd->next = (uint32_t)ps->len;
+        return pos;
+    }
+
+    static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+        unsigned char c;
+        if (pos >= ps->n) return -1;
+        c = ps->s[pos];
+        if (c == 0x22) return fh_pstr(ps, pos);
+        if (c == 0x7B) return fh_pobj(ps, pos, depth, keep_all);
+        if (c == 0x5B) return fh_parr(ps, pos, depth);
+        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_pnum(ps, pos);
+        if (c == 0x74) return fh_plit(ps, pos, "true", 4, FJ_TRUE);
+        if (c == 0x66) return fh_plit(ps, pos, "false", 5, FJ_FALSE);
+        if (c == 0x6E) return fh_plit(ps, pos, "null", 4, FJ_NULL);
+        return -1;
+    }
+
+    /* the whole line: 0 when it is valid JSON (the tape is made), -1 otherwise */
+    static int fh_parse_fast(fh_ps* ps) {
+        Py_ssize_t pos = fh_ws(ps->s, 0, ps->n);
+        ps->len = 0;
+        pos = fh_pv(ps, pos, 1, 0);
+        if (pos < 0) return -1;
+        pos = fh_ws(ps->s, pos, ps->n);
+        return pos == ps->n ? 0 : -1;
+    }
+    """
+    ctypedef struct fh_node:
+        pass
+    ctypedef struct fh_ps:
+        const unsigned char* s
+        Py_ssize_t n
+        fh_node* nodes
+        Py_ssize_t len
+        Py_ssize_t cap
+        int max_depth
+        uint32_t ky_id
+        int oom
+    int fh_parse_fast(fh_ps* ps) noexcept nogil
+    int fh_node_check(const void* p) noexcept nogil
+
+
+cdef int fast_layout_check() except -1:
+    cdef Node nd
+    nd.type = 1
+    nd.flags = 2
+    nd.start = 3
+    nd.end = 4
+    nd.next = 5
+    nd.count = 6
+    assert fh_node_check(&nd), "fh_node and Node disagree"
+    return 0
+
+fast_layout_check()
+assert J_OBJ == 1 and J_ARR == 2 and J_STR == 3 and J_INT == 4 and J_FLT == 5 and J_TRUE == 6 \
+    and J_FALSE == 7 and J_NULL == 8 and F_PART == 2 and F_ESC == 1
+
+
+def _fast_scan_check(lines, int max_depth=64):
+    """For tests: scan each line (bytes) with the fast scan and with parse_slow and compare.
+    Returns (accepted by both, rejected by both, fast only, slow only, tapes differing): the
+    last three must be 0 except "slow only" (the fast scan may be stricter; never laxer)."""
+    cdef Tape t
+    cdef fh_ps ps
+    cdef Node* a
+    cdef Node* b
+    cdef Py_ssize_t i, alen
+    cdef int rf, rs
+    cdef const unsigned char* s
+    cdef bytes line
+    both = neither = fast_only = slow_only = differ = 0
+    memset(&t, 0, sizeof(Tape))
+    t.max_depth = max_depth
+    try:
+        for line in lines:
+            s = <const unsigned char*>(<char*>line)
+            ps.s = s
+            ps.n = len(line)
+            ps.nodes = NULL
+            ps.len = 0
+            ps.cap = 0
+            ps.max_depth = max_depth
+            ps.ky_id = KY_id
+            ps.oom = 0
+            rf = fh_parse_fast(&ps)
+            a = <Node*>ps.nodes
+            alen = ps.len
+            try:
+                if ps.oom:
+                    raise MemoryError()
+                rs = parse_slow(&t, s, len(line))
+                b = t.nodes
+                if rf == 0 and rs == E_OK:
+                    both += 1
+                    if alen != t.len:
+                        differ += 1
+                    else:
+                        for i in range(alen):
+                            if (a[i].type != b[i].type or a[i].flags != b[i].flags
+                                    or a[i].start != b[i].start or a[i].end != b[i].end
+                                    or a[i].next != b[i].next or a[i].count != b[i].count):
+                                differ += 1
+                                break
+                elif rf == 0:
+                    fast_only += 1
+                elif rs == E_OK:
+                    slow_only += 1
+                else:
+                    neither += 1
+            finally:
+                free(ps.nodes)
+    finally:
+        free(t.nodes)
+        buf_free(&t.mem)
+        buf_free(&t.keybuf)
+    return both, neither, fast_only, slow_only, differ
