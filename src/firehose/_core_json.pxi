@@ -889,6 +889,160 @@ cdef extern from *:
         return nd->type == 1 && nd->flags == 2 && nd->start == 3 && nd->end == 4 && nd->next == 5 && nd->count == 6;
     }
 
+    static inline uint64_t fh_load8(const unsigned char* p) { uint64_t w; memcpy(&w, p, 8); return w; }
+
+    /* the bytes after a backslash that make a two-byte escape: quote, backslash, slash, b f n r t */
+    static const unsigned char FH_ESC1[256] = {
+        [0x22] = 1, [0x5C] = 1, [0x2F] = 1, [0x62] = 1, [0x66] = 1, [0x6E] = 1, [0x72] = 1, [0x74] = 1
+    };
+
+    /* The value of the 4 hex digits in x (the bytes in memory order), -1 if one is not hex. */
+    static inline int fh_hex4_swar(uint32_t x) {
+        uint32_t l, d, a, v;
+        if (x & 0x80808080u) return -1;
+        l = x | 0x20202020u;
+        d = (x + 0x50505050u) & ~(x + 0x46464646u) & 0x80808080u;     /* '0' <= x <= '9' */
+        a = (l + 0x1F1F1F1Fu) & ~(l + 0x19191919u) & 0x80808080u;     /* 'a' <= x|0x20 <= 'f' */
+        if ((d | a) != 0x80808080u) return -1;
+        v = (x & 0x0F0F0F0Fu) + (a >> 7) * 9u;
+        v = ((v & 0x000F000Fu) << 4) | ((v >> 8) & 0x000F000Fu);
+        return (int)(((v & 0xFFu) << 8) | ((v >> 16) & 0xFFu));
+    }
+
+    /* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
+       (*fl must be 0 on entry). Accepts exactly what fh_str_end accepts. The specials of a
+       16-byte window are taken one after the other from its mask (escapes are often close
+       together: escaped slashes in URLs, runs of u-escapes). */
+    static inline Py_ssize_t fh_sfast(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
+        unsigned char c, e;
+        unsigned a, b, cc, d;
+        Py_ssize_t w;
+        unsigned m;
+    #if defined(__SSE2__)
+        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x1F);
+    #endif
+        for (;;) {
+    #if defined(__SSE2__)
+            if (p + 16 <= n) {
+                __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+                m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)),
+                    _mm_cmpeq_epi8(_mm_max_epu8(x, vc), vc)));
+                if (!m) { p += 16; continue; }
+                w = p;
+                p += __builtin_ctz(m);
+            } else
+    #endif
+            {
+                while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || s[p] < 0x20)) p++;
+                if (p >= n) return -1;
+                w = -1;
+                m = 0;
+            }
+            for (;;) {      /* p is at a special byte of the window at w */
+                c = s[p];
+                if (c == 0x22) return p;
+                if (c != 0x5C) return -1;
+                *fl = 1;
+                if (p + 1 >= n) return -1;
+                e = s[p + 1];
+                if (e == 0x75) {
+                    if (p + 6 > n) return -1;
+                    a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
+                    if ((a | b | cc | d) & 0xF0) return -1;
+                    if (a == 0xD && b >= 8) {           /* a surrogate: a high one, then a low one */
+                        if (b >= 0xC || p + 12 > n || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
+                        a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
+                        if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
+                        p += 12;
+                    } else {
+                        p += 6;
+                    }
+                } else if (FH_ESC1[e]) {
+                    p += 2;
+                } else {
+                    return -1;
+                }
+                if (w < 0 || p - w >= 16) break;
+                m &= ~0u << (p - w);
+                if (!m) { p = w + 16; break; }
+                p = w + __builtin_ctz(m);
+            }
+        }
+    }
+
+    /* Key numbers for the fast scan: a perfect hash of (first 8 bytes, last 8 bytes, length)
+       into 2048 one-byte slots (the multiplier is searched for at import), then one compare
+       of the stored words. Gives the same numbers as fh_key_number. */
+    typedef struct { uint64_t w0, wl, w1, w2; uint32_t len; } fh_pkey;
+    static fh_pkey FH_PK[255];
+    static uint8_t FH_PH[2048];
+    static uint64_t FH_PHK;
+    static int FH_PN;
+
+    static inline uint32_t fh_pk_slot(uint64_t w0, uint64_t wl, Py_ssize_t len, uint64_t k) {
+        return (uint32_t)(((w0 + wl * 0xC2B2AE3D27D4EB4FULL + (uint64_t)len) * k) >> 53);
+    }
+
+    static void fh_pk_add(const char* name, Py_ssize_t len, uint32_t id) {
+        unsigned char b[40];
+        fh_pkey* e = &FH_PK[id];
+        memset(b, 0, sizeof b);
+        memcpy(b, name, (size_t)len);
+        e->len = (uint32_t)len;
+        e->w0 = fh_load8(b);
+        e->wl = len >= 8 ? fh_load8(b + len - 8) : e->w0;
+        e->w1 = fh_load8(b + 8);
+        e->w2 = fh_load8(b + 16);
+        if ((int)id >= FH_PN) FH_PN = (int)id + 1;
+    }
+
+    /* 0 when a collision-free multiplier was found */
+    static int fh_pk_build(void) {
+        uint64_t x = 0x9E3779B97F4A7C15ULL, k;
+        int tries, i;
+        uint32_t j;
+        for (tries = 0; tries < 100000; tries++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            k = x | 1;
+            memset(FH_PH, 0xFF, sizeof FH_PH);
+            for (i = 0; i < FH_PN; i++) {
+                j = fh_pk_slot(FH_PK[i].w0, FH_PK[i].wl, FH_PK[i].len, k);
+                if (FH_PH[j] != 0xFF) break;
+                FH_PH[j] = (uint8_t)i;
+            }
+            if (i == FH_PN) { FH_PHK = k; return 0; }
+        }
+        return -1;
+    }
+
+    /* the number of the key p[:len], or 0xFFFFFFFF; bytes up to lim may be read */
+    static inline uint32_t fh_key_fast(const unsigned char* p, Py_ssize_t len, const unsigned char* lim) {
+        uint64_t w0, wl;
+        const fh_pkey* e;
+        uint32_t id;
+        if ((size_t)(len - 1) >= 32) return 0xFFFFFFFFu;
+        if (len >= 8) {
+            w0 = fh_load8(p);
+            wl = fh_load8(p + len - 8);
+        } else {
+            if (p + 8 <= lim) {
+                w0 = fh_load8(p) & (((uint64_t)1 << (8 * len)) - 1);
+            } else {
+                w0 = 0;
+                memcpy(&w0, p, (size_t)len);
+            }
+            wl = w0;
+        }
+        id = FH_PH[fh_pk_slot(w0, wl, len, FH_PHK)];
+        if (id == 0xFF) return 0xFFFFFFFFu;
+        e = &FH_PK[id];
+        if (e->w0 != w0 || e->wl != wl || e->len != (uint32_t)len) return 0xFFFFFFFFu;
+        if (len > 16 && (fh_load8(p + 8) != e->w1 || (len > 24 && fh_load8(p + 16) != e->w2)))
+            return 0xFFFFFFFFu;
+        return id;
+    }
+
     static __attribute__((noinline)) int fh_ps_grow(fh_ps* ps) {
         Py_ssize_t cap = ps->cap * 2;
         fh_node* p;
@@ -925,11 +1079,10 @@ cdef extern from *:
 
     /* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
     static inline Py_ssize_t fh_sclose(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
-        Py_ssize_t e = fh_str_quick(s, p, n), ep;
-        int err;
+        Py_ssize_t e = fh_str_quick(s, p, n);
         *fl = 0;
         if (e >= 0) return e;
-        return fh_str_end(s, p, n, fl, &err, &ep);
+        return fh_sfast(s, p, n, fl);
     }
 
     /* the end of the number at p, or -1; *typ: FJ_INT or FJ_FLT */
@@ -969,17 +1122,23 @@ cdef extern from *:
         Py_ssize_t len;
         if (e - p > 192) return 0xFFFFFFFFu;      /* decodes to more than 32 bytes */
         len = fh_unescape(s, p, e, buf);
-        return fh_key_number((const unsigned char*)buf, len, (const unsigned char*)buf + sizeof buf);
+        return fh_key_fast((const unsigned char*)buf, len, (const unsigned char*)buf + sizeof buf);
     }
 
     static inline Py_ssize_t fh_pstr(fh_ps* ps, Py_ssize_t pos) {
         unsigned char fl;
-        Py_ssize_t idx = fh_ps_new(ps, FJ_STR, pos + 1), e;
-        if (idx < 0) return -1;
-        e = fh_sclose(ps->s, pos + 1, ps->n, &fl);
+        Py_ssize_t idx, e = fh_sclose(ps->s, pos + 1, ps->n, &fl);
+        fh_node* nd;
         if (e < 0) return -1;
-        ps->nodes[idx].end = (uint32_t)e;
-        ps->nodes[idx].flags = fl;
+        if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
+        idx = ps->len++;
+        nd = &ps->nodes[idx];
+        nd->type = FJ_STR;
+        nd->flags = fl;
+        nd->start = (uint32_t)(pos + 1);
+        nd->end = (uint32_t)e;
+        nd->next = (uint32_t)(idx + 1);
+        nd->count = 0;
         return e + 1;
     }
 
@@ -993,13 +1152,52 @@ cdef extern from *:
         return e;
     }
 
-    static Py_ssize_t fh_plit(fh_ps* ps, Py_ssize_t pos, const char* lit, Py_ssize_t ln, uint8_t typ) {
+    /* is s[p:] (up to n) the literal true / false / null? its length, or 0 */
+    static inline Py_ssize_t fh_lit(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        uint32_t w;
+        if (p + 4 > n) return 0;
+        memcpy(&w, s + p, 4);
+        if (w == 0x65757274u || w == 0x6C6C756Eu) return 4;              /* "true", "null" */
+        if (w == 0x736C6166u && p + 5 <= n && s[p + 4] == 0x65) return 5; /* "false" */
+        return 0;
+    }
+
+    static inline Py_ssize_t fh_plit(fh_ps* ps, Py_ssize_t pos, Py_ssize_t ln, uint8_t typ) {
         Py_ssize_t idx;
-        if (pos + ln > ps->n || memcmp(ps->s + pos, lit, (size_t)ln) != 0) return -1;
+        if (fh_lit(ps->s, pos, ps->n) != ln) return -1;
         idx = fh_ps_new(ps, typ, pos);
         if (idx < 0) return -1;
         ps->nodes[idx].end = (uint32_t)(pos + ln);
         return pos + ln;
+    }
+
+    /* whitespace is rare in captures: test one byte inline, loop only when there is some */
+    #define FH_WS(s, p, n) do { if ((p) < (n) && (s)[p] <= 0x20) (p) = fh_ws((s), (p), (n)); } while (0)
+
+    /* After a value or key: the separator sep (',' or ':') or, for sep ',', the close
+       byte. Returns the position after it (whitespace after a ',' or ':' skipped), with
+       *closed = 1 when it was the close; -1 when it is neither. */
+    static inline Py_ssize_t fh_sep(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
+                                    unsigned char close, int* closed) {
+        if (pos >= n || s[pos] != 0x2C) {
+            pos = fh_ws(s, pos, n);
+            if (pos >= n) return -1;
+            if (s[pos] == close) { *closed = 1; return pos + 1; }
+            if (s[pos] != 0x2C) return -1;
+        }
+        pos++;
+        FH_WS(s, pos, n);
+        return pos;
+    }
+
+    static inline Py_ssize_t fh_colon(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n) {
+        if (pos >= n || s[pos] != 0x3A) {
+            pos = fh_ws(s, pos, n);
+            if (pos >= n || s[pos] != 0x3A) return -1;
+        }
+        pos++;
+        FH_WS(s, pos, n);
+        return pos;
     }
 
     static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth) {
@@ -1007,6 +1205,7 @@ cdef extern from *:
         Py_ssize_t n = ps->n, k;
         unsigned char c, close, fl;
         uint8_t typ;
+        int closed = 0;
         if (pos >= n) return -1;
         c = s[pos];
         if (c == 0x22) {
@@ -1024,9 +1223,8 @@ cdef extern from *:
                     if (pos >= n || s[pos] != 0x22) return -1;
                     k = fh_sclose(s, pos + 1, n, &fl);
                     if (k < 0) return -1;
-                    pos = fh_ws(s, k + 1, n);
-                    if (pos >= n || s[pos] != 0x3A) return -1;
-                    pos = fh_ws(s, pos + 1, n);
+                    pos = fh_colon(s, k + 1, n);
+                    if (pos < 0) return -1;
                 }
                 if (pos < n && s[pos] == 0x22) {
                     k = fh_sclose(s, pos + 1, n, &fl);
@@ -1036,21 +1234,14 @@ cdef extern from *:
                     pos = fh_skip(ps, pos, depth + 1);
                     if (pos < 0) return -1;
                 }
-                pos = fh_ws(s, pos, n);
-                if (pos >= n) return -1;
-                if (s[pos] == 0x2C) {
-                    pos = fh_ws(s, pos + 1, n);
-                    continue;
-                }
-                if (s[pos] == close) return pos + 1;
-                return -1;
+                pos = fh_sep(s, pos, n, close, &closed);
+                if (pos < 0) return -1;
+                if (closed) return pos;
             }
         }
         if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
-        if (c == 0x74) return (pos + 4 <= n && memcmp(s + pos, "true", 4) == 0) ? pos + 4 : -1;
-        if (c == 0x66) return (pos + 5 <= n && memcmp(s + pos, "false", 5) == 0) ? pos + 5 : -1;
-        if (c == 0x6E) return (pos + 4 <= n && memcmp(s + pos, "null", 4) == 0) ? pos + 4 : -1;
-        return -1;
+        k = fh_lit(s, pos, n);
+        return k ? pos + k : -1;
     }
 
     static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
@@ -1060,6 +1251,7 @@ cdef extern from *:
         Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
         uint32_t count = 0, kid;
         unsigned char kfl, part = 0;
+        int closed = 0;
         fh_node* nd;
         if (depth > ps->max_depth) return -1;
         idx = fh_ps_new(ps, FJ_OBJ, pos);
@@ -1069,15 +1261,14 @@ cdef extern from *:
         if (s[pos] == 0x7D) {
             pos++;
         } else {
-            for (;;) {
+            while (!closed) {
                 if (pos >= n || s[pos] != 0x22) return -1;
                 kend = fh_sclose(s, pos + 1, n, &kfl);
                 if (kend < 0) return -1;
-                kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_number(s + pos + 1, kend - pos - 1, s + n);
+                kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
                 kstart = pos + 1;
-                pos = fh_ws(s, kend + 1, n);
-                if (pos >= n || s[pos] != 0x3A) return -1;
-                pos = fh_ws(s, pos + 1, n);
+                pos = fh_colon(s, kend + 1, n);
+                if (pos < 0) return -1;
                 if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
                     part = 2;       /* F_PART */
                     if (pos < n && s[pos] == 0x22) {
@@ -1090,11 +1281,14 @@ cdef extern from *:
                         if (pos < 0) return -1;
                     }
                 } else {
-                    kidx = fh_ps_new(ps, FJ_STR, kstart);
-                    if (kidx < 0) return -1;
+                    if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
+                    kidx = ps->len++;
                     nd = &ps->nodes[kidx];
-                    nd->end = (uint32_t)kend;
+                    nd->type = FJ_STR;
                     nd->flags = kfl;
+                    nd->start = (uint32_t)kstart;
+                    nd->end = (uint32_t)kend;
+                    nd->next = (uint32_t)(kidx + 1);
                     nd->count = kid;
                     if (pos < n && s[pos] == 0x22)
                         pos = fh_pstr(ps, pos);
@@ -1105,17 +1299,8 @@ cdef extern from *:
                     if (pos < 0) return -1;
                     count++;
                 }
-                pos = fh_ws(s, pos, n);
-                if (pos >= n) return -1;
-                if (s[pos] == 0x2C) {
-                    pos = fh_ws(s, pos + 1, n);
-                    continue;
-                }
-                if (s[pos] == 0x7D) {
-                    pos++;
-                    break;
-                }
-                return -1;
+                pos = fh_sep(s, pos, n, 0x7D, &closed);
+                if (pos < 0) return -1;
             }
         }
         nd = &ps->nodes[idx];
@@ -1130,6 +1315,7 @@ cdef extern from *:
         const unsigned char* s = ps->s;
         Py_ssize_t n = ps->n, idx;
         uint32_t count = 0;
+        int closed = 0;
         fh_node* nd;
         if (depth > ps->max_depth) return -1;
         idx = fh_ps_new(ps, FJ_ARR, pos);
@@ -1139,24 +1325,15 @@ cdef extern from *:
         if (s[pos] == 0x5D) {
             pos++;
         } else {
-            for (;;) {
+            while (!closed) {
                 if (pos < n && s[pos] == 0x22)
                     pos = fh_pstr(ps, pos);
                 else
                     pos = fh_pv(ps, pos, depth + 1, 0);
                 if (pos < 0) return -1;
                 count++;
-                pos = fh_ws(s, pos, n);
-                if (pos >= n) return -1;
-                if (s[pos] == 0x2C) {
-                    pos = fh_ws(s, pos + 1, n);
-                    continue;
-                }
-                if (s[pos] == 0x5D) {
-                    pos++;
-                    break;
-                }
-                return -1;
+                pos = fh_sep(s, pos, n, 0x5D, &closed);
+                if (pos < 0) return -1;
             }
         }
         nd = &ps->nodes[idx];
@@ -1175,9 +1352,9 @@ cdef extern from *:
         if (c == 0x7B) return fh_pobj(ps, pos, depth, keep_all);
         if (c == 0x5B) return fh_parr(ps, pos, depth);
         if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_pnum(ps, pos);
-        if (c == 0x74) return fh_plit(ps, pos, "true", 4, FJ_TRUE);
-        if (c == 0x66) return fh_plit(ps, pos, "false", 5, FJ_FALSE);
-        if (c == 0x6E) return fh_plit(ps, pos, "null", 4, FJ_NULL);
+        if (c == 0x74) return fh_plit(ps, pos, 4, FJ_TRUE);
+        if (c == 0x66) return fh_plit(ps, pos, 5, FJ_FALSE);
+        if (c == 0x6E) return fh_plit(ps, pos, 4, FJ_NULL);
         return -1;
     }
 
@@ -1203,6 +1380,8 @@ cdef extern from *:
         uint32_t ky_id
         int oom
     int fh_parse_fast(fh_ps* ps) noexcept nogil
+    void fh_pk_add(const char* name, Py_ssize_t len, uint32_t id) noexcept nogil
+    int fh_pk_build() noexcept nogil
     int fh_node_check(const void* p) noexcept nogil
 
 
@@ -1218,6 +1397,19 @@ cdef int fast_layout_check() except -1:
     return 0
 
 fast_layout_check()
+
+
+cdef int fast_keys_init(names) except -1:
+    cdef bytes b
+    cdef int i
+    for i, name in enumerate(names):
+        b = name.encode()
+        fh_pk_add(b, len(b), i)
+    if fh_pk_build() != 0:
+        raise RuntimeError("firehose core: no perfect hash for the key table")
+    return 0
+
+fast_keys_init(KEY_NAMES)
 assert J_OBJ == 1 and J_ARR == 2 and J_STR == 3 and J_INT == 4 and J_FLT == 5 and J_TRUE == 6 \
     and J_FALSE == 7 and J_NULL == 8 and F_PART == 2 and F_ESC == 1
 
