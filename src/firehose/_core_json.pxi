@@ -889,7 +889,7 @@ cdef extern from *:
         return nd->type == 1 && nd->flags == 2 && nd->start == 3 && nd->end == 4 && nd->next == 5 && nd->count == 6;
     }
 
-    static inline uint64_t fh_load8(const unsigned char* p) { uint64_t w; memcpy(&w, p, 8); return w; }
+    static inline __attribute__((always_inline)) uint64_t fh_load8(const unsigned char* p) { uint64_t w; memcpy(&w, p, 8); return w; }
 
     /* the bytes after a backslash that make a two-byte escape: quote, backslash, slash, b f n r t */
     static const unsigned char FH_ESC1[256] = {
@@ -980,7 +980,7 @@ cdef extern from *:
     static uint64_t FH_PHK;
     static int FH_PN;
 
-    static inline uint32_t fh_pk_slot(uint64_t w0, uint64_t wl, Py_ssize_t len, uint64_t k) {
+    static inline __attribute__((always_inline)) uint32_t fh_pk_slot(uint64_t w0, uint64_t wl, Py_ssize_t len, uint64_t k) {
         return (uint32_t)(((w0 + wl * 0xC2B2AE3D27D4EB4FULL + (uint64_t)len) * k) >> 53);
     }
 
@@ -1017,7 +1017,7 @@ cdef extern from *:
     }
 
     /* the number of the key p[:len], or 0xFFFFFFFF; bytes up to lim may be read */
-    static inline uint32_t fh_key_fast(const unsigned char* p, Py_ssize_t len, const unsigned char* lim) {
+    static inline __attribute__((always_inline)) uint32_t fh_key_fast(const unsigned char* p, Py_ssize_t len, const unsigned char* lim) {
         uint64_t w0, wl;
         const fh_pkey* e;
         uint32_t id;
@@ -1055,7 +1055,7 @@ cdef extern from *:
     }
 
     /* a new node (start = end = start, next = after it, count 0): its index, or -1 */
-    static inline Py_ssize_t fh_ps_new(fh_ps* ps, uint8_t typ, Py_ssize_t start) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_ps_new(fh_ps* ps, uint8_t typ, Py_ssize_t start) {
         fh_node* nd;
         if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
         nd = &ps->nodes[ps->len];
@@ -1068,7 +1068,7 @@ cdef extern from *:
         return ps->len++;
     }
 
-    static inline Py_ssize_t fh_ws(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_ws(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
         while (p < n) {
             unsigned char c = s[p];
             if (c > 0x20 || !(c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09)) break;
@@ -1078,15 +1078,31 @@ cdef extern from *:
     }
 
     /* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
-    static inline Py_ssize_t fh_sclose(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_sclose(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
         Py_ssize_t e = fh_str_quick(s, p, n);
         *fl = 0;
         if (e >= 0) return e;
         return fh_sfast(s, p, n, fl);
     }
 
+    /* the end of the run of digits at p, 8 bytes a step */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_digits(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        const uint64_t hi = 0xF0F0F0F0F0F0F0F0ULL, d0 = 0x3030303030303030ULL, six = 0x0606060606060606ULL;
+        uint64_t w, t;
+        while (p + 8 <= n) {
+            w = fh_load8(s + p);
+            /* nonzero bytes: not a digit (a carry out of a byte >= 0xFA only disturbs the
+               bytes after it, and it is not a digit itself) */
+            t = ((w & hi) ^ d0) | (((w + six) & hi) ^ d0);
+            if (t) return p + (__builtin_ctzll(t) >> 3);
+            p += 8;
+        }
+        while (p < n && (unsigned)(s[p] - 0x30) < 10u) p++;
+        return p;
+    }
+
     /* the end of the number at p, or -1; *typ: FJ_INT or FJ_FLT */
-    static inline Py_ssize_t fh_num(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, uint8_t* typ) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_num(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, uint8_t* typ) {
         *typ = FJ_INT;
         if (s[p] == 0x2D) {
             p++;
@@ -1095,8 +1111,7 @@ cdef extern from *:
         if (s[p] == 0x30) {
             p++;
         } else if ((unsigned)(s[p] - 0x31) < 9u) {
-            p++;
-            while (p < n && (unsigned)(s[p] - 0x30) < 10u) p++;
+            p = fh_digits(s, p + 1, n);
         } else {
             return -1;
         }
@@ -1104,14 +1119,14 @@ cdef extern from *:
             *typ = FJ_FLT;
             p++;
             if (p >= n || (unsigned)(s[p] - 0x30) >= 10u) return -1;
-            while (p < n && (unsigned)(s[p] - 0x30) < 10u) p++;
+            p = fh_digits(s, p + 1, n);
         }
         if (p < n && (s[p] | 0x20) == 0x65) {
             *typ = FJ_FLT;
             p++;
             if (p < n && (s[p] == 0x2B || s[p] == 0x2D)) p++;
             if (p >= n || (unsigned)(s[p] - 0x30) >= 10u) return -1;
-            while (p < n && (unsigned)(s[p] - 0x30) < 10u) p++;
+            p = fh_digits(s, p + 1, n);
         }
         return p;
     }
@@ -1125,7 +1140,7 @@ cdef extern from *:
         return fh_key_fast((const unsigned char*)buf, len, (const unsigned char*)buf + sizeof buf);
     }
 
-    static inline Py_ssize_t fh_pstr(fh_ps* ps, Py_ssize_t pos) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_pstr(fh_ps* ps, Py_ssize_t pos) {
         unsigned char fl;
         Py_ssize_t idx, e = fh_sclose(ps->s, pos + 1, ps->n, &fl);
         fh_node* nd;
@@ -1142,7 +1157,7 @@ cdef extern from *:
         return e + 1;
     }
 
-    static inline Py_ssize_t fh_pnum(fh_ps* ps, Py_ssize_t pos) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_pnum(fh_ps* ps, Py_ssize_t pos) {
         uint8_t typ;
         Py_ssize_t e = fh_num(ps->s, pos, ps->n, &typ), idx;
         if (e < 0) return -1;
@@ -1153,7 +1168,7 @@ cdef extern from *:
     }
 
     /* is s[p:] (up to n) the literal true / false / null? its length, or 0 */
-    static inline Py_ssize_t fh_lit(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_lit(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
         uint32_t w;
         if (p + 4 > n) return 0;
         memcpy(&w, s + p, 4);
@@ -1162,7 +1177,7 @@ cdef extern from *:
         return 0;
     }
 
-    static inline Py_ssize_t fh_plit(fh_ps* ps, Py_ssize_t pos, Py_ssize_t ln, uint8_t typ) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_plit(fh_ps* ps, Py_ssize_t pos, Py_ssize_t ln, uint8_t typ) {
         Py_ssize_t idx;
         if (fh_lit(ps->s, pos, ps->n) != ln) return -1;
         idx = fh_ps_new(ps, typ, pos);
@@ -1177,7 +1192,7 @@ cdef extern from *:
     /* After a value or key: the separator sep (',' or ':') or, for sep ',', the close
        byte. Returns the position after it (whitespace after a ',' or ':' skipped), with
        *closed = 1 when it was the close; -1 when it is neither. */
-    static inline Py_ssize_t fh_sep(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
+    static inline __attribute__((always_inline)) Py_ssize_t fh_sep(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
                                     unsigned char close, int* closed) {
         if (pos >= n || s[pos] != 0x2C) {
             pos = fh_ws(s, pos, n);
@@ -1190,7 +1205,7 @@ cdef extern from *:
         return pos;
     }
 
-    static inline Py_ssize_t fh_colon(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n) {
+    static inline __attribute__((always_inline)) Py_ssize_t fh_colon(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n) {
         if (pos >= n || s[pos] != 0x3A) {
             pos = fh_ws(s, pos, n);
             if (pos >= n || s[pos] != 0x3A) return -1;
