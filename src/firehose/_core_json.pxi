@@ -963,6 +963,7 @@ cdef extern from *:
                 } else {
                     return -1;
                 }
+                if (p < n && s[p] == 0x5C) continue;     /* a run of escapes */
                 if (w < 0 || p - w >= 16) break;
                 m &= ~0u << (p - w);
                 if (!m) { p = w + 16; break; }
