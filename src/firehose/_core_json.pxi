@@ -129,30 +129,36 @@ cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
         if c < 0x80:
             i += 1
             continue
-        if c < 0xC2 or c > 0xF4:
-            return i
-        if c < 0xE0:
-            if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+        while True:     # a run of multi-byte characters (CJK text, emoji) before the ASCII steps
+            if c < 0xC2 or c > 0xF4:
                 return i
-            i += 2
-        elif c < 0xF0:
-            if i + 2 >= n:
-                return i
-            c1 = s[i + 1]
-            if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80:
-                return i
-            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0):
-                return i
-            i += 3
-        else:
-            if i + 3 >= n:
-                return i
-            c1 = s[i + 1]
-            if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80 or (s[i + 3] & 0xC0) != 0x80:
-                return i
-            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
-                return i
-            i += 4
+            if c < 0xE0:
+                if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+                    return i
+                i += 2
+            elif c < 0xF0:
+                if i + 2 >= n:
+                    return i
+                c1 = s[i + 1]
+                if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80:
+                    return i
+                if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0):
+                    return i
+                i += 3
+            else:
+                if i + 3 >= n:
+                    return i
+                c1 = s[i + 1]
+                if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80 or (s[i + 3] & 0xC0) != 0x80:
+                    return i
+                if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
+                    return i
+                i += 4
+            if i >= n:
+                break
+            c = s[i]
+            if c < 0x80:
+                break
     return -1
 
 
