@@ -387,3 +387,51 @@ def test_key_names_follow_the_key_enum():
     enum = re.findall(r"^    KY_(\w+)", src.read_text(), re.M)
     assert enum[-1] == "COUNT"
     assert tuple(enum[:-1]) == _core.KEY_NAMES
+
+
+# The core scans a line twice only when it is bad: a fast scan (fh_parse_fast, in C) builds the
+# tape of a valid line; a line it does not accept goes to parse_value, which alone reports the
+# fault and its place. So the fast scan must never accept a line parse_value rejects, and must
+# build exactly its nodes. _fast_scan_check runs both on each line and counts
+# (both accept, both reject, fast only, slow only, tapes differing).
+def _mutations(lines, n, seed):
+    import random
+    rnd = random.Random(seed)
+    bits = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b" ", b"\t", b"\x01", b"0", b"-", b"e",
+            b".", b"u", b"/", b"\\u", b"\\ud83d", b"\\udc00", b"\\ud83d\\ude00", b"\\u00", b"\\x",
+            b"\\\\", b'\\"', b"1e", b"nul", b"tru", b"fals", b"\\u0022", b"\\uD800\\u0041", b"\\u12G4"]
+    out = []
+    for _ in range(n):
+        line = rnd.choice(lines)
+        i = rnd.randrange(len(line))
+        k = rnd.random()
+        if k < 0.2:
+            out.append(line[:i])
+        elif k < 0.35:
+            out.append(line[:i] + line[i + 1:])
+        elif k < 0.7:
+            out.append(line[:i] + rnd.choice(bits) + line[i + 1:])
+        else:
+            out.append(line[:i] + rnd.choice(bits) + line[i:])
+    return out
+
+
+@pytest.mark.parametrize("dialect", ["v1.1", "v2", "activity"])
+def test_fast_scan_builds_the_tape_of_parse_value(dialect):
+    from firehose import _core
+    from firehose.testing import generate
+    lines = [l.rstrip(b"\n") for l in generate(300, seed=3, dialect=dialect, malformed_rate=0.1)]
+    lines = [l for l in lines if l.strip()]
+    lines += [
+        b'{"te\\u0078t": "a", "\\u0069d": 1, "i\\u0064_str": "1", "sc\\"reen_name": 1}',
+        b'{"a_key_longer_than_thirty_two_bytes_xx": 1, "in_reply_to_status_id_str": "5"}',
+        b'{"id": 1, "x": [1, -0, 0.5, 1e5, -1.5E-3, 12345678901234567890, true, false, null]}',
+        b' { "id" : 1 , "user" : { "id" : 2 } , "x" : [ ] , "y" : { } } ',
+        b'{"id": 1, "x": "\\ud83d\\ude00\\u00e9\\/\\b\\f\\n\\r\\t\\"\\\\"}',
+    ]
+    for depth in (64, 3):
+        both, neither, fast_only, slow_only, differ = _core._fast_scan_check(lines, depth)
+        assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 0
+        both, neither, fast_only, slow_only, differ = _core._fast_scan_check(
+            _mutations(lines, 3000, 11), depth)
+        assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 0 and neither > 0

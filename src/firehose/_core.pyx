@@ -90,10 +90,34 @@ cdef int reject(State* st, Py_ssize_t ls, Py_ssize_t le, int reason, Py_ssize_t 
     return buf_put(&st.rejects, &r, sizeof(RejectRec))
 
 
+cdef enum:
+    KEEP_NODES = 1 << 18          # tape nodes kept between lines (5 MiB); a bigger tape is freed
+    KEEP_BYTES = 8 << 20          # per-line record buffers kept between lines
+
+
+cdef inline void drop_line_buffers(State* st) noexcept nogil:
+    """Free what one huge line (say 16 MB of tiny objects) grew, so that it does not stay
+    allocated for the decoder's life; the next line that needs it grows it again."""
+    if st.tape.cap > KEEP_NODES:
+        free(st.tape.nodes)
+        st.tape.nodes = NULL
+        st.tape.cap = 0
+        st.tape.len = 0
+    if st.msgs.cap > KEEP_BYTES:
+        buf_free(&st.msgs)
+    if st.lookups.cap > KEEP_BYTES:
+        buf_free(&st.lookups)
+    if st.scratch.cap > KEEP_BYTES:
+        buf_free(&st.scratch)
+    if st.scratch2.cap > KEEP_BYTES:
+        buf_free(&st.scratch2)
+
+
 cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) except -1 nogil:
     cdef const unsigned char* line = s + ls
     cdef Py_ssize_t n = le - ls, k, bad
     cdef int r
+    drop_line_buffers(st)
     if n > st.max_line_bytes:
         return reject(st, ls, le, E_LONG, 0, NULL)
     if n > 0 and line[n - 1] == 0x0D:

@@ -129,30 +129,36 @@ cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
         if c < 0x80:
             i += 1
             continue
-        if c < 0xC2 or c > 0xF4:
-            return i
-        if c < 0xE0:
-            if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+        while True:     # a run of multi-byte characters (CJK text, emoji) before the ASCII steps
+            if c < 0xC2 or c > 0xF4:
                 return i
-            i += 2
-        elif c < 0xF0:
-            if i + 2 >= n:
-                return i
-            c1 = s[i + 1]
-            if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80:
-                return i
-            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0):
-                return i
-            i += 3
-        else:
-            if i + 3 >= n:
-                return i
-            c1 = s[i + 1]
-            if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80 or (s[i + 3] & 0xC0) != 0x80:
-                return i
-            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
-                return i
-            i += 4
+            if c < 0xE0:
+                if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+                    return i
+                i += 2
+            elif c < 0xF0:
+                if i + 2 >= n:
+                    return i
+                c1 = s[i + 1]
+                if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80:
+                    return i
+                if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0):
+                    return i
+                i += 3
+            else:
+                if i + 3 >= n:
+                    return i
+                c1 = s[i + 1]
+                if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80 or (s[i + 3] & 0xC0) != 0x80:
+                    return i
+                if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
+                    return i
+                i += 4
+            if i >= n:
+                break
+            c = s[i]
+            if c < 0x80:
+                break
     return -1
 
 
@@ -735,7 +741,43 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
 
 
 cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
-    """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where)."""
+    """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where).
+
+    The fast scan (fh_parse_fast, below) first; a line it does not accept is scanned again
+    by parse_value, which finds the fault and its place (or, should the fast scan ever be
+    stricter than this one, accepts the line)."""
+    cdef fh_ps ps
+    cdef int c
+    ps.s = s
+    ps.n = n
+    ps.nodes = <fh_node*>t.nodes
+    ps.len = 0
+    ps.cap = t.cap
+    ps.max_depth = t.max_depth
+    ps.ky_id = KY_id
+    ps.oom = 0
+    c = fh_parse_fast(&ps)
+    t.nodes = <Node*>ps.nodes
+    t.cap = ps.cap
+    t.len = ps.len
+    if ps.oom:
+        with gil:
+            raise MemoryError("firehose core: out of memory growing the JSON tape")
+    if c == 0:
+        t.s = s
+        t.n = n
+        t.mem.len = 0
+        for c in range(64):
+            t.cobj[c] = NONE
+        t.err = E_OK
+        t.err_pos = 0
+        t.pos = n
+        return E_OK
+    return parse_slow(t, s, n)
+
+
+cdef int parse_slow(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
+    """parse_line with the exact reason and place of a fault."""
     cdef int r, c
     t.s = s
     t.n = n
@@ -823,3 +865,625 @@ cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf*
     buf_reserve(out, end - start + 16)      # decoding never lengthens; +16: copy_plain's blocks
     out.len += fh_unescape(s, start, end, out.data + out.len)
     return 0
+
+
+# ---------------------------------------------------------------- the fast scan
+
+cdef extern from *:
+    """
+    /* The same scan as parse_value / skip_value, in C with the state in registers, for lines
+       that are valid: it builds the same tape, but on any fault it only says "no" (-1) and
+       the line is scanned again by parse_value, which alone says what is wrong and where.
+       So what it must get right is only: whenever it accepts a line, parse_value accepts it
+       too and makes the same nodes. fh_node has Node's layout (checked at import). */
+    typedef struct { uint8_t type; uint8_t flags; uint32_t start; uint32_t end; uint32_t next; uint32_t count; } fh_node;
+
+    typedef struct {
+        const unsigned char* s;
+        Py_ssize_t n;
+        fh_node* nodes;
+        Py_ssize_t len, cap;
+        int max_depth;
+        uint32_t ky_id;
+        int oom;
+    } fh_ps;
+
+    enum { FJ_OBJ = 1, FJ_ARR, FJ_STR, FJ_INT, FJ_FLT, FJ_TRUE, FJ_FALSE, FJ_NULL };
+
+    static int fh_node_check(const void* p) {
+        const fh_node* nd = (const fh_node*)p;
+        return nd->type == 1 && nd->flags == 2 && nd->start == 3 && nd->end == 4 && nd->next == 5 && nd->count == 6;
+    }
+
+    static inline __attribute__((always_inline)) uint64_t fh_load8(const unsigned char* p) { uint64_t w; memcpy(&w, p, 8); return w; }
+
+    /* the bytes after a backslash that make a two-byte escape: quote, backslash, slash, b f n r t */
+    static const unsigned char FH_ESC1[256] = {
+        [0x22] = 1, [0x5C] = 1, [0x2F] = 1, [0x62] = 1, [0x66] = 1, [0x6E] = 1, [0x72] = 1, [0x74] = 1
+    };
+
+    /* The value of the 4 hex digits in x (the bytes in memory order), -1 if one is not hex. */
+    static inline int fh_hex4_swar(uint32_t x) {
+        uint32_t l, d, a, v;
+        if (x & 0x80808080u) return -1;
+        l = x | 0x20202020u;
+        d = (x + 0x50505050u) & ~(x + 0x46464646u) & 0x80808080u;     /* '0' <= x <= '9' */
+        a = (l + 0x1F1F1F1Fu) & ~(l + 0x19191919u) & 0x80808080u;     /* 'a' <= x|0x20 <= 'f' */
+        if ((d | a) != 0x80808080u) return -1;
+        v = (x & 0x0F0F0F0Fu) + (a >> 7) * 9u;
+        v = ((v & 0x000F000Fu) << 4) | ((v >> 8) & 0x000F000Fu);
+        return (int)(((v & 0xFFu) << 8) | ((v >> 16) & 0xFFu));
+    }
+
+    /* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
+       (*fl must be 0 on entry). Accepts exactly what fh_str_end accepts. A run of escapes
+       (CJK text, emoji pairs) is checked without going back to the 16-byte steps. (Taking the
+       next special bytes of a 16-byte window from its mask instead of loading again cost
+       more instructions and mispredicted branches.) */
+    static inline Py_ssize_t fh_sfast(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
+        unsigned char c, e;
+        unsigned a, b, cc, d, m;
+    #if defined(__SSE2__)
+        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x1F);
+    #endif
+        for (;;) {
+    #if defined(__SSE2__)
+            if (p + 16 <= n) {
+                __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+                m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)),
+                    _mm_cmpeq_epi8(_mm_max_epu8(x, vc), vc)));
+                if (!m) { p += 16; continue; }
+                p += __builtin_ctz(m);
+            } else
+    #endif
+            {
+                while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || s[p] < 0x20)) p++;
+                if (p >= n) return -1;
+            }
+            for (;;) {      /* p is at a special byte: a quote, a backslash or a control byte */
+                c = s[p];
+                if (c == 0x22) return p;
+                if (c != 0x5C) return -1;
+                *fl = 1;
+                if (p + 1 >= n) return -1;
+                e = s[p + 1];
+                if (e == 0x75) {
+                    if (p + 6 > n) return -1;
+                    a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
+                    if ((a | b | cc | d) & 0xF0) return -1;
+                    if (a == 0xD && b >= 8) {           /* a surrogate: a high one, then a low one */
+                        if (b >= 0xC || p + 12 > n || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
+                        a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
+                        if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
+                        p += 12;
+                    } else {
+                        p += 6;
+                    }
+                } else if (FH_ESC1[e]) {
+                    p += 2;
+                } else {
+                    return -1;
+                }
+                if (p < n && s[p] == 0x5C) continue;     /* a run of escapes */
+                break;
+            }
+        }
+    }
+
+    /* Key numbers for the fast scan: a perfect hash of (first 8 bytes, last 8 bytes, length)
+       into 2048 one-byte slots (the multiplier is searched for at import), then one compare
+       of the stored words. Gives the same numbers as fh_key_number. */
+    typedef struct { uint64_t w0, wl, w1, w2; uint32_t len; } fh_pkey;
+    static fh_pkey FH_PK[255];
+    static uint8_t FH_PH[2048];
+    static uint64_t FH_PHK;
+    static int FH_PN;
+
+    static inline __attribute__((always_inline)) uint32_t fh_pk_slot(uint64_t w0, uint64_t wl, Py_ssize_t len, uint64_t k) {
+        return (uint32_t)(((w0 + wl * 0xC2B2AE3D27D4EB4FULL + (uint64_t)len) * k) >> 53);
+    }
+
+    static void fh_pk_add(const char* name, Py_ssize_t len, uint32_t id) {
+        unsigned char b[40];
+        fh_pkey* e = &FH_PK[id];
+        memset(b, 0, sizeof b);
+        memcpy(b, name, (size_t)len);
+        e->len = (uint32_t)len;
+        e->w0 = fh_load8(b);
+        e->wl = len >= 8 ? fh_load8(b + len - 8) : e->w0;
+        e->w1 = fh_load8(b + 8);
+        e->w2 = fh_load8(b + 16);
+        if ((int)id >= FH_PN) FH_PN = (int)id + 1;
+    }
+
+    /* 0 when a collision-free multiplier was found */
+    static int fh_pk_build(void) {
+        uint64_t x = 0x9E3779B97F4A7C15ULL, k;
+        int tries, i;
+        uint32_t j;
+        for (tries = 0; tries < 100000; tries++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            k = x | 1;
+            memset(FH_PH, 0xFF, sizeof FH_PH);
+            for (i = 0; i < FH_PN; i++) {
+                j = fh_pk_slot(FH_PK[i].w0, FH_PK[i].wl, FH_PK[i].len, k);
+                if (FH_PH[j] != 0xFF) break;
+                FH_PH[j] = (uint8_t)i;
+            }
+            if (i == FH_PN) { FH_PHK = k; return 0; }
+        }
+        return -1;
+    }
+
+    /* the number of the key p[:len], or 0xFFFFFFFF; bytes up to lim may be read */
+    static inline __attribute__((always_inline)) uint32_t fh_key_fast(const unsigned char* p, Py_ssize_t len, const unsigned char* lim) {
+        uint64_t w0, wl;
+        const fh_pkey* e;
+        uint32_t id;
+        if ((size_t)(len - 1) >= 32) return 0xFFFFFFFFu;
+        if (len >= 8) {
+            w0 = fh_load8(p);
+            wl = fh_load8(p + len - 8);
+        } else {
+            if (p + 8 <= lim) {
+                w0 = fh_load8(p) & (((uint64_t)1 << (8 * len)) - 1);
+            } else {
+                w0 = 0;
+                memcpy(&w0, p, (size_t)len);
+            }
+            wl = w0;
+        }
+        id = FH_PH[fh_pk_slot(w0, wl, len, FH_PHK)];
+        if (id == 0xFF) return 0xFFFFFFFFu;
+        e = &FH_PK[id];
+        if (e->w0 != w0 || e->wl != wl || e->len != (uint32_t)len) return 0xFFFFFFFFu;
+        if (len > 16 && (fh_load8(p + 8) != e->w1 || (len > 24 && fh_load8(p + 16) != e->w2)))
+            return 0xFFFFFFFFu;
+        return id;
+    }
+
+    static __attribute__((noinline)) int fh_ps_grow(fh_ps* ps) {
+        Py_ssize_t cap = ps->cap * 2;
+        fh_node* p;
+        if (cap < 1024) cap = 1024;
+        p = (fh_node*)realloc(ps->nodes, (size_t)cap * sizeof(fh_node));
+        if (p == NULL) { ps->oom = 1; return -1; }
+        ps->nodes = p;
+        ps->cap = cap;
+        return 0;
+    }
+
+    /* a new node (start = end = start, next = after it, count 0): its index, or -1 */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_ps_new(fh_ps* ps, uint8_t typ, Py_ssize_t start) {
+        fh_node* nd;
+        if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
+        nd = &ps->nodes[ps->len];
+        nd->type = typ;
+        nd->flags = 0;
+        nd->start = (uint32_t)start;
+        nd->end = (uint32_t)start;
+        nd->next = (uint32_t)(ps->len + 1);
+        nd->count = 0;
+        return ps->len++;
+    }
+
+    static inline __attribute__((always_inline)) Py_ssize_t fh_ws(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        while (p < n) {
+            unsigned char c = s[p];
+            if (c > 0x20 || !(c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09)) break;
+            p++;
+        }
+        return p;
+    }
+
+    /* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_sclose(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
+        Py_ssize_t e = fh_str_quick(s, p, n);
+        *fl = 0;
+        if (e >= 0) return e;
+        return fh_sfast(s, p, n, fl);
+    }
+
+    /* the end of the run of digits at p, 8 bytes a step */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_digits(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        const uint64_t hi = 0xF0F0F0F0F0F0F0F0ULL, d0 = 0x3030303030303030ULL, six = 0x0606060606060606ULL;
+        uint64_t w, t;
+        while (p + 8 <= n) {
+            w = fh_load8(s + p);
+            /* nonzero bytes: not a digit (a carry out of a byte >= 0xFA only disturbs the
+               bytes after it, and it is not a digit itself) */
+            t = ((w & hi) ^ d0) | (((w + six) & hi) ^ d0);
+            if (t) return p + (__builtin_ctzll(t) >> 3);
+            p += 8;
+        }
+        while (p < n && (unsigned)(s[p] - 0x30) < 10u) p++;
+        return p;
+    }
+
+    /* the end of the number at p, or -1; *typ: FJ_INT or FJ_FLT */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_num(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, uint8_t* typ) {
+        *typ = FJ_INT;
+        if (s[p] == 0x2D) {
+            p++;
+            if (p >= n) return -1;
+        }
+        if (s[p] == 0x30) {
+            p++;
+        } else if ((unsigned)(s[p] - 0x31) < 9u) {
+            p = fh_digits(s, p + 1, n);
+        } else {
+            return -1;
+        }
+        if (p < n && s[p] == 0x2E) {
+            *typ = FJ_FLT;
+            p++;
+            if (p >= n || (unsigned)(s[p] - 0x30) >= 10u) return -1;
+            p = fh_digits(s, p + 1, n);
+        }
+        if (p < n && (s[p] | 0x20) == 0x65) {
+            *typ = FJ_FLT;
+            p++;
+            if (p < n && (s[p] == 0x2B || s[p] == 0x2D)) p++;
+            if (p >= n || (unsigned)(s[p] - 0x30) >= 10u) return -1;
+            p = fh_digits(s, p + 1, n);
+        }
+        return p;
+    }
+
+    /* the number of an escaped key s[p:e] (decoded first) */
+    static uint32_t fh_knum_esc(const unsigned char* s, Py_ssize_t p, Py_ssize_t e) {
+        char buf[256];
+        Py_ssize_t len;
+        if (e - p > 192) return 0xFFFFFFFFu;      /* decodes to more than 32 bytes */
+        len = fh_unescape(s, p, e, buf);
+        return fh_key_fast((const unsigned char*)buf, len, (const unsigned char*)buf + sizeof buf);
+    }
+
+    static inline __attribute__((always_inline)) Py_ssize_t fh_pstr(fh_ps* ps, Py_ssize_t pos) {
+        unsigned char fl;
+        Py_ssize_t idx, e = fh_sclose(ps->s, pos + 1, ps->n, &fl);
+        fh_node* nd;
+        if (e < 0) return -1;
+        if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
+        idx = ps->len++;
+        nd = &ps->nodes[idx];
+        nd->type = FJ_STR;
+        nd->flags = fl;
+        nd->start = (uint32_t)(pos + 1);
+        nd->end = (uint32_t)e;
+        nd->next = (uint32_t)(idx + 1);
+        nd->count = 0;
+        return e + 1;
+    }
+
+    static inline __attribute__((always_inline)) Py_ssize_t fh_pnum(fh_ps* ps, Py_ssize_t pos) {
+        uint8_t typ;
+        Py_ssize_t e = fh_num(ps->s, pos, ps->n, &typ), idx;
+        if (e < 0) return -1;
+        idx = fh_ps_new(ps, typ, pos);
+        if (idx < 0) return -1;
+        ps->nodes[idx].end = (uint32_t)e;
+        return e;
+    }
+
+    /* is s[p:] (up to n) the literal true / false / null? its length, or 0 */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_lit(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        uint32_t w;
+        if (p + 4 > n) return 0;
+        memcpy(&w, s + p, 4);
+        if (w == 0x65757274u || w == 0x6C6C756Eu) return 4;              /* "true", "null" */
+        if (w == 0x736C6166u && p + 5 <= n && s[p + 4] == 0x65) return 5; /* "false" */
+        return 0;
+    }
+
+    static inline __attribute__((always_inline)) Py_ssize_t fh_plit(fh_ps* ps, Py_ssize_t pos, Py_ssize_t ln, uint8_t typ) {
+        Py_ssize_t idx;
+        if (fh_lit(ps->s, pos, ps->n) != ln) return -1;
+        idx = fh_ps_new(ps, typ, pos);
+        if (idx < 0) return -1;
+        ps->nodes[idx].end = (uint32_t)(pos + ln);
+        return pos + ln;
+    }
+
+    /* whitespace is rare in captures: test one byte inline, loop only when there is some */
+    #define FH_WS(s, p, n) do { if ((p) < (n) && (s)[p] <= 0x20) (p) = fh_ws((s), (p), (n)); } while (0)
+
+    /* After a value or key: the separator sep (',' or ':') or, for sep ',', the close
+       byte. Returns the position after it (whitespace after a ',' or ':' skipped), with
+       *closed = 1 when it was the close; -1 when it is neither. */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_sep(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
+                                    unsigned char close, int* closed) {
+        if (pos >= n || s[pos] != 0x2C) {
+            pos = fh_ws(s, pos, n);
+            if (pos >= n) return -1;
+            if (s[pos] == close) { *closed = 1; return pos + 1; }
+            if (s[pos] != 0x2C) return -1;
+        }
+        pos++;
+        FH_WS(s, pos, n);
+        return pos;
+    }
+
+    static inline __attribute__((always_inline)) Py_ssize_t fh_colon(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n) {
+        if (pos >= n || s[pos] != 0x3A) {
+            pos = fh_ws(s, pos, n);
+            if (pos >= n || s[pos] != 0x3A) return -1;
+        }
+        pos++;
+        FH_WS(s, pos, n);
+        return pos;
+    }
+
+    static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth) {
+        const unsigned char* s = ps->s;
+        Py_ssize_t n = ps->n, k;
+        unsigned char c, close, fl;
+        uint8_t typ;
+        int closed = 0;
+        if (pos >= n) return -1;
+        c = s[pos];
+        if (c == 0x22) {
+            k = fh_sclose(s, pos + 1, n, &fl);
+            return k < 0 ? -1 : k + 1;
+        }
+        if (c == 0x7B || c == 0x5B) {
+            if (depth > ps->max_depth) return -1;
+            close = c == 0x7B ? 0x7D : 0x5D;
+            pos = fh_ws(s, pos + 1, n);
+            if (pos >= n) return -1;
+            if (s[pos] == close) return pos + 1;
+            for (;;) {
+                if (c == 0x7B) {
+                    if (pos >= n || s[pos] != 0x22) return -1;
+                    k = fh_sclose(s, pos + 1, n, &fl);
+                    if (k < 0) return -1;
+                    pos = fh_colon(s, k + 1, n);
+                    if (pos < 0) return -1;
+                }
+                if (pos < n && s[pos] == 0x22) {
+                    k = fh_sclose(s, pos + 1, n, &fl);
+                    if (k < 0) return -1;
+                    pos = k + 1;
+                } else {
+                    pos = fh_skip(ps, pos, depth + 1);
+                    if (pos < 0) return -1;
+                }
+                pos = fh_sep(s, pos, n, close, &closed);
+                if (pos < 0) return -1;
+                if (closed) return pos;
+            }
+        }
+        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
+        k = fh_lit(s, pos, n);
+        return k ? pos + k : -1;
+    }
+
+    static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
+
+    static Py_ssize_t fh_pobj(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+        const unsigned char* s = ps->s;
+        Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
+        uint32_t count = 0, kid;
+        unsigned char kfl, part = 0;
+        int closed = 0;
+        fh_node* nd;
+        if (depth > ps->max_depth) return -1;
+        idx = fh_ps_new(ps, FJ_OBJ, pos);
+        if (idx < 0) return -1;
+        pos = fh_ws(s, pos + 1, n);
+        if (pos >= n) return -1;
+        if (s[pos] == 0x7D) {
+            pos++;
+        } else {
+            while (!closed) {
+                if (pos >= n || s[pos] != 0x22) return -1;
+                kend = fh_sclose(s, pos + 1, n, &kfl);
+                if (kend < 0) return -1;
+                kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
+                kstart = pos + 1;
+                pos = fh_colon(s, kend + 1, n);
+                if (pos < 0) return -1;
+                if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
+                    part = 2;       /* F_PART */
+                    if (pos < n && s[pos] == 0x22) {
+                        unsigned char fl;
+                        Py_ssize_t k = fh_sclose(s, pos + 1, n, &fl);
+                        if (k < 0) return -1;
+                        pos = k + 1;
+                    } else {
+                        pos = fh_skip(ps, pos, depth + 1);
+                        if (pos < 0) return -1;
+                    }
+                } else {
+                    if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
+                    kidx = ps->len++;
+                    nd = &ps->nodes[kidx];
+                    nd->type = FJ_STR;
+                    nd->flags = kfl;
+                    nd->start = (uint32_t)kstart;
+                    nd->end = (uint32_t)kend;
+                    nd->next = (uint32_t)(kidx + 1);
+                    nd->count = kid;
+                    if (pos < n && s[pos] == 0x22)
+                        pos = fh_pstr(ps, pos);
+                    else if (pos < n && (s[pos] == 0x2D || (unsigned)(s[pos] - 0x30) < 10u))
+                        pos = fh_pnum(ps, pos);
+                    else
+                        pos = fh_pv(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
+                    if (pos < 0) return -1;
+                    count++;
+                }
+                pos = fh_sep(s, pos, n, 0x7D, &closed);
+                if (pos < 0) return -1;
+            }
+        }
+        nd = &ps->nodes[idx];
+        nd->end = (uint32_t)pos;
+        nd->count = count;
+        nd->flags = part;
+        nd->next = (uint32_t)ps->len;
+        return pos;
+    }
+
+    static Py_ssize_t fh_parr(fh_ps* ps, Py_ssize_t pos, int depth) {
+        const unsigned char* s = ps->s;
+        Py_ssize_t n = ps->n, idx;
+        uint32_t count = 0;
+        int closed = 0;
+        fh_node* nd;
+        if (depth > ps->max_depth) return -1;
+        idx = fh_ps_new(ps, FJ_ARR, pos);
+        if (idx < 0) return -1;
+        pos = fh_ws(s, pos + 1, n);
+        if (pos >= n) return -1;
+        if (s[pos] == 0x5D) {
+            pos++;
+        } else {
+            while (!closed) {
+                if (pos < n && s[pos] == 0x22)
+                    pos = fh_pstr(ps, pos);
+                else
+                    pos = fh_pv(ps, pos, depth + 1, 0);
+                if (pos < 0) return -1;
+                count++;
+                pos = fh_sep(s, pos, n, 0x5D, &closed);
+                if (pos < 0) return -1;
+            }
+        }
+        nd = &ps->nodes[idx];
+        nd->end = (uint32_t)pos;
+        nd->count = count;
+        nd->flags = 0;
+        nd->next = (uint32_t)ps->len;
+        return pos;
+    }
+
+    static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+        unsigned char c;
+        if (pos >= ps->n) return -1;
+        c = ps->s[pos];
+        if (c == 0x22) return fh_pstr(ps, pos);
+        if (c == 0x7B) return fh_pobj(ps, pos, depth, keep_all);
+        if (c == 0x5B) return fh_parr(ps, pos, depth);
+        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_pnum(ps, pos);
+        if (c == 0x74) return fh_plit(ps, pos, 4, FJ_TRUE);
+        if (c == 0x66) return fh_plit(ps, pos, 5, FJ_FALSE);
+        if (c == 0x6E) return fh_plit(ps, pos, 4, FJ_NULL);
+        return -1;
+    }
+
+    /* the whole line: 0 when it is valid JSON (the tape is made), -1 otherwise */
+    static int fh_parse_fast(fh_ps* ps) {
+        Py_ssize_t pos = fh_ws(ps->s, 0, ps->n);
+        ps->len = 0;
+        pos = fh_pv(ps, pos, 1, 0);
+        if (pos < 0) return -1;
+        pos = fh_ws(ps->s, pos, ps->n);
+        return pos == ps->n ? 0 : -1;
+    }
+    """
+    ctypedef struct fh_node:
+        pass
+    ctypedef struct fh_ps:
+        const unsigned char* s
+        Py_ssize_t n
+        fh_node* nodes
+        Py_ssize_t len
+        Py_ssize_t cap
+        int max_depth
+        uint32_t ky_id
+        int oom
+    int fh_parse_fast(fh_ps* ps) noexcept nogil
+    void fh_pk_add(const char* name, Py_ssize_t len, uint32_t id) noexcept nogil
+    int fh_pk_build() noexcept nogil
+    int fh_node_check(const void* p) noexcept nogil
+
+
+cdef int fast_layout_check() except -1:
+    cdef Node nd
+    nd.type = 1
+    nd.flags = 2
+    nd.start = 3
+    nd.end = 4
+    nd.next = 5
+    nd.count = 6
+    assert fh_node_check(&nd), "fh_node and Node disagree"
+    return 0
+
+fast_layout_check()
+
+
+cdef int fast_keys_init(names) except -1:
+    cdef bytes b
+    cdef int i
+    for i, name in enumerate(names):
+        b = name.encode()
+        fh_pk_add(b, len(b), i)
+    if fh_pk_build() != 0:
+        raise RuntimeError("firehose core: no perfect hash for the key table")
+    return 0
+
+fast_keys_init(KEY_NAMES)
+assert J_OBJ == 1 and J_ARR == 2 and J_STR == 3 and J_INT == 4 and J_FLT == 5 and J_TRUE == 6 \
+    and J_FALSE == 7 and J_NULL == 8 and F_PART == 2 and F_ESC == 1
+
+
+def _fast_scan_check(lines, int max_depth=64):
+    """For tests: scan each line (bytes) with the fast scan and with parse_slow and compare.
+    Returns (accepted by both, rejected by both, fast only, slow only, tapes differing): the
+    last three must be 0 except "slow only" (the fast scan may be stricter; never laxer)."""
+    cdef Tape t
+    cdef fh_ps ps
+    cdef Node* a
+    cdef Node* b
+    cdef Py_ssize_t i, alen
+    cdef int rf, rs
+    cdef const unsigned char* s
+    cdef bytes line
+    both = neither = fast_only = slow_only = differ = 0
+    memset(&t, 0, sizeof(Tape))
+    t.max_depth = max_depth
+    try:
+        for line in lines:
+            s = <const unsigned char*>(<char*>line)
+            ps.s = s
+            ps.n = len(line)
+            ps.nodes = NULL
+            ps.len = 0
+            ps.cap = 0
+            ps.max_depth = max_depth
+            ps.ky_id = KY_id
+            ps.oom = 0
+            rf = fh_parse_fast(&ps)
+            a = <Node*>ps.nodes
+            alen = ps.len
+            try:
+                if ps.oom:
+                    raise MemoryError()
+                rs = parse_slow(&t, s, len(line))
+                b = t.nodes
+                if rf == 0 and rs == E_OK:
+                    both += 1
+                    if alen != t.len:
+                        differ += 1
+                    else:
+                        for i in range(alen):
+                            if (a[i].type != b[i].type or a[i].flags != b[i].flags
+                                    or a[i].start != b[i].start or a[i].end != b[i].end
+                                    or a[i].next != b[i].next or a[i].count != b[i].count):
+                                differ += 1
+                                break
+                elif rf == 0:
+                    fast_only += 1
+                elif rs == E_OK:
+                    slow_only += 1
+                else:
+                    neither += 1
+            finally:
+                free(ps.nodes)
+    finally:
+        free(t.nodes)
+        buf_free(&t.mem)
+        buf_free(&t.keybuf)
+    return both, neither, fast_only, slow_only, differ
