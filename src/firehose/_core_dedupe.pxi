@@ -103,7 +103,9 @@ cdef extern from *:
         return h;
     }
     static inline Py_ssize_t fh_slot32(uint32_t k, Py_ssize_t cap) {
-        return (Py_ssize_t)(((uint64_t)fh_mix32(k) * (uint64_t)cap) >> 32);
+        /* the high half of k times a 64-bit odd constant: every bit of k reaches it */
+        uint64_t h = ((uint64_t)k * 0x9E3779B97F4A7C15ULL) >> 32;
+        return (Py_ssize_t)((h * (uint64_t)cap) >> 32);
     }
     static inline Py_ssize_t fh_probe32(const uint32_t* keys, Py_ssize_t cap, uint32_t key) {
         Py_ssize_t j = fh_slot32(key, cap);
