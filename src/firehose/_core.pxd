@@ -59,7 +59,7 @@ cdef struct Tape:
 # ---------------------------------------------------------------- dedupe
 cdef enum:
     DEDUPE_GENS = 12      # buckets: 5 in the window, bmax+1, 2 candidates, 1 being made, spare
-    DEDUPE_HOT = 4        # leaves tried before the bucket's directory is searched
+    DEDUPE_HOT = 8        # leaves tried before the bucket's directory is searched
 
 # (see _core_dedupe.pxi) a plain open-addressing table: the pre-snowflake ids
 cdef struct IdTable:

@@ -8,29 +8,39 @@
 # so a bucket is not one big hash table (every check a cache miss once it outgrows the cache, and
 # every growth a rehash of all of it into fresh memory) but a sorted run of small ones, "leaves",
 # each holding the ids of a contiguous id (= time) range: the few leaves near the stream's
-# present stay in cache. The leaf of the last id is tried first (two compares); otherwise the
-# bucket's leaves are searched from the newest end (galloping, then binary).
-#   * a leaf is an open-addressing table of bare 8-byte keys (mix64 hash, Lemire reduction,
-#     linear probing four slots a step), at most LEAF_MAX slots (< 128 KiB: malloc serves it
-#     from its heap, so memory freed by dropped buckets is reused without new page faults);
-#   * the newest leaf of a bucket doubles up to LEAF_MAX, other leaves grow 1.4x (load >= 0.5);
-#   * a full-size leaf at load 0.6 asked to take an id above its largest one is sealed as it is
-#     (no rehash) and a new leaf starts just above that largest id: an in-order stream only ever
-#     fills leaves; ids within its range (jitter, re-sends, backfill) fill it up to 0.7;
-#   * a full-size leaf at 0.7 is split at the midpoint of its smallest and largest ids into two
-#     leaves at load 0.5.
-# So a remembered id costs 11-16 bytes, plus per bucket the newest leaf's spare room (at most
-# 128 KiB, and only in buckets of 8 leaves or more, i.e. 78k ids) and 40 bytes of directory a leaf.
+# present stay in cache. The leaves of the last few ids the slow path saw (DEDUPE_HOT, two
+# compares each) are tried first; otherwise the bucket's leaves are searched from the newest end
+# (galloping, then binary).
+#   * a leaf is an open-addressing table (Lemire reduction, linear probing four slots a step),
+#     at most 128 KiB (malloc serves it from its heap); it is
+#       - narrow: 4-byte keys id - base + 1, for the ids base .. base + 2^32 - 2 only (~1.02 s of
+#         tweet time; multiply-high hash, SSE2 compares), up to NLEAF_MAX slots; or
+#       - wide: bare 8-byte keys (mix64 hash), any id of its range, up to LEAF_MAX slots;
+#   * leaves are made narrow. An id in a narrow leaf's range but outside its keys' span moves
+#     the span (empty leaf), makes the leaf wide (fewer than WIDEN_N ids: a sparse stream keeps
+#     8-byte keys) or cuts the range where the span ends: a new leaf just above the largest id
+#     (the stream moved on: the usual way a leaf is sealed), or below the span;
+#   * a new narrow leaf after a sealed one is sized for the ids per span of the fullest of the
+#     last three leaves at load ~0.6, if the bucket stays under 16 bytes an id with 64 KiB to
+#     spare (bucket_affords: each bucket counts its ids and bytes), else it starts small;
+#   * a narrow leaf doubles at load 0.7 (so >= 0.35: <= 11.4 bytes an id); the newest wide leaf
+#     of a bucket doubles, other wide leaves grow 1.4x (load >= 0.5);
+#   * a full-size leaf at load 0.6 asked to take an id above its largest one is sealed as it is;
+#     at 0.7 it is split at the midpoint of its smallest and largest ids (same width and base).
+# So a remembered id costs 6-10 bytes in a stream of more than ~130 ids a second, up to 16 in a
+# sparser one, plus 56 bytes of directory a leaf; what does not ask the bucket (a wide newest
+# leaf's doubling, small new leaves, directory growth) stays within the fixed 64 KiB.
 # Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
 #
 # The window moves with the newest bucket, bmax: by one bucket at once, but an id further ahead
 # (or any id before the first confirmation) is a jump that needs a second id within a window
-# of it (admitted_ahead). Until then its bucket is a candidate: remembered, never the hot leaf.
+# of it (admitted_ahead). Until then its bucket is a candidate: remembered, never a hot leaf.
 #
 # State bytes (dedupe_state): b"FHDEDUP1", bucket_ms, newest bucket, table count, then per
 # table: bucket (-1: the pre-snowflake table, last), zero flag, key count, keys (all <i8/<q). The
-# format predates the leaves (one table a bucket) and is unchanged: restoring re-inserts the ids;
-# tables above bmax + 1 are the unconfirmed jumps.
+# format predates the leaves (one table a bucket) and is unchanged: restoring re-inserts the ids
+# (in id order, so the leaves come out as a live stream's would); tables above bmax + 1 are the
+# unconfirmed jumps.
 
 cdef int64_t SNOWFLAKE_EPOCH = 1288834974657
 cdef int64_t SNOWFLAKE_MIN = 1 << 35
@@ -42,7 +52,7 @@ cdef int32_t LEAF_MIN = 64          # slots of a leaf made inside a range
 cdef int32_t LEAF_MAX = 16380       # slots: just under 128 KiB (malloc keeps it off mmap), ~9,800 ids
 cdef int32_t NLEAF_MAX = 32760      # slots of a narrow leaf (4-byte keys): the same 128 KiB
 cdef int64_t NARROW_SPAN = 0xFFFFFFFF   # ids a narrow leaf's keys can hold (~1.02 s of tweet time)
-cdef int32_t WIDEN_N = 1024         # a narrow leaf with fewer ids is made wide, not cut, when an
+cdef int32_t WIDEN_N = 128          # a narrow leaf with fewer ids is made wide, not cut, when an
                                     # id outside its keys' span comes
 
 
