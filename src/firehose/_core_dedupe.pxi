@@ -27,8 +27,8 @@
 #     of a bucket doubles, other wide leaves grow 1.4x (load >= 0.5);
 #   * a full-size leaf at load 0.6 asked to take an id above its largest one is sealed as it is;
 #     at 0.7 it is split at the midpoint of its smallest and largest ids (same width and base).
-# So a remembered id costs 6-10 bytes in a stream of more than ~130 ids a second, up to 16 in a
-# sparser one, plus 56 bytes of directory a leaf; what does not ask the bucket (a wide newest
+# So a remembered id costs 6-10 bytes in a dense stream, up to 16 where leaves are wide, plus 56
+# bytes of directory a leaf; what does not ask the bucket (a wide newest
 # leaf's doubling, small new leaves, directory growth) stays within the fixed 64 KiB.
 # Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
 #
