@@ -59,6 +59,7 @@ cdef struct Tape:
 # ---------------------------------------------------------------- dedupe
 cdef enum:
     DEDUPE_GENS = 12      # buckets: 5 in the window, bmax+1, 2 candidates, 1 being made, spare
+    DEDUPE_HOT = 8        # leaves tried before the bucket's directory is searched
 
 # (see _core_dedupe.pxi) a plain open-addressing table: the pre-snowflake ids
 cdef struct IdTable:
@@ -67,15 +68,25 @@ cdef struct IdTable:
     Py_ssize_t n
     bint has_zero
 
-# a small open-addressing table of the snowflake ids from lo up to the next leaf's lo
+# a small open-addressing table of the snowflake ids from lo up to the next leaf's lo: narrow
+# (4-byte keys id - base + 1, for ids base .. base + 2^32 - 2 only) or wide (8-byte keys, any id)
 cdef struct Leaf:
-    int64_t* keys
+    void* keys            # uint32_t[cap] (narrow) or int64_t[cap] (wide); 0 = empty
     int64_t lo
     int64_t top           # the largest id held (lo - 1 while empty)
+    int64_t base          # narrow: the smallest id the keys can hold
     int32_t cap
     int32_t n
     int32_t limit         # at n == limit an insert above top first grows or seals the leaf,
     int32_t hard          # at n == hard any insert first grows or splits it
+    int32_t wide
+
+# a leaf tried first for the ids lo..hi (its range, and, narrow, its keys' span)
+cdef struct HotLeaf:
+    int64_t lo
+    int64_t hi
+    Leaf* leaf
+    Py_ssize_t* count     # its bucket's id count
 
 # one time bucket (window/4 of tweet time): its leaves, in id order, tile [lo, hi]
 cdef struct Bucket:
@@ -85,6 +96,8 @@ cdef struct Bucket:
     Leaf* leaves
     Py_ssize_t nleaves
     Py_ssize_t cap_leaves
+    Py_ssize_t n          # ids held
+    Py_ssize_t nbytes     # bytes of its keys and directory
 
 
 # ---------------------------------------------------------------- reject records
@@ -117,10 +130,9 @@ cdef struct State:
     int ncand
     bint loading          # restoring a state: no window moves, no candidates
     IdTable legacy
-    Leaf* hot             # the leaf of the last id, covering ids hot_lo..hot_hi,
-    Bucket* hot_bucket    # in this bucket
-    int64_t hot_lo
-    int64_t hot_hi
+    HotLeaf hot[DEDUPE_HOT]   # the leaves of the last few ids found or added by the slow path
+    int nexthot               # the entry to replace next (round robin)
+    Bucket* hot_bucket    # the bucket of the last such id
     # limits
     Py_ssize_t max_line_bytes
     Py_ssize_t batch_size

@@ -8,29 +8,39 @@
 # so a bucket is not one big hash table (every check a cache miss once it outgrows the cache, and
 # every growth a rehash of all of it into fresh memory) but a sorted run of small ones, "leaves",
 # each holding the ids of a contiguous id (= time) range: the few leaves near the stream's
-# present stay in cache. The leaf of the last id is tried first (two compares); otherwise the
-# bucket's leaves are searched from the newest end (galloping, then binary).
-#   * a leaf is an open-addressing table of bare 8-byte keys (mix64 hash, Lemire reduction,
-#     linear probing four slots a step), at most LEAF_MAX slots (< 128 KiB: malloc serves it
-#     from its heap, so memory freed by dropped buckets is reused without new page faults);
-#   * the newest leaf of a bucket doubles up to LEAF_MAX, other leaves grow 1.4x (load >= 0.5);
-#   * a full-size leaf at load 0.6 asked to take an id above its largest one is sealed as it is
-#     (no rehash) and a new leaf starts just above that largest id: an in-order stream only ever
-#     fills leaves; ids within its range (jitter, re-sends, backfill) fill it up to 0.7;
-#   * a full-size leaf at 0.7 is split at the midpoint of its smallest and largest ids into two
-#     leaves at load 0.5.
-# So a remembered id costs 11-16 bytes, plus per bucket the newest leaf's spare room (at most
-# 128 KiB, and only in buckets of 8 leaves or more, i.e. 78k ids) and 40 bytes of directory a leaf.
+# present stay in cache. The leaves of the last few ids the slow path saw (DEDUPE_HOT, two
+# compares each) are tried first; otherwise the bucket's leaves are searched from the newest end
+# (galloping, then binary).
+#   * a leaf is an open-addressing table (Lemire reduction, linear probing four slots a step),
+#     at most 128 KiB (malloc serves it from its heap); it is
+#       - narrow: 4-byte keys id - base + 1, for the ids base .. base + 2^32 - 2 only (~1.02 s of
+#         tweet time; multiply-high hash, SSE2 compares), up to NLEAF_MAX slots; or
+#       - wide: bare 8-byte keys (mix64 hash), any id of its range, up to LEAF_MAX slots;
+#   * leaves are made narrow. An id in a narrow leaf's range but outside its keys' span moves
+#     the span (empty leaf), makes the leaf wide (fewer than WIDEN_N ids: a sparse stream keeps
+#     8-byte keys) or cuts the range where the span ends: a new leaf just above the largest id
+#     (the stream moved on: the usual way a leaf is sealed), or below the span;
+#   * a new narrow leaf after a sealed one is sized for the ids per span of the fullest of the
+#     last three leaves at load ~0.6, if the bucket stays under 16 bytes an id with 64 KiB to
+#     spare (bucket_affords: each bucket counts its ids and bytes), else it starts small;
+#   * a narrow leaf doubles at load 0.7 (so >= 0.35: <= 11.4 bytes an id); the newest wide leaf
+#     of a bucket doubles, other wide leaves grow 1.4x (load >= 0.5);
+#   * a full-size leaf at load 0.6 asked to take an id above its largest one is sealed as it is;
+#     at 0.7 it is split at the midpoint of its smallest and largest ids (same width and base).
+# So a remembered id costs 6-10 bytes in a dense stream, up to 16 where leaves are wide, plus 56
+# bytes of directory a leaf; what does not ask the bucket (a wide newest
+# leaf's doubling, small new leaves, directory growth) stays within the fixed 64 KiB.
 # Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
 #
 # The window moves with the newest bucket, bmax: by one bucket at once, but an id further ahead
 # (or any id before the first confirmation) is a jump that needs a second id within a window
-# of it (admitted_ahead). Until then its bucket is a candidate: remembered, never the hot leaf.
+# of it (admitted_ahead). Until then its bucket is a candidate: remembered, never a hot leaf.
 #
 # State bytes (dedupe_state): b"FHDEDUP1", bucket_ms, newest bucket, table count, then per
 # table: bucket (-1: the pre-snowflake table, last), zero flag, key count, keys (all <i8/<q). The
-# format predates the leaves (one table a bucket) and is unchanged: restoring re-inserts the ids;
-# tables above bmax + 1 are the unconfirmed jumps.
+# format predates the leaves (one table a bucket) and is unchanged: restoring re-inserts the ids
+# (in id order, so the leaves come out as a live stream's would); tables above bmax + 1 are the
+# unconfirmed jumps.
 
 cdef int64_t SNOWFLAKE_EPOCH = 1288834974657
 cdef int64_t SNOWFLAKE_MIN = 1 << 35
@@ -40,10 +50,17 @@ cdef int KEEP_BUCKETS = 4           # buckets bmax-4 .. bmax stay
 cdef Py_ssize_t TABLE_MIN = 1024    # the pre-snowflake table's first size
 cdef int32_t LEAF_MIN = 64          # slots of a leaf made inside a range
 cdef int32_t LEAF_MAX = 16380       # slots: just under 128 KiB (malloc keeps it off mmap), ~9,800 ids
+cdef int32_t NLEAF_MAX = 32760      # slots of a narrow leaf (4-byte keys): the same 128 KiB
+cdef int64_t NARROW_SPAN = 0xFFFFFFFF   # ids a narrow leaf's keys can hold (~1.02 s of tweet time)
+cdef int32_t WIDEN_N = 128          # a narrow leaf with fewer ids is made wide, not cut, when an
+                                    # id outside its keys' span comes
 
 
 cdef extern from *:
     """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
     static inline uint64_t fh_mix64(uint64_t k) {
         k ^= k >> 33;
         k *= 0xff51afd7ed558ccdULL;
@@ -86,6 +103,56 @@ cdef extern from *:
             }
         }
     }
+    /* the same for a narrow leaf's 4-byte keys: murmur3's finaliser, four slots a compare */
+    static inline uint32_t fh_mix32(uint32_t h) {
+        h ^= h >> 16;
+        h *= 0x85ebca6bU;
+        h ^= h >> 13;
+        h *= 0xc2b2ae35U;
+        h ^= h >> 16;
+        return h;
+    }
+    static inline Py_ssize_t fh_slot32(uint32_t k, Py_ssize_t cap) {
+        /* the high half of k times a 64-bit odd constant: every bit of k reaches it */
+        uint64_t h = ((uint64_t)k * 0x9E3779B97F4A7C15ULL) >> 32;
+        return (Py_ssize_t)((h * (uint64_t)cap) >> 32);
+    }
+    static inline Py_ssize_t fh_probe32(const uint32_t* keys, Py_ssize_t cap, uint32_t key) {
+        Py_ssize_t j = fh_slot32(key, cap);
+    #if defined(__SSE2__)
+        const __m128i kk = _mm_set1_epi32((int)key), zz = _mm_setzero_si128();
+    #endif
+        for (;;) {
+            if (j + 4 <= cap) {
+                unsigned eq, e;
+    #if defined(__SSE2__)
+                __m128i v = _mm_loadu_si128((const __m128i*)(keys + j));
+                eq = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, kk)));
+                e = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, zz)));
+    #else
+                const uint32_t* p = keys + j;
+                eq = (p[0] == key) | (p[1] == key) | (p[2] == key) | (p[3] == key);
+                e = (unsigned)(p[0] == 0) | (unsigned)(p[1] == 0) << 1 | (unsigned)(p[2] == 0) << 2
+                    | (unsigned)(p[3] == 0) << 3;
+    #endif
+                if (eq)
+                    return -1;
+                if (e)
+                    return j + __builtin_ctz(e);
+                j += 4;
+                if (j == cap)
+                    j = 0;
+            } else {
+                uint32_t k = keys[j];
+                if (k == key)
+                    return -1;
+                if (k == 0)
+                    return j;
+                if (++j == cap)
+                    j = 0;
+            }
+        }
+    }
     static int fh_cmp_i64(const void* a, const void* b) {
         int64_t x = *(const int64_t*)a, y = *(const int64_t*)b;
         return (x > y) - (x < y);
@@ -95,6 +162,8 @@ cdef extern from *:
     Py_ssize_t slot_of "fh_slot_of"(uint64_t h, Py_ssize_t cap) noexcept nogil
     Py_ssize_t probe "fh_probe"(const int64_t* keys, Py_ssize_t cap, int64_t key) noexcept nogil
     int cmp_i64 "fh_cmp_i64"(const void* a, const void* b) noexcept nogil
+    Py_ssize_t slot32 "fh_slot32"(uint32_t k, Py_ssize_t cap) noexcept nogil
+    Py_ssize_t probe32 "fh_probe32"(const uint32_t* keys, Py_ssize_t cap, uint32_t key) noexcept nogil
 
 
 cdef inline void* dd_calloc(Py_ssize_t n, Py_ssize_t size) except NULL nogil:
@@ -175,56 +244,102 @@ cdef int table_add(IdTable* tb, int64_t key) except -1 nogil:
 
 # ---------------------------------------------------------------- leaves
 
+cdef inline int32_t leaf_maxcap(Leaf* L) noexcept nogil:
+    return LEAF_MAX if L.wide else NLEAF_MAX
+
+
 cdef inline void leaf_limits(Leaf* L) noexcept nogil:
     # a full-size leaf takes ids above its largest one up to load 0.6 (then it is sealed), ids
     # within its range up to 0.7 (then it is split); a smaller one grows at 0.7
     L.hard = <int32_t>((<int64_t>L.cap * 7) // 10)
-    L.limit = <int32_t>((<int64_t>L.cap * 6) // 10) if L.cap >= LEAF_MAX else L.hard
+    L.limit = <int32_t>((<int64_t>L.cap * 6) // 10) if L.cap >= leaf_maxcap(L) else L.hard
 
 
-cdef int leaf_init(Leaf* L, int64_t lo, int32_t cap) except -1 nogil:
-    L.keys = <int64_t*>dd_calloc(cap, 8)
+cdef int leaf_init(Bucket* B, Leaf* L, int64_t lo, int32_t cap, bint wide) except -1 nogil:
+    """An empty leaf of B from lo; a narrow one's keys start at lo (an empty leaf may move them)."""
+    L.keys = dd_calloc(cap, 8 if wide else 4)
+    B.nbytes += cap * (8 if wide else 4)
     L.lo = lo
     L.top = lo - 1
+    L.base = lo
     L.cap = cap
     L.n = 0
+    L.wide = wide
     leaf_limits(L)
     return 0
 
 
-cdef inline void leaf_put(Leaf* L, int64_t key) noexcept nogil:
-    """Insert a key known to be absent, with room for it."""
+cdef inline void leaf_put64(Leaf* L, int64_t key) noexcept nogil:
+    """Insert a key known to be absent, with room for it (wide leaf)."""
+    cdef int64_t* keys = <int64_t*>L.keys
     cdef Py_ssize_t j = slot_of(mix64(<uint64_t>key), L.cap)
-    while L.keys[j] != 0:
+    while keys[j] != 0:
         j += 1
         if j == L.cap:
             j = 0
-    L.keys[j] = key
+    keys[j] = key
     L.n += 1
-    if key > L.top:
-        L.top = key
 
 
-cdef int leaf_resize(Leaf* L, int32_t cap) except -1 nogil:
-    cdef int64_t* old = L.keys
+cdef inline void leaf_put32(Leaf* L, uint32_t k) noexcept nogil:
+    """Insert a narrow key (id - base + 1) known to be absent, with room for it."""
+    cdef uint32_t* keys = <uint32_t*>L.keys
+    cdef Py_ssize_t j = slot32(k, L.cap)
+    while keys[j] != 0:
+        j += 1
+        if j == L.cap:
+            j = 0
+    keys[j] = k
+    L.n += 1
+
+
+cdef inline int64_t leaf_id(Leaf* L, Py_ssize_t j) noexcept nogil:
+    """The id in slot j (0: empty)."""
+    cdef uint32_t k
+    if L.wide:
+        return (<int64_t*>L.keys)[j]
+    k = (<uint32_t*>L.keys)[j]
+    return L.base + k - 1 if k != 0 else 0
+
+
+cdef int leaf_resize(Bucket* B, Leaf* L, int32_t cap, bint wide) except -1 nogil:
+    """Re-make leaf L of B with cap slots (wide: 8-byte keys), same ids, range and base."""
+    cdef void* old = L.keys
     cdef int32_t oldcap = L.cap, i
-    L.keys = <int64_t*>dd_calloc(cap, 8)
+    cdef bint oldwide = L.wide
+    cdef int64_t base = L.base
+    cdef uint32_t k
+    L.keys = dd_calloc(cap, 8 if wide else 4)
+    B.nbytes += cap * (8 if wide else 4) - oldcap * (8 if oldwide else 4)
     L.cap = cap
     L.n = 0
+    L.wide = wide
     leaf_limits(L)
-    for i in range(oldcap):
-        if old[i] != 0:
-            leaf_put(L, old[i])
+    if oldwide:
+        for i in range(oldcap):
+            if (<int64_t*>old)[i] != 0:
+                leaf_put64(L, (<int64_t*>old)[i])
+    elif wide:
+        for i in range(oldcap):
+            k = (<uint32_t*>old)[i]
+            if k != 0:
+                leaf_put64(L, base + k - 1)
+    else:
+        for i in range(oldcap):
+            k = (<uint32_t*>old)[i]
+            if k != 0:
+                leaf_put32(L, k)
     free(old)
     return 0
 
 
-cdef int32_t cap_for(Py_ssize_t n) noexcept nogil:
-    """Slots for n keys at load 0.5 (within [LEAF_MIN, LEAF_MAX])."""
+cdef int32_t cap_for(Py_ssize_t n, bint wide) noexcept nogil:
+    """Slots for n keys at load 0.5 (within [LEAF_MIN, the width's maximum])."""
+    cdef int32_t mx = LEAF_MAX if wide else NLEAF_MAX
     if n * 2 < LEAF_MIN:
         return LEAF_MIN
-    if n * 2 > LEAF_MAX:
-        return LEAF_MAX
+    if n * 2 > mx:
+        return mx
     return <int32_t>(n * 2)
 
 
@@ -237,6 +352,7 @@ cdef Leaf* leaf_insert_at(Bucket* B, Py_ssize_t i) except NULL nogil:
             with gil:
                 raise MemoryError("firehose core: out of memory for the dedupe tables")
         B.leaves = grown
+        B.nbytes += B.cap_leaves * sizeof(Leaf)
         B.cap_leaves *= 2
     memmove(&B.leaves[i + 1], &B.leaves[i], (B.nleaves - i) * sizeof(Leaf))
     B.nleaves += 1
@@ -244,63 +360,135 @@ cdef Leaf* leaf_insert_at(Bucket* B, Py_ssize_t i) except NULL nogil:
 
 
 cdef int leaf_split(Bucket* B, Py_ssize_t i) except -1 nogil:
-    """Split full leaf i at the midpoint of its smallest and largest ids."""
+    """Split full leaf i at the midpoint of its smallest and largest ids (both halves keep its
+    width and, narrow, its base)."""
     cdef Leaf* L = &B.leaves[i]
-    cdef int64_t* old = L.keys
+    cdef void* old = L.keys
     cdef int32_t oldcap = L.cap, j
-    cdef int64_t lo = L.lo, top = L.top, mn = I64_MAX, mid, k
+    cdef bint wide = L.wide
+    cdef int64_t lo = L.lo, top = L.top, base = L.base, mn = I64_MAX, mid, k, topl = lo - 1
     cdef Py_ssize_t nleft = 0, nright
+    cdef uint32_t k32, mid32
     for j in range(oldcap):
-        k = old[j]
+        k = leaf_id(L, j)
         if k != 0 and k < mn:
             mn = k
     mid = mn + (top - mn) // 2              # mn < top: a full leaf holds many ids
     for j in range(oldcap):
-        if old[j] != 0 and old[j] <= mid:
+        k = leaf_id(L, j)
+        if k != 0 and k <= mid:
             nleft += 1
+            if k > topl:
+                topl = k
     nright = L.n - nleft
-    leaf_init(L, lo, cap_for(nleft))
+    B.nbytes -= oldcap * (8 if wide else 4)
+    leaf_init(B, L, lo, cap_for(nleft, wide), wide)
+    L.base = base
     L = leaf_insert_at(B, i + 1)            # (may move the directory: L is re-read below)
-    leaf_init(L, mid + 1, cap_for(nright))
+    leaf_init(B, L, mid + 1, cap_for(nright, wide), wide)
+    L.base = base
     L = &B.leaves[i]
-    for j in range(oldcap):
-        k = old[j]
-        if k != 0:
-            if k <= mid:
-                leaf_put(L, k)
-            else:
-                leaf_put(L + 1, k)
+    if wide:
+        for j in range(oldcap):
+            k = (<int64_t*>old)[j]
+            if k != 0:
+                if k <= mid:
+                    leaf_put64(L, k)
+                else:
+                    leaf_put64(L + 1, k)
+    else:
+        mid32 = <uint32_t>(mid - base + 1)
+        for j in range(oldcap):
+            k32 = (<uint32_t*>old)[j]
+            if k32 != 0:
+                if k32 <= mid32:
+                    leaf_put32(L, k32)
+                else:
+                    leaf_put32(L + 1, k32)
+    L.top = topl
+    (L + 1).top = top
     free(old)
     return 0
 
 
+cdef inline bint bucket_affords(Bucket* B, Py_ssize_t extra) noexcept nogil:
+    """Whether B can take extra bytes and still hold under 16 bytes an id with 64 KiB to spare
+    (room for a wide newest leaf's doubling, directory growth, small new leaves: the growth
+    that does not ask)."""
+    return B.nbytes + extra + 65536 <= 16 * B.n
+
+
+cdef int32_t presize(Bucket* B, Py_ssize_t i) noexcept nogil:
+    """Slots for a new narrow leaf after leaf i (sealed): room for twice the ids that the
+    fullest of the last three leaves holds per narrow span (under delivery jitter the newest
+    ones are still filling), if the bucket affords it, so that a steady stream does not
+    rehash; else the smallest leaf."""
+    cdef Py_ssize_t j
+    cdef int64_t m = 0, est, span
+    cdef int32_t cap
+    cdef Leaf* L
+    for j in range(i - 2 if i >= 2 else 0, i + 1):
+        L = &B.leaves[j]
+        span = L.top - L.lo + 1
+        est = L.n if span <= NARROW_SPAN else (<int64_t>L.n << 32) // span
+        if est > m:
+            m = est
+    cap = cap_for((m * 4) // 5, False)      # (1.6 slots an id: load ~0.6 once full)
+    if cap > LEAF_MIN and not bucket_affords(B, cap * 4):
+        cap = LEAF_MIN
+    return cap
+
+
 cdef int leaf_make_room(Bucket* B, Py_ssize_t i, int64_t key) except -1 nogil:
-    """Leaf i is at its limit and key (within its range, absent) is to go in: grow it, seal it
-    (a new leaf above its largest id) or split it."""
+    """Leaf i is at its limit and key (within its range and span, absent) is to go in: grow it,
+    seal it (a new leaf above its largest id) or split it."""
     cdef Leaf* L = &B.leaves[i]
     cdef int64_t top = L.top
-    cdef int32_t cap
-    if L.cap < LEAF_MAX:
-        # the newest leaf of a bucket doubles (it will most likely fill up to LEAF_MAX and be
-        # sealed; one rehash an id instead of 2.5); others grow 1.4x, staying at load >= 0.5
-        if i + 1 == B.nleaves:
+    cdef int32_t cap, mx = leaf_maxcap(L)
+    cdef bint wide = L.wide
+    if L.cap < mx:
+        # a narrow leaf doubles (load >= 0.35: at most 11.4 bytes an id); the newest wide leaf
+        # of a bucket doubles (it will most likely fill up to LEAF_MAX and be sealed; one rehash
+        # an id instead of 2.5); other wide ones grow 1.4x, staying at load >= 0.5
+        if not wide or i + 1 == B.nleaves:
             cap = L.cap * 2
         else:
             cap = <int32_t>((<int64_t>L.cap * 7) // 5 + 1)
-        return leaf_resize(L, cap if cap < LEAF_MAX else LEAF_MAX)
+        return leaf_resize(B, L, cap if cap < mx else mx, wide)
     if key > top:
-        # seal: an in-order stream moves on to a new leaf. The newest one of a bucket starts in
-        # full once the bucket holds 8 leaves (the unused part is then < 2 bytes an id), at a
-        # quarter of it before (two doublings)
-        if i + 1 < B.nleaves:
-            cap = LEAF_MIN
-        elif B.nleaves >= 8:
-            cap = LEAF_MAX
-        else:
-            cap = LEAF_MAX // 4
+        # seal: an in-order stream moves on to a new (narrow) leaf, sized for it if newest
         L = leaf_insert_at(B, i + 1)
-        return leaf_init(L, top + 1, cap)
+        cap = presize(B, i) if i + 2 == B.nleaves else LEAF_MIN
+        return leaf_init(B, L, top + 1, cap, False)
     return leaf_split(B, i)
+
+
+cdef int leaf_rewindow(Bucket* B, Py_ssize_t i, int64_t key) except -1 nogil:
+    """key is in the range of narrow leaf i but outside its keys' span: move the span (empty
+    leaf), make the leaf wide (few ids), or cut the range where the span ends: a new leaf above
+    the largest id, or below the span."""
+    cdef Leaf* L = &B.leaves[i]
+    cdef int64_t hi = B.leaves[i + 1].lo - 1 if i + 1 < B.nleaves else B.hi
+    cdef int64_t base, lo
+    cdef int32_t cap
+    if L.n == 0:
+        base = key - NARROW_SPAN // 2
+        if base > hi - NARROW_SPAN + 1:
+            base = hi - NARROW_SPAN + 1
+        if base < L.lo:
+            base = L.lo
+        L.base = base
+        return 0
+    if L.n < WIDEN_N:
+        return leaf_resize(B, L, cap_for(L.n + 1, True), True)
+    if key > L.top:
+        cap = presize(B, i)
+        L = leaf_insert_at(B, i + 1)
+        return leaf_init(B, L, B.leaves[i].top + 1, cap, False)
+    lo = L.lo                               # key < base: all the ids are above it
+    L.lo = L.base
+    L = leaf_insert_at(B, i)
+    return leaf_init(B, L, lo, LEAF_MIN, False)
 
 
 cdef inline Py_ssize_t leaf_index(Bucket* B, int64_t key) noexcept nogil:
@@ -355,13 +543,17 @@ cdef void bucket_free(Bucket* B) noexcept nogil:
     free(B.leaves)
     B.leaves = NULL
     B.nleaves = B.cap_leaves = 0
+    B.n = B.nbytes = 0
 
 
 cdef inline void hot_reset(State* st) noexcept nogil:
-    st.hot = NULL
+    cdef int h
+    for h in range(DEDUPE_HOT):
+        st.hot[h].lo = 1
+        st.hot[h].hi = 0
+        st.hot[h].leaf = NULL
+    st.nexthot = 0
     st.hot_bucket = NULL
-    st.hot_lo = 1
-    st.hot_hi = 0
 
 
 cdef void forget_buckets(State* st, int64_t lo, int64_t hi) noexcept nogil:
@@ -409,8 +601,9 @@ cdef Bucket* bucket_get(State* st, int64_t b) except NULL nogil:
     B.hi = I64_MAX if hi == I64_MAX else hi - 1
     B.leaves = <Leaf*>dd_calloc(4, sizeof(Leaf))
     B.cap_leaves = 4
+    B.nbytes = 4 * sizeof(Leaf)
     B.nleaves = 1
-    leaf_init(&B.leaves[0], B.lo, LEAF_MIN)
+    leaf_init(B, &B.leaves[0], B.lo, LEAF_MIN, False)
     st.ngens += 1
     return B
 
@@ -446,18 +639,48 @@ cdef void admitted_ahead(State* st, int64_t b) noexcept nogil:
 
 
 cdef inline void set_hot(State* st, Bucket* B, Py_ssize_t i) noexcept nogil:
-    """Make leaf i of B the first one tried, unless B is ahead of the window (its inserts must
-    go through admitted_ahead)."""
+    """Make leaf i of B one of the first tried (for the ids of its range its keys can hold),
+    unless B is ahead of the window (its inserts must go through admitted_ahead)."""
+    cdef Leaf* L = &B.leaves[i]
+    cdef HotLeaf* h
+    cdef int64_t lo, hi
     if B.b > st.bmax:
-        hot_reset(st)
         return
-    st.hot = &B.leaves[i]
     st.hot_bucket = B
-    st.hot_lo = B.leaves[i].lo
-    st.hot_hi = B.leaves[i + 1].lo - 1 if i + 1 < B.nleaves else B.hi
+    lo = L.lo
+    hi = B.leaves[i + 1].lo - 1 if i + 1 < B.nleaves else B.hi
+    if not L.wide:
+        if lo < L.base:
+            lo = L.base
+        if hi > L.base + NARROW_SPAN - 1:
+            hi = L.base + NARROW_SPAN - 1
+    h = &st.hot[st.nexthot]
+    st.nexthot = (st.nexthot + 1) & (DEDUPE_HOT - 1)
+    h.lo = lo
+    h.hi = hi
+    h.leaf = L
+    h.count = &B.n
 
 
 # ---------------------------------------------------------------- admission
+
+cdef inline Py_ssize_t leaf_probe(Leaf* L, int64_t tid) noexcept nogil:
+    """-1 if tid is in leaf L, else the empty slot for it (tid within L's range and span)."""
+    if L.wide:
+        return probe(<int64_t*>L.keys, L.cap, tid)
+    return probe32(<uint32_t*>L.keys, L.cap, <uint32_t>(tid - L.base + 1))
+
+
+cdef inline void leaf_store(Bucket* B, Leaf* L, Py_ssize_t j, int64_t tid) noexcept nogil:
+    B.n += 1
+    if L.wide:
+        (<int64_t*>L.keys)[j] = tid
+    else:
+        (<uint32_t*>L.keys)[j] = <uint32_t>(tid - L.base + 1)
+    L.n += 1
+    if tid > L.top:
+        L.top = tid
+
 
 cdef int remember_slow(State* st, int64_t tid) except -1 nogil:
     """remember() for an id outside the hot leaf: find (or make) its bucket and leaf."""
@@ -475,15 +698,16 @@ cdef int remember_slow(State* st, int64_t tid) except -1 nogil:
     while True:
         i = leaf_index(B, tid)
         L = &B.leaves[i]
-        j = probe(L.keys, L.cap, tid)
+        if not L.wide and (tid < L.base or tid - L.base >= NARROW_SPAN):
+            hot_reset(st)
+            leaf_rewindow(B, i, tid)
+            continue
+        j = leaf_probe(L, tid)
         if j < 0:
             set_hot(st, B, i)
             return 0
         if L.n < L.limit or (tid < L.top and L.n < L.hard):
-            L.keys[j] = tid
-            L.n += 1
-            if tid > L.top:
-                L.top = tid
+            leaf_store(B, L, j, tid)
             if B.b > st.bmax and not st.loading:
                 admitted_ahead(st, B.b)
             else:
@@ -496,19 +720,40 @@ cdef int remember_slow(State* st, int64_t tid) except -1 nogil:
 cdef inline int remember(State* st, int64_t tid) except -1 nogil:
     """1 if tid is new (now remembered), 0 if remembered already, 2 if its bucket is forgotten.
     The hot leaf is never in a bucket ahead of bmax, so an insert there needs no window check."""
-    cdef Leaf* L
+    cdef Leaf* L = NULL
     cdef Py_ssize_t j
-    if st.hot_lo <= tid <= st.hot_hi:
-        L = st.hot
-        j = probe(L.keys, L.cap, tid)
-        if j < 0:
-            return 0
-        if L.n < L.limit or (tid < L.top and L.n < L.hard):
-            L.keys[j] = tid
-            L.n += 1
-            if tid > L.top:
-                L.top = tid
-            return 1
+    cdef Py_ssize_t* count = NULL
+    cdef uint32_t k
+    cdef int h
+    for h in range(DEDUPE_HOT):
+        if st.hot[h].lo <= tid <= st.hot[h].hi:
+            L = st.hot[h].leaf
+            count = st.hot[h].count
+            break
+    if L != NULL:
+        if not L.wide:
+            k = <uint32_t>(tid - L.base + 1)
+            j = probe32(<uint32_t*>L.keys, L.cap, k)
+            if j < 0:
+                return 0
+            if L.n < L.limit or (tid < L.top and L.n < L.hard):
+                (<uint32_t*>L.keys)[j] = k
+                L.n += 1
+                count[0] += 1
+                if tid > L.top:
+                    L.top = tid
+                return 1
+        else:
+            j = probe(<int64_t*>L.keys, L.cap, tid)
+            if j < 0:
+                return 0
+            if L.n < L.limit or (tid < L.top and L.n < L.hard):
+                (<int64_t*>L.keys)[j] = tid
+                L.n += 1
+                count[0] += 1
+                if tid > L.top:
+                    L.top = tid
+                return 1
     return remember_slow(st, tid)
 
 
@@ -559,13 +804,15 @@ cdef object bucket_keys(Bucket* B):
     """The ids of bucket B (leaf order) as bytes of <i8."""
     cdef Py_ssize_t j, l, pos = 0
     cdef Leaf* L
+    cdef int64_t k
     keys = bytearray(8 * bucket_count(B))
     cdef int64_t* out = <int64_t*><char*>keys
     for l in range(B.nleaves):
         L = &B.leaves[l]
         for j in range(L.cap):
-            if L.keys[j] != 0:
-                out[pos] = L.keys[j]
+            k = leaf_id(L, j)
+            if k != 0:
+                out[pos] = k
                 pos += 1
     return bytes(keys)
 
@@ -706,5 +953,5 @@ cdef object dedupe_memory(State* st):
         n += bucket_count(&st.gens[i])
         b += st.gens[i].cap_leaves * sizeof(Leaf)
         for l in range(st.gens[i].nleaves):
-            b += st.gens[i].leaves[l].cap * 8
+            b += st.gens[i].leaves[l].cap * (8 if st.gens[i].leaves[l].wide else 4)
     return n, b
