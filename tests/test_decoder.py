@@ -216,6 +216,14 @@ def test_line_too_long_and_depth_limits_are_settable():
     assert decode(line, max_line_bytes=len(line)).tweets.num_rows == 1
     deep = b'{"a":' * 10 + b"1" + b"}" * 10 + b"\n"
     assert decode(deep, max_depth=9).rejects.column("reason").to_pylist() == ["too_deep"]
+    # the deepest limit allowed, a line one level deeper: rejected, not a stack overflow
+    # (a limit of 50,000 crashed the process on a line that deep)
+    very = b"[" * 4097 + b"]" * 4097 + b"x\n"
+    assert decode(very, max_depth=4096).rejects.column("reason").to_pylist() == ["too_deep"]
+    full = b"[" * 4096 + b"]" * 4096 + b"x\n"       # scanned to the limit by both scans
+    assert decode(full, max_depth=4096).rejects.column("reason").to_pylist() == ["invalid_json"]
+    with pytest.raises(ValueError):
+        firehose.Decoder(max_depth=4097)
     assert decode(deep, max_depth=10).compliance.column("kind").to_pylist() == ["other"]
 
 
