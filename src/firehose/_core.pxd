@@ -53,7 +53,6 @@ cdef struct Tape:
     Py_ssize_t err_pos
     Buf mem               # member tables of the cached objects (64 fixed slots, KY_ number -> value node)
     uint32_t cobj[64]     # direct-mapped by object node index
-    Py_ssize_t coff[64]
     Buf keybuf            # an escaped key, decoded to be numbered
 
 # ---------------------------------------------------------------- dedupe

@@ -103,15 +103,7 @@ cdef extern from *:
             }
         }
     }
-    /* the same for a narrow leaf's 4-byte keys: murmur3's finaliser, four slots a compare */
-    static inline uint32_t fh_mix32(uint32_t h) {
-        h ^= h >> 16;
-        h *= 0x85ebca6bU;
-        h ^= h >> 13;
-        h *= 0xc2b2ae35U;
-        h ^= h >> 16;
-        return h;
-    }
+    /* the same for a narrow leaf's 4-byte keys */
     static inline Py_ssize_t fh_slot32(uint32_t k, Py_ssize_t cap) {
         /* the high half of k times a 64-bit odd constant: every bit of k reaches it */
         uint64_t h = ((uint64_t)k * 0x9E3779B97F4A7C15ULL) >> 32;

@@ -26,6 +26,19 @@ cdef inline void _radix_pass(const uint64_t* src, uint64_t* dst, Py_ssize_t m, i
         count[b] += 1
 
 
+cdef inline void _insertion_sort(uint64_t* v, Py_ssize_t m) noexcept nogil:
+    """Sort v[0:m] in place (cheap when v is short or nearly sorted)."""
+    cdef Py_ssize_t c, k
+    cdef uint64_t key
+    for c in range(1, m):
+        key = v[c]
+        k = c
+        while k > 0 and v[k - 1] > key:
+            v[k] = v[k - 1]
+            k -= 1
+        v[k] = key
+
+
 cdef enum:
     _MAX_DIGIT = 11        # radix sort digits of at most 11 bits (2048 buckets)
     _BLOCK = 8192          # rows read per step in the first pass (their rank, id, flags)
@@ -184,13 +197,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                 if m < _SMALL or passes == 0:
                     for c in range(m):
                         a[c] = <uint64_t>order[lo + c]
-                    for c in range(1, m):
-                        key = a[c]
-                        k = c
-                        while k > 0 and a[k - 1] > key:
-                            a[k] = a[k - 1]
-                            k -= 1
-                        a[k] = key
+                    _insertion_sort(a, m)
                     sorted_keys = a
                 elif ascending[s]:
                     # distinct rows, so distinct ranks: one counting pass on the rank's top
@@ -220,13 +227,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                             k = <Py_ssize_t>(key >> (32 + shift))
                             t[bcount[k]] = key
                             bcount[k] += 1
-                        for c in range(1, m):
-                            key = t[c]
-                            k = c
-                            while k > 0 and t[k - 1] > key:
-                                t[k] = t[k - 1]
-                                k -= 1
-                            t[k] = key
+                        _insertion_sort(t, m)
                         sorted_keys = t
                 if sorted_keys == NULL:
                     memset(count, 0, passes * (1 << digit) * 8)

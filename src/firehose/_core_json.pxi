@@ -902,19 +902,6 @@ cdef extern from *:
         [0x22] = 1, [0x5C] = 1, [0x2F] = 1, [0x62] = 1, [0x66] = 1, [0x6E] = 1, [0x72] = 1, [0x74] = 1
     };
 
-    /* The value of the 4 hex digits in x (the bytes in memory order), -1 if one is not hex. */
-    static inline int fh_hex4_swar(uint32_t x) {
-        uint32_t l, d, a, v;
-        if (x & 0x80808080u) return -1;
-        l = x | 0x20202020u;
-        d = (x + 0x50505050u) & ~(x + 0x46464646u) & 0x80808080u;     /* '0' <= x <= '9' */
-        a = (l + 0x1F1F1F1Fu) & ~(l + 0x19191919u) & 0x80808080u;     /* 'a' <= x|0x20 <= 'f' */
-        if ((d | a) != 0x80808080u) return -1;
-        v = (x & 0x0F0F0F0Fu) + (a >> 7) * 9u;
-        v = ((v & 0x000F000Fu) << 4) | ((v >> 8) & 0x000F000Fu);
-        return (int)(((v & 0xFFu) << 8) | ((v >> 16) & 0xFFu));
-    }
-
     /* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
        (*fl must be 0 on entry). Accepts exactly what fh_str_end accepts. A run of escapes
        (CJK text, emoji pairs) is checked without going back to the 16-byte steps. (Taking the

@@ -16,7 +16,7 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
     cdef uint32_t* tab
     c = obj & 63
     if t.cobj[c] == obj:
-        return <uint32_t*>(t.mem.data + t.coff[c])
+        return <uint32_t*>(t.mem.data + c * KY_COUNT * <Py_ssize_t>sizeof(uint32_t))
     n = t.nodes[obj].count
     if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
         t.mem.len = 0
@@ -31,7 +31,6 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
             tab[kid] = i + 1
         i = t.nodes[i + 1].next
     t.cobj[c] = obj
-    t.coff[c] = off
     return tab
 
 
@@ -47,7 +46,7 @@ cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) except? 
         return NONE
     c = obj & 63
     if t.cobj[c] == obj:
-        return (<uint32_t*>(t.mem.data + t.coff[c]))[key]
+        return (<uint32_t*>(t.mem.data + c * KY_COUNT * <Py_ssize_t>sizeof(uint32_t)))[key]
     return get_slow(t, obj, key)
 
 

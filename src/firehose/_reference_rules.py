@@ -34,7 +34,7 @@ import xxhash
 
 from .rules.syntax import And, Keyword, Node, Not, Op, Or, Phrase, Rule, check
 from .rules.tokens import BIGRAM, CJK, tokenize
-from .schema import RULE_TYPE
+from .schema import MATCHING_RULES
 
 __all__ = ["match", "annotate", "matches", "sampled", "haversine_km", "lower", "fold",
            "terms", "MATCHING_RULES_TYPE"]
@@ -42,7 +42,7 @@ __all__ = ["match", "annotate", "matches", "sampled", "haversine_km", "lower", "
 EARTH_RADIUS_KM = 6371.0088
 
 #: the type of the ``matching_rules`` column :func:`annotate` adds
-MATCHING_RULES_TYPE = pa.list_(RULE_TYPE)
+MATCHING_RULES_TYPE = MATCHING_RULES
 
 
 # --------------------------------------------------------------------------------------------

@@ -424,8 +424,8 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
                      plans, source: str, stage_root: str) -> dict:
     """Stage 5: cap denials, forwards, and every output of partition ``p`` written as part
     ``p + 1`` into this attempt's own staging directory."""
-    from .entitlements import AUDIT, DENIALS, LEDGER, Delivery, label_array
-    from .sinks import PartSink, raw_with_rules
+    from .entitlements import AUDIT, DENIALS, LEDGER, Delivery, label_array, rule_id_lists
+    from .sinks import PartSink, raw_with_rules, stores_schema
     result = routed["result"]
     seq = p + 1
     c: dict[str, int] = dict(routed["counters"])
@@ -456,8 +456,7 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
             "tweet_id": pa.array(ids[over], pa.int64()),
             "reason": label_array("cap_exceeded", n),
             "policy": label_array(plan.licence, n),
-            "rules": pa.ListArray.from_arrays(rl.offsets, pc.struct_field(rl.values, "id"))
-            .cast(DENIALS.field("rules").type),
+            "rules": rule_id_lists(rl).cast(DENIALS.field("rules").type),
             "path": label_array("", n),
             "detail": label_array("", n),
         }, schema=DENIALS))
@@ -532,7 +531,7 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
     for part, schema, table in (("audit", AUDIT, audit_t), ("denials", DENIALS, denials_t),
                                 ("ledger", LEDGER, ledger)):
         put(PartSink(os.path.join(root, "audit", part), "parquet", schema=schema,
-                     store_schema=part != "denials"), table)
+                     store_schema=stores_schema(schema)), table)
     # many small files: Parquet encoding and fsync release the GIL, so a few threads overlap
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(4, thread_name_prefix="firehose-dist-write") as pool:

@@ -41,8 +41,7 @@ import pyarrow.compute as pc
 from . import _core
 from .compliance import DENY_REASONS, ComplianceState, _Screen, in_sorted
 from .config import Client, Config
-from .routing import MATCHING_RULES
-from .schema import TWEETS
+from .schema import MATCHING_RULES, TWEETS
 
 __all__ = ["Denial", "Plan", "PlanSet", "compile_plans", "Entitlements", "BatchResult", "Delivery",
            "GOVERNMENT_CATEGORIES", "SENSITIVE_GROUPS", "AUDIT", "DENIALS", "LEDGER"]
@@ -300,12 +299,12 @@ AUDIT = pa.schema([
 # a denial's reason, policy, path and detail repeat for every row of its seat and cause (a
 # barred seat's 40k rows share one ~150-byte detail): dictionary columns, one copy per value
 LABEL = pa.dictionary(pa.int32(), pa.string())
+_RULE_IDS = pa.list_(pa.string())       # a denial's rules: the ids of the seat's that matched
 DENIALS = pa.schema([
     ("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
-    ("reason", LABEL), ("policy", LABEL), ("rules", pa.list_(pa.string())),
+    ("reason", LABEL), ("policy", LABEL), ("rules", _RULE_IDS),
     ("path", LABEL), ("detail", LABEL),
 ])
-_RULE_IDS = pa.list_(pa.string())
 LEDGER = pa.schema([("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
                     ("plan_version", pa.int64())])
 
@@ -422,13 +421,13 @@ class Entitlements:
             m = id_null if name == "null_id" else deny[name]
             if m.any():
                 flags[m] = k
-        any_scrub = bool(scrub.any())
-        if any_scrub:
+        if scrub.any():
             flags[scrub] |= _SCRUB_BIT
         # rows already in id order (a stream usually is): nothing to sort
         in_id_order = n < 2 or bool((ids[1:] >= ids[:-1]).all())
         if in_id_order:
-            dup_ids = n > 1 and bool((ids[1:] == ids[:-1]).any())
+            rank = np.arange(n, dtype=np.int64)     # nothing to sort; ties are by row already
+            dup_ids = False
         else:
             perm = np.argsort(ids, kind="stable")
             rank = _empty(n, np.int64)
@@ -449,34 +448,20 @@ class Entitlements:
         order = _empty(total, np.int64)
         ids_p = _empty(total, np.int64)
         f = _empty(total, np.uint8)
-        if in_id_order:
-            # row order is id order: a seat whose matches came with ascending rows needs no
-            # sort; another one is sorted by row (ties, a row matched twice, by match position)
-            for s, r in enumerate(arrays):
-                lo, hi = starts[s], starts[s + 1]
-                if ascending[s]:
-                    rows_p[lo:hi] = r
-                    order[lo:hi] = np.arange(hi - lo, dtype=np.int64)
-                else:
-                    o = np.argsort(r, kind="stable")
-                    rows_p[lo:hi] = r[o]
-                    order[lo:hi] = o
-            np.take(ids, rows_p, out=ids_p)
-            np.take(flags, rows_p, out=f)
-        else:
-            # each seat's pairs by rank in the id order, ties (a row matched twice) by match
-            # position
-            _core.seat_pairs_by_rank(arrays, np.array(ascending, np.uint8), rank, ids, flags,
-                                     rows_p, order, ids_p, f)
-            if dup_ids:
-                # repeated ids and rows not ascending: ties go by match position, not by row
-                for s in [s for s, a in enumerate(ascending) if not a]:
-                    lo, hi, r = starts[s], starts[s + 1], arrays[s]
-                    o = np.argsort(ids[r], kind="stable")
-                    rows_p[lo:hi] = r[o]
-                    order[lo:hi] = o
-                    ids_p[lo:hi] = ids[r[o]]
-                    f[lo:hi] = flags[r[o]]
+        # each seat's pairs by rank in the id order (a batch in id order: the row is the rank;
+        # a seat whose ranks ascend is copied as it is), ties (a row matched twice) by match
+        # position
+        _core.seat_pairs_by_rank(arrays, np.array(ascending, np.uint8), rank, ids, flags,
+                                 rows_p, order, ids_p, f)
+        if dup_ids:
+            # repeated ids and rows not ascending: ties go by match position, not by row
+            for s in [s for s, a in enumerate(ascending) if not a]:
+                lo, hi, r = starts[s], starts[s + 1], arrays[s]
+                o = np.argsort(ids[r], kind="stable")
+                rows_p[lo:hi] = r[o]
+                order[lo:hi] = o
+                ids_p[lo:hi] = ids[r[o]]
+                f[lo:hi] = flags[r[o]]
         code = np.bitwise_and(f, _REASON_BITS, out=_empty(total, np.uint8)).view(np.int8)
         # the seat's extra reason (its own denial, or caps) is code 8
         extra: list[tuple[str, str, str, str] | None] = [None] * len(seats)
@@ -551,9 +536,7 @@ class Entitlements:
                         by_reason[(r, pol)] = by_reason.get((r, pol), 0) + int(counts[k])
                 for (r, pol), cnt in by_reason.items():
                     audit.append(base + ("denied", r, pol, cnt))
-                rule_ids = pa.ListArray.from_arrays(rules.offsets,
-                                                    pc.struct_field(rules.values, "id"))
-                denial_parts.append(rule_ids.take(pa.array(bad_order[ba:bb])))
+                denial_parts.append(rule_id_lists(rules).take(pa.array(bad_order[ba:bb])))
             if kb > ka:
                 # a seat whose rows came ascending has its ids in id order already (a
                 # repeated id stays until its run is merged); others are checked
@@ -573,7 +556,7 @@ class Entitlements:
             used = (np.bincount(lab, minlength=len(labels)) > 0).tolist()
             denials = pa.table({
                 "batch": batch_col.slice(0, len(bad)),
-                "client": _repeat_strings(names, seat_bad),
+                "client": _repeat_names(names, seat_bad),
                 "tweet_id": pa.array(bad_ids, pa.int64()),
                 "reason": _label_column(labels, 0, lab, used),
                 "policy": _label_column(labels, 1, lab, used),
@@ -807,14 +790,14 @@ class Entitlements:
         return sum(g.get((group, x), 0) for x in range(day - 29, day + 1))
 
 
+def rule_id_lists(rules: pa.Array) -> pa.Array:
+    """The rule ids of each entry of a matching_rules list array (list<id>)."""
+    return pa.ListArray.from_arrays(rules.offsets, pc.struct_field(rules.values, "id"))
+
+
 def _as_rule_ids(parts: list) -> pa.ChunkedArray:
-    """The denied pairs' rule id lists as list<string>: the router's (indices into its rule
-    ids) are written out in one cast."""
-    if all(p.type == _RULE_IDS for p in parts):
-        return pa.chunked_array(parts, _RULE_IDS)
-    types = {p.type for p in parts}
-    if len(types) == 1:
-        return pa.chunked_array(parts).cast(_RULE_IDS)
+    """The denied pairs' rule id lists as list<string> (the router's are indices into each
+    seat's rule ids: written out here)."""
     return pa.chunked_array([p if p.type == _RULE_IDS else p.cast(_RULE_IDS) for p in parts],
                             _RULE_IDS)
 
@@ -843,36 +826,6 @@ def _days(tweets: pa.Table) -> np.ndarray:
     if created.null_count:
         created = pc.fill_null(created, 0)
     return created.to_numpy(zero_copy_only=False) // 86_400_000
-
-
-def _repeat_strings(values, counts) -> pa.Array:
-    """``values[i]`` repeated ``counts[i]`` times, in order, as one string array. Each run is
-    written as one copy of the value doubled in place (a seat's 40k denied rows are ~16
-    memcpy calls, not 40k row copies)."""
-    counts = np.asarray(counts, np.int64)
-    data = [v.encode() for v in values]
-    lengths = np.array([len(b) for b in data], np.int64)
-    rows = int(counts.sum())
-    if not len(data) or int(lengths @ counts) >= 2**31:
-        return pa.chunked_array([pa.repeat(pa.scalar(v, pa.string()), int(c))
-                                 for v, c in zip(values, counts)], pa.string())
-    offsets = _empty(rows + 1, np.int32)
-    offsets[0] = 0
-    np.cumsum(np.repeat(lengths.astype(np.int32), counts), out=offsets[1:])
-    chars = _empty(int(lengths @ counts), np.uint8)
-    at = 0
-    for b, c in zip(data, counts.tolist()):
-        size = len(b) * c
-        if size:
-            run = chars[at:at + size]
-            run[:len(b)] = np.frombuffer(b, np.uint8)
-            done = len(b)
-            while done < size:
-                step = min(done, size - done)
-                run[done:done + step] = run[:step]
-                done += step
-            at += size
-    return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(chars))
 
 
 def _repeat_names(names, counts) -> pa.ChunkedArray:
@@ -933,7 +886,7 @@ def _merged(runs: list[np.ndarray]) -> np.ndarray:
     """The distinct ids of ascending runs (repeats allowed), ascending: merged in linear
     passes by the core, the smallest (newest) runs first."""
     ids = runs[-1]
-    for run in reversed(runs[:-1]) if len(runs) > 1 else [ids[:0]]:
+    for run in reversed(runs[:-1] or [ids[:0]]):
         out = np.empty(len(run) + len(ids), np.int64)
         k = _core.merge_distinct(run, ids, out)
         # a merge that dropped many repeats gives back the room it does not need

@@ -52,7 +52,7 @@ from .reader import expand_paths, iter_chunks, prefetch
 from .routing import Router
 from .schema import COMPLIANCE, REJECTS
 from .sinks import (PART_RE, CallbackSink, PartSink, Sink, _unlink, atomic_write,
-                    raw_lines_with_rules, sync_all)
+                    raw_lines_with_rules, stores_schema, sync_all)
 
 __all__ = ["Pipeline", "Report", "MANIFEST_NAME", "DEFAULT_BATCH_BYTES"]
 
@@ -203,9 +203,8 @@ class Pipeline:
                     os.path.join(out, "clients", name, "compliance"), "parquet", schema=COMPLIANCE)
         if out is not None:
             for part, schema in (("audit", AUDIT), ("denials", DENIALS), ("ledger", LEDGER)):
-                # denial labels are dictionary columns in memory, plain strings when read back
                 self._run_sinks[part] = PartSink(os.path.join(out, "audit", part), "parquet",
-                                                 schema=schema, store_schema=part != "denials")
+                                                 schema=schema, store_schema=stores_schema(schema))
             self._run_sinks["rejects"] = PartSink(os.path.join(out, "rejects"), "parquet",
                                                   schema=REJECTS)
 

@@ -17,14 +17,12 @@ import pyarrow as pa
 
 from . import _core
 from .rules import Rule, RuleSet
+from .schema import MATCHING_RULES
 
 __all__ = ["Router", "Routed", "UNMATCHED", "MATCHING_RULES"]
 
 UNMATCHED = "_unmatched"
 _SEP = "\x1f"
-_RULE_TYPE = pa.struct([("id", pa.string()), ("tag", pa.string())])
-#: the matching_rules column of a delivery (the router's lists, their strings written out)
-MATCHING_RULES = pa.list_(_RULE_TYPE)
 
 
 @dataclass
@@ -73,7 +71,6 @@ class Router:
     def group(self, num_rows: int, rows: np.ndarray, idx: np.ndarray) -> Routed:
         """Split the matches of a batch of ``num_rows`` rows (``ruleset.match_indices``:
         (row, rule index) pairs by row, then rule) by client."""
-        rows = np.asarray(rows)
         idx = np.asarray(idx)
         if len(idx) and idx.dtype != np.int32 and (idx.min() < 0 or idx.max() >= len(self._rule_client)):
             raise ValueError("a match names a rule outside the rule set")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = ["TWEETS", "COMPLIANCE", "REJECTS", "DIALECTS", "COMPLIANCE_KINDS", "REJECT_REASONS",
-           "COORD_TYPE", "RULE_TYPE"]
+           "COORD_TYPE", "RULE_TYPE", "MATCHING_RULES"]
 
 _ts = pa.timestamp("ms", tz="UTC")
 _str_list = pa.list_(pa.string())
@@ -25,6 +25,8 @@ DIALECTS = ("v1.1", "v2", "activity")
 COORD_TYPE = pa.struct([pa.field("lon", pa.float64(), nullable=False),
                         pa.field("lat", pa.float64(), nullable=False)])
 RULE_TYPE = pa.struct([pa.field("id", pa.string()), pa.field("tag", pa.string())])
+#: the matching_rules column a delivery (and rules.annotate) writes: each row's rules
+MATCHING_RULES = pa.list_(RULE_TYPE)
 
 TWEETS = pa.schema([
     pa.field("id", pa.int64(), nullable=False),

@@ -53,6 +53,13 @@ DICTIONARY_COLUMNS = frozenset({"lang", "source", "dialect", "source_file", "pla
 PART_RE = re.compile(r"^part-(\d{6,})\.")
 
 
+def stores_schema(schema: pa.Schema) -> bool:
+    """Whether an audit table's Parquet keeps its Arrow schema: not when it has dictionary
+    columns (the denial labels), so that they read back as the plain strings they hold and
+    group across parts whose dictionaries differ."""
+    return not any(pa.types.is_dictionary(f.type) for f in schema)
+
+
 def fsync_dir(path: str) -> None:
     """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
     try:
