@@ -565,6 +565,13 @@ def test_the_core_refuses_a_matched_row_outside_the_batch():
         out = [np.empty(2, np.int64) for _ in range(3)] + [np.empty(2, np.uint8)]
         with pytest.raises(IndexError):
             _core.seat_pairs_by_rank(seats, asc, rank, rank, np.zeros(4, np.uint8), *out)
+    # the rows are read back by rank: a rank that is not a permutation is refused
+    for bad_rank in ([0, 1, 1, 3], [0, 1, 2, 4], [-1, 0, 1, 2]):
+        out = [np.empty(2, np.int64) for _ in range(3)] + [np.empty(2, np.uint8)]
+        with pytest.raises(ValueError):
+            _core.seat_pairs_by_rank([np.array([0, 2], np.int64)], np.ones(1, np.uint8),
+                                     np.array(bad_rank, np.int64), rank, np.zeros(4, np.uint8),
+                                     *out)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 1000])
@@ -598,3 +605,36 @@ def test_the_core_merges_two_ascending_runs_into_distinct_ids(seed):
                                  np.empty(len(a) + len(b), np.int64))
     with pytest.raises(ValueError):
         _core.merge_distinct(np.arange(3), np.arange(3), np.empty(5, np.int64))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_denied_rule_id_lists_are_gathered_from_every_seats_lists(seed):
+    """The denial `rules` column is built for all seats at once from list offsets; it must
+    equal each denied pair's list read one by one: sliced list arrays, null lists, null
+    rule ids, rule ids as plain strings or as the router's dictionary columns."""
+    from firehose.entitlements import _as_rule_ids
+    from firehose.schema import MATCHING_RULES
+    rng = np.random.default_rng(seed)
+
+    def lists(n, as_dictionary):
+        vals = [None if rng.random() < 0.1 else
+                [{"id": None if rng.random() < 0.05 else f"r{rng.integers(0, 9)}", "tag": "t"}
+                 for _ in range(int(rng.integers(0, 4)))] for _ in range(n)]
+        arr = pa.array(vals, MATCHING_RULES)
+        if as_dictionary:
+            flat = arr.values
+            items = pa.StructArray.from_arrays(
+                [flat.field("id").dictionary_encode(), flat.field("tag").dictionary_encode()],
+                names=["id", "tag"])
+            arr = pa.ListArray.from_arrays(arr.offsets, items, mask=arr.is_null())
+        return arr
+
+    parts = []
+    for s in range(int(rng.integers(1, 7))):
+        rules = lists(200, bool(s % 2)).slice(int(rng.integers(0, 30)), 150)
+        parts.append((rules, rng.choice(150, size=int(rng.integers(0, 40)))))
+    want = [None if r is None else [x["id"] for x in r]
+            for rules, order in parts for r in (rules.to_pylist()[i] for i in order)]
+    got = _as_rule_ids(parts)
+    assert got.type == pa.list_(pa.string())
+    assert got.to_pylist() == want

@@ -6,6 +6,9 @@
 
 from libc.stdint cimport int8_t
 
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) nogil
+
 
 cdef inline void _radix_pass(const uint64_t* src, uint64_t* dst, Py_ssize_t m, int shift,
                              int64_t* count, int buckets) noexcept nogil:
@@ -44,6 +47,7 @@ cdef enum:
     _BLOCK = 8192          # rows read per step in the first pass (their rank, id, flags)
     _SMALL = 48            # a seat with fewer pairs is sorted by insertion
     _BUCKET_MAX = 32       # the bucket pass is kept while no bucket holds more pairs
+    _AHEAD = 16            # pairs read ahead (prefetched) when reading by rank
 
 
 def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[::1] rank,
@@ -61,13 +65,15 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     its row, ``order[o]`` its position among the seat's matches, ``ids[o]`` and ``f[o]`` its
     row's id and flags.
 
-    Ascending seats are read block by block of rows, all seats in step, so the per-row arrays
-    are read from cache once per block instead of once per seat; then each seat's
-    (rank << 32 | position) keys are sorted in a buffer the size of the seat: by insertion
-    when the seat is small; an ascending seat (distinct ranks) by one counting pass into
-    about as many buckets as pairs and an insertion pass within them; another by an LSD
-    radix sort on the rank's bits (two passes up to 4M rows, three beyond). A seat whose
-    ranks already ascend is not sorted. Its pairs are then permuted accordingly."""
+    First the batch's rows, ids and flags are laid out by rank (one pass over the rows).
+    Each pair's key (rank << 32 | position) is then read: ascending seats block by block of
+    rows, all seats in step, so that block's ranks are read from cache once per block
+    instead of once per seat. Each seat's keys are sorted in place or in a buffer the size
+    of the seat: by insertion when the seat is small; an ascending seat (distinct ranks) by
+    one counting pass into about as many buckets as pairs and an insertion pass within them;
+    another by an LSD radix sort on the rank's bits (two passes up to 4M rows, three
+    beyond). A seat whose ranks already ascend is not sorted. The sorted keys then read the
+    rows, ids and flags laid out by rank in ascending rank order: no random reads."""
     cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, m, longest = 1
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
@@ -103,17 +109,17 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef uint64_t* t = <uint64_t*>malloc(longest * 8)
     cdef uint64_t* x
     cdef uint64_t* sorted_keys
-    cdef uint8_t* keep_f = <uint8_t*>malloc(longest)
-    cdef int64_t* both = <int64_t*>malloc(longest * 16)
+    cdef int64_t* by_rank = <int64_t*>malloc(n * 16 + 16)      # (row, id) at 2 * rank
+    cdef uint8_t* f_rank = <uint8_t*>malloc(n + 1)
     cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
     cdef int64_t* bcount = <int64_t*>malloc(2 * longest * 8 + 16)
     cdef int64_t at, cnt, fullest
     cdef Py_ssize_t nb
     cdef int lb, shift
     cdef const int64_t** src = <const int64_t**>malloc(nseat * sizeof(void*) + 8)
-    if mem == NULL or unsorted == NULL or a == NULL or t == NULL or keep_f == NULL \
-            or both == NULL or count == NULL or src == NULL or bcount == NULL:
-        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(both); free(count)
+    if mem == NULL or unsorted == NULL or a == NULL or t == NULL or by_rank == NULL \
+            or f_rank == NULL or count == NULL or src == NULL or bcount == NULL:
+        free(mem); free(unsorted); free(a); free(t); free(by_rank); free(f_rank); free(count)
         free(src); free(bcount)
         raise MemoryError()
     # per seat: size, start in the outputs, read position, last rank
@@ -121,7 +127,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef int64_t* start = mem + nseat
     cdef int64_t* pos = mem + 2 * nseat
     cdef uint64_t* prev = <uint64_t*>(mem + 3 * nseat)
-    cdef bint bad = False
+    cdef bint bad = False, bad_rank = False
     try:
         lo = 0
         for s in range(nseat):
@@ -135,9 +141,25 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
             prev[s] = 0
             lo += m
         with nogil:
-            # pass 1: each pair's key (rank << 32 | position), id and flags, in match order
+            # the batch by rank: each rank's row, id and flags (a rank given twice leaves
+            # another one's row at -1: refused below)
+            memset(by_rank, 0xFF, n * 16)
+            for r in range(n):
+                rk = <uint64_t>rank[r]
+                if rk >= <uint64_t>n:
+                    bad_rank = True
+                    break
+                by_rank[2 * rk] = r
+                by_rank[2 * rk + 1] = row_ids[r]
+                f_rank[rk] = flags[r]
+            if not bad_rank:
+                for k in range(n):
+                    if by_rank[2 * k] < 0:
+                        bad_rank = True
+                        break
+            # pass 1: each pair's key (rank << 32 | position), in match order
             for s in range(nseat):                         # seats in any order: one by one
-                if ascending[s]:
+                if ascending[s] or bad_rank:
                     continue
                 for c in range(size[s]):
                     r = src[s][c]
@@ -149,10 +171,8 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                         unsorted[s] = 1
                     prev[s] = rk
                     order[start[s] + c] = <int64_t>((rk << 32) | <uint64_t>c)
-                    ids[start[s] + c] = row_ids[r]
-                    f[start[s] + c] = flags[r]
             b0 = 0
-            while b0 < n and not bad:                      # ascending seats: block by block
+            while b0 < n and not bad and not bad_rank:     # ascending seats: block by block
                 end = b0 + _BLOCK
                 for s in range(nseat):
                     if not ascending[s]:
@@ -172,92 +192,93 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                             unsorted[s] = 1
                         last = rk
                         order[lo + c] = <int64_t>((rk << 32) | <uint64_t>c)
-                        ids[lo + c] = row_ids[r]
-                        f[lo + c] = flags[r]
                         c += 1
                     pos[s] = c
                     prev[s] = last
                 b0 = end
-            if not bad:
+            if not bad and not bad_rank:
                 for s in range(nseat):
                     if size[s] and pos[s] != size[s] and ascending[s]:
                         bad = True                         # rows beyond the batch
             # pass 2: per seat, keys by rank, then its pairs in that order
             for s in range(nseat):
-                if bad:
+                if bad or bad_rank:
                     break
                 m = size[s]
                 lo = start[s]
+                sorted_keys = <uint64_t*>&order[lo]        # already by rank: read in place
                 if not unsorted[s]:
-                    for c in range(m):
-                        order[lo + c] = c
-                        rows[lo + c] = src[s][c]
-                    continue
-                sorted_keys = NULL
-                if m < _SMALL or passes == 0:
+                    pass
+                elif m < _SMALL or passes == 0:
                     for c in range(m):
                         a[c] = <uint64_t>order[lo + c]
                     _insertion_sort(a, m)
                     sorted_keys = a
-                elif ascending[s]:
-                    # distinct rows, so distinct ranks: one counting pass on the rank's top
-                    # bits into about as many buckets as pairs (each bucket spans 2**shift
-                    # ranks), then insertion sort puts each bucket in order. Ranks that
-                    # crowd into a few buckets (a seat matching a run of neighbouring ids)
-                    # would make that quadratic: then the radix sort below does it.
-                    lb = 0
-                    while (<Py_ssize_t>1 << lb) < m:
-                        lb += 1
-                    shift = bits - lb if bits > lb else 0
-                    nb = ((n - 1) >> shift) + 1
-                    memset(bcount, 0, nb * 8)
-                    for c in range(m):
-                        bcount[(<uint64_t>order[lo + c]) >> (32 + shift)] += 1
-                    at = 0
-                    fullest = 0
-                    for k in range(nb):
-                        cnt = bcount[k]
-                        if cnt > fullest:
-                            fullest = cnt
-                        bcount[k] = at
-                        at += cnt
-                    if fullest <= _BUCKET_MAX:
+                else:
+                    sorted_keys = NULL
+                    if ascending[s]:
+                        # distinct rows, so distinct ranks: one counting pass on the rank's
+                        # top bits into about as many buckets as pairs (each bucket spans
+                        # 2**shift ranks), then insertion sort puts each bucket in order.
+                        # Ranks that crowd into a few buckets (a seat matching a run of
+                        # neighbouring ids) would make that quadratic: then the radix sort
+                        # below does it.
+                        lb = 0
+                        while (<Py_ssize_t>1 << lb) < m:
+                            lb += 1
+                        shift = bits - lb if bits > lb else 0
+                        nb = ((n - 1) >> shift) + 1
+                        memset(bcount, 0, nb * 8)
                         for c in range(m):
-                            key = <uint64_t>order[lo + c]
-                            k = <Py_ssize_t>(key >> (32 + shift))
-                            t[bcount[k]] = key
-                            bcount[k] += 1
-                        _insertion_sort(t, m)
-                        sorted_keys = t
-                if sorted_keys == NULL:
-                    memset(count, 0, passes * (1 << digit) * 8)
-                    for c in range(m):
-                        rk = (<uint64_t>order[lo + c]) >> 32
+                            bcount[(<uint64_t>order[lo + c]) >> (32 + shift)] += 1
+                        at = 0
+                        fullest = 0
+                        for k in range(nb):
+                            cnt = bcount[k]
+                            if cnt > fullest:
+                                fullest = cnt
+                            bcount[k] = at
+                            at += cnt
+                        if fullest <= _BUCKET_MAX:
+                            for c in range(m):
+                                key = <uint64_t>order[lo + c]
+                                k = <Py_ssize_t>(key >> (32 + shift))
+                                t[bcount[k]] = key
+                                bcount[k] += 1
+                            _insertion_sort(t, m)
+                            sorted_keys = t
+                    if sorted_keys == NULL:
+                        memset(count, 0, passes * (1 << digit) * 8)
+                        for c in range(m):
+                            rk = (<uint64_t>order[lo + c]) >> 32
+                            for p in range(passes):
+                                count[(p << digit) + <int>((rk >> (p * digit))
+                                                          & ((1 << digit) - 1))] += 1
+                        # the first pass reads the keys where the first pass left them
+                        sorted_keys = <uint64_t*>&order[lo]
                         for p in range(passes):
-                            count[(p << digit) + <int>((rk >> (p * digit))
-                                                      & ((1 << digit) - 1))] += 1
-                    # the first pass reads the keys where the first pass left them
-                    sorted_keys = <uint64_t*>&order[lo]
-                    for p in range(passes):
-                        x = t if p % 2 == 0 else a
-                        _radix_pass(sorted_keys, x, m, 32 + p * digit, count + (p << digit),
-                                    1 << digit)
-                        sorted_keys = x
-                # each position's row and id side by side (one cache line per pair to read
-                # in rank order), its flags beside
+                            x = t if p % 2 == 0 else a
+                            _radix_pass(sorted_keys, x, m, 32 + p * digit,
+                                        count + (p << digit), 1 << digit)
+                            sorted_keys = x
+                # ranks ascend: the rows, ids and flags by rank are read in order (a key
+                # read in place is read before its slot is written)
                 for c in range(m):
-                    both[2 * c] = src[s][c]
-                    both[2 * c + 1] = ids[lo + c]
-                memcpy(keep_f, &f[lo], m)
-                for c in range(m):
-                    k = <Py_ssize_t>(sorted_keys[c] & <uint64_t>0xFFFFFFFF)
-                    rows[lo + c] = both[2 * k]
-                    order[lo + c] = k
-                    ids[lo + c] = both[2 * k + 1]
-                    f[lo + c] = keep_f[k]
+                    if c + _AHEAD < m:
+                        rk = sorted_keys[c + _AHEAD] >> 32
+                        __builtin_prefetch(&by_rank[2 * rk])
+                        __builtin_prefetch(&f_rank[rk])
+                    key = sorted_keys[c]
+                    rk = key >> 32
+                    order[lo + c] = <int64_t>(key & <uint64_t>0xFFFFFFFF)
+                    rows[lo + c] = by_rank[2 * rk]
+                    ids[lo + c] = by_rank[2 * rk + 1]
+                    f[lo + c] = f_rank[rk]
     finally:
-        free(mem); free(unsorted); free(a); free(t); free(keep_f); free(both); free(count)
+        free(mem); free(unsorted); free(a); free(t); free(by_rank); free(f_rank); free(count)
         free(src); free(bcount)
+    if bad_rank:
+        raise ValueError("rank is not a permutation of the batch's rows")
     if bad:
         raise IndexError("a matched row is outside the batch")
 

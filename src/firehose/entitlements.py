@@ -536,7 +536,7 @@ class Entitlements:
                         by_reason[(r, pol)] = by_reason.get((r, pol), 0) + int(counts[k])
                 for (r, pol), cnt in by_reason.items():
                     audit.append(base + ("denied", r, pol, cnt))
-                denial_parts.append(rule_id_lists(rules).take(pa.array(bad_order[ba:bb])))
+                denial_parts.append((rules, bad_order[ba:bb]))
             if kb > ka:
                 # a seat whose rows came ascending has its ids in id order already (a
                 # repeated id stays until its run is merged); others are checked
@@ -795,11 +795,52 @@ def rule_id_lists(rules: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(rules.offsets, pc.struct_field(rules.values, "id"))
 
 
-def _as_rule_ids(parts: list) -> pa.ChunkedArray:
-    """The denied pairs' rule id lists as list<string> (the router's are indices into each
-    seat's rule ids: written out here)."""
-    return pa.chunked_array([p if p.type == _RULE_IDS else p.cast(_RULE_IDS) for p in parts],
-                            _RULE_IDS)
+def _as_rule_ids(parts: list) -> pa.Array:
+    """The rule id lists (list<string>) of the denied pairs: ``parts`` holds, seat after seat,
+    (the seat's matching_rules list array, its denied pairs' positions in it). The rule ids
+    of all seats are gathered in one pass: each seat's ids as indices into its own rule ids
+    (the router's dictionary columns; other id columns are encoded here), those lists'
+    positions computed from the list offsets, and the strings taken once from all seats'
+    dictionaries."""
+    dicts, codes, lens, valid = [], [], [], []
+    base = 0
+    for rules, order in parts:
+        off = rules.offsets.to_numpy()
+        start = off[order]
+        n = off[order + 1] - start
+        # a null list stays null (its offsets give it no rules)
+        valid.append(rules.is_valid().to_numpy(zero_copy_only=False)[order]
+                     if rules.null_count else np.ones(len(order), bool))
+        ids = pc.struct_field(rules.values, "id")
+        if not pa.types.is_dictionary(ids.type):
+            ids = ids.dictionary_encode()
+        d = ids.dictionary.cast(pa.string())
+        if ids.null_count:                 # a null id: an index to a null past the ids
+            ids = pa.DictionaryArray.from_arrays(pc.fill_null(ids.indices, len(d)),
+                                                 pa.concat_arrays([d, pa.nulls(1, pa.string())]))
+            d = ids.dictionary
+        local = ids.indices.to_numpy(zero_copy_only=False)
+        total = int(n.sum())
+        if total:
+            ends = np.cumsum(n)
+            # the positions start[j] .. start[j] + n[j] - 1 of every list j, in one gather
+            at = np.repeat(start - (ends - n), n) + np.arange(total)
+            codes.append(local[at].astype(np.int64) + base)
+        dicts.append(d)
+        lens.append(n)
+        base += len(d)
+    if not parts:
+        return pa.array([], _RULE_IDS)
+    lens = np.concatenate(lens)
+    valid = np.concatenate(valid)
+    offsets = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        raise ValueError("a batch's denials name 2**31 rules or more: use smaller batches")
+    values = pa.concat_arrays(dicts).take(
+        pa.array(np.concatenate(codes) if codes else np.zeros(0, np.int64)))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values,
+                                    mask=None if valid.all() else pa.array(~valid))
 
 
 def _empty(size: int, dtype) -> np.ndarray:
