@@ -638,3 +638,22 @@ def test_denied_rule_id_lists_are_gathered_from_every_seats_lists(seed):
     got = _as_rule_ids(parts)
     assert got.type == pa.list_(pa.string())
     assert got.to_pylist() == want
+
+
+def test_the_core_gathers_chosen_lists_and_refuses_bad_offsets():
+    from firehose import _core
+    offs = [np.array([0, 2, 2, 5], np.int32), np.array([3, 4], np.int32)]
+    codes = [np.array([1, 2, 3, 4, 5], np.int32), np.array([9, 9, 7, 8, 6], np.int32)]
+    orders = [np.array([2, 0, 1, 2], np.int64), np.array([0, 0], np.int64)]
+    out = np.empty(7, np.int32)
+    got = _core.gather_list_codes(offs, codes, orders, np.array([0, 100], np.int64), out)
+    assert out.tolist() == [0, 3, 5, 5, 8, 9, 10]
+    assert got.tolist() == [3, 4, 5, 1, 2, 3, 4, 5, 108, 108]
+    for bad_order in ([3], [-1]):
+        with pytest.raises(IndexError):
+            _core.gather_list_codes(offs[:1], codes[:1], [np.array(bad_order, np.int64)],
+                                    np.zeros(1, np.int64), np.empty(2, np.int32))
+    with pytest.raises(ValueError):      # offsets past the codes
+        _core.gather_list_codes([np.array([0, 6], np.int32)], codes[:1],
+                                [np.array([0], np.int64)], np.zeros(1, np.int64),
+                                np.empty(2, np.int32))

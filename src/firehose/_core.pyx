@@ -15,6 +15,7 @@ cdef extern from "<string.h>" nogil:
 
 import struct as _struct
 
+import numpy as np
 import pyarrow as pa
 
 from . import schema as _schema

@@ -541,3 +541,60 @@ def group_fill(const int64_t[::1] rows, const int32_t[::1] rule,
     free(fill); free(rfill); free(seen)
     if bad:
         raise ValueError("matches differ from the ones counted")
+
+
+def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] bases,
+                      int32_t[::1] out_offsets):
+    """The entries of chosen lists of several list arrays, as one list array's codes.
+
+    For part ``p``: ``offsets[p]`` (int32) are a list array's offsets into ``codes[p]``
+    (int32, its entries' codes), ``orders[p]`` (int64) the lists chosen, in output order.
+    Writes the output's offsets (``out_offsets``: one more than all chosen lists, from 0)
+    and returns its entries (int64): each chosen list's codes plus ``bases[p]``."""
+    cdef Py_ssize_t nparts = len(offsets), p, j, m, lo, c
+    cdef int64_t total = 0, o, a, b
+    cdef const int32_t[::1] off
+    cdef const int32_t[::1] code
+    cdef const int64_t[::1] order
+    if len(codes) != nparts or len(orders) != nparts or bases.shape[0] != nparts:
+        raise ValueError("offsets, codes, orders and bases must be as long as each other")
+    m = 0
+    for p in range(nparts):
+        m += len(orders[p])
+    if out_offsets.shape[0] != m + 1:
+        raise ValueError("out_offsets must hold one more than the chosen lists")
+    # pass 1: the output's offsets (and every offset checked against its codes)
+    out_offsets[0] = 0
+    lo = 0
+    for p in range(nparts):
+        off = offsets[p]
+        code = codes[p]
+        order = orders[p]
+        for j in range(order.shape[0]):
+            o = order[j]
+            if o < 0 or o + 1 >= off.shape[0]:
+                raise IndexError("a chosen list outside its list array")
+            a = off[o]
+            b = off[o + 1]
+            if a < 0 or b < a or b > code.shape[0]:
+                raise ValueError("list offsets outside their codes")
+            total += b - a
+            if total > 0x7FFFFFFF:
+                raise ValueError("2**31 entries or more")
+            out_offsets[lo + j + 1] = <int32_t>total
+        lo += order.shape[0]
+    out = np.empty(total, np.int64)
+    cdef int64_t[::1] dst = out
+    cdef int64_t at = 0, base
+    for p in range(nparts):
+        off = offsets[p]
+        code = codes[p]
+        order = orders[p]
+        base = bases[p]
+        with nogil:
+            for j in range(order.shape[0]):
+                o = order[j]
+                for c in range(off[o], off[o + 1]):
+                    dst[at] = code[c] + base
+                    at += 1
+    return out

@@ -797,50 +797,47 @@ def rule_id_lists(rules: pa.Array) -> pa.Array:
 
 def _as_rule_ids(parts: list) -> pa.Array:
     """The rule id lists (list<string>) of the denied pairs: ``parts`` holds, seat after seat,
-    (the seat's matching_rules list array, its denied pairs' positions in it). The rule ids
-    of all seats are gathered in one pass: each seat's ids as indices into its own rule ids
-    (the router's dictionary columns; other id columns are encoded here), those lists'
-    positions computed from the list offsets, and the strings taken once from all seats'
-    dictionaries."""
-    dicts, codes, lens, valid = [], [], [], []
-    base = 0
-    for rules, order in parts:
-        off = rules.offsets.to_numpy()
-        start = off[order]
-        n = off[order + 1] - start
-        # a null list stays null (its offsets give it no rules)
-        valid.append(rules.is_valid().to_numpy(zero_copy_only=False)[order]
-                     if rules.null_count else np.ones(len(order), bool))
-        ids = pc.struct_field(rules.values, "id")
-        if not pa.types.is_dictionary(ids.type):
-            ids = ids.dictionary_encode()
-        d = ids.dictionary.cast(pa.string())
-        if ids.null_count:                 # a null id: an index to a null past the ids
-            ids = pa.DictionaryArray.from_arrays(pc.fill_null(ids.indices, len(d)),
-                                                 pa.concat_arrays([d, pa.nulls(1, pa.string())]))
-            d = ids.dictionary
-        local = ids.indices.to_numpy(zero_copy_only=False)
-        total = int(n.sum())
-        if total:
-            ends = np.cumsum(n)
-            # the positions start[j] .. start[j] + n[j] - 1 of every list j, in one gather
-            at = np.repeat(start - (ends - n), n) + np.arange(total)
-            codes.append(local[at].astype(np.int64) + base)
-        dicts.append(d)
-        lens.append(n)
-        base += len(d)
+    (the seat's matching_rules list array, its denied pairs' positions in it). Each seat's
+    ids are read as indices into its own rule ids (the router's dictionary columns; other id
+    columns are encoded here), the chosen lists of all seats gathered in one pass of the
+    core, and the strings taken once from all seats' rule ids."""
     if not parts:
         return pa.array([], _RULE_IDS)
-    lens = np.concatenate(lens)
-    valid = np.concatenate(valid)
-    offsets = np.zeros(len(lens) + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    if offsets[-1] >= 2**31:
-        raise ValueError("a batch's denials name 2**31 rules or more: use smaller batches")
-    values = pa.concat_arrays(dicts).take(
-        pa.array(np.concatenate(codes) if codes else np.zeros(0, np.int64)))
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values,
-                                    mask=None if valid.all() else pa.array(~valid))
+    dicts, offsets, codes, orders, bases, valid = [], [], [], [], [], []
+    base = 0
+    for rules, order in parts:
+        if not isinstance(rules, pa.ListArray):
+            rules = rules.cast(pa.list_(rules.type.value_type))
+        values = rules.values
+        ids = values.field("id") if values.offset == 0 and not values.null_count \
+            else pc.struct_field(values, "id")
+        if not pa.types.is_dictionary(ids.type):
+            ids = ids.dictionary_encode()
+        d = ids.dictionary
+        if d.type != pa.string():
+            d = d.cast(pa.string())
+        idx = ids.indices
+        if idx.null_count:                 # a null id: an index to a null past the ids
+            idx = pc.fill_null(idx, len(d))
+            d = pa.concat_arrays([d, pa.nulls(1, pa.string())])
+        offsets.append(rules.offsets.to_numpy())
+        codes.append(np.asarray(idx.to_numpy(zero_copy_only=False), np.int32))
+        orders.append(np.ascontiguousarray(order, np.int64))
+        # a null list stays null (its offsets give it no rules)
+        valid.append(rules.is_valid().to_numpy(zero_copy_only=False)[order]
+                     if rules.null_count else None)
+        dicts.append(d)
+        bases.append(base)
+        base += len(d)
+    n = sum(len(o) for o in orders)
+    out_offsets = np.empty(n + 1, np.int32)
+    at = _core.gather_list_codes(offsets, codes, orders, np.array(bases, np.int64), out_offsets)
+    values = pa.concat_arrays(dicts).take(pa.array(at))
+    mask = None
+    if any(v is not None for v in valid):
+        mask = pa.array(~np.concatenate([np.ones(len(o), bool) if v is None else v
+                                         for v, o in zip(valid, orders)]))
+    return pa.ListArray.from_arrays(pa.array(out_offsets), values, mask=mask)
 
 
 def _empty(size: int, dtype) -> np.ndarray:
