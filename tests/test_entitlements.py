@@ -657,3 +657,29 @@ def test_the_core_gathers_chosen_lists_and_refuses_bad_offsets():
         _core.gather_list_codes([np.array([0, 6], np.int32)], codes[:1],
                                 [np.array([0], np.int64)], np.zeros(1, np.int64),
                                 np.empty(2, np.int32))
+
+
+def test_the_arena_hands_a_buffer_out_again_only_once_nothing_refers_to_it():
+    from firehose.entitlements import _Arena
+    arena = _Arena(keep=1)
+    a = arena.empty(1 << 18, np.int64)               # 2 MiB: from the arena
+    a[:] = 7
+    b = arena.empty(1 << 18, np.int64)               # `a` is alive: another buffer
+    assert not np.shares_memory(a, b)
+    kept = pa.array(a[10:20])                        # an Arrow array over a slice of `a`
+    del a
+    c = arena.empty(1 << 18, np.int64)
+    assert not np.shares_memory(c, np.asarray(kept))     # still referred to by Arrow
+    assert kept.to_pylist() == [7] * 10
+    del kept
+    d = arena.empty(1 << 18, np.int64)
+    del d
+    e = arena.empty((1 << 18) - 5, np.int64)         # free again: reused (best fit)
+    assert e.__array_interface__["data"][0] in {x.__array_interface__["data"][0]
+                                                for x in arena._bufs}
+    small = arena.empty(10, np.int64)                # small arrays are numpy's own
+    assert not any(np.shares_memory(small, x) for x in arena._bufs)
+    del b, c, e
+    for _ in range(3):
+        arena.next_batch()
+    assert arena._bufs == []                         # idle buffers are let go

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -354,6 +355,52 @@ class BatchResult:
         return self.delivered[client].table()
 
 
+class _Arena:
+    """The stage's large arrays, recycled from batch to batch.
+
+    A 1M-tweet batch writes about half a gigabyte of arrays. Memory new to the process costs
+    a page fault per page on first write (on this project's VMs about as much as the writing
+    itself, more for huge pages), and allocators give large blocks back to the system after
+    a while, so a stage that allocates afresh pays those faults again and again. The arena
+    keeps the buffers it handed out and hands one out again once nothing refers to it any
+    more: the previous batch's outputs, once the caller dropped them, are the next batch's.
+    A buffer that stays unused (or still referred to) for ``keep`` batches is let go."""
+
+    MIN_BYTES = 1 << 20          # smaller arrays come from numpy directly
+
+    def __init__(self, keep: int = 2):
+        self._bufs: list[np.ndarray] = []
+        self._idle: list[int] = []
+        self.keep = keep
+
+    def empty(self, size: int, dtype) -> np.ndarray:
+        """An uninitialised array of ``size`` items."""
+        dtype = np.dtype(dtype)
+        nbytes = size * dtype.itemsize
+        if nbytes < self.MIN_BYTES:
+            return np.empty(size, dtype)
+        best = -1
+        for i in range(len(self._bufs)):
+            cap = len(self._bufs[i])
+            # free: referred to by this list and getrefcount's argument only
+            if nbytes <= cap <= 2 * nbytes and sys.getrefcount(self._bufs[i]) == 2 \
+                    and (best < 0 or cap < len(self._bufs[best])):
+                best = i
+        if best < 0:
+            self._bufs.append(np.empty(nbytes, np.uint8))
+            self._idle.append(0)
+            best = len(self._bufs) - 1
+        self._idle[best] = 0
+        return self._bufs[best][:nbytes].view(dtype)
+
+    def next_batch(self) -> None:
+        """Counts a batch; lets go of buffers not handed out for ``keep`` batches."""
+        self._idle = [k + 1 for k in self._idle]
+        kept = [i for i, k in enumerate(self._idle) if k <= self.keep]
+        self._bufs = [self._bufs[i] for i in kept]
+        self._idle = [self._idle[i] for i in kept]
+
+
 class Entitlements:
     """Applies a PlanSet batch by batch; keeps the cap counters."""
 
@@ -370,6 +417,7 @@ class Entitlements:
         # for every seat of every batch
         self._pending_users: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._constants: tuple[int, pa.Array] | None = None
+        self._arena = _Arena()
         self.batch = 0
 
     def _constant(self, value: int, size: int) -> pa.Array:
@@ -398,6 +446,7 @@ class Entitlements:
         ones out. What a seat gets (rows, rules, scrub mask, ledger and remembered ids) are
         slices of those arrays."""
         self.batch += 1
+        self._arena.next_batch()
         source = source or self.source
         if source is None:
             raise ValueError("apply(): no source named")
@@ -430,7 +479,7 @@ class Entitlements:
             dup_ids = False
         else:
             perm = np.argsort(ids, kind="stable")
-            rank = _empty(n, np.int64)
+            rank = self._arena.empty(n, np.int64)
             dup_ids = _core.id_ranks(perm, ids, rank)       # rank[perm] = 0..n-1
 
         # ---- every seat's pairs, concatenated in seat order, each seat's in id order
@@ -444,15 +493,16 @@ class Entitlements:
         total = int(starts[-1])
         # for each pair: its row, its position among its seat's matches (``order``: its
         # rules stay in match order), its id and its row's flags byte
-        rows_p = _empty(total, np.int64)
-        order = _empty(total, np.int64)
-        ids_p = _empty(total, np.int64)
-        f = _empty(total, np.uint8)
+        rows_p = self._arena.empty(total, np.int64)
+        order = self._arena.empty(total, np.int64)
+        ids_p = self._arena.empty(total, np.int64)
+        f = self._arena.empty(total, np.uint8)
         # each seat's pairs by rank in the id order (a batch in id order: the row is the rank;
         # a seat whose ranks ascend is copied as it is), ties (a row matched twice) by match
         # position
         _core.seat_pairs_by_rank(arrays, np.array(ascending, np.uint8), rank, ids, flags,
-                                 rows_p, order, ids_p, f)
+                                 rows_p, order, ids_p, f,
+                                 self._arena.empty(17 * n + 16, np.uint8))
         if dup_ids:
             # repeated ids and rows not ascending: ties go by match position, not by row
             for s in [s for s, a in enumerate(ascending) if not a]:
@@ -462,7 +512,8 @@ class Entitlements:
                 order[lo:hi] = o
                 ids_p[lo:hi] = ids[r[o]]
                 f[lo:hi] = flags[r[o]]
-        code = np.bitwise_and(f, _REASON_BITS, out=_empty(total, np.uint8)).view(np.int8)
+        code = np.bitwise_and(f, _REASON_BITS,
+                              out=self._arena.empty(total, np.uint8)).view(np.int8)
         # the seat's extra reason (its own denial, or caps) is code 8
         extra: list[tuple[str, str, str, str] | None] = [None] * len(seats)
         for s, plan in enumerate(plans):
@@ -501,18 +552,20 @@ class Entitlements:
         # the denied ones' positions, orders, ids and codes are copied out
         n_bad = int(np.count_nonzero(code))
         n_kept = total - n_bad
-        bad = _empty(n_bad, np.int64)
-        bad_order = _empty(n_bad, np.int64)
-        bad_ids = _empty(n_bad, np.int64)
-        bad_code = _empty(n_bad, np.int8)
-        scrubbed = _empty(n_kept, bool)
+        bad = self._arena.empty(n_bad, np.int64)
+        bad_order = self._arena.empty(n_bad, np.int64)
+        bad_ids = self._arena.empty(n_bad, np.int64)
+        bad_code = self._arena.empty(n_bad, np.int8)
+        scrubbed = self._arena.empty(n_kept, bool)
         _core.split_pairs(code, rows_p, order, ids_p, f, _SCRUB_BIT, scrubbed.view(np.uint8),
                           bad, bad_order, bad_ids, bad_code)
         bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
         kept_at = starts - bad_at                      # and its delivered ones
         rows_k, order_k = rows_p[:n_kept], order[:n_kept]
         got = ids_p[:n_kept]                           # delivered ids, each seat's in id order
-        batch_col = _filled(max(n_kept, len(bad)), self.batch)
+        batch_col = self._arena.empty(max(n_kept, len(bad)), np.int64)
+        batch_col.fill(self.batch)
+        batch_col = pa.array(batch_col, pa.int64())
         delivered: dict[str, Delivery] = {}
         audit = []
         denial_parts = []
