@@ -370,6 +370,30 @@ def test_a_delete_of_a_delivered_tweet_is_forwarded_to_exactly_its_recipients():
     assert ent.plan_versions().num_rows == 2
 
 
+def test_user_events_reach_the_seats_that_got_the_users_tweets_after_many_batches():
+    """Delivered authors are sorted in lazily, and at the latest after a few batches (each
+    pending batch keeps its arrays alive). Batches out of id order (ranks are not rows) and
+    in order; a user event then goes to exactly the seats that got a tweet by that user."""
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p") +
+                       seat("b", "p", rules='[{ id = "r", value = "other" }]'))
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh")
+    router = Router.from_config(config)
+    for k in range(9):
+        base = 100 * k
+        d = tweets(tw(base + 5, uid=500 + k), tw(base + 3, "other words", uid=600 + k),
+                   tw(base + 4, uid=700 + k))             # ids out of order
+        ent.apply(d.tweets, router.route(d.tweets).by_client)
+        assert ent._pending_batches <= 4
+    for uid, want in ((500, ["a"]), (608, ["b"]), (704, ["a"]), (999, [])):
+        # a delete of an unknown tweet, made a user event about its user
+        ev = tweets({"delete": {"status": {"id_str": "1", "user_id_str": str(uid)}}}).compliance
+        assert ev.column("kind").to_pylist() == ["delete"]
+        kind = ev.schema.get_field_index("kind")
+        ev = ev.set_column(kind, "kind", pa.array(["user_delete"]).cast(ev.schema.field(kind).type))
+        fwd = ent.forward(ev)
+        assert sorted(fwd) == want, uid
+
+
 def _caps_oracle(state, plan, rows, days, code):
     """Row by row, as the licence reads: over the seat's day cap or the group's 30-day cap
     means denied, and a denied row consumes nothing."""
@@ -523,9 +547,14 @@ def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
         seats.append(r.astype(np.int64))
     ascending = np.array([len(r) < 2 or bool((r[1:] > r[:-1]).all()) for r in seats], np.uint8)
     total = sum(len(r) for r in seats)
-    rows, order, ids = (np.full(total, -7, np.int64) for _ in range(3))
+    ranks, order, ids = (np.full(total, -7, np.int64) for _ in range(3))
     f = np.zeros(total, np.uint8)
-    _core.seat_pairs_by_rank(seats, ascending, rank, row_ids, flags, rows, order, ids, f)
+    scratch = [None, np.empty(9 * n + 16, np.uint8)][seed % 2]
+    _core.seat_pairs_by_rank(seats, ascending, rank, row_ids, flags, ranks, order, ids, f,
+                             scratch)
+    perm = np.argsort(rank)
+    rows = perm[ranks]
+    assert np.array_equal(rank[rows], ranks)
     want = [i for r in seats for i in sorted(range(len(r)), key=lambda i, r=r: (rank[r[i]], i))]
     want_rows = np.concatenate([r for r in seats] or [np.zeros(0, np.int64)])
     lo = 0

@@ -9,9 +9,11 @@ def partition_ids(ids: memoryview, n: int, out: memoryview) -> None:
     """out[i] = XXH3_64(int64 ids[i] as 8 little-endian bytes) % n (firehose.dist)."""
 
 def seat_pairs_by_rank(seats: list, ascending: memoryview, rank: memoryview,
-                       row_ids: memoryview, flags: memoryview, rows: memoryview,
-                       order: memoryview, ids: memoryview, f: memoryview) -> None:
-    """Each seat's (int64) matched rows laid out seat after seat by rank (firehose.entitlements)."""
+                       row_ids: memoryview, flags: memoryview, ranks: memoryview,
+                       order: memoryview, ids: memoryview, f: memoryview,
+                       scratch: memoryview | None = None) -> None:
+    """Each seat's (int64) matched rows laid out seat after seat by rank, as their ranks
+    (firehose.entitlements)."""
 
 def split_pairs(code: memoryview, rows: memoryview, order: memoryview, ids: memoryview,
                 f: memoryview, scrub_bit: int, scrub: memoryview, bad_pos: memoryview,

@@ -52,7 +52,7 @@ cdef enum:
 
 def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[::1] rank,
                        const int64_t[::1] row_ids, const uint8_t[::1] flags,
-                       int64_t[::1] rows, int64_t[::1] order, int64_t[::1] ids,
+                       int64_t[::1] ranks, int64_t[::1] order, int64_t[::1] ids,
                        uint8_t[::1] f, uint8_t[::1] scratch=None):
     """Every seat's matched rows laid out seat after seat, each seat's by rank in id order.
 
@@ -61,11 +61,12 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     ``rank[row]``: the row's rank in the batch's id order (a permutation of 0..n-1);
     ``row_ids[row]``, ``flags[row]``: the row's id and a byte of flags. Seat ``s``'s pairs
     fill ``[sum of the earlier seats' sizes, + its size)`` of the outputs, by rank, a row the
-    seat matched more than once in match order. For the pair written at ``o``: ``rows[o]``
-    its row, ``order[o]`` its position among the seat's matches, ``ids[o]`` and ``f[o]`` its
-    row's id and flags.
+    seat matched more than once in match order. For the pair written at ``o``: ``ranks[o]``
+    its row's rank (the row is ``perm[ranks[o]]``: reading a batch by rank in ascending rank
+    is sequential, by row random), ``order[o]`` its position among the seat's matches,
+    ``ids[o]`` and ``f[o]`` its row's id and flags.
 
-    First the batch's rows, ids and flags are laid out by rank (one pass over the rows).
+    First the batch's ids and flags are laid out by rank (one pass over the rows).
     Each pair's key (rank << 32 | position) is then read: ascending seats block by block of
     rows, all seats in step, so that block's ranks are read from cache once per block
     instead of once per seat. Each seat's keys are sorted in place or in a buffer the size
@@ -73,9 +74,9 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     one counting pass into about as many buckets as pairs and an insertion pass within them;
     another by an LSD radix sort on the rank's bits (two passes up to 4M rows, three
     beyond). A seat whose ranks already ascend is not sorted. The sorted keys then read the
-    rows, ids and flags laid out by rank in ascending rank order: no random reads.
+    ids and flags laid out by rank in ascending rank order: no random reads.
 
-    ``scratch`` (optional, at least ``17 * n + 16`` bytes) holds the batch by rank; a caller
+    ``scratch`` (optional, at least ``9 * n + 16`` bytes) holds the batch by rank; a caller
     that keeps it between batches spares the memory's first touch (page faults) each time."""
     cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, m, longest = 1
     cdef Py_ssize_t lo, c, k
@@ -94,7 +95,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
         total += m
         if m > longest:
             longest = m
-    if rows.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
+    if ranks.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
             or f.shape[0] < total:
         raise ValueError("outputs are shorter than the pairs")
     if total == 0:
@@ -112,15 +113,15 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef uint64_t* t = <uint64_t*>malloc(longest * 8)
     cdef uint64_t* x
     cdef uint64_t* sorted_keys
-    cdef bint own = scratch is None or scratch.shape[0] < 17 * n + 16
-    cdef int64_t* by_rank                  # (row, id) at 2 * rank
+    cdef bint own = scratch is None or scratch.shape[0] < 9 * n + 16
+    cdef int64_t* by_rank                  # each rank's id
     cdef uint8_t* f_rank
     if own:
-        by_rank = <int64_t*>malloc(n * 16 + 16)
-        f_rank = <uint8_t*>malloc(n + 1)
+        by_rank = <int64_t*>malloc(n * 8 + 8)
+        f_rank = <uint8_t*>calloc(n + 1, 1)
     else:
         by_rank = <int64_t*>&scratch[0]    # numpy's buffers are 16-byte aligned
-        f_rank = &scratch[16 * n + 8]
+        f_rank = &scratch[8 * n + 8]
         if (<size_t>by_rank) % 8:
             raise ValueError("scratch is not 8-byte aligned")
     cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
@@ -154,22 +155,20 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
             prev[s] = 0
             lo += m
         with nogil:
-            # the batch by rank: each rank's row, id and flags (a rank given twice leaves
-            # another one's row at -1: refused below)
-            memset(by_rank, 0xFF, n * 16)
+            # the batch by rank: each rank's id and flags (a rank given twice leaves another
+            # one unmarked: refused)
+            memset(f_rank, 0, n)
             for r in range(n):
                 rk = <uint64_t>rank[r]
-                if rk >= <uint64_t>n:
+                if rk >= <uint64_t>n or f_rank[rk]:
                     bad_rank = True
                     break
-                by_rank[2 * rk] = r
-                by_rank[2 * rk + 1] = row_ids[r]
-                f_rank[rk] = flags[r]
+                f_rank[rk] = 1
             if not bad_rank:
-                for k in range(n):
-                    if by_rank[2 * k] < 0:
-                        bad_rank = True
-                        break
+                for r in range(n):
+                    rk = <uint64_t>rank[r]
+                    by_rank[rk] = row_ids[r]
+                    f_rank[rk] = flags[r]
             # pass 1: each pair's key (rank << 32 | position), in match order
             for s in range(nseat):                         # seats in any order: one by one
                 if ascending[s] or bad_rank:
@@ -274,18 +273,18 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                             _radix_pass(sorted_keys, x, m, 32 + p * digit,
                                         count + (p << digit), 1 << digit)
                             sorted_keys = x
-                # ranks ascend: the rows, ids and flags by rank are read in order (a key
-                # read in place is read before its slot is written)
+                # ranks ascend: the ids and flags by rank are read in order (a key read in
+                # place is read before its slot is written)
                 for c in range(m):
                     if c + _AHEAD < m:
                         rk = sorted_keys[c + _AHEAD] >> 32
-                        __builtin_prefetch(&by_rank[2 * rk])
+                        __builtin_prefetch(&by_rank[rk])
                         __builtin_prefetch(&f_rank[rk])
                     key = sorted_keys[c]
                     rk = key >> 32
                     order[lo + c] = <int64_t>(key & <uint64_t>0xFFFFFFFF)
-                    rows[lo + c] = by_rank[2 * rk]
-                    ids[lo + c] = by_rank[2 * rk + 1]
+                    ranks[lo + c] = <int64_t>rk
+                    ids[lo + c] = by_rank[rk]
                     f[lo + c] = f_rank[rk]
     finally:
         free(mem); free(unsorted); free(a); free(t); free(count); free(src); free(bcount)
