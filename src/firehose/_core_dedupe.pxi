@@ -23,13 +23,17 @@
 #   * a new narrow leaf after a sealed one is sized for the ids per span of the fullest of the
 #     last three leaves at load ~0.6, if the bucket stays under 16 bytes an id with 64 KiB to
 #     spare (bucket_affords: each bucket counts its ids and bytes), else it starts small;
-#   * a narrow leaf doubles at load 0.7 (so >= 0.35: <= 11.4 bytes an id); the newest wide leaf
-#     of a bucket doubles, other wide leaves grow 1.4x (load >= 0.5);
+#   * a narrow leaf doubles at load 0.7 (so >= 0.35: <= 11.4 bytes an id); a wide leaf grows
+#     1.4x (load >= 0.5: 16 bytes an id), the newest wide leaf of a bucket up to 2x as far as the
+#     dedupe's spare room allows (spare_room: the bytes beyond 16 an id of all the buckets that
+#     hold more, and of the pre-snowflake table, within DEDUPE_SPARE = 48 KiB in all);
 #   * a full-size leaf at load 0.6 asked to take an id above its largest one is sealed as it is;
 #     at 0.7 it is split at the midpoint of its smallest and largest ids (same width and base).
 # So a remembered id costs 6-10 bytes in a dense stream, up to 16 where leaves are wide, plus 56
-# bytes of directory a leaf; what does not ask the bucket (a wide newest
-# leaf's doubling, small new leaves, directory growth) stays within the fixed 64 KiB.
+# bytes of directory a leaf; the dedupe holds at most 16 bytes an id plus 64 KiB in all: 48 KiB
+# of spare room (which a wide newest leaf's doubling asks for; a sparse stream's buckets share
+# it) and what grows without asking (small new leaves, directories); measured: at most 48.5 KiB
+# over 16 bytes an id (tests/test_dedupe.py checks 64 KiB every 1% of many streams).
 # Pre-snowflake ids (< 2^35, including 0 and negatives) share one plain table, never pruned.
 #
 # The window moves with the newest bucket, bmax: by one bucket at once, but an id further ahead
@@ -52,6 +56,8 @@ cdef int32_t LEAF_MIN = 64          # slots of a leaf made inside a range
 cdef int32_t LEAF_MAX = 16380       # slots: just under 128 KiB (malloc keeps it off mmap), ~9,800 ids
 cdef int32_t NLEAF_MAX = 32760      # slots of a narrow leaf (4-byte keys): the same 128 KiB
 cdef int64_t NARROW_SPAN = 0xFFFFFFFF   # ids a narrow leaf's keys can hold (~1.02 s of tweet time)
+cdef int64_t DEDUPE_SPARE = 49152   # bytes beyond 16 an id that growing newest wide leaves may
+                                    # bring the dedupe to (see spare_room), of the 64 KiB allowed
 cdef int32_t WIDEN_N = 128          # a narrow leaf with fewer ids is made wide, not cut, when an
                                     # id outside its keys' span comes
 
@@ -405,8 +411,8 @@ cdef int leaf_split(Bucket* B, Py_ssize_t i) except -1 nogil:
 
 cdef inline bint bucket_affords(Bucket* B, Py_ssize_t extra) noexcept nogil:
     """Whether B can take extra bytes and still hold under 16 bytes an id with 64 KiB to spare
-    (room for a wide newest leaf's doubling, directory growth, small new leaves: the growth
-    that does not ask)."""
+    (so that a presized leaf never takes from the dedupe's spare room, and the growth that does
+    not ask, directories and small new leaves, is paid for by the bucket's own ids)."""
     return B.nbytes + extra + 65536 <= 16 * B.n
 
 
@@ -431,21 +437,44 @@ cdef int32_t presize(Bucket* B, Py_ssize_t i) noexcept nogil:
     return cap
 
 
-cdef int leaf_make_room(Bucket* B, Py_ssize_t i, int64_t key) except -1 nogil:
+cdef int64_t spare_room(State* st, Bucket* B) noexcept nogil:
+    """Bytes that bucket B may still take (the id about to go in counted) while the bytes held
+    beyond 16 an id, summed over the buckets that hold more (B: its bytes less 16 an id, even if
+    negative) and the pre-snowflake table, stay within DEDUPE_SPARE. Only this growth takes
+    from the spare room, a bucket gives its share back as ids come and all of it when dropped,
+    so the sum stays bounded whatever the stream (and the order of the buckets' growth)."""
+    cdef int64_t over = st.legacy.cap * 8 - 16 * (<int64_t>st.legacy.n + st.legacy.has_zero), e
+    cdef int k
+    if over < 0:
+        over = 0
+    for k in range(st.ngens):
+        if &st.gens[k] != B:
+            e = st.gens[k].nbytes - 16 * <int64_t>st.gens[k].n
+            if e > 0:
+                over += e
+    return DEDUPE_SPARE - over - (B.nbytes - 16 * (<int64_t>B.n + 1))
+
+
+cdef int leaf_make_room(State* st, Bucket* B, Py_ssize_t i, int64_t key) except -1 nogil:
     """Leaf i is at its limit and key (within its range and span, absent) is to go in: grow it,
     seal it (a new leaf above its largest id) or split it."""
     cdef Leaf* L = &B.leaves[i]
-    cdef int64_t top = L.top
+    cdef int64_t top = L.top, room
     cdef int32_t cap, mx = leaf_maxcap(L)
     cdef bint wide = L.wide
     if L.cap < mx:
-        # a narrow leaf doubles (load >= 0.35: at most 11.4 bytes an id); the newest wide leaf
-        # of a bucket doubles (it will most likely fill up to LEAF_MAX and be sealed; one rehash
-        # an id instead of 2.5); other wide ones grow 1.4x, staying at load >= 0.5
-        if not wide or i + 1 == B.nleaves:
+        # a narrow leaf doubles (load >= 0.35: at most 11.4 bytes an id); a wide one grows 1.4x,
+        # staying at load >= 0.5 (16 bytes an id), but the newest wide leaf of a bucket (it will
+        # most likely fill up to LEAF_MAX and be sealed) grows up to twice, as far as the spare
+        # room allows: one rehash an id instead of 2.5 where there are bytes to spare
+        if not wide:
             cap = L.cap * 2
         else:
             cap = <int32_t>((<int64_t>L.cap * 7) // 5 + 1)
+            if i + 1 == B.nleaves:
+                room = L.cap + spare_room(st, B) // 8
+                if room > cap:
+                    cap = <int32_t>(room if room < 2 * <int64_t>L.cap else 2 * L.cap)
         return leaf_resize(B, L, cap if cap < mx else mx, wide)
     if key > top:
         # seal: an in-order stream moves on to a new (narrow) leaf, sized for it if newest
@@ -706,7 +735,7 @@ cdef int remember_slow(State* st, int64_t tid) except -1 nogil:
                 set_hot(st, B, i)
             return 1
         hot_reset(st)
-        leaf_make_room(B, i, tid)
+        leaf_make_room(st, B, i, tid)
 
 
 cdef inline int remember(State* st, int64_t tid) except -1 nogil:
