@@ -712,3 +712,46 @@ def test_the_arena_hands_a_buffer_out_again_only_once_nothing_refers_to_it():
     for _ in range(3):
         arena.next_batch()
     assert arena._bufs == []                         # idle buffers are let go
+
+
+def test_repeated_ids_go_in_match_order_whether_or_not_the_batch_is_in_id_order():
+    """Rows sharing an id, matched back to front: the seat's pairs keep match order in a
+    batch already in id order as in one that is not (found by a reviewer)."""
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("b", "p"))
+    for ids in ([1, 3, 3, 5], [5, 3, 3, 1]):
+        d = tweets(*[tw(i) for i in ids])
+        rows, rules = Router.from_config(config).route(d.tweets).by_client["b"]
+        back = np.arange(len(rows))[::-1].copy()
+        res = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh") \
+            .apply(d.tweets, {"b": (rows[back], rules.take(pa.array(back)))})
+        got = res.delivered["b"].rows.tolist()
+        twins = [r for r in got if ids[r] == 3]
+        assert twins == [2, 1], (ids, got)        # match order: row 2 was matched first
+
+
+def test_denied_rule_ids_with_narrow_dictionary_indices_and_a_null_id():
+    from firehose.entitlements import _as_rule_ids
+    ids = pa.DictionaryArray.from_arrays(pa.array([5, None, 127], pa.int8()),
+                                         pa.array([f"r{i}" for i in range(128)]))
+    items = pa.StructArray.from_arrays([ids, pa.array(["t"] * 3)], names=["id", "tag"])
+    rules = pa.ListArray.from_arrays(pa.array([0, 2, 3], pa.int32()), items)
+    assert _as_rule_ids([(rules, np.array([0, 1]))]).to_pylist() == [["r5", None], ["r127"]]
+
+
+def test_the_pair_layout_ignores_a_misaligned_or_short_scratch():
+    from firehose import _core
+    rng = np.random.default_rng(3)
+    n = 5000
+    rank = rng.permutation(n).astype(np.int64)
+    row_ids, flags = rng.integers(0, 1 << 40, n), rng.integers(0, 256, n).astype(np.uint8)
+    seats = [np.sort(rng.choice(n, 700, replace=False)).astype(np.int64)]
+    outs = []
+    for scratch in (None, np.empty(9 * n + 17, np.uint8)[1:], np.empty(100, np.uint8),
+                    np.empty(9 * n + 16, np.uint8)):
+        out = [np.empty(700, np.int64) for _ in range(3)] + [np.empty(700, np.uint8)]
+        _core.seat_pairs_by_rank(seats, np.ones(1, np.uint8), rank, row_ids, flags, *out,
+                                 scratch)
+        outs.append(out)
+    for out in outs[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(out, outs[0]))
+    assert np.array_equal(outs[0][0], np.sort(rank[seats[0]]))

@@ -113,17 +113,17 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef uint64_t* t = <uint64_t*>malloc(longest * 8)
     cdef uint64_t* x
     cdef uint64_t* sorted_keys
-    cdef bint own = scratch is None or scratch.shape[0] < 9 * n + 16
+    # a scratch too small or not 8-byte aligned is not used
+    cdef bint own = scratch is None or scratch.shape[0] < 9 * n + 16 \
+        or (<size_t>&scratch[0]) % 8 != 0
     cdef int64_t* by_rank                  # each rank's id
     cdef uint8_t* f_rank
     if own:
         by_rank = <int64_t*>malloc(n * 8 + 8)
         f_rank = <uint8_t*>calloc(n + 1, 1)
     else:
-        by_rank = <int64_t*>&scratch[0]    # numpy's buffers are 16-byte aligned
+        by_rank = <int64_t*>&scratch[0]
         f_rank = &scratch[8 * n + 8]
-        if (<size_t>by_rank) % 8:
-            raise ValueError("scratch is not 8-byte aligned")
     cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
     cdef int64_t* bcount = <int64_t*>malloc(2 * longest * 8 + 16)
     cdef int64_t at, cnt, fullest
