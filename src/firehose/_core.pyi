@@ -63,3 +63,11 @@ def gather_list_codes(offsets: list, codes: list, orders: list, bases: memoryvie
                       out_offsets: memoryview) -> "numpy.ndarray":
     """Chosen lists of several list arrays as one list array's offsets and int64 codes
     (firehose.entitlements)."""
+
+def sort_pairs_by_key(key: memoryview, val: memoryview, key_out: memoryview,
+                      val_out: memoryview) -> None:
+    """(key, value) int64 pairs sorted by key, stably (firehose.entitlements' author index)."""
+
+def merge_pairs(ka: memoryview, va: memoryview, kb: memoryview, vb: memoryview,
+                ko: memoryview, vo: memoryview) -> int:
+    """Two runs of (key, value) pairs sorted by key then value merged, repeats once."""

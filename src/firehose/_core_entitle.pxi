@@ -611,3 +611,108 @@ def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] 
                     dst[at] = code[c] + base
                     at += 1
     return out
+
+
+def sort_pairs_by_key(const int64_t[::1] key, const int64_t[::1] val,
+                      int64_t[::1] key_out, int64_t[::1] val_out):
+    """(key, value) pairs sorted by key, stably (pairs with equal keys keep their order: a
+    caller whose values ascend gets them by key, then value): an LSD radix sort on the key's
+    bits, 11 at a time, a pass skipped where every key has the same digit."""
+    cdef Py_ssize_t n = key.shape[0], i
+    cdef int p, d, passes = 6
+    cdef uint64_t k, flip = <uint64_t>1 << 63
+    cdef int64_t at, c
+    if val.shape[0] != n or key_out.shape[0] != n or val_out.shape[0] != n:
+        raise ValueError("key, val and the outputs must be as long as each other")
+    if n == 0:
+        return
+    cdef uint64_t* ka = <uint64_t*>malloc(n * 8)
+    cdef uint64_t* kb = <uint64_t*>malloc(n * 8)
+    cdef int64_t* va = <int64_t*>malloc(n * 8)
+    cdef int64_t* vb = <int64_t*>malloc(n * 8)
+    cdef int64_t* count = <int64_t*>calloc(passes * 2048, 8)
+    cdef uint64_t* ks
+    cdef uint64_t* kd
+    cdef int64_t* vs
+    cdef int64_t* vd
+    cdef int64_t* cnt
+    if ka == NULL or kb == NULL or va == NULL or vb == NULL or count == NULL:
+        free(ka); free(kb); free(va); free(vb); free(count)
+        raise MemoryError()
+    with nogil:
+        for i in range(n):
+            k = <uint64_t>key[i] ^ flip            # signed order as unsigned
+            ka[i] = k
+            va[i] = val[i]
+            for p in range(passes):
+                count[p * 2048 + <int>((k >> (11 * p)) & 2047)] += 1
+        ks, kd, vs, vd = ka, kb, va, vb
+        for p in range(passes):
+            cnt = count + p * 2048
+            if cnt[<int>((ks[0] >> (11 * p)) & 2047)] == n:
+                continue                           # one digit everywhere: nothing moves
+            at = 0
+            for d in range(2048):
+                c = cnt[d]
+                cnt[d] = at
+                at += c
+            for i in range(n):
+                k = ks[i]
+                d = <int>((k >> (11 * p)) & 2047)
+                kd[cnt[d]] = k
+                vd[cnt[d]] = vs[i]
+                cnt[d] += 1
+            ks, kd = kd, ks
+            vs, vd = vd, vs
+        for i in range(n):
+            key_out[i] = <int64_t>(ks[i] ^ flip)
+            val_out[i] = vs[i]
+    free(ka); free(kb); free(va); free(vb); free(count)
+
+
+def merge_pairs(const int64_t[::1] ka, const int64_t[::1] va, const int64_t[::1] kb,
+                const int64_t[::1] vb, int64_t[::1] ko, int64_t[::1] vo):
+    """Merge two runs of (key, value) pairs sorted by key then value into ``ko``/``vo``
+    (room for both), a pair present in both runs once; returns how many pairs were
+    written. A run out of order is an error (ValueError), not a wrong result."""
+    cdef Py_ssize_t na = ka.shape[0], nb = kb.shape[0], i = 0, j = 0, o = 0
+    cdef bint bad = False, take_a, same
+    if va.shape[0] != na or vb.shape[0] != nb:
+        raise ValueError("keys and values must be as long as each other")
+    if ko.shape[0] < na + nb or vo.shape[0] < na + nb:
+        raise ValueError("the outputs are shorter than the two runs")
+    with nogil:
+        for i in range(1, na):
+            if ka[i] < ka[i - 1] or (ka[i] == ka[i - 1] and va[i] < va[i - 1]):
+                bad = True
+        for j in range(1, nb):
+            if kb[j] < kb[j - 1] or (kb[j] == kb[j - 1] and vb[j] < vb[j - 1]):
+                bad = True
+        i = 0
+        j = 0
+        while not bad and i < na and j < nb:
+            same = ka[i] == kb[j] and va[i] == vb[j]
+            take_a = ka[i] < kb[j] or (ka[i] == kb[j] and va[i] <= vb[j])
+            if take_a:
+                ko[o] = ka[i]
+                vo[o] = va[i]
+                i += 1
+                j += same
+            else:
+                ko[o] = kb[j]
+                vo[o] = vb[j]
+                j += 1
+            o += 1
+        while not bad and i < na:
+            ko[o] = ka[i]
+            vo[o] = va[i]
+            i += 1
+            o += 1
+        while not bad and j < nb:
+            ko[o] = kb[j]
+            vo[o] = vb[j]
+            j += 1
+            o += 1
+    if bad:
+        raise ValueError("a run is not sorted by key, then value")
+    return o

@@ -300,7 +300,7 @@ AUDIT = pa.schema([
 # a denial's reason, policy, path and detail repeat for every row of its seat and cause (a
 # barred seat's 40k rows share one ~150-byte detail): dictionary columns, one copy per value
 LABEL = pa.dictionary(pa.int32(), pa.string())
-_PENDING_BATCHES = 4    # batches of delivered authors held before they are sorted in
+_PENDING_BATCHES = 4    # batches of delivered (author, id) pairs held before they are sorted
 _RULE_IDS = pa.list_(pa.string())       # a denial's rules: the ids of the seat's that matched
 DENIALS = pa.schema([
     ("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
@@ -413,11 +413,16 @@ class Entitlements:
         self._day_counts: dict[tuple[str, int], int] = {}
         self._group_counts: dict[tuple[str, int], int] = {}
         self._delivered: dict[str, list[np.ndarray]] = {}
+        # authors delivered per client, as checkpoints before the author index kept them
+        # (loaded, consulted and saved again; nothing new is added)
         self._delivered_users: dict[str, list[np.ndarray]] = {}
         # authors delivered, not yet sorted in: sorted only when a user event asks (rare), not
         # for every seat of every batch
-        self._pending_users: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        self._pending_batches = 0
+        # who wrote what was delivered: (author, tweet id) of every row delivered to any
+        # seat, as runs sorted by author then id (doubling sizes); a batch's pairs wait
+        # unsorted until a user event asks, or a few batches at most
+        self._authors: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_authors: list[tuple[np.ndarray, np.ndarray]] = []
         self._constants: tuple[int, pa.Array] | None = None
         self._arena = _Arena()
         self.batch = 0
@@ -577,9 +582,6 @@ class Entitlements:
         # are in range)
         rows_k = ranks_k if perm is None else np.take(
             perm, ranks_k, out=self._arena.empty(n_kept, np.int64), mode="clip")
-        # the authors by rank: a seat's delivered authors are read in order when a user
-        # event needs them
-        authors_r = authors if perm is None else authors[perm]
         got = ids_p[:n_kept]                           # delivered ids, each seat's in id order
         batch_col = self._arena.empty(max(n_kept, len(bad)), np.int64)
         batch_col.fill(self.batch)
@@ -612,14 +614,16 @@ class Entitlements:
                 # a seat whose rows came ascending has its ids in id order already (a
                 # repeated id stays until its run is merged); others are checked
                 self._remember(client, got[ka:kb], checked=ascending[s])
-                # the authors are gathered only when a user event needs them
-                self._pending_users.setdefault(client, []).append((authors_r, ranks_k[ka:kb]))
         if n_kept:
-            self._pending_batches += 1
-        if self._pending_batches > _PENDING_BATCHES:
-            # each pending batch keeps its arrays alive: sorted in after a few batches even
-            # when no user event asked
-            self._users()
+            # (author, id) of each row delivered to any seat, once: the author index
+            hit = np.zeros(n, bool)
+            hit[ranks_k] = True
+            at = np.flatnonzero(hit)                   # their ranks
+            self._pending_authors.append(
+                (authors[at] if perm is None else authors[perm[at]],
+                 ids[at] if perm is None else ids[perm[at]]))
+            if len(self._pending_authors) > _PENDING_BATCHES:
+                self._author_runs()
 
         denials = DENIALS.empty_table()
         if len(bad):
@@ -654,32 +658,44 @@ class Entitlements:
 
     # ------------------------------------------------------------------ checkpoints
     def state_to_bytes(self) -> bytes:
-        """Batch counter, cap counters and the ids delivered per client (for forwarding
-        deletes), as Arrow IPC: with :meth:`load_state` a resumed run carries on exactly.
+        """Batch counter, cap counters, the ids delivered per client (for forwarding
+        deletes) and the author index (kind ``author``: key the author, value the tweet id;
+        for forwarding user events), as Arrow IPC: with :meth:`load_state` a resumed run
+        carries on exactly.
         One row per counter and per remembered id; ``kind`` and ``name`` are dictionary
         columns (millions of ids: no string per row), ids sorted per client."""
         rows = [("day", k[0], k[1], v) for k, v in sorted(self._day_counts.items())]
         rows += [("group", k[0], k[1], v) for k, v in sorted(self._group_counts.items())]
-        kinds = ["day", "group", "delivered", "delivered_user"]
+        kinds = ["day", "group", "delivered", "delivered_user", "author"]
         names: dict[str, int] = {}
         kind_idx = [kinds.index(r[0]) for r in rows]
         name_idx = [names.setdefault(r[1], len(names)) for r in rows]
         keys = [np.array([r[2] for r in rows], np.int64)]
-        vals = np.array([r[3] for r in rows], np.int64)
+        vals = [np.array([r[3] for r in rows], np.int64)]
         kind_parts = [np.array(kind_idx, np.int8)]
         name_parts = [np.array(name_idx, np.int32)]
         for label, store in (("delivered", self._delivered),
-                             ("delivered_user", self._users())):
+                             ("delivered_user", self._delivered_users)):
             for client in sorted(store):
                 got = _merged(store[client])
                 store[client] = [got]
                 keys.append(got)
+                vals.append(np.zeros(len(got), np.int64))
                 kind_parts.append(np.full(len(got), kinds.index(label), np.int8))
                 name_parts.append(np.full(len(got), names.setdefault(client, len(names)),
                                           np.int32))
+        # the author index, one run: key the author, value the tweet id
+        runs = self._author_runs()
+        while len(runs) > 1:
+            b, a = runs.pop(), runs.pop()
+            runs.append(_merged_pairs(a, b))
+        for author, tid in runs:
+            keys.append(author)
+            vals.append(tid)
+            kind_parts.append(np.full(len(author), kinds.index("author"), np.int8))
+            name_parts.append(np.full(len(author), names.setdefault("", len(names)), np.int32))
         key = np.concatenate(keys)
-        value = np.zeros(len(key), np.int64)
-        value[:len(vals)] = vals
+        value = np.concatenate(vals)
         table = pa.table({
             "kind": pa.DictionaryArray.from_arrays(np.concatenate(kind_parts),
                                                    pa.array(kinds, pa.string())),
@@ -705,8 +721,8 @@ class Entitlements:
             raise StateError(f"entitlement state is corrupt: {e}") from None
         self.batch = int((table.schema.metadata or {}).get(b"batch", b"0"))
         self._day_counts, self._group_counts = {}, {}
-        self._delivered, self._delivered_users, self._pending_users = {}, {}, {}
-        self._pending_batches = 0
+        self._delivered, self._delivered_users = {}, {}
+        self._authors, self._pending_authors = [], []
         code = {k: i for i, k in enumerate(kinds)}
         for label, counts in (("day", self._day_counts), ("group", self._group_counts)):
             for i in np.flatnonzero(kind_codes == code.get(label, -1)).tolist():
@@ -722,6 +738,9 @@ class Entitlements:
             cuts = np.flatnonzero(who[1:] != who[:-1]) + 1
             for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(who)].tolist()):
                 store[names[who[lo]]] = [np.sort(ids[lo:hi])]
+        sel = np.flatnonzero(kind_codes == code.get("author", -1))
+        if len(sel):
+            self._authors = [_sorted_pairs(key[sel], value[sel])]
 
     # ------------------------------------------------------------------ deletes to forward
     def _remember(self, client: str, ids: np.ndarray, store: dict | None = None,
@@ -750,14 +769,41 @@ class Entitlements:
             b, a = runs.pop(), runs.pop()
             runs.append(_merged([a, b]))
 
-    def _users(self) -> dict[str, list[np.ndarray]]:
-        """The delivered-authors memory, with the authors of recent batches sorted in."""
-        for client, parts in self._pending_users.items():
-            self._remember(client, np.concatenate([authors[at] for authors, at in parts]),
-                           self._delivered_users)
-        self._pending_users = {}
-        self._pending_batches = 0
-        return self._delivered_users
+    def _author_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The author index with the pending batches sorted in: runs of (author, tweet id)
+        pairs sorted by author then id, a new run merged with the previous while that is not
+        twice as long (as the delivered ids)."""
+        runs = self._authors
+        for author, tid in self._pending_authors:
+            if len(tid) > 1 and not (tid[1:] >= tid[:-1]).all():
+                runs.append(_sorted_pairs(author, tid))
+            else:
+                # a batch's ids ascend (its rows by rank): a stable sort by author is enough
+                ko, vo = np.empty(len(author), np.int64), np.empty(len(author), np.int64)
+                _core.sort_pairs_by_key(author, tid, ko, vo)
+                runs.append((ko, vo))
+            while len(runs) > 1 and len(runs[-2][0]) <= 2 * len(runs[-1][0]):
+                b, a = runs.pop(), runs.pop()
+                runs.append(_merged_pairs(a, b))
+        self._pending_authors = []
+        return runs
+
+    def _tweets_by(self, users: np.ndarray) -> np.ndarray:
+        """The delivered tweet ids (to any seat) whose author is one of ``users``, and for
+        each, its author: two arrays."""
+        users = np.unique(users)
+        tids, whose = [], []
+        for author, tid in self._author_runs():
+            lo = np.searchsorted(author, users, "left")
+            hi = np.searchsorted(author, users, "right")
+            n = hi - lo
+            if n.sum():
+                at = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+                tids.append(tid[at])
+                whose.append(author[at])
+        if not tids:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(tids), np.concatenate(whose)
 
     def _was_delivered(self, client: str, ids: np.ndarray, store: dict | None = None
                        ) -> np.ndarray:
@@ -787,10 +833,18 @@ class Entitlements:
             return {}
         picks = []
         any_user = u_valid.any()
+        if any_user:
+            # the delivered tweets those users wrote: a seat that got one gets the event
+            by_tid, by_user = self._tweets_by(users[u_valid])
         for client in sorted(self._delivered):
             hit = self._was_delivered(client, ids) & t_valid
             if any_user:
-                hit |= self._was_delivered(client, users, self._users()) & u_valid
+                if len(by_tid):
+                    got = by_user[self._was_delivered(client, by_tid)]
+                    if len(got):
+                        hit |= np.isin(users, got) & u_valid
+                if client in self._delivered_users:
+                    hit |= self._was_delivered(client, users, self._delivered_users) & u_valid
             idx = np.flatnonzero(hit)
             if len(idx):
                 picks.append((client, idx))
@@ -1008,6 +1062,30 @@ def _sorted_distinct(ids: np.ndarray) -> np.ndarray:
     out = np.empty(len(ids), np.int64)
     k = _core.merge_distinct(ids, ids[:0], out)
     return out[:k] if 4 * k >= 3 * len(out) else out[:k].copy()
+
+
+def _sorted_pairs(author: np.ndarray, tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(author, tweet id) pairs in any order sorted by author then id, each pair once (a
+    checkpoint's index)."""
+    o = np.lexsort((tid, author))
+    author, tid = author[o], tid[o]
+    if len(author) > 1:
+        keep = np.ones(len(author), bool)
+        keep[1:] = (author[1:] != author[:-1]) | (tid[1:] != tid[:-1])
+        if not keep.all():
+            author, tid = author[keep], tid[keep]
+    return author, tid
+
+
+def _merged_pairs(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Two runs of sorted (author, tweet id) pairs as one (a linear pass of the core)."""
+    size = len(a[0]) + len(b[0])
+    ko, vo = np.empty(size, np.int64), np.empty(size, np.int64)
+    k = _core.merge_pairs(a[0], a[1], b[0], b[1], ko, vo)
+    if 4 * k < 3 * size:                  # many repeats gone: give the room back
+        return ko[:k].copy(), vo[:k].copy()
+    return ko[:k], vo[:k]
 
 
 def _merged(runs: list[np.ndarray]) -> np.ndarray:
