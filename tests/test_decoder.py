@@ -443,3 +443,43 @@ def test_fast_scan_builds_the_tape_of_parse_value(dialect):
         both, neither, fast_only, slow_only, differ = _core._fast_scan_check(
             _mutations(lines, 3000, 11), depth)
         assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 0 and neither > 0
+
+
+def test_json_level_rejects_name_the_field_where_the_fault_is():
+    """A malformed line's reject names the JSON path of the value (or, for a fault in a key,
+    the object) where the scan found the fault, as ParseError does with on_error="raise"."""
+    lines = [b'{"id_str":"1","text":"a\\ud800b","user":{"id_str":"2"}}',
+             b'{"id_str":"3","text":"bad \\x escape"}',
+             b'{"id_str":"4","text":"ok","user":{"id_str":"2","name":"\xff"}}',
+             b'{"id_str":"5","entities":{"urls":[{"u":1},{"url":"ab\\q"}]}}',
+             b'{"id_str":"6","user":{"id_str":"2","na\\qme":"x"}}',
+             b'{"id_str":"7","n":[1,2,NaN]}',
+             b'{"id_str":"9","a b":{"c":tru}}',
+             b'[{"id_str":"10"},{"id_str":"11","x":01}]',
+             b'{"id_str":"12"}}',
+             b'{"id_str":"8","text":"cut']
+    want = [("lone_surrogate", "$.text"), ("invalid_escape", "$.text"),
+            ("invalid_utf8", "$.user.name"), ("invalid_escape", "$.entities.urls[1].url"),
+            ("invalid_escape", "$.user"), ("invalid_json", "$.n[2]"),
+            ("invalid_json", '$["a b"].c'), ("invalid_json", "$[1].x"), ("invalid_json", "$"),
+            ("truncated", "$.text")]
+    dec = firehose.Decoder()
+    out = firehose.DecodeResult.concat([dec.feed(b"\n".join(lines), source="s"),
+                                        dec.finish()])
+    assert [(r["reason"], r["field"]) for r in out.rejects.to_pylist()] == want
+    with pytest.raises(firehose.ParseError) as e:
+        firehose.Decoder(on_error="raise").feed(lines[3] + b"\n", source="s")
+    assert e.value.field == "$.entities.urls[1].url" and "at $.entities.urls[1].url" in str(e.value)
+
+
+def test_the_path_of_a_fault_never_fails_on_arbitrary_bytes():
+    import random
+    from firehose.decoder import json_path_at
+    rnd = random.Random(5)
+    alphabet = b'{}[],:"\\ abc01\xff\n'
+    for _ in range(3000):
+        raw = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 60)))
+        got = json_path_at(raw, rnd.randint(-2, len(raw) + 2))
+        assert got is None or got.startswith("$")
+    deep = json_path_at(b"[" * 5000 + b"x", 5000)
+    assert deep.endswith("...(5000 levels)") and len(deep) < 200
