@@ -774,7 +774,8 @@ def _user_event(uid, kind="user_delete"):
 def test_user_events_go_to_exactly_the_seats_that_got_a_tweet_by_the_user(seed):
     """Against a plain record of who got what: random batches (ids out of order, repeated
     across batches), seats with different rules, a barred seat; after each batch (and across a
-    checkpoint) every user event goes to exactly the seats delivered a tweet by that user."""
+    checkpoint) every user event goes to exactly the seats delivered a tweet by that user, and
+    every delete to exactly the seats delivered that tweet."""
     rng = np.random.default_rng(seed)
     config = cfg.loads(BASE + org("p", ["media"]) + org("spy", ["intelligence"]) +
                        seat("a", "p", rules='[{ id = "r", value = "alpha" }]') +
@@ -786,6 +787,7 @@ def test_user_events_go_to_exactly_the_seats_that_got_a_tweet_by_the_user(seed):
     ent = Entitlements(plans, source="fh")
     router = Router.from_config(config)
     got_by: dict[str, set] = {}
+    got_ids: dict[str, set] = {}
     for k in range(7):
         # a tweet id has one author (the index keys tweets by id: an id delivered under
         # two authors, corrupt input, could send an event to more seats, never fewer)
@@ -806,6 +808,16 @@ def test_user_events_go_to_exactly_the_seats_that_got_a_tweet_by_the_user(seed):
         for uid in rng.choice(32, 6, replace=False).tolist():
             want = sorted(c for c, users in got_by.items() if uid in users)
             assert sorted(ent.forward(_user_event(uid))) == want, (k, uid)
+        for client, dl in res.delivered.items():
+            ids_of = d.tweets.column("id").to_pylist()
+            got_ids.setdefault(client, set()).update(ids_of[r] for r in dl.rows)
+        # deletes: several in one table, of tweets delivered or not
+        tids = rng.choice(420, 8, replace=False).tolist()
+        fwd = ent.forward(tweets(*[{"delete": {"status": {"id_str": str(t)}}}
+                                   for t in tids]).compliance)
+        want = {c: sorted(t for t in tids if t in ids) for c, ids in got_ids.items()}
+        assert {c: sorted(tb.column("tweet_id").to_pylist()) for c, tb in fwd.items()} == \
+            {c: v for c, v in want.items() if v}, k
     assert "x" not in got_by or not got_by["x"]
 
 
