@@ -71,3 +71,7 @@ def sort_pairs_by_key(key: memoryview, val: memoryview, key_out: memoryview,
 def merge_pairs(ka: memoryview, va: memoryview, kb: memoryview, vb: memoryview,
                 ko: memoryview, vo: memoryview) -> int:
     """Two runs of (key, value) pairs sorted by key then value merged, repeats once."""
+
+def json_path_parts(line: bytes, col: int) -> tuple[list, int]:
+    """(keys and indices from the top, levels in all) of the place at byte ``col`` of a line
+    (firehose.decoder.json_path_at)."""

@@ -1474,3 +1474,82 @@ def _fast_scan_check(lines, int max_depth=64):
         buf_free(&t.mem)
         buf_free(&t.keybuf)
     return both, neither, fast_only, slow_only, differ
+
+
+def json_path_parts(const unsigned char[::1] line, Py_ssize_t col):
+    """The JSON path, as parts, of the place at byte ``col`` of a line that may be malformed
+    from there on: a walk of the tokens before ``col`` (strings, brackets, commas, colons)
+    that checks nothing. Returns (parts, levels): ``parts`` the object keys (raw bytes, still
+    escaped) and array indices (int) from the top, stopping at an object whose key is not
+    known yet (the fault is at or in a key); ``levels`` how many there were in all (parts
+    keep the first 32). A string not closed before ``col`` holds the fault: its path."""
+    cdef Py_ssize_t n = line.shape[0], p = 0, q, d = 0, k, levels, over = 0, cap
+    cdef unsigned char c
+    if col < 0:
+        col = 0
+    if col > n:
+        col = n
+    # per open container: kind (1 object, 2 array), key span, expecting a key, index; levels
+    # past the 4096th (past any max_depth) are only counted
+    cap = min(col, 4096) + 1
+    cdef uint8_t* kind = <uint8_t*>malloc(cap)
+    cdef uint8_t* want = <uint8_t*>malloc(cap)
+    cdef Py_ssize_t* ka = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* kb = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
+    if kind == NULL or want == NULL or ka == NULL or kb == NULL:
+        free(kind); free(want); free(ka); free(kb)
+        raise MemoryError()
+    try:
+        with nogil:
+            while p < col:
+                c = line[p]
+                if c == 0x22:
+                    q = p + 1
+                    while q < col and line[q] != 0x22:
+                        q += 2 if line[q] == 0x5C else 1
+                    if q >= col - 1:
+                        break                      # the fault is inside this string
+                    if d and not over and kind[d - 1] == 1 and want[d - 1]:
+                        ka[d - 1] = p + 1
+                        kb[d - 1] = q
+                    p = q + 1
+                    continue
+                if (c == 0x7B or c == 0x5B) and d == cap:
+                    over += 1
+                elif c == 0x7B or c == 0x5B:
+                    kind[d] = 1 if c == 0x7B else 2
+                    want[d] = c == 0x7B
+                    ka[d] = -1
+                    kb[d] = 0                      # an array's index
+                    d += 1
+                elif c == 0x7D or c == 0x5D:
+                    if over:
+                        over -= 1
+                    elif d:
+                        d -= 1
+                elif over:
+                    pass
+                elif c == 0x2C:
+                    if d:
+                        if kind[d - 1] == 1:
+                            want[d - 1] = 1
+                            ka[d - 1] = -1
+                        else:
+                            kb[d - 1] += 1
+                elif c == 0x3A:
+                    if d and kind[d - 1] == 1:
+                        want[d - 1] = 0
+                p += 1
+        parts = []
+        levels = 0
+        for k in range(d):
+            if kind[k] == 1 and (ka[k] < 0 or want[k]):
+                break
+            levels += 1
+            if len(parts) < 32:
+                parts.append(bytes(line[ka[k]:kb[k]]) if kind[k] == 1 else kb[k])
+        if levels == d:
+            levels += over
+        return parts, levels
+    finally:
+        free(kind); free(want); free(ka); free(kb)

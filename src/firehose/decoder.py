@@ -264,59 +264,31 @@ class Decoder:
 # JSON-level rejects found at a column of the line: their field is the JSON path there
 _PATH_REASONS = frozenset({"invalid_utf8", "invalid_escape", "lone_surrogate", "truncated",
                            "invalid_json"})
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[{}\[\],:]|[^\s{}\[\],:"]+', re.S)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH_SCAN_MAX = 1 << 22        # a fault further into a line is reported without its path
-_PATH_DEPTH_MAX = 32            # deeper paths keep their first levels and say how deep
 
 
 def json_path_at(raw: bytes, col: int) -> str | None:
-    """The JSON path of the value (or the object, for a key) at byte ``col`` of a line that
-    may be malformed from ``col`` on: ``$.user.name``, ``$.entities.urls[2].url``, ``$``.
-    A tolerant walk of the tokens before ``col``; ``None`` past the first 4 MiB of a line."""
+    """The JSON path of the value (or the object, for a fault in a key) at byte ``col`` of a
+    line that may be malformed from ``col`` on: ``$.user.name``, ``$.entities.urls[2].url``,
+    ``$``; at most 32 levels, then ``...(N levels)``. The walk is the core's
+    (``json_path_parts``); ``None`` past the first 4 MiB of a line."""
     if col < 0 or col > _PATH_SCAN_MAX:
         return None
-    col = min(col, len(raw))
-    # per open container: [is_object, key or index, expecting a key]
-    stack: list[list] = []
-    for m in _TOKEN.finditer(raw, 0, col):
-        t = m.group()
-        c = t[:1]
-        if m.end() >= col and c == b'"':
-            break                          # the fault is inside this string
-        top = stack[-1] if stack else None
-        if c == b"{":
-            stack.append([True, None, True])
-        elif c == b"[":
-            stack.append([False, 0, False])
-        elif c in (b"}", b"]"):
-            if stack:
-                stack.pop()
-        elif c == b",":
-            if top is not None:
-                if top[0]:
-                    top[1], top[2] = None, True
-                else:
-                    top[1] += 1
-        elif c == b":":
-            if top is not None and top[0]:
-                top[2] = False
-        elif c == b'"' and top is not None and top[0] and top[2]:
-            try:
-                top[1] = json.loads(t)
-            except ValueError:
-                top[1] = t[1:-1].decode("utf-8", "replace")
-    parts = []
-    for is_obj, at, want_key in stack:
-        if is_obj:
-            if at is None or want_key:
-                break                      # the fault is at or in a key: the object's path
-            parts.append(f".{at}" if _IDENT.fullmatch(at) else f"[{json.dumps(at)}]")
-        else:
-            parts.append(f"[{at}]")
-    if len(parts) > _PATH_DEPTH_MAX:
-        parts = parts[:_PATH_DEPTH_MAX] + [f"...({len(parts)} levels)"]
-    return "$" + "".join(parts)
+    parts, levels = _core.json_path_parts(raw, col)
+    out = ["$"]
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+            continue
+        try:
+            key = json.loads(b'"' + part + b'"')
+        except ValueError:
+            key = part.decode("utf-8", "replace")
+        out.append(f".{key}" if _IDENT.fullmatch(key) else f"[{json.dumps(key)}]")
+    if levels > len(parts):
+        out.append(f"...({levels} levels)")
+    return "".join(out)
 
 
 def _core_detail(reason: str, col: int, field: str | None) -> str:
