@@ -416,8 +416,6 @@ class Entitlements:
         # authors delivered per client, as checkpoints before the author index kept them
         # (loaded, consulted and saved again; nothing new is added)
         self._delivered_users: dict[str, list[np.ndarray]] = {}
-        # authors delivered, not yet sorted in: sorted only when a user event asks (rare), not
-        # for every seat of every batch
         # who wrote what was delivered: (author, tweet id) of every row delivered to any
         # seat, as runs sorted by author then id (doubling sizes); a batch's pairs wait
         # unsorted until a user event asks, or a few batches at most
@@ -788,7 +786,7 @@ class Entitlements:
         self._pending_authors = []
         return runs
 
-    def _tweets_by(self, users: np.ndarray) -> np.ndarray:
+    def _tweets_by(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The delivered tweet ids (to any seat) whose author is one of ``users``, and for
         each, its author: two arrays."""
         users = np.unique(users)
