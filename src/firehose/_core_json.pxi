@@ -801,6 +801,14 @@ cdef int parse_slow(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
 
 cdef extern from *:
     """
+    /* the value of 4 hex digits known to be valid */
+    static inline __attribute__((always_inline)) uint32_t fh_hex4v(const unsigned char* q) {
+        uint32_t x;
+        memcpy(&x, q, 4);
+        x = (x & 0x0F0F0F0Fu) + ((x >> 6) & 0x01010101u) * 9u;     /* each byte its digit's value */
+        return ((x & 0xFu) << 12) | (x & 0xF00u) | ((x >> 12) & 0xF0u) | (x >> 24);
+    }
+
     /* Decode the validated string content s[start:end] into o (room for end - start + 16
        bytes); returns the bytes written. */
     static Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) {
@@ -814,9 +822,9 @@ cdef extern from *:
             while (p < end && s[p] == 0x5C) {       /* a run of escapes */
                 e = s[p + 1];
                 if (e == 0x75) {
-                    cp = (uint32_t)fh_hex4(s, p + 2, end);
+                    cp = fh_hex4v(s + p + 2);
                     if (cp >= 0xD800 && cp <= 0xDBFF) {
-                        lo = (uint32_t)fh_hex4(s, p + 8, end);
+                        lo = fh_hex4v(s + p + 8);
                         cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                         p += 12;
                     } else {
@@ -933,6 +941,27 @@ cdef extern from *:
                 if (c == 0x22) return p;
                 if (c != 0x5C) return -1;
                 *fl = 1;
+                if (p + 12 < n) {       /* room for any escape and the byte after it */
+                    e = s[p + 1];
+                    if (e == 0x75) {
+                        a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
+                        if ((a | b | cc | d) & 0xF0) return -1;
+                        if (a == 0xD && b >= 8) {
+                            if (b >= 0xC || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
+                            a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
+                            if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
+                            p += 12;
+                        } else {
+                            p += 6;
+                        }
+                    } else if (FH_ESC1[e]) {
+                        p += 2;
+                    } else {
+                        return -1;
+                    }
+                    if (s[p] == 0x5C) continue;     /* a run of escapes */
+                    break;
+                }
                 if (p + 1 >= n) return -1;
                 e = s[p + 1];
                 if (e == 0x75) {
@@ -1202,6 +1231,26 @@ cdef extern from *:
         return pos;
     }
 
+    static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth);
+
+    /* fh_skip with the scalars in line (most skipped values: strings, numbers, literals) */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_skip_inl(fh_ps* ps, Py_ssize_t pos, int depth) {
+        const unsigned char* s = ps->s;
+        Py_ssize_t n = ps->n, k;
+        unsigned char c, fl;
+        uint8_t typ;
+        if (pos >= n) return -1;
+        c = s[pos];
+        if (c == 0x22) {
+            k = fh_sclose(s, pos + 1, n, &fl);
+            return k < 0 ? -1 : k + 1;
+        }
+        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
+        if (c == 0x7B || c == 0x5B) return fh_skip(ps, pos, depth);
+        k = fh_lit(s, pos, n);
+        return k ? pos + k : -1;
+    }
+
     static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth) {
         const unsigned char* s = ps->s;
         Py_ssize_t n = ps->n, k;
@@ -1228,14 +1277,8 @@ cdef extern from *:
                     pos = fh_colon(s, k + 1, n);
                     if (pos < 0) return -1;
                 }
-                if (pos < n && s[pos] == 0x22) {
-                    k = fh_sclose(s, pos + 1, n, &fl);
-                    if (k < 0) return -1;
-                    pos = k + 1;
-                } else {
-                    pos = fh_skip(ps, pos, depth + 1);
-                    if (pos < 0) return -1;
-                }
+                pos = fh_skip_inl(ps, pos, depth + 1);
+                if (pos < 0) return -1;
                 pos = fh_sep(s, pos, n, close, &closed);
                 if (pos < 0) return -1;
                 if (closed) return pos;
@@ -1273,15 +1316,8 @@ cdef extern from *:
                 if (pos < 0) return -1;
                 if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
                     part = 2;       /* F_PART */
-                    if (pos < n && s[pos] == 0x22) {
-                        unsigned char fl;
-                        Py_ssize_t k = fh_sclose(s, pos + 1, n, &fl);
-                        if (k < 0) return -1;
-                        pos = k + 1;
-                    } else {
-                        pos = fh_skip(ps, pos, depth + 1);
-                        if (pos < 0) return -1;
-                    }
+                    pos = fh_skip_inl(ps, pos, depth + 1);
+                    if (pos < 0) return -1;
                 } else {
                     if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
                     kidx = ps->len++;
