@@ -407,7 +407,9 @@ def _mutations(lines, n, seed):
     rnd = random.Random(seed)
     bits = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b" ", b"\t", b"\x01", b"0", b"-", b"e",
             b".", b"u", b"/", b"\\u", b"\\ud83d", b"\\udc00", b"\\ud83d\\ude00", b"\\u00", b"\\x",
-            b"\\\\", b'\\"', b"1e", b"nul", b"tru", b"fals", b"\\u0022", b"\\uD800\\u0041", b"\\u12G4"]
+            b"\\\\", b'\\"', b"1e", b"nul", b"tru", b"fals", b"\\u0022", b"\\uD800\\u0041", b"\\u12G4",
+            b"\xc3\xa9", b"\xe4\xb8\xad", b"\xe4\xb8", b"\xff", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+            b"\xf0\x9f\x98\x80"]
     out = []
     for _ in range(n):
         line = rnd.choice(lines)
@@ -436,6 +438,11 @@ def test_fast_scan_builds_the_tape_of_parse_value(dialect):
         b'{"id": 1, "x": [1, -0, 0.5, 1e5, -1.5E-3, 12345678901234567890, true, false, null]}',
         b' { "id" : 1 , "user" : { "id" : 2 } , "x" : [ ] , "y" : { } } ',
         b'{"id": 1, "x": "\\ud83d\\ude00\\u00e9\\/\\b\\f\\n\\r\\t\\"\\\\"}',
+        # raw UTF-8 in strings (the fast scan checks it): valid, then not
+        '{"id": 1, "x": "café 中文😀 long enough for the 16-byte steps 中", "é": "é"}'.encode(),
+        b'{"id": 1, "x": "\xc3"}', b'{"id": 1, "x": "0123456789abcdef0123\xed\xa0\x80"}',
+        b'{"id": 1, "x": "\xf4\x90\x80\x80"}', b'{"id": 1, "x": "ab\xe0\x80\xaf"}',
+        b'{"id": 1, "x": "0123456789abcdef\xf0\x9f\x98"}',
     ]
     for depth in (64, 3):
         both, neither, fast_only, slow_only, differ = _core._fast_scan_check(lines, depth)

@@ -91,14 +91,15 @@ cdef extern from *:
     }
 
     /* p is just after an opening quote: the index of the closing quote when it comes within
-       the next 16 bytes with no backslash or control character before it, else -1. */
-    static inline Py_ssize_t fh_str_quick(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+       the next 16 bytes with no backslash, control character or non-ASCII byte before it (so
+       a string it closes is valid UTF-8), else -1. */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_str_quick(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
     #if defined(__SSE2__)
         if (p + 16 <= n) {
             const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x1F);
             __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
             int mq = _mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
-            int mo = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b),
+            int mo = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, b), x),
                                                     _mm_cmpeq_epi8(_mm_max_epu8(x, c), c)));
             if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
                 return p + __builtin_ctz(mq);
@@ -743,11 +744,14 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
 cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
     """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where).
 
-    The fast scan (fh_parse_fast, below) first; a line it does not accept is scanned again
-    by parse_value, which finds the fault and its place (or, should the fast scan ever be
-    stricter than this one, accepts the line)."""
+    The fast scan (fh_parse_fast, below) first: it also checks the UTF-8 of the line's strings
+    (the only places a valid line has non-ASCII bytes). A line it does not accept is checked by
+    utf8_check (E_UTF8 first, as if checked before the scan), then scanned again by
+    parse_value, which finds the fault and its place (or, should the fast scan ever be stricter
+    than this one, accepts the line)."""
     cdef fh_ps ps
     cdef int c
+    cdef Py_ssize_t bad
     ps.s = s
     ps.n = n
     ps.nodes = <fh_node*>t.nodes
@@ -773,6 +777,9 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
         t.err_pos = 0
         t.pos = n
         return E_OK
+    bad = utf8_check(s, n)
+    if bad >= 0:
+        return fail(t, E_UTF8, bad)
     return parse_slow(t, s, n)
 
 
@@ -910,8 +917,38 @@ cdef extern from *:
         [0x22] = 1, [0x5C] = 1, [0x2F] = 1, [0x62] = 1, [0x66] = 1, [0x6E] = 1, [0x72] = 1, [0x74] = 1
     };
 
+    /* s[p] >= 0x80: the end of the run of multi-byte characters at p (the index of the next
+       ASCII byte, or n), or -1 when one is not valid UTF-8 as utf8_check says */
+    static inline Py_ssize_t fh_utf8_run(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        unsigned char c = s[p], c1;
+        for (;;) {
+            if (c < 0xC2 || c > 0xF4) return -1;
+            if (c < 0xE0) {
+                if (p + 1 >= n || (s[p + 1] & 0xC0) != 0x80) return -1;
+                p += 2;
+            } else if (c < 0xF0) {
+                if (p + 2 >= n) return -1;
+                c1 = s[p + 1];
+                if ((c1 & 0xC0) != 0x80 || (s[p + 2] & 0xC0) != 0x80) return -1;
+                if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) return -1;
+                p += 3;
+            } else {
+                if (p + 3 >= n) return -1;
+                c1 = s[p + 1];
+                if ((c1 & 0xC0) != 0x80 || (s[p + 2] & 0xC0) != 0x80 || (s[p + 3] & 0xC0) != 0x80) return -1;
+                if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) return -1;
+                p += 4;
+            }
+            if (p >= n) return p;
+            c = s[p];
+            if (c < 0x80) return p;
+        }
+    }
+
     /* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
-       (*fl must be 0 on entry). Accepts exactly what fh_str_end accepts. A run of escapes
+       (*fl must be 0 on entry). Accepts what fh_str_end accepts when the string's bytes are also
+       valid UTF-8 (as utf8_check says: the fast scan checks the UTF-8 of the line's strings,
+       and a non-ASCII byte anywhere else is invalid JSON). A run of escapes
        (CJK text, emoji pairs) is checked without going back to the 16-byte steps. (Taking the
        next special bytes of a 16-byte window from its mask instead of loading again cost
        more instructions and mispredicted branches.) */
@@ -926,19 +963,24 @@ cdef extern from *:
             if (p + 16 <= n) {
                 __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
                 m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)),
+                    _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)), x),
                     _mm_cmpeq_epi8(_mm_max_epu8(x, vc), vc)));
                 if (!m) { p += 16; continue; }
                 p += __builtin_ctz(m);
             } else
     #endif
             {
-                while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || s[p] < 0x20)) p++;
+                while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || (unsigned char)(s[p] - 0x20) >= 0x60)) p++;
                 if (p >= n) return -1;
             }
-            for (;;) {      /* p is at a special byte: a quote, a backslash or a control byte */
+            for (;;) {      /* p is at a special byte: a quote, a backslash, a control or non-ASCII byte */
                 c = s[p];
                 if (c == 0x22) return p;
+                if (c >= 0x80) {
+                    p = fh_utf8_run(s, p, n);
+                    if (p < 0) return -1;
+                    break;
+                }
                 if (c != 0x5C) return -1;
                 *fl = 1;
                 if (p + 12 < n) {       /* room for any escape and the byte after it */
@@ -1453,7 +1495,8 @@ assert J_OBJ == 1 and J_ARR == 2 and J_STR == 3 and J_INT == 4 and J_FLT == 5 an
 
 
 def _fast_scan_check(lines, int max_depth=64):
-    """For tests: scan each line (bytes) with the fast scan and with parse_slow and compare.
+    """For tests: scan each line (bytes) with the fast scan and with utf8_check + parse_slow
+    (what parse_line does with a line the fast scan rejects) and compare.
     Returns (accepted by both, rejected by both, fast only, slow only, tapes differing): the
     last three must be 0 except "slow only" (the fast scan may be stricter; never laxer)."""
     cdef Tape t
@@ -1484,7 +1527,9 @@ def _fast_scan_check(lines, int max_depth=64):
             try:
                 if ps.oom:
                     raise MemoryError()
-                rs = parse_slow(&t, s, len(line))
+                # the slow path as parse_line takes it: the UTF-8 check (the fast scan checks
+                # the UTF-8 of strings itself), then parse_value
+                rs = E_UTF8 if utf8_check(s, len(line)) >= 0 else parse_slow(&t, s, len(line))
                 b = t.nodes
                 if rf == 0 and rs == E_OK:
                     both += 1
