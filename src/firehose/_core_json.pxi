@@ -771,6 +771,8 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
         t.s = s
         t.n = n
         t.mem.len = 0
+        if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
+            buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))     # members()' tables
         for c in range(64):
             t.cobj[c] = NONE
         t.err = E_OK
@@ -790,6 +792,8 @@ cdef int parse_slow(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     t.n = n
     t.len = 0
     t.mem.len = 0
+    if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
+        buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))     # members()' tables
     for c in range(64):
         t.cobj[c] = NONE
     t.err = E_OK
@@ -1333,6 +1337,19 @@ cdef extern from *:
 
     static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
 
+    /* fh_pv with the scalars in line (containers call fh_pv) */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_pv_inl(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+        unsigned char c;
+        if (pos >= ps->n) return -1;
+        c = ps->s[pos];
+        if (c == 0x22) return fh_pstr(ps, pos);
+        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_pnum(ps, pos);
+        if (c == 0x6E) return fh_plit(ps, pos, 4, FJ_NULL);
+        if (c == 0x74) return fh_plit(ps, pos, 4, FJ_TRUE);
+        if (c == 0x66) return fh_plit(ps, pos, 5, FJ_FALSE);
+        return fh_pv(ps, pos, depth, keep_all);
+    }
+
     static Py_ssize_t fh_pobj(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
         const unsigned char* s = ps->s;
         Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
@@ -1370,12 +1387,7 @@ cdef extern from *:
                     nd->end = (uint32_t)kend;
                     nd->next = (uint32_t)(kidx + 1);
                     nd->count = kid;
-                    if (pos < n && s[pos] == 0x22)
-                        pos = fh_pstr(ps, pos);
-                    else if (pos < n && (s[pos] == 0x2D || (unsigned)(s[pos] - 0x30) < 10u))
-                        pos = fh_pnum(ps, pos);
-                    else
-                        pos = fh_pv(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
+                    pos = fh_pv_inl(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
                     if (pos < 0) return -1;
                     count++;
                 }
@@ -1406,10 +1418,7 @@ cdef extern from *:
             pos++;
         } else {
             while (!closed) {
-                if (pos < n && s[pos] == 0x22)
-                    pos = fh_pstr(ps, pos);
-                else
-                    pos = fh_pv(ps, pos, depth + 1, 0);
+                pos = fh_pv_inl(ps, pos, depth + 1, 0);
                 if (pos < 0) return -1;
                 count++;
                 pos = fh_sep(s, pos, n, 0x5D, &closed);

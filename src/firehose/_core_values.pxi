@@ -5,11 +5,11 @@ cdef int64_t INT64_MAX_ = 0x7FFFFFFFFFFFFFFF
 cdef int64_t NO_TIME = -0x7FFFFFFFFFFFFFFF - 1
 
 
-cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
+cdef uint32_t* members(Tape* t, uint32_t obj) noexcept nogil:
     """Object ``obj``'s member table: the value node of each KY_ key (the last one if repeated)
     or NONE, built on first use and cached for the line in one of 64 direct-mapped slots of
-    fixed storage (~30 KB a tape: a line of many small objects overwrites slots instead of
-    growing the buffer by a table per object)."""
+    fixed storage (~30 KB a tape, reserved by parse_line: a line of many small objects
+    overwrites slots instead of growing the buffer by a table per object)."""
     cdef int c
     cdef uint32_t i, k, n, kid
     cdef Py_ssize_t off
@@ -18,9 +18,6 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
     if t.cobj[c] == obj:
         return <uint32_t*>(t.mem.data + c * KY_COUNT * <Py_ssize_t>sizeof(uint32_t))
     n = t.nodes[obj].count
-    if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
-        t.mem.len = 0
-        buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))
     off = c * KY_COUNT * <Py_ssize_t>sizeof(uint32_t)
     tab = <uint32_t*>(t.mem.data + off)
     memset(tab, 0xFF, KY_COUNT * sizeof(uint32_t))
@@ -34,7 +31,7 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
     return tab
 
 
-cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) except? 0xFFFFFFFE nogil:
+cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) noexcept nogil:
     """Tape index of member ``key`` (a KY_ number) of object ``obj`` (the last one if
     repeated), or NONE."""
     cdef Node* nd
@@ -50,7 +47,7 @@ cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) except? 
     return get_slow(t, obj, key)
 
 
-cdef uint32_t get_slow(Tape* t, uint32_t obj, uint32_t key) except? 0xFFFFFFFE nogil:
+cdef uint32_t get_slow(Tape* t, uint32_t obj, uint32_t key) noexcept nogil:
     cdef uint32_t count, j, i, found
     count = t.nodes[obj].count
     if count <= 8 and t.nodes[obj].flags < F_ASKED * 3:
@@ -67,7 +64,7 @@ cdef uint32_t get_slow(Tape* t, uint32_t obj, uint32_t key) except? 0xFFFFFFFE n
     return members(t, obj)[key]
 
 
-cdef inline uint32_t get2(Tape* t, uint32_t obj, uint32_t k1, uint32_t k2, Buf* tmp) except? 0xFFFFFFFE nogil:
+cdef inline uint32_t get2(Tape* t, uint32_t obj, uint32_t k1, uint32_t k2, Buf* tmp) noexcept nogil:
     return get(t, get(t, obj, k1, tmp), k2, tmp)
 
 
