@@ -96,11 +96,11 @@ cdef extern from *:
     static inline __attribute__((always_inline)) Py_ssize_t fh_str_quick(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
     #if defined(__SSE2__)
         if (p + 16 <= n) {
-            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x1F);
+            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x20);
             __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
             int mq = _mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
-            int mo = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, b), x),
-                                                    _mm_cmpeq_epi8(_mm_max_epu8(x, c), c)));
+            /* (signed bytes < 0x20: control characters and non-ASCII bytes) */
+            int mo = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b), _mm_cmplt_epi8(x, c)));
             if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
                 return p + __builtin_ctz(mq);
         }
@@ -844,13 +844,13 @@ cdef extern from *:
                     if (cp < 0x80) {
                         *o++ = (char)cp;
                     } else if (cp < 0x800) {
-                        o[0] = (char)(0xC0 | (cp >> 6));
-                        o[1] = (char)(0x80 | (cp & 0x3F));
+                        uint16_t v2 = (uint16_t)(0x80C0u | (cp >> 6) | ((cp & 0x3Fu) << 8));
+                        memcpy(o, &v2, 2);
                         o += 2;
                     } else if (cp < 0x10000) {
-                        o[0] = (char)(0xE0 | (cp >> 12));
-                        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                        o[2] = (char)(0x80 | (cp & 0x3F));
+                        /* one 4-byte store (the escape took 6 bytes: there is room) */
+                        uint32_t v3 = 0x008080E0u | (cp >> 12) | ((cp << 2) & 0x3F00u) | ((cp & 0x3Fu) << 16);
+                        memcpy(o, &v3, 4);
                         o += 3;
                     } else {
                         o[0] = (char)(0xF0 | (cp >> 18));
@@ -960,15 +960,15 @@ cdef extern from *:
         unsigned char c, e;
         unsigned a, b, cc, d, m;
     #if defined(__SSE2__)
-        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x1F);
+        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x20);
     #endif
         for (;;) {
     #if defined(__SSE2__)
             if (p + 16 <= n) {
                 __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+                /* (signed bytes < 0x20: control characters and non-ASCII bytes) */
                 m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
-                    _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)), x),
-                    _mm_cmpeq_epi8(_mm_max_epu8(x, vc), vc)));
+                    _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)), _mm_cmplt_epi8(x, vc)));
                 if (!m) { p += 16; continue; }
                 p += __builtin_ctz(m);
             } else
