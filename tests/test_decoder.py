@@ -450,3 +450,21 @@ def test_fast_scan_builds_the_tape_of_parse_value(dialect):
         both, neither, fast_only, slow_only, differ = _core._fast_scan_check(
             _mutations(lines, 3000, 11), depth)
         assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 0 and neither > 0
+
+
+def test_id_strings_read_eight_digits_a_step():
+    # the core reads id digit strings 8 bytes a step: lengths around 8 and 16, the int64 limit,
+    # and a non-digit at every place of a full 8-byte step fall back to the numeric "id"
+    cands = ["0", "7", "12345678", "123456789", "1234567890123456", "12345678901234567",
+             "9223372036854775807", "9223372036854775808", "9999999999999999999",
+             "10000000000000000000", "0000000000000000001", "", "-1", "1.5"]
+    cands += ["12345678901234567"[:i] + c + "12345678901234567"[i + 1:]
+              for i in range(17) for c in ("/", ":", "a", " ", "\u00e9")]
+    lines, want = [], []
+    for k, c in enumerate(cands):
+        fallback = 10 ** 17 + k
+        lines.append(json.dumps({"id": fallback, "id_str": c, "text": "t", "user": {}}).encode())
+        ok = c.isascii() and c.isdigit() and 1 <= len(c) <= 19 and int(c) < 2 ** 63
+        want.append(int(c) if ok else fallback)
+    out = decode(b"\n".join(lines) + b"\n", dedupe=False)
+    assert out.tweets.column("id").to_pylist() == want
