@@ -1141,9 +1141,19 @@ cdef extern from *:
 
     /* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
     static inline __attribute__((always_inline)) Py_ssize_t fh_sclose(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
-        Py_ssize_t e = fh_str_quick(s, p, n);
         *fl = 0;
-        if (e >= 0) return e;
+    #if defined(__SSE2__)
+        if (p + 16 <= n) {      /* fh_str_quick, and a first block with no special byte is not loaded again */
+            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x20);
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            unsigned mq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
+            unsigned mo = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b), _mm_cmplt_epi8(x, c)));
+            if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
+                return p + __builtin_ctz(mq);
+            if ((mq | mo) == 0)
+                p += 16;
+        }
+    #endif
         return fh_sfast(s, p, n, fl);
     }
 
