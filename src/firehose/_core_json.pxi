@@ -64,9 +64,10 @@ cdef extern from *:
     }
 
     /* Copy s[p:end] to o up to the first backslash; returns its index (or end), *w = bytes
-       written. o must have room for end - p + 16 bytes (whole 16-byte blocks are stored). */
+       written. o must have room for end - p + 16 bytes (whole 16-byte blocks are stored);
+       s[:lim] may be read (lim >= end). */
     static inline Py_ssize_t fh_copy_plain(const unsigned char* s, Py_ssize_t p, Py_ssize_t end,
-                                           char* o, Py_ssize_t* w) {
+                                           Py_ssize_t lim, char* o, Py_ssize_t* w) {
         char* o0 = o;
     #if defined(__SSE2__)
         const __m128i b = _mm_set1_epi8(0x5C);
@@ -82,6 +83,15 @@ cdef extern from *:
             }
             p += 16;
             o += 16;
+        }
+        if (p < end && p + 16 <= lim) {     /* the tail, one block read past it */
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            unsigned m, k;
+            _mm_storeu_si128((__m128i*)o, x);
+            m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, b)) & ((1u << (end - p)) - 1u);
+            k = m ? (unsigned)__builtin_ctz(m) : (unsigned)(end - p);
+            *w = (o - o0) + k;
+            return p + k;
         }
     #endif
         while (p < end && s[p] != 0x5C)
@@ -521,7 +531,7 @@ cdef int key_table_init(names) except -1:
 cdef uint32_t key_number_esc(Tape* t, Py_ssize_t start, Py_ssize_t end) except? 0xFFFFFFFE nogil:
     """Number the key with escapes s[start:end] (decoded first)."""
     t.keybuf.len = 0
-    unescape(t.s, start, end, &t.keybuf)
+    unescape(t.s, start, end, &t.keybuf, t.n)
     buf_reserve(&t.keybuf, 8)
     return key_number(<const unsigned char*>t.keybuf.data, t.keybuf.len,
                       <const unsigned char*>t.keybuf.data + t.keybuf.cap)
@@ -822,13 +832,13 @@ cdef extern from *:
 
     /* Decode the validated string content s[start:end] into o (room for end - start + 16
        bytes); returns the bytes written. */
-    static Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) {
+    static Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, Py_ssize_t lim, char* o) {
         char* o0 = o;
         Py_ssize_t w;
         uint32_t cp, lo;
         unsigned char e;
         while (p < end) {
-            p = fh_copy_plain(s, p, end, o, &w);
+            p = fh_copy_plain(s, p, end, lim, o, &w);
             o += w;
             while (p < end && s[p] == 0x5C) {       /* a run of escapes */
                 e = s[p + 1];
@@ -876,13 +886,15 @@ cdef extern from *:
         return o - o0;
     }
     """
-    Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) noexcept nogil
+    Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, Py_ssize_t lim, char* o) noexcept nogil
 
 
-cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf* out) except -1 nogil:
-    """Append the decoded bytes of raw (validated) string content s[start:end] to out."""
+cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf* out,
+                  Py_ssize_t lim) except -1 nogil:
+    """Append the decoded bytes of raw (validated) string content s[start:end] to out (s[:lim]
+    may be read)."""
     buf_reserve(out, end - start + 16)      # decoding never lengthens; +16: copy_plain's blocks
-    out.len += fh_unescape(s, start, end, out.data + out.len)
+    out.len += fh_unescape(s, start, end, lim, out.data + out.len)
     return 0
 
 
@@ -1208,7 +1220,7 @@ cdef extern from *:
         char buf[256];
         Py_ssize_t len;
         if (e - p > 192) return 0xFFFFFFFFu;      /* decodes to more than 32 bytes */
-        len = fh_unescape(s, p, e, buf);
+        len = fh_unescape(s, p, e, e, buf);
         return fh_key_fast((const unsigned char*)buf, len, (const unsigned char*)buf + sizeof buf);
     }
 

@@ -86,7 +86,7 @@ cdef int str_view(Tape* t, uint32_t v, const char** p, Py_ssize_t* n, Buf* tmp) 
         n[0] = nd.end - nd.start
         return 0
     tmp.len = 0
-    unescape(t.s, nd.start, nd.end, tmp)
+    unescape(t.s, nd.start, nd.end, tmp, t.n)
     p[0] = tmp.data
     n[0] = tmp.len
     return 0
