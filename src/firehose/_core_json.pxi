@@ -1389,6 +1389,7 @@ cdef extern from *:
         } else {
             while (!closed) {
                 if (pos >= n || s[pos] != 0x22) return -1;
+            key:        /* pos is at the key's opening quote */
                 kend = fh_sclose(s, pos + 1, n, &kfl);
                 if (kend < 0) return -1;
                 kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
@@ -1412,6 +1413,10 @@ cdef extern from *:
                     pos = fh_pv_inl(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
                     if (pos < 0) return -1;
                     count++;
+                }
+                if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
+                    pos++;
+                    goto key;
                 }
                 pos = fh_sep(s, pos, n, 0x7D, &closed);
                 if (pos < 0) return -1;
