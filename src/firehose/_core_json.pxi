@@ -1394,8 +1394,12 @@ cdef extern from *:
                 if (kend < 0) return -1;
                 kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
                 kstart = pos + 1;
-                pos = fh_colon(s, kend + 1, n);
-                if (pos < 0) return -1;
+                if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) {    /* ":" and no whitespace */
+                    pos = kend + 2;
+                } else {
+                    pos = fh_colon(s, kend + 1, n);
+                    if (pos < 0) return -1;
+                }
                 if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
                     part = 2;       /* F_PART */
                     pos = fh_skip_inl(ps, pos, depth + 1);
