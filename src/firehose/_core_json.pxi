@@ -1342,8 +1342,12 @@ cdef extern from *:
                     if (pos >= n || s[pos] != 0x22) return -1;
                     k = fh_sclose(s, pos + 1, n, &fl);
                     if (k < 0) return -1;
-                    pos = fh_colon(s, k + 1, n);
-                    if (pos < 0) return -1;
+                    if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
+                        pos = k + 2;
+                    } else {
+                        pos = fh_colon(s, k + 1, n);
+                        if (pos < 0) return -1;
+                    }
                 }
                 pos = fh_skip_inl(ps, pos, depth + 1);
                 if (pos < 0) return -1;
@@ -1421,6 +1425,10 @@ cdef extern from *:
                 if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
                     pos++;
                     goto key;
+                }
+                if (pos < n && s[pos] == 0x7D) {       /* the end, no whitespace before it */
+                    pos++;
+                    break;
                 }
                 pos = fh_sep(s, pos, n, 0x7D, &closed);
                 if (pos < 0) return -1;
