@@ -407,7 +407,9 @@ def _mutations(lines, n, seed):
     rnd = random.Random(seed)
     bits = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b" ", b"\t", b"\x01", b"0", b"-", b"e",
             b".", b"u", b"/", b"\\u", b"\\ud83d", b"\\udc00", b"\\ud83d\\ude00", b"\\u00", b"\\x",
-            b"\\\\", b'\\"', b"1e", b"nul", b"tru", b"fals", b"\\u0022", b"\\uD800\\u0041", b"\\u12G4"]
+            b"\\\\", b'\\"', b"1e", b"nul", b"tru", b"fals", b"\\u0022", b"\\uD800\\u0041", b"\\u12G4",
+            b"\xc3\xa9", b"\xe4\xb8\xad", b"\xe4\xb8", b"\xff", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+            b"\xf0\x9f\x98\x80"]
     out = []
     for _ in range(n):
         line = rnd.choice(lines)
@@ -436,6 +438,11 @@ def test_fast_scan_builds_the_tape_of_parse_value(dialect):
         b'{"id": 1, "x": [1, -0, 0.5, 1e5, -1.5E-3, 12345678901234567890, true, false, null]}',
         b' { "id" : 1 , "user" : { "id" : 2 } , "x" : [ ] , "y" : { } } ',
         b'{"id": 1, "x": "\\ud83d\\ude00\\u00e9\\/\\b\\f\\n\\r\\t\\"\\\\"}',
+        # raw UTF-8 in strings (the fast scan checks it): valid, then not
+        '{"id": 1, "x": "café 中文😀 long enough for the 16-byte steps 中", "é": "é"}'.encode(),
+        b'{"id": 1, "x": "\xc3"}', b'{"id": 1, "x": "0123456789abcdef0123\xed\xa0\x80"}',
+        b'{"id": 1, "x": "\xf4\x90\x80\x80"}', b'{"id": 1, "x": "ab\xe0\x80\xaf"}',
+        b'{"id": 1, "x": "0123456789abcdef\xf0\x9f\x98"}',
     ]
     for depth in (64, 3):
         both, neither, fast_only, slow_only, differ = _core._fast_scan_check(lines, depth)
@@ -483,3 +490,21 @@ def test_the_path_of_a_fault_never_fails_on_arbitrary_bytes():
         assert got is None or got.startswith("$")
     deep = json_path_at(b"[" * 5000 + b"x", 5000)
     assert deep.endswith("...(5000 levels)") and len(deep) < 200
+
+
+def test_id_strings_read_eight_digits_a_step():
+    # the core reads id digit strings 8 bytes a step: lengths around 8 and 16, the int64 limit,
+    # and a non-digit at every place of a full 8-byte step fall back to the numeric "id"
+    cands = ["0", "7", "12345678", "123456789", "1234567890123456", "12345678901234567",
+             "9223372036854775807", "9223372036854775808", "9999999999999999999",
+             "10000000000000000000", "0000000000000000001", "", "-1", "1.5"]
+    cands += ["12345678901234567"[:i] + c + "12345678901234567"[i + 1:]
+              for i in range(17) for c in ("/", ":", "a", " ", "\u00e9")]
+    lines, want = [], []
+    for k, c in enumerate(cands):
+        fallback = 10 ** 17 + k
+        lines.append(json.dumps({"id": fallback, "id_str": c, "text": "t", "user": {}}).encode())
+        ok = c.isascii() and c.isdigit() and 1 <= len(c) <= 19 and int(c) < 2 ** 63
+        want.append(int(c) if ok else fallback)
+    out = decode(b"\n".join(lines) + b"\n", dedupe=False)
+    assert out.tweets.column("id").to_pylist() == want

@@ -116,7 +116,7 @@ cdef inline void drop_line_buffers(State* st) noexcept nogil:
 
 cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) except -1 nogil:
     cdef const unsigned char* line = s + ls
-    cdef Py_ssize_t n = le - ls, k, bad
+    cdef Py_ssize_t n = le - ls, k
     cdef int r
     drop_line_buffers(st)
     if n > st.max_line_bytes:
@@ -129,10 +129,7 @@ cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize
     if k == n:
         st.n_blank += 1
         return 0
-    bad = utf8_check(line, n)
-    if bad >= 0:
-        return reject(st, ls, le, E_UTF8, bad, NULL)
-    r = parse_line(&st.tape, line, n)
+    r = parse_line(&st.tape, line, n)       # (checks the UTF-8 too)
     if r:
         return reject(st, ls, le, r, st.tape.err_pos, NULL)
     st.reject_field = NULL

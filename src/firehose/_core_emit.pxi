@@ -207,7 +207,7 @@ cdef inline int w_str(State* st, Col* c, uint32_t v) except -1 nogil:
     if v == NONE or st.tape.nodes[v].type != J_STR:
         return col_null(c)
     nd = &st.tape.nodes[v]
-    unescape(st.tape.s, nd.start, nd.end, &c.data)
+    unescape(st.tape.s, nd.start, nd.end, &c.data, st.tape.n)
     return col_str_close(c)
 
 
@@ -266,7 +266,7 @@ cdef int w_strlist(State* st, Col* c, uint32_t arr, uint32_t member, bint upper)
         if is_type(t, v, J_STR):
             nd = &t.nodes[v]
             start = c.data.len
-            unescape(t.s, nd.start, nd.end, &c.data)
+            unescape(t.s, nd.start, nd.end, &c.data, t.n)
             if upper:
                 for k in range(start, c.data.len):
                     if 0x61 <= <unsigned char>c.data.data[k] <= 0x7A:
@@ -285,7 +285,7 @@ cdef int w_urls(State* st, Col* c, uint32_t arr) except -1 nogil:
         if not is_type(t, v, J_STR):
             v = get(t, el, KY_url, &st.scratch)
         if is_type(t, v, J_STR):
-            unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data)
+            unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data, t.n)
             col_item_close(c)
         el = arr_next(t, arr, el)
     return col_list_close(c)
@@ -335,7 +335,7 @@ cdef int w_rules(State* st, Col* c, uint32_t arr) except -1 nogil:
             else:
                 v = get(t, el, KY_id, &st.scratch)
                 if is_type(t, v, J_STR):
-                    unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data)
+                    unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data, t.n)
                     bit_put(&c.valid2, c.n2, 1)
                 else:
                     bit_put(&c.valid2, c.n2, 0)
@@ -344,7 +344,7 @@ cdef int w_rules(State* st, Col* c, uint32_t arr) except -1 nogil:
             # tag
             v = get(t, el, KY_tag, &st.scratch)
             if is_type(t, v, J_STR):
-                unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data3)
+                unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c.data3, t.n)
                 bit_put(&c.valid3, c.n2, 1)
             else:
                 bit_put(&c.valid3, c.n2, 0)
@@ -603,7 +603,7 @@ cdef int emit_v2(State* st, Msg* m) except -1 nogil:
         v = find_key(st, L_MEDIA, el)
         v = get(t, v, KY_type, tmp)
         if is_type(t, v, J_STR):
-            unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c[T_MEDIA].data)
+            unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c[T_MEDIA].data, t.n)
             col_item_close(&c[T_MEDIA])
         el = arr_next(t, arr, el)
     col_list_close(&c[T_MEDIA])

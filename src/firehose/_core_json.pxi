@@ -64,9 +64,10 @@ cdef extern from *:
     }
 
     /* Copy s[p:end] to o up to the first backslash; returns its index (or end), *w = bytes
-       written. o must have room for end - p + 16 bytes (whole 16-byte blocks are stored). */
+       written. o must have room for end - p + 16 bytes (whole 16-byte blocks are stored);
+       s[:lim] may be read (lim >= end). */
     static inline Py_ssize_t fh_copy_plain(const unsigned char* s, Py_ssize_t p, Py_ssize_t end,
-                                           char* o, Py_ssize_t* w) {
+                                           Py_ssize_t lim, char* o, Py_ssize_t* w) {
         char* o0 = o;
     #if defined(__SSE2__)
         const __m128i b = _mm_set1_epi8(0x5C);
@@ -83,6 +84,15 @@ cdef extern from *:
             p += 16;
             o += 16;
         }
+        if (p < end && p + 16 <= lim) {     /* the tail, one block read past it */
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            unsigned m, k;
+            _mm_storeu_si128((__m128i*)o, x);
+            m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, b)) & ((1u << (end - p)) - 1u);
+            k = m ? (unsigned)__builtin_ctz(m) : (unsigned)(end - p);
+            *w = (o - o0) + k;
+            return p + k;
+        }
     #endif
         while (p < end && s[p] != 0x5C)
             *o++ = (char)s[p++];
@@ -91,15 +101,16 @@ cdef extern from *:
     }
 
     /* p is just after an opening quote: the index of the closing quote when it comes within
-       the next 16 bytes with no backslash or control character before it, else -1. */
-    static inline Py_ssize_t fh_str_quick(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+       the next 16 bytes with no backslash, control character or non-ASCII byte before it (so
+       a string it closes is valid UTF-8), else -1. */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_str_quick(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
     #if defined(__SSE2__)
         if (p + 16 <= n) {
-            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x1F);
+            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x20);
             __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
             int mq = _mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
-            int mo = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b),
-                                                    _mm_cmpeq_epi8(_mm_max_epu8(x, c), c)));
+            /* (signed bytes < 0x20: control characters and non-ASCII bytes) */
+            int mo = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b), _mm_cmplt_epi8(x, c)));
             if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
                 return p + __builtin_ctz(mq);
         }
@@ -520,7 +531,7 @@ cdef int key_table_init(names) except -1:
 cdef uint32_t key_number_esc(Tape* t, Py_ssize_t start, Py_ssize_t end) except? 0xFFFFFFFE nogil:
     """Number the key with escapes s[start:end] (decoded first)."""
     t.keybuf.len = 0
-    unescape(t.s, start, end, &t.keybuf)
+    unescape(t.s, start, end, &t.keybuf, t.n)
     buf_reserve(&t.keybuf, 8)
     return key_number(<const unsigned char*>t.keybuf.data, t.keybuf.len,
                       <const unsigned char*>t.keybuf.data + t.keybuf.cap)
@@ -743,11 +754,14 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
 cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
     """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where).
 
-    The fast scan (fh_parse_fast, below) first; a line it does not accept is scanned again
-    by parse_value, which finds the fault and its place (or, should the fast scan ever be
-    stricter than this one, accepts the line)."""
+    The fast scan (fh_parse_fast, below) first: it also checks the UTF-8 of the line's strings
+    (the only places a valid line has non-ASCII bytes). A line it does not accept is checked by
+    utf8_check (E_UTF8 first, as if checked before the scan), then scanned again by
+    parse_value, which finds the fault and its place (or, should the fast scan ever be stricter
+    than this one, accepts the line)."""
     cdef fh_ps ps
     cdef int c
+    cdef Py_ssize_t bad
     ps.s = s
     ps.n = n
     ps.nodes = <fh_node*>t.nodes
@@ -767,12 +781,17 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
         t.s = s
         t.n = n
         t.mem.len = 0
+        if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
+            buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))     # members()' tables
         for c in range(64):
             t.cobj[c] = NONE
         t.err = E_OK
         t.err_pos = 0
         t.pos = n
         return E_OK
+    bad = utf8_check(s, n)
+    if bad >= 0:
+        return fail(t, E_UTF8, bad)
     return parse_slow(t, s, n)
 
 
@@ -783,6 +802,8 @@ cdef int parse_slow(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     t.n = n
     t.len = 0
     t.mem.len = 0
+    if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
+        buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))     # members()' tables
     for c in range(64):
         t.cobj[c] = NONE
     t.err = E_OK
@@ -801,22 +822,30 @@ cdef int parse_slow(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
 
 cdef extern from *:
     """
+    /* the value of 4 hex digits known to be valid */
+    static inline __attribute__((always_inline)) uint32_t fh_hex4v(const unsigned char* q) {
+        uint32_t x;
+        memcpy(&x, q, 4);
+        x = (x & 0x0F0F0F0Fu) + ((x >> 6) & 0x01010101u) * 9u;     /* each byte its digit's value */
+        return ((x & 0xFu) << 12) | (x & 0xF00u) | ((x >> 12) & 0xF0u) | (x >> 24);
+    }
+
     /* Decode the validated string content s[start:end] into o (room for end - start + 16
        bytes); returns the bytes written. */
-    static Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) {
+    static Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, Py_ssize_t lim, char* o) {
         char* o0 = o;
         Py_ssize_t w;
         uint32_t cp, lo;
         unsigned char e;
         while (p < end) {
-            p = fh_copy_plain(s, p, end, o, &w);
+            p = fh_copy_plain(s, p, end, lim, o, &w);
             o += w;
             while (p < end && s[p] == 0x5C) {       /* a run of escapes */
                 e = s[p + 1];
                 if (e == 0x75) {
-                    cp = (uint32_t)fh_hex4(s, p + 2, end);
+                    cp = fh_hex4v(s + p + 2);
                     if (cp >= 0xD800 && cp <= 0xDBFF) {
-                        lo = (uint32_t)fh_hex4(s, p + 8, end);
+                        lo = fh_hex4v(s + p + 8);
                         cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                         p += 12;
                     } else {
@@ -825,13 +854,13 @@ cdef extern from *:
                     if (cp < 0x80) {
                         *o++ = (char)cp;
                     } else if (cp < 0x800) {
-                        o[0] = (char)(0xC0 | (cp >> 6));
-                        o[1] = (char)(0x80 | (cp & 0x3F));
+                        uint16_t v2 = (uint16_t)(0x80C0u | (cp >> 6) | ((cp & 0x3Fu) << 8));
+                        memcpy(o, &v2, 2);
                         o += 2;
                     } else if (cp < 0x10000) {
-                        o[0] = (char)(0xE0 | (cp >> 12));
-                        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                        o[2] = (char)(0x80 | (cp & 0x3F));
+                        /* one 4-byte store (the escape took 6 bytes: there is room) */
+                        uint32_t v3 = 0x008080E0u | (cp >> 12) | ((cp << 2) & 0x3F00u) | ((cp & 0x3Fu) << 16);
+                        memcpy(o, &v3, 4);
                         o += 3;
                     } else {
                         o[0] = (char)(0xF0 | (cp >> 18));
@@ -857,13 +886,15 @@ cdef extern from *:
         return o - o0;
     }
     """
-    Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, char* o) noexcept nogil
+    Py_ssize_t fh_unescape(const unsigned char* s, Py_ssize_t p, Py_ssize_t end, Py_ssize_t lim, char* o) noexcept nogil
 
 
-cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf* out) except -1 nogil:
-    """Append the decoded bytes of raw (validated) string content s[start:end] to out."""
+cdef int unescape(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, Buf* out,
+                  Py_ssize_t lim) except -1 nogil:
+    """Append the decoded bytes of raw (validated) string content s[start:end] to out (s[:lim]
+    may be read)."""
     buf_reserve(out, end - start + 16)      # decoding never lengthens; +16: copy_plain's blocks
-    out.len += fh_unescape(s, start, end, out.data + out.len)
+    out.len += fh_unescape(s, start, end, lim, out.data + out.len)
     return 0
 
 
@@ -902,8 +933,38 @@ cdef extern from *:
         [0x22] = 1, [0x5C] = 1, [0x2F] = 1, [0x62] = 1, [0x66] = 1, [0x6E] = 1, [0x72] = 1, [0x74] = 1
     };
 
+    /* s[p] >= 0x80: the end of the run of multi-byte characters at p (the index of the next
+       ASCII byte, or n), or -1 when one is not valid UTF-8 as utf8_check says */
+    static inline Py_ssize_t fh_utf8_run(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        unsigned char c = s[p], c1;
+        for (;;) {
+            if (c < 0xC2 || c > 0xF4) return -1;
+            if (c < 0xE0) {
+                if (p + 1 >= n || (s[p + 1] & 0xC0) != 0x80) return -1;
+                p += 2;
+            } else if (c < 0xF0) {
+                if (p + 2 >= n) return -1;
+                c1 = s[p + 1];
+                if ((c1 & 0xC0) != 0x80 || (s[p + 2] & 0xC0) != 0x80) return -1;
+                if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) return -1;
+                p += 3;
+            } else {
+                if (p + 3 >= n) return -1;
+                c1 = s[p + 1];
+                if ((c1 & 0xC0) != 0x80 || (s[p + 2] & 0xC0) != 0x80 || (s[p + 3] & 0xC0) != 0x80) return -1;
+                if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) return -1;
+                p += 4;
+            }
+            if (p >= n) return p;
+            c = s[p];
+            if (c < 0x80) return p;
+        }
+    }
+
     /* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
-       (*fl must be 0 on entry). Accepts exactly what fh_str_end accepts. A run of escapes
+       (*fl must be 0 on entry). Accepts what fh_str_end accepts when the string's bytes are also
+       valid UTF-8 (as utf8_check says: the fast scan checks the UTF-8 of the line's strings,
+       and a non-ASCII byte anywhere else is invalid JSON). A run of escapes
        (CJK text, emoji pairs) is checked without going back to the 16-byte steps. (Taking the
        next special bytes of a 16-byte window from its mask instead of loading again cost
        more instructions and mispredicted branches.) */
@@ -911,28 +972,54 @@ cdef extern from *:
         unsigned char c, e;
         unsigned a, b, cc, d, m;
     #if defined(__SSE2__)
-        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x1F);
+        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x20);
     #endif
         for (;;) {
     #if defined(__SSE2__)
             if (p + 16 <= n) {
                 __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+                /* (signed bytes < 0x20: control characters and non-ASCII bytes) */
                 m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)),
-                    _mm_cmpeq_epi8(_mm_max_epu8(x, vc), vc)));
+                    _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)), _mm_cmplt_epi8(x, vc)));
                 if (!m) { p += 16; continue; }
                 p += __builtin_ctz(m);
             } else
     #endif
             {
-                while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || s[p] < 0x20)) p++;
+                while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || (unsigned char)(s[p] - 0x20) >= 0x60)) p++;
                 if (p >= n) return -1;
             }
-            for (;;) {      /* p is at a special byte: a quote, a backslash or a control byte */
+            for (;;) {      /* p is at a special byte: a quote, a backslash, a control or non-ASCII byte */
                 c = s[p];
                 if (c == 0x22) return p;
+                if (c >= 0x80) {
+                    p = fh_utf8_run(s, p, n);
+                    if (p < 0) return -1;
+                    break;
+                }
                 if (c != 0x5C) return -1;
                 *fl = 1;
+                if (p + 12 < n) {       /* room for any escape and the byte after it */
+                    e = s[p + 1];
+                    if (e == 0x75) {
+                        a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
+                        if ((a | b | cc | d) & 0xF0) return -1;
+                        if (a == 0xD && b >= 8) {
+                            if (b >= 0xC || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
+                            a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
+                            if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
+                            p += 12;
+                        } else {
+                            p += 6;
+                        }
+                    } else if (FH_ESC1[e]) {
+                        p += 2;
+                    } else {
+                        return -1;
+                    }
+                    if (s[p] == 0x5C) continue;     /* a run of escapes */
+                    break;
+                }
                 if (p + 1 >= n) return -1;
                 e = s[p + 1];
                 if (e == 0x75) {
@@ -1066,9 +1153,19 @@ cdef extern from *:
 
     /* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
     static inline __attribute__((always_inline)) Py_ssize_t fh_sclose(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
-        Py_ssize_t e = fh_str_quick(s, p, n);
         *fl = 0;
-        if (e >= 0) return e;
+    #if defined(__SSE2__)
+        if (p + 16 <= n) {      /* fh_str_quick, and a first block with no special byte is not loaded again */
+            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x20);
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            unsigned mq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
+            unsigned mo = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b), _mm_cmplt_epi8(x, c)));
+            if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
+                return p + __builtin_ctz(mq);
+            if ((mq | mo) == 0)
+                p += 16;
+        }
+    #endif
         return fh_sfast(s, p, n, fl);
     }
 
@@ -1123,7 +1220,7 @@ cdef extern from *:
         char buf[256];
         Py_ssize_t len;
         if (e - p > 192) return 0xFFFFFFFFu;      /* decodes to more than 32 bytes */
-        len = fh_unescape(s, p, e, buf);
+        len = fh_unescape(s, p, e, e, buf);
         return fh_key_fast((const unsigned char*)buf, len, (const unsigned char*)buf + sizeof buf);
     }
 
@@ -1202,6 +1299,26 @@ cdef extern from *:
         return pos;
     }
 
+    static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth);
+
+    /* fh_skip with the scalars in line (most skipped values: strings, numbers, literals) */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_skip_inl(fh_ps* ps, Py_ssize_t pos, int depth) {
+        const unsigned char* s = ps->s;
+        Py_ssize_t n = ps->n, k;
+        unsigned char c, fl;
+        uint8_t typ;
+        if (pos >= n) return -1;
+        c = s[pos];
+        if (c == 0x22) {
+            k = fh_sclose(s, pos + 1, n, &fl);
+            return k < 0 ? -1 : k + 1;
+        }
+        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
+        if (c == 0x7B || c == 0x5B) return fh_skip(ps, pos, depth);
+        k = fh_lit(s, pos, n);
+        return k ? pos + k : -1;
+    }
+
     static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth) {
         const unsigned char* s = ps->s;
         Py_ssize_t n = ps->n, k;
@@ -1225,17 +1342,15 @@ cdef extern from *:
                     if (pos >= n || s[pos] != 0x22) return -1;
                     k = fh_sclose(s, pos + 1, n, &fl);
                     if (k < 0) return -1;
-                    pos = fh_colon(s, k + 1, n);
-                    if (pos < 0) return -1;
+                    if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
+                        pos = k + 2;
+                    } else {
+                        pos = fh_colon(s, k + 1, n);
+                        if (pos < 0) return -1;
+                    }
                 }
-                if (pos < n && s[pos] == 0x22) {
-                    k = fh_sclose(s, pos + 1, n, &fl);
-                    if (k < 0) return -1;
-                    pos = k + 1;
-                } else {
-                    pos = fh_skip(ps, pos, depth + 1);
-                    if (pos < 0) return -1;
-                }
+                pos = fh_skip_inl(ps, pos, depth + 1);
+                if (pos < 0) return -1;
                 pos = fh_sep(s, pos, n, close, &closed);
                 if (pos < 0) return -1;
                 if (closed) return pos;
@@ -1247,6 +1362,19 @@ cdef extern from *:
     }
 
     static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
+
+    /* fh_pv with the scalars in line (containers call fh_pv) */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_pv_inl(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+        unsigned char c;
+        if (pos >= ps->n) return -1;
+        c = ps->s[pos];
+        if (c == 0x22) return fh_pstr(ps, pos);
+        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_pnum(ps, pos);
+        if (c == 0x6E) return fh_plit(ps, pos, 4, FJ_NULL);
+        if (c == 0x74) return fh_plit(ps, pos, 4, FJ_TRUE);
+        if (c == 0x66) return fh_plit(ps, pos, 5, FJ_FALSE);
+        return fh_pv(ps, pos, depth, keep_all);
+    }
 
     static Py_ssize_t fh_pobj(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
         const unsigned char* s = ps->s;
@@ -1265,23 +1393,21 @@ cdef extern from *:
         } else {
             while (!closed) {
                 if (pos >= n || s[pos] != 0x22) return -1;
+            key:        /* pos is at the key's opening quote */
                 kend = fh_sclose(s, pos + 1, n, &kfl);
                 if (kend < 0) return -1;
                 kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
                 kstart = pos + 1;
-                pos = fh_colon(s, kend + 1, n);
-                if (pos < 0) return -1;
+                if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) {    /* ":" and no whitespace */
+                    pos = kend + 2;
+                } else {
+                    pos = fh_colon(s, kend + 1, n);
+                    if (pos < 0) return -1;
+                }
                 if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
                     part = 2;       /* F_PART */
-                    if (pos < n && s[pos] == 0x22) {
-                        unsigned char fl;
-                        Py_ssize_t k = fh_sclose(s, pos + 1, n, &fl);
-                        if (k < 0) return -1;
-                        pos = k + 1;
-                    } else {
-                        pos = fh_skip(ps, pos, depth + 1);
-                        if (pos < 0) return -1;
-                    }
+                    pos = fh_skip_inl(ps, pos, depth + 1);
+                    if (pos < 0) return -1;
                 } else {
                     if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
                     kidx = ps->len++;
@@ -1292,14 +1418,17 @@ cdef extern from *:
                     nd->end = (uint32_t)kend;
                     nd->next = (uint32_t)(kidx + 1);
                     nd->count = kid;
-                    if (pos < n && s[pos] == 0x22)
-                        pos = fh_pstr(ps, pos);
-                    else if (pos < n && (s[pos] == 0x2D || (unsigned)(s[pos] - 0x30) < 10u))
-                        pos = fh_pnum(ps, pos);
-                    else
-                        pos = fh_pv(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
+                    pos = fh_pv_inl(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
                     if (pos < 0) return -1;
                     count++;
+                }
+                if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
+                    pos++;
+                    goto key;
+                }
+                if (pos < n && s[pos] == 0x7D) {       /* the end, no whitespace before it */
+                    pos++;
+                    break;
                 }
                 pos = fh_sep(s, pos, n, 0x7D, &closed);
                 if (pos < 0) return -1;
@@ -1328,10 +1457,7 @@ cdef extern from *:
             pos++;
         } else {
             while (!closed) {
-                if (pos < n && s[pos] == 0x22)
-                    pos = fh_pstr(ps, pos);
-                else
-                    pos = fh_pv(ps, pos, depth + 1, 0);
+                pos = fh_pv_inl(ps, pos, depth + 1, 0);
                 if (pos < 0) return -1;
                 count++;
                 pos = fh_sep(s, pos, n, 0x5D, &closed);
@@ -1417,7 +1543,8 @@ assert J_OBJ == 1 and J_ARR == 2 and J_STR == 3 and J_INT == 4 and J_FLT == 5 an
 
 
 def _fast_scan_check(lines, int max_depth=64):
-    """For tests: scan each line (bytes) with the fast scan and with parse_slow and compare.
+    """For tests: scan each line (bytes) with the fast scan and with utf8_check + parse_slow
+    (what parse_line does with a line the fast scan rejects) and compare.
     Returns (accepted by both, rejected by both, fast only, slow only, tapes differing): the
     last three must be 0 except "slow only" (the fast scan may be stricter; never laxer)."""
     cdef Tape t
@@ -1448,7 +1575,9 @@ def _fast_scan_check(lines, int max_depth=64):
             try:
                 if ps.oom:
                     raise MemoryError()
-                rs = parse_slow(&t, s, len(line))
+                # the slow path as parse_line takes it: the UTF-8 check (the fast scan checks
+                # the UTF-8 of strings itself), then parse_value
+                rs = E_UTF8 if utf8_check(s, len(line)) >= 0 else parse_slow(&t, s, len(line))
                 b = t.nodes
                 if rf == 0 and rs == E_OK:
                     both += 1

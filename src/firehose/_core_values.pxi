@@ -5,11 +5,11 @@ cdef int64_t INT64_MAX_ = 0x7FFFFFFFFFFFFFFF
 cdef int64_t NO_TIME = -0x7FFFFFFFFFFFFFFF - 1
 
 
-cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
+cdef uint32_t* members(Tape* t, uint32_t obj) noexcept nogil:
     """Object ``obj``'s member table: the value node of each KY_ key (the last one if repeated)
     or NONE, built on first use and cached for the line in one of 64 direct-mapped slots of
-    fixed storage (~30 KB a tape: a line of many small objects overwrites slots instead of
-    growing the buffer by a table per object)."""
+    fixed storage (~30 KB a tape, reserved by parse_line: a line of many small objects
+    overwrites slots instead of growing the buffer by a table per object)."""
     cdef int c
     cdef uint32_t i, k, n, kid
     cdef Py_ssize_t off
@@ -18,9 +18,6 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
     if t.cobj[c] == obj:
         return <uint32_t*>(t.mem.data + c * KY_COUNT * <Py_ssize_t>sizeof(uint32_t))
     n = t.nodes[obj].count
-    if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
-        t.mem.len = 0
-        buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))
     off = c * KY_COUNT * <Py_ssize_t>sizeof(uint32_t)
     tab = <uint32_t*>(t.mem.data + off)
     memset(tab, 0xFF, KY_COUNT * sizeof(uint32_t))
@@ -34,7 +31,7 @@ cdef uint32_t* members(Tape* t, uint32_t obj) except NULL nogil:
     return tab
 
 
-cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) except? 0xFFFFFFFE nogil:
+cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) noexcept nogil:
     """Tape index of member ``key`` (a KY_ number) of object ``obj`` (the last one if
     repeated), or NONE."""
     cdef Node* nd
@@ -50,7 +47,7 @@ cdef inline uint32_t get(Tape* t, uint32_t obj, uint32_t key, Buf* tmp) except? 
     return get_slow(t, obj, key)
 
 
-cdef uint32_t get_slow(Tape* t, uint32_t obj, uint32_t key) except? 0xFFFFFFFE nogil:
+cdef uint32_t get_slow(Tape* t, uint32_t obj, uint32_t key) noexcept nogil:
     cdef uint32_t count, j, i, found
     count = t.nodes[obj].count
     if count <= 8 and t.nodes[obj].flags < F_ASKED * 3:
@@ -67,7 +64,7 @@ cdef uint32_t get_slow(Tape* t, uint32_t obj, uint32_t key) except? 0xFFFFFFFE n
     return members(t, obj)[key]
 
 
-cdef inline uint32_t get2(Tape* t, uint32_t obj, uint32_t k1, uint32_t k2, Buf* tmp) except? 0xFFFFFFFE nogil:
+cdef inline uint32_t get2(Tape* t, uint32_t obj, uint32_t k1, uint32_t k2, Buf* tmp) noexcept nogil:
     return get(t, get(t, obj, k1, tmp), k2, tmp)
 
 
@@ -89,27 +86,42 @@ cdef int str_view(Tape* t, uint32_t v, const char** p, Py_ssize_t* n, Buf* tmp) 
         n[0] = nd.end - nd.start
         return 0
     tmp.len = 0
-    unescape(t.s, nd.start, nd.end, tmp)
+    unescape(t.s, nd.start, nd.end, tmp, t.n)
     p[0] = tmp.data
     n[0] = tmp.len
     return 0
 
 
-cdef inline int64_t digits_to_id(const char* p, Py_ssize_t n) noexcept nogil:
-    """1-19 ASCII digits with a value <= 2^63-1, else -1."""
-    cdef uint64_t v = 0
-    cdef Py_ssize_t k
-    cdef unsigned char c
-    if n < 1 or n > 19:
-        return -1
-    for k in range(n):
-        c = <unsigned char>p[k]
-        if c < 0x30 or c > 0x39:
-            return -1
-        v = v * 10 + (c - 0x30)
-    if v > <uint64_t>INT64_MAX_:
-        return -1
-    return <int64_t>v
+cdef extern from *:
+    """
+    /* 1-19 ASCII digits with a value <= 2^63-1, else -1: 8 digits a step (checked as fh_digits
+       does, then combined in pairs, fours and eights) */
+    static inline int64_t fh_digits_to_id(const char* p, Py_ssize_t n) {
+        const uint64_t hi = 0xF0F0F0F0F0F0F0F0ULL, d0 = 0x3030303030303030ULL, six = 0x0606060606060606ULL;
+        uint64_t v = 0, w;
+        Py_ssize_t k = 0;
+        unsigned c;
+        if (n < 1 || n > 19) return -1;
+        while (k + 8 <= n) {
+            memcpy(&w, p + k, 8);
+            if (((w & hi) ^ d0) | (((w + six) & hi) ^ d0)) return -1;
+            w -= d0;
+            w = ((w * 10) + (w >> 8)) & 0x00FF00FF00FF00FFULL;
+            w = ((w * 100) + (w >> 16)) & 0x0000FFFF0000FFFFULL;
+            w = ((w * 10000) + (w >> 32)) & 0xFFFFFFFFULL;
+            v = v * 100000000ULL + w;
+            k += 8;
+        }
+        for (; k < n; k++) {
+            c = (unsigned)(unsigned char)p[k] - 0x30u;
+            if (c >= 10u) return -1;
+            v = v * 10 + c;
+        }
+        if (v > 0x7FFFFFFFFFFFFFFFULL) return -1;
+        return (int64_t)v;
+    }
+    """
+    int64_t digits_to_id "fh_digits_to_id"(const char* p, Py_ssize_t n) noexcept nogil
 
 
 cdef int64_t get_id(Tape* t, uint32_t v, Buf* tmp) except -2 nogil:
