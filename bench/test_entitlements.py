@@ -135,3 +135,33 @@ def test_entitlements_and_forward_1m_tweets_200_clients(benchmark, batch):
                                 forwarded=sum(t.num_rows for t in fwd.values()),
                                 seconds_per_1m_tweets=benchmark.stats["min"] * 1e6
                                 / tweets.num_rows)
+
+
+def test_delivered_memory_over_64_batches_of_new_ids(benchmark):
+    """What the benchmarks above hide by re-applying one batch: in a replay every batch's ids
+    are new, and each seat's delivered ids (kept for forwarding deletes) are merged as runs of
+    doubling size, so the cost per batch grows with log2(batches) and the memory without
+    bound. 200 seats x 35k new ids a batch (the benchmark batch's deliveries), 64 batches."""
+    import numpy as np
+    ent = Entitlements(compile_plans(cfg.from_dict({
+        "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
+        "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
+        "clients": {}}), today=dt.date(2026, 1, 1)), source="fh")
+    per_seat = [np.sort(np.random.default_rng(c).choice(1_000_000, 35_000, replace=False))
+                .astype(np.int64) for c in range(N_CLIENTS)]
+    times = []
+
+    def run():
+        ent._delivered.clear()
+        times.clear()
+        for b in range(64):
+            t0 = time.perf_counter()
+            for c, ids in enumerate(per_seat):
+                ent._remember(f"c{c}", ids + b * 1_000_000, checked=True)
+            times.append(time.perf_counter() - t0)
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    held = sum(len(r) for runs in ent._delivered.values() for r in runs) * 8
+    benchmark.extra_info.update(batches=64, seats=N_CLIENTS, ids_per_seat_batch=35_000,
+                                mean_s_per_batch=sum(times) / len(times),
+                                last_16_mean_s=sum(times[-16:]) / 16, max_s=max(times),
+                                bytes_held=held)
