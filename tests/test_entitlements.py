@@ -499,7 +499,7 @@ def test_the_state_survives_a_checkpoint_in_both_formats():
     for client in ("a", "b"):
         for _ in range(5):
             ent._remember(client, np.sort(rng.integers(1, 50, 20)))
-        ent._remember(client, np.sort(rng.integers(1, 50, 7)), store=ent._delivered_users)
+        ent._delivered_users[client] = [np.unique(rng.integers(1, 50, 7))]
     for _ in range(3):        # the author index: sorted runs and a pending batch
         ent._pending_authors.append((rng.integers(1, 9, 30), rng.integers(100, 140, 30)))
         ent._author_runs()
@@ -647,7 +647,7 @@ def test_denied_rule_id_lists_are_gathered_from_every_seats_lists(seed):
     """The denial `rules` column is built for all seats at once from list offsets; it must
     equal each denied pair's list read one by one: sliced list arrays, null lists, null
     rule ids, rule ids as plain strings or as the router's dictionary columns."""
-    from firehose.entitlements import _as_rule_ids
+    from firehose.entitlements import rule_id_lists
     from firehose.schema import MATCHING_RULES
     rng = np.random.default_rng(seed)
 
@@ -670,7 +670,7 @@ def test_denied_rule_id_lists_are_gathered_from_every_seats_lists(seed):
         parts.append((rules, rng.choice(150, size=int(rng.integers(0, 40)))))
     want = [None if r is None else [x["id"] for x in r]
             for rules, order in parts for r in (rules.to_pylist()[i] for i in order)]
-    got = _as_rule_ids(parts)
+    got = rule_id_lists(parts)
     assert got.type == pa.list_(pa.string())
     assert got.to_pylist() == want
 
@@ -736,12 +736,12 @@ def test_repeated_ids_go_in_match_order_whether_or_not_the_batch_is_in_id_order(
 
 
 def test_denied_rule_ids_with_narrow_dictionary_indices_and_a_null_id():
-    from firehose.entitlements import _as_rule_ids
+    from firehose.entitlements import rule_id_lists
     ids = pa.DictionaryArray.from_arrays(pa.array([5, None, 127], pa.int8()),
                                          pa.array([f"r{i}" for i in range(128)]))
     items = pa.StructArray.from_arrays([ids, pa.array(["t"] * 3)], names=["id", "tag"])
     rules = pa.ListArray.from_arrays(pa.array([0, 2, 3], pa.int32()), items)
-    assert _as_rule_ids([(rules, np.array([0, 1]))]).to_pylist() == [["r5", None], ["r127"]]
+    assert rule_id_lists([(rules, np.array([0, 1]))]).to_pylist() == [["r5", None], ["r127"]]
 
 
 def test_the_pair_layout_ignores_a_misaligned_or_short_scratch():
@@ -827,7 +827,7 @@ def test_user_events_reach_seats_recorded_by_an_older_checkpoint():
     plans = compile_plans(config, today=dt.date(2026, 1, 1))
     ent = Entitlements(plans, source="fh")
     ent._remember("a", np.array([10, 11]))
-    ent._remember("a", np.array([77]), store=ent._delivered_users)
+    ent._delivered_users["a"] = [np.array([77])]
     ent._remember("b", np.array([12]))
     again = Entitlements(plans, source="fh")
     again.load_state(ent.state_to_bytes())

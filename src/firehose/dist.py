@@ -396,9 +396,9 @@ def _route_partition(p: int, paths: list[str], offsets: list[int], config: Confi
                 "route.unmatched": routed.unmatched, "route.pairs": routed.matched_pairs}
     # raw payloads carry embedded copies whole: their geo goes where their author scrubbed it
     # (as in the pipeline)
-    nested = state.scrub_nested_mask(t)
+    nested = state.scrub_nested_mask(t) if "_raw" in t.column_names else None
     return {"result": result, "cands": cands, "counters": counters,
-            "nested": nested if nested.any() else None}
+            "nested": nested if nested is not None and nested.any() else None}
 
 
 def _days(t: pa.Table) -> np.ndarray:
@@ -449,14 +449,13 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
         delivered[client] = Delivery(d.tweets, d.rows[keep], d.columns, d.rules,
                                      d.rules_at[keep], d.scrub[keep])
         n = int(over.sum())
-        rl = d.rules.take(pa.array(d.rules_at[over]))
         denials.append(pa.table({
             "batch": pa.array(np.full(n, seq), pa.int64()),
             "client": pa.repeat(pa.scalar(client, pa.string()), n),
             "tweet_id": pa.array(ids[over], pa.int64()),
             "reason": label_array("cap_exceeded", n),
             "policy": label_array(plan.licence, n),
-            "rules": rule_id_lists(rl).cast(DENIALS.field("rules").type),
+            "rules": rule_id_lists([(d.rules, d.rules_at[over])]),
             "path": label_array("", n),
             "detail": label_array("", n),
         }, schema=DENIALS))
@@ -509,7 +508,7 @@ def _write_partition(p: int, routed: dict, capped: dict, comp: pa.Table, specs: 
         if table.num_rows:
             lines = None
             if raw:
-                rules = d.matching_rules().to_pylist()
+                rules = table.column("matching_rules").to_pylist()
                 src = d.tweets.column("_raw").take(pa.array(d.rows, pa.int64())).to_pylist()
                 # as the pipeline: no geo group, no geo in the payload (nested copies too)
                 exact, place = d.geo_grants

@@ -445,8 +445,8 @@ class Entitlements:
         All seats' matches are handled together, as one array of (seat, row) pairs in seat
         order: each row's rank in tweet-id order is computed once (a stable argsort of the
         ids), and a helper of the core lays every seat's pairs out by rank with, per pair, its
-        row, its position among the seat's matches, its id and its row's flags byte (the
-        batch-wide reason, withheld somewhere, scrub_geo). Decisions are then numpy passes over
+        row's rank, its position among the seat's matches, its id and its row's flags byte
+        (the batch-wide reason, withheld somewhere, scrub_geo). Decisions are then numpy passes over
         all pairs; a second helper moves the delivered pairs to the front and copies the denied
         ones out. What a seat gets (rows, rules, scrub mask, ledger and remembered ids) are
         slices of those arrays."""
@@ -512,9 +512,14 @@ class Entitlements:
                                  ranks_p, order, ids_p, f,
                                  self._arena.empty(9 * n + 16, np.uint8))
 
-        def rows_of(at):
-            """The rows of the pairs whose ranks are ``ranks_p[at]``."""
-            return ranks_p[at] if perm is None else perm[ranks_p[at]]
+        def rows_at(ranks, pooled=False):
+            """The rows of these ranks (a seat's ranks ascend: a sequential read of perm;
+            mode="clip": with mode="raise" numpy buffers ``out``, 5x slower, and the ranks
+            are in range)."""
+            if perm is None:
+                return ranks
+            out = self._arena.empty(len(ranks), np.int64) if pooled else None
+            return np.take(perm, ranks, out=out, mode="clip")
 
         if dup_ids:
             # repeated ids and rows not ascending: ties go by match position, not by row
@@ -545,7 +550,7 @@ class Entitlements:
                     if key_c not in cache:
                         cache[key_c] = self.compliance.withheld_for(withheld_pairs, n, key_c)
                     c = cand[cut[s]:cut[s + 1]]
-                    code[c] = np.where(cache[key_c][rows_of(c)], _WITHHELD_CODE, 0)
+                    code[c] = np.where(cache[key_c][rows_at(ranks_p[c])], _WITHHELD_CODE, 0)
         days = None
         for s, plan in enumerate(plans):
             if plan.allowed and (plan.objects_per_day is not None
@@ -559,7 +564,7 @@ class Entitlements:
                     if mk.any():
                         extra[s] = (r, pol, pth, det)
                         seg[mk] = _EXTRA_CODE
-                self._caps(plan, rows_of(slice(starts[s], starts[s + 1])), days, seg, mark)
+                self._caps(plan, rows_at(ranks_p[starts[s]:starts[s + 1]]), days, seg, mark)
 
         # ---- what is delivered: those pairs move to the front (in place, seat order kept);
         # the denied ones' positions, orders, ids and codes are copied out
@@ -575,15 +580,9 @@ class Entitlements:
         bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
         kept_at = starts - bad_at                      # and its delivered ones
         ranks_k, order_k = ranks_p[:n_kept], order[:n_kept]
-        # the delivered rows (each seat's ranks ascend: a sequential read of perm)
-        # (mode="clip": with mode="raise" numpy buffers ``out``, 5x slower; the core's ranks
-        # are in range)
-        rows_k = ranks_k if perm is None else np.take(
-            perm, ranks_k, out=self._arena.empty(n_kept, np.int64), mode="clip")
+        rows_k = rows_at(ranks_k, pooled=True)         # the delivered rows
         got = ids_p[:n_kept]                           # delivered ids, each seat's in id order
-        batch_col = self._arena.empty(max(n_kept, len(bad)), np.int64)
-        batch_col.fill(self.batch)
-        batch_col = pa.array(batch_col, pa.int64())
+        batch_col = _filled(max(n_kept, len(bad)), self.batch, self._arena.empty)
         delivered: dict[str, Delivery] = {}
         audit = []
         denial_parts = []
@@ -616,10 +615,8 @@ class Entitlements:
             # (author, id) of each row delivered to any seat, once: the author index
             hit = np.zeros(n, bool)
             hit[ranks_k] = True
-            at = np.flatnonzero(hit)                   # their ranks
-            self._pending_authors.append(
-                (authors[at] if perm is None else authors[perm[at]],
-                 ids[at] if perm is None else ids[perm[at]]))
+            at = rows_at(np.flatnonzero(hit))          # those rows, in id order
+            self._pending_authors.append((authors[at], ids[at]))
             if len(self._pending_authors) > _PENDING_BATCHES:
                 self._author_runs()
 
@@ -639,7 +636,7 @@ class Entitlements:
                 "tweet_id": pa.array(bad_ids, pa.int64()),
                 "reason": _label_column(labels, 0, lab, used),
                 "policy": _label_column(labels, 1, lab, used),
-                "rules": _as_rule_ids(denial_parts),
+                "rules": rule_id_lists(denial_parts),
                 "path": _label_column(labels, 2, lab, used),
                 "detail": _label_column(labels, 3, lab, used),
             }, schema=DENIALS)
@@ -741,15 +738,14 @@ class Entitlements:
             self._authors = [_sorted_pairs(key[sel], value[sel])]
 
     # ------------------------------------------------------------------ deletes to forward
-    def _remember(self, client: str, ids: np.ndarray, store: dict | None = None,
-                  checked: bool = False) -> None:
+    def _remember(self, client: str, ids: np.ndarray, checked: bool = False) -> None:
         """Keep the ids delivered to ``client`` as sorted runs of roughly doubling sizes (a
         new run merges with the previous while that is not twice as long), so there are
         O(log n) runs, membership is a binary search per run, and a batch costs about its own
         size, not the whole history."""
         if not len(ids):
             return
-        runs = (self._delivered if store is None else store).setdefault(client, [])
+        runs = self._delivered.setdefault(client, [])
         ids = np.asarray(ids, np.int64)
         # apply() passes its delivered ids in id order (``checked``; a repeated id may stay
         # until the run is merged: lookups do not mind); otherwise repeats go, sorted first
@@ -758,14 +754,9 @@ class Entitlements:
         # array alive (at most one per batch, the size of that batch's per-seat copies).
         if len(ids) > 1 and not checked:
             step = ids[1:] - ids[:-1]
-            if (step < 0).any():
-                ids = _sorted_distinct(ids)
-            elif not step.all():
-                ids = ids[np.concatenate(([True], step != 0))]
-        runs.append(ids)
-        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
-            b, a = runs.pop(), runs.pop()
-            runs.append(_merged([a, b]))
+            if not (step > 0).all():
+                ids = _merged([np.sort(ids) if (step < 0).any() else ids])
+        _push_run(runs, ids, lambda a, b: _merged([a, b]), len)
 
     def _author_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The author index with the pending batches sorted in: runs of (author, tweet id)
@@ -774,15 +765,12 @@ class Entitlements:
         runs = self._authors
         for author, tid in self._pending_authors:
             if len(tid) > 1 and not (tid[1:] >= tid[:-1]).all():
-                runs.append(_sorted_pairs(author, tid))
+                run = _sorted_pairs(author, tid)
             else:
                 # a batch's ids ascend (its rows by rank): a stable sort by author is enough
-                ko, vo = np.empty(len(author), np.int64), np.empty(len(author), np.int64)
-                _core.sort_pairs_by_key(author, tid, ko, vo)
-                runs.append((ko, vo))
-            while len(runs) > 1 and len(runs[-2][0]) <= 2 * len(runs[-1][0]):
-                b, a = runs.pop(), runs.pop()
-                runs.append(_merged_pairs(a, b))
+                run = np.empty(len(author), np.int64), np.empty(len(author), np.int64)
+                _core.sort_pairs_by_key(author, tid, *run)
+            _push_run(runs, run, _merged_pairs, lambda r: len(r[0]))
         self._pending_authors = []
         return runs
 
@@ -921,12 +909,7 @@ class Entitlements:
         return sum(g.get((group, x), 0) for x in range(day - 29, day + 1))
 
 
-def rule_id_lists(rules: pa.Array) -> pa.Array:
-    """The rule ids of each entry of a matching_rules list array (list<id>)."""
-    return pa.ListArray.from_arrays(rules.offsets, pc.struct_field(rules.values, "id"))
-
-
-def _as_rule_ids(parts: list) -> pa.Array:
+def rule_id_lists(parts: list) -> pa.Array:
     """The rule id lists (list<string>) of the denied pairs: ``parts`` holds, seat after seat,
     (the seat's matching_rules list array, its denied pairs' positions in it). Each seat's
     ids are read as indices into its own rule ids (the router's dictionary columns; other id
@@ -971,20 +954,9 @@ def _as_rule_ids(parts: list) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(out_offsets), values, mask=mask)
 
 
-def _empty(size: int, dtype) -> np.ndarray:
-    """An uninitialised numpy array in memory of Arrow's pool. The stage writes ~0.5 GB of
-    arrays per 1M-tweet batch; numpy takes arrays that large fresh from the kernel each time
-    (page faults on every first write, about as costly as the writing), while the pool reuses
-    what the previous batch's outputs gave back."""
-    dtype = np.dtype(dtype)
-    if size * dtype.itemsize < 1 << 20:
-        return np.empty(size, dtype)
-    return np.frombuffer(pa.allocate_buffer(size * dtype.itemsize), dtype, count=size)
-
-
-def _filled(size: int, value: int) -> pa.Array:
-    """An int64 column of ``size`` copies of ``value``."""
-    out = _empty(size, np.int64)
+def _filled(size: int, value: int, empty=np.empty) -> pa.Array:
+    """An int64 column of ``size`` copies of ``value`` (in memory from ``empty``)."""
+    out = empty(size, np.int64)
     out.fill(value)
     return pa.array(out, pa.int64())
 
@@ -1051,17 +1023,6 @@ def _mask_geo(table: pa.Table, mask: np.ndarray) -> pa.Table:
     return table
 
 
-def _sorted_distinct(ids: np.ndarray) -> np.ndarray:
-    """np.unique(ids) for int64, as a sort and one pass of the core (np.unique is 3-12x
-    slower on this numpy: 6.9 ms against 0.55 ms for 35k distinct ids)."""
-    ids = np.sort(ids)
-    if len(ids) == 0:
-        return ids
-    out = np.empty(len(ids), np.int64)
-    k = _core.merge_distinct(ids, ids[:0], out)
-    return out[:k] if 4 * k >= 3 * len(out) else out[:k].copy()
-
-
 def _sorted_pairs(author: np.ndarray, tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(author, tweet id) pairs in any order sorted by author then id, each pair once (a
     checkpoint's index)."""
@@ -1081,9 +1042,16 @@ def _merged_pairs(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndar
     size = len(a[0]) + len(b[0])
     ko, vo = np.empty(size, np.int64), np.empty(size, np.int64)
     k = _core.merge_pairs(a[0], a[1], b[0], b[1], ko, vo)
-    if 4 * k < 3 * size:                  # many repeats gone: give the room back
-        return ko[:k].copy(), vo[:k].copy()
-    return ko[:k], vo[:k]
+    return _fit(ko, k), _fit(vo, k)
+
+
+def _push_run(runs: list, run, merge, size) -> None:
+    """Append a sorted run to ``runs``, merging it with the previous while that is not twice
+    as long: O(log n) runs, and a batch costs about its own size, not the whole history."""
+    runs.append(run)
+    while len(runs) > 1 and size(runs[-2]) <= 2 * size(runs[-1]):
+        b, a = runs.pop(), runs.pop()
+        runs.append(merge(a, b))
 
 
 def _merged(runs: list[np.ndarray]) -> np.ndarray:
@@ -1092,10 +1060,14 @@ def _merged(runs: list[np.ndarray]) -> np.ndarray:
     ids = runs[-1]
     for run in reversed(runs[:-1] or [ids[:0]]):
         out = np.empty(len(run) + len(ids), np.int64)
-        k = _core.merge_distinct(run, ids, out)
-        # a merge that dropped many repeats gives back the room it does not need
-        ids = out[:k] if 4 * k >= 3 * len(out) else out[:k].copy()
+        ids = _fit(out, _core.merge_distinct(run, ids, out))
     return ids
+
+
+def _fit(out: np.ndarray, k: int) -> np.ndarray:
+    """``out[:k]``; a copy when a merge dropped many repeats (the room it does not need goes
+    back)."""
+    return out[:k] if 4 * k >= 3 * len(out) else out[:k].copy()
 
 
 def _codes(col) -> tuple[np.ndarray, list]:
