@@ -188,6 +188,8 @@ cdef class Engine:
         self.st.batch_size = batch_size
         self.st.max_line_bytes = max_line_bytes
         self.st.tape.max_depth = max_depth
+        # members()' tables: 64 objects' key -> node slots, for the tape's whole life
+        buf_reserve(&self.st.tape.mem, 64 * KY_COUNT * sizeof(uint32_t))
         self.st.dedupe = dedupe
         self.st.bucket_ms = window_ms // 4
         dedupe_init(&self.st)

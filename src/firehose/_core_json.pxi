@@ -117,16 +117,45 @@ cdef extern from *:
     #endif
         return -1;
     }
+    /* s[p] >= 0x80: the end of the run of multi-byte characters at p (the index of the next
+       ASCII byte, or n), or ~q when the character at q is not valid UTF-8 (overlongs,
+       surrogates, > U+10FFFF and cut sequences are not); utf8_check and the fast scan's
+       strings both check with it */
+    static inline Py_ssize_t fh_utf8_run(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
+        unsigned char c = s[p], c1;
+        for (;;) {
+            if (c < 0xC2 || c > 0xF4) return ~p;
+            if (c < 0xE0) {
+                if (p + 1 >= n || (s[p + 1] & 0xC0) != 0x80) return ~p;
+                p += 2;
+            } else if (c < 0xF0) {
+                if (p + 2 >= n) return ~p;
+                c1 = s[p + 1];
+                if ((c1 & 0xC0) != 0x80 || (s[p + 2] & 0xC0) != 0x80) return ~p;
+                if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) return ~p;
+                p += 3;
+            } else {
+                if (p + 3 >= n) return ~p;
+                c1 = s[p + 1];
+                if ((c1 & 0xC0) != 0x80 || (s[p + 2] & 0xC0) != 0x80 || (s[p + 3] & 0xC0) != 0x80) return ~p;
+                if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) return ~p;
+                p += 4;
+            }
+            if (p >= n) return p;
+            c = s[p];
+            if (c < 0x80) return p;
+        }
+    }
     """
     Py_ssize_t str_quick "fh_str_quick"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
     Py_ssize_t skip_ascii "fh_skip_ascii"(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    Py_ssize_t utf8_run "fh_utf8_run"(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil
 
 
 cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     """-1 if s[:n] is valid UTF-8, else the offset of the first bad sequence."""
     cdef Py_ssize_t i = 0
     cdef uint64_t x
-    cdef unsigned char c, c1
     while i < n:
         i = skip_ascii(s, i, n)
         while i + 8 <= n:
@@ -136,40 +165,12 @@ cdef Py_ssize_t utf8_check(const unsigned char* s, Py_ssize_t n) noexcept nogil:
             i += 8
         if i >= n:
             break
-        c = s[i]
-        if c < 0x80:
+        if s[i] < 0x80:
             i += 1
             continue
-        while True:     # a run of multi-byte characters (CJK text, emoji) before the ASCII steps
-            if c < 0xC2 or c > 0xF4:
-                return i
-            if c < 0xE0:
-                if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
-                    return i
-                i += 2
-            elif c < 0xF0:
-                if i + 2 >= n:
-                    return i
-                c1 = s[i + 1]
-                if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80:
-                    return i
-                if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 >= 0xA0):
-                    return i
-                i += 3
-            else:
-                if i + 3 >= n:
-                    return i
-                c1 = s[i + 1]
-                if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80 or (s[i + 3] & 0xC0) != 0x80:
-                    return i
-                if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 >= 0x90):
-                    return i
-                i += 4
-            if i >= n:
-                break
-            c = s[i]
-            if c < 0x80:
-                break
+        i = utf8_run(s, i, n)   # a run of multi-byte characters (CJK text, emoji)
+        if i < 0:
+            return ~i
     return -1
 
 
@@ -751,6 +752,17 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
     return fail(t, E_JSON, pos)
 
 
+cdef inline void tape_begin(Tape* t, const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    """A new line on the tape: its bytes, no object's members looked up yet, no fault."""
+    cdef int c
+    t.s = s
+    t.n = n
+    for c in range(64):
+        t.cobj[c] = NONE
+    t.err = E_OK
+    t.err_pos = 0
+
+
 cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
     """Build the tape of one line. Returns E_OK or an error code (t.err_pos says where).
 
@@ -778,15 +790,7 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
         with gil:
             raise MemoryError("firehose core: out of memory growing the JSON tape")
     if c == 0:
-        t.s = s
-        t.n = n
-        t.mem.len = 0
-        if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
-            buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))     # members()' tables
-        for c in range(64):
-            t.cobj[c] = NONE
-        t.err = E_OK
-        t.err_pos = 0
+        tape_begin(t, s, n)
         t.pos = n
         return E_OK
     bad = utf8_check(s, n)
@@ -797,17 +801,9 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
 
 cdef int parse_slow(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nogil:
     """parse_line with the exact reason and place of a fault."""
-    cdef int r, c
-    t.s = s
-    t.n = n
+    cdef int r
+    tape_begin(t, s, n)
     t.len = 0
-    t.mem.len = 0
-    if t.mem.cap < 64 * KY_COUNT * <Py_ssize_t>sizeof(uint32_t):
-        buf_reserve(&t.mem, 64 * KY_COUNT * sizeof(uint32_t))     # members()' tables
-    for c in range(64):
-        t.cobj[c] = NONE
-    t.err = E_OK
-    t.err_pos = 0
     t.pos = skip_ws(s, 0, n)
     r = parse_value(t, 1, 0)
     if r:
@@ -932,34 +928,6 @@ cdef extern from *:
     static const unsigned char FH_ESC1[256] = {
         [0x22] = 1, [0x5C] = 1, [0x2F] = 1, [0x62] = 1, [0x66] = 1, [0x6E] = 1, [0x72] = 1, [0x74] = 1
     };
-
-    /* s[p] >= 0x80: the end of the run of multi-byte characters at p (the index of the next
-       ASCII byte, or n), or -1 when one is not valid UTF-8 as utf8_check says */
-    static inline Py_ssize_t fh_utf8_run(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
-        unsigned char c = s[p], c1;
-        for (;;) {
-            if (c < 0xC2 || c > 0xF4) return -1;
-            if (c < 0xE0) {
-                if (p + 1 >= n || (s[p + 1] & 0xC0) != 0x80) return -1;
-                p += 2;
-            } else if (c < 0xF0) {
-                if (p + 2 >= n) return -1;
-                c1 = s[p + 1];
-                if ((c1 & 0xC0) != 0x80 || (s[p + 2] & 0xC0) != 0x80) return -1;
-                if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) return -1;
-                p += 3;
-            } else {
-                if (p + 3 >= n) return -1;
-                c1 = s[p + 1];
-                if ((c1 & 0xC0) != 0x80 || (s[p + 2] & 0xC0) != 0x80 || (s[p + 3] & 0xC0) != 0x80) return -1;
-                if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) return -1;
-                p += 4;
-            }
-            if (p >= n) return p;
-            c = s[p];
-            if (c < 0x80) return p;
-        }
-    }
 
     /* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
        (*fl must be 0 on entry). Accepts what fh_str_end accepts when the string's bytes are also
@@ -1299,9 +1267,10 @@ cdef extern from *:
         return pos;
     }
 
-    static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth);
+    static Py_ssize_t fh_skip_container(fh_ps* ps, Py_ssize_t pos, int depth);
 
-    /* fh_skip with the scalars in line (most skipped values: strings, numbers, literals) */
+    /* one value validated and skipped: the scalars in line (most skipped values: strings,
+       numbers, literals), containers by fh_skip_container */
     static inline __attribute__((always_inline)) Py_ssize_t fh_skip_inl(fh_ps* ps, Py_ssize_t pos, int depth) {
         const unsigned char* s = ps->s;
         Py_ssize_t n = ps->n, k;
@@ -1314,56 +1283,45 @@ cdef extern from *:
             return k < 0 ? -1 : k + 1;
         }
         if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
-        if (c == 0x7B || c == 0x5B) return fh_skip(ps, pos, depth);
+        if (c == 0x7B || c == 0x5B) return fh_skip_container(ps, pos, depth);
         k = fh_lit(s, pos, n);
         return k ? pos + k : -1;
     }
 
-    static Py_ssize_t fh_skip(fh_ps* ps, Py_ssize_t pos, int depth) {
+    /* s[pos] is '{' or '[' */
+    static Py_ssize_t fh_skip_container(fh_ps* ps, Py_ssize_t pos, int depth) {
         const unsigned char* s = ps->s;
         Py_ssize_t n = ps->n, k;
-        unsigned char c, close, fl;
-        uint8_t typ;
+        unsigned char c = s[pos], close, fl;
         int closed = 0;
+        if (depth > ps->max_depth) return -1;
+        close = c == 0x7B ? 0x7D : 0x5D;
+        pos = fh_ws(s, pos + 1, n);
         if (pos >= n) return -1;
-        c = s[pos];
-        if (c == 0x22) {
-            k = fh_sclose(s, pos + 1, n, &fl);
-            return k < 0 ? -1 : k + 1;
-        }
-        if (c == 0x7B || c == 0x5B) {
-            if (depth > ps->max_depth) return -1;
-            close = c == 0x7B ? 0x7D : 0x5D;
-            pos = fh_ws(s, pos + 1, n);
-            if (pos >= n) return -1;
-            if (s[pos] == close) return pos + 1;
-            for (;;) {
-                if (c == 0x7B) {
-                    if (pos >= n || s[pos] != 0x22) return -1;
-                    k = fh_sclose(s, pos + 1, n, &fl);
-                    if (k < 0) return -1;
-                    if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
-                        pos = k + 2;
-                    } else {
-                        pos = fh_colon(s, k + 1, n);
-                        if (pos < 0) return -1;
-                    }
+        if (s[pos] == close) return pos + 1;
+        for (;;) {
+            if (c == 0x7B) {
+                if (pos >= n || s[pos] != 0x22) return -1;
+                k = fh_sclose(s, pos + 1, n, &fl);
+                if (k < 0) return -1;
+                if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
+                    pos = k + 2;
+                } else {
+                    pos = fh_colon(s, k + 1, n);
+                    if (pos < 0) return -1;
                 }
-                pos = fh_skip_inl(ps, pos, depth + 1);
-                if (pos < 0) return -1;
-                pos = fh_sep(s, pos, n, close, &closed);
-                if (pos < 0) return -1;
-                if (closed) return pos;
             }
+            pos = fh_skip_inl(ps, pos, depth + 1);
+            if (pos < 0) return -1;
+            pos = fh_sep(s, pos, n, close, &closed);
+            if (pos < 0) return -1;
+            if (closed) return pos;
         }
-        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
-        k = fh_lit(s, pos, n);
-        return k ? pos + k : -1;
     }
 
     static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
 
-    /* fh_pv with the scalars in line (containers call fh_pv) */
+    /* one value: the scalars in line, containers by fh_pv */
     static inline __attribute__((always_inline)) Py_ssize_t fh_pv_inl(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
         unsigned char c;
         if (pos >= ps->n) return -1;
@@ -1472,17 +1430,11 @@ cdef extern from *:
         return pos;
     }
 
+    /* pos < n: an object, an array, or no value */
     static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
-        unsigned char c;
-        if (pos >= ps->n) return -1;
-        c = ps->s[pos];
-        if (c == 0x22) return fh_pstr(ps, pos);
+        unsigned char c = ps->s[pos];
         if (c == 0x7B) return fh_pobj(ps, pos, depth, keep_all);
         if (c == 0x5B) return fh_parr(ps, pos, depth);
-        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_pnum(ps, pos);
-        if (c == 0x74) return fh_plit(ps, pos, 4, FJ_TRUE);
-        if (c == 0x66) return fh_plit(ps, pos, 5, FJ_FALSE);
-        if (c == 0x6E) return fh_plit(ps, pos, 4, FJ_NULL);
         return -1;
     }
 
@@ -1490,7 +1442,7 @@ cdef extern from *:
     static int fh_parse_fast(fh_ps* ps) {
         Py_ssize_t pos = fh_ws(ps->s, 0, ps->n);
         ps->len = 0;
-        pos = fh_pv(ps, pos, 1, 0);
+        pos = fh_pv_inl(ps, pos, 1, 0);
         if (pos < 0) return -1;
         pos = fh_ws(ps->s, pos, ps->n);
         return pos == ps->n ? 0 : -1;

@@ -1023,7 +1023,6 @@ cdef class Matcher:
 
     def match(self, tweets):
         """(rows int64[], rule indices int32[]) of every match in a single-chunk tweets table."""
-        import numpy as np
         cdef Cols c
         cdef list keep = []
         cdef int64_t n = tweets.num_rows
