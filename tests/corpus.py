@@ -272,13 +272,16 @@ def read_parts(directory) -> "pa.Table | None":
 def output_tree(out) -> dict:
     """Every file under an output directory with its bytes. The checkpoint is internal state
     (the dedupe tables' serialised layout depends on their history): its position and
-    counters stand for it."""
+    counters stand for it. ``state/`` (deliveries spilled for forwarding) is state too: what
+    it is for, the forwarded events, is compared."""
     import json
     import os
 
     from firehose.checkpoint import Checkpoint
     files = {}
-    for root, _, names in os.walk(out):
+    for root, dirs, names in os.walk(out):
+        if root == os.fspath(out):
+            dirs[:] = [d for d in dirs if d != "state"]
         for n in names:
             p = os.path.join(root, n)
             with open(p, "rb") as f:

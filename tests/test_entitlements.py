@@ -484,7 +484,7 @@ def _state_of(ent):
     users = {k: np.unique(np.concatenate(v)).tolist() for k, v in ent._delivered_users.items()}
     authors = sorted({(int(a), int(t)) for run in ent._author_runs() for a, t in zip(*run)})
     return (ent.batch, dict(ent._day_counts), dict(ent._group_counts),
-            {k: np.unique(np.concatenate(v)).tolist() for k, v in ent._delivered.items()}, users,
+            {k: np.unique(np.concatenate(ent._runs(k))).tolist() for k in ent._delivered}, users,
             authors)
 
 
@@ -859,3 +859,118 @@ def test_the_core_sorts_and_merges_author_pairs(seed):
     if len(kb) > 1:
         with pytest.raises(ValueError):
             _core.merge_pairs(ko, vo, kb[::-1].copy(), vb[::-1].copy(), out_k, out_v)
+
+
+def _snowflake(minute, k):
+    """A tweet id made at ``minute`` past a fixed hour of 2022 (sequence ``k``)."""
+    return ((1_650_000_000_000 + minute * 60_000 - 1288834974657) << 22) | k
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_forwarding_is_exact_after_old_deliveries_move_to_the_spill(seed, tmp_path):
+    """A one-hour window, batches 20 minutes apart (late tweets too): what was delivered
+    before the window leaves memory for files in the spill directory, and deletes and user
+    events still reach exactly the seats that got the tweet, before and after a checkpoint
+    that a new Entitlements over the same directory resumes."""
+    rng = np.random.default_rng(seed)
+    config = cfg.loads(BASE + org("p", ["media"]) +
+                       seat("a", "p", rules='[{ id = "r", value = "alpha" }]') +
+                       seat("b", "p", rules='[{ id = "r", value = "beta" }]') +
+                       seat("c", "p", rules='[{ id = "r", value = "alpha" }, '
+                                            '{ id = "s", value = "beta" }]'))
+    plans = compile_plans(config, today=dt.date(2026, 1, 1))
+    spill = tmp_path / "delivered"
+
+    def fresh():
+        return Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
+
+    ent, router = fresh(), Router.from_config(config)
+    got_ids: dict[str, set] = {}
+    got_by: dict[str, set] = {}
+    author_of: dict[int, int] = {}
+    for k in range(16):
+        minute = 20 * k
+        # this batch's tweets, and a few late ones from up to 3 hours before
+        tids = [_snowflake(minute + int(rng.integers(0, 20)), j) for j in range(40)]
+        tids += [_snowflake(max(0, minute - int(rng.integers(0, 180))), 100 + j) for j in range(3)]
+        objs = [tw(t, str(rng.choice(["alpha", "beta", "gamma", "alpha beta"])),
+                   uid=author_of.setdefault(t, int(rng.integers(1, 40)))) for t in tids]
+        d = tweets(*objs)
+        res = ent.apply(d.tweets, router.route(d.tweets).by_client)
+        ids_of = d.tweets.column("id").to_pylist()
+        authors = d.tweets.column("author_id").to_pylist()
+        for client, dl in res.delivered.items():
+            got_ids.setdefault(client, set()).update(ids_of[r] for r in dl.rows)
+            got_by.setdefault(client, set()).update(authors[r] for r in dl.rows)
+        if k == 9:                                   # a checkpoint mid-run, resumed
+            data = ent.state_to_bytes()
+            ent = fresh()
+            ent.load_state(data)
+        # nothing older than the window and a quarter is left in memory
+        if k >= 6:
+            limit = _snowflake(minute - 75, 0)
+            assert all(r.min() >= limit for c in ent._delivered for r in ent._runs(c))
+            assert all(t.min() >= limit for _, t in ent._author_runs() if len(t))
+        # deletes of tweets from any time, delivered or not
+        pool = sorted(set().union(*got_ids.values()))
+        tids = rng.choice(pool, min(10, len(pool)), replace=False).tolist() + [_snowflake(1, 999)]
+        fwd = ent.forward(tweets(*[{"delete": {"status": {"id_str": str(t)}}}
+                                   for t in tids]).compliance)
+        want = {c: sorted(t for t in tids if t in ids) for c, ids in got_ids.items()}
+        assert {c: sorted(tb.column("tweet_id").to_pylist()) for c, tb in fwd.items()} == \
+            {c: v for c, v in want.items() if v}, k
+        for uid in rng.choice(42, 5, replace=False).tolist():
+            want_u = sorted(c for c, users in got_by.items() if uid in users)
+            assert sorted(ent.forward(_user_event(uid))) == want_u, (k, uid)
+    files = sorted(p.name for p in spill.iterdir())
+    assert any(f.startswith("delivered-") for f in files)
+    assert any(f.startswith("authors-") for f in files)
+    assert not any(f.endswith(".tmp") for f in files)
+
+
+def test_a_state_relying_on_spilled_files_needs_them(tmp_path):
+    from firehose.errors import StateError
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p"))
+    plans = compile_plans(config, today=dt.date(2026, 1, 1))
+    ent = Entitlements(plans, source="fh", spill_dir=str(tmp_path / "s"), window_hours=1.0)
+    old, new = _snowflake(0, 1), _snowflake(600, 1)
+    for t in (old, new):
+        d = tweets(tw(t))
+        ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
+    assert ent._spill.files and [r.tolist() for r in ent._runs("a")] == [[new]]
+    data = ent.state_to_bytes()
+    with pytest.raises(StateError, match="spill_dir"):
+        Entitlements(plans, source="fh").load_state(data)
+    again = Entitlements(plans, source="fh", spill_dir=str(tmp_path / "s"))
+    again.load_state(data)
+    delete = tweets({"delete": {"status": {"id_str": str(old)}}}).compliance
+    assert list(again.forward(delete)) == ["a"]
+    for f in (tmp_path / "s").iterdir():
+        f.unlink()
+    with pytest.raises(StateError, match="delivered-000001.arrow"):
+        Entitlements(plans, source="fh", spill_dir=str(tmp_path / "s")).load_state(data)
+
+
+@pytest.mark.parametrize("spread", [60, 1 << 40, 1 << 62], ids=["narrow", "snowflake", "wide"])
+def test_the_core_merges_runs_into_one_id_order_with_the_run_of_each(spread):
+    """merge_runs against a stable argsort: ids in order, equal ids in run order, each with
+    its run; ids spread over more than 64 bits with the run index (``wide``) take the heap
+    path. A run out of order is refused."""
+    from firehose import _core
+    rng = np.random.default_rng(spread % 1000)
+    for _ in range(40):
+        runs = [np.sort(rng.integers(-spread, spread, int(rng.integers(0, 60))))
+                for _ in range(int(rng.integers(1, 70)))]
+        total = sum(len(r) for r in runs)
+        ids, run = np.full(total + 2, -7, np.int64), np.full(total + 2, -7, np.int32)
+        assert _core.merge_runs(runs, ids, run) == total
+        flat = np.concatenate(runs)
+        of = np.concatenate([np.full(len(r), k, np.int32) for k, r in enumerate(runs)])
+        o = np.argsort(flat, kind="stable")
+        assert np.array_equal(ids[:total], flat[o]) and np.array_equal(run[:total], of[o])
+        assert (ids[total:] == -7).all() and (run[total:] == -7).all()
+    with pytest.raises(ValueError, match="ascending"):
+        _core.merge_runs([np.array([1, 5]), np.array([4, 3])], np.empty(4, np.int64),
+                         np.empty(4, np.int32))
+    with pytest.raises(ValueError, match="shorter"):
+        _core.merge_runs([np.array([1, 5])], np.empty(1, np.int64), np.empty(2, np.int32))

@@ -260,7 +260,7 @@ def _gunzip(path, to) -> str:
     return str(to)
 
 
-def _crash_after_renames(monkeypatch, at, config, out, inputs) -> None:
+def _crash_after_renames(monkeypatch, at, config, out, inputs, **kw) -> None:
     """Run a replay that dies right after the ``at``-th part rename of its commits."""
     calls = {"n": 0}
     real = PartSink.publish
@@ -274,7 +274,7 @@ def _crash_after_renames(monkeypatch, at, config, out, inputs) -> None:
 
     monkeypatch.setattr(PartSink, "publish", publish)
     with pytest.raises(_Crash):
-        Pipeline(config, out_dir=out, **KW).run(inputs)
+        Pipeline(config, out_dir=out, **KW, **kw).run(inputs)
     monkeypatch.setattr(PartSink, "publish", real)
 
 
@@ -292,6 +292,29 @@ def test_resume_after_a_crash_inside_a_commit_gives_the_same_files(capture, conf
     assert report.resumed_from == (ck.part if ck is not None else None)
     if at == 40:
         assert report.resumed_from > 0
+
+
+@pytest.mark.parametrize("crash_at", [None, 30])
+def test_a_short_delivery_window_forwards_the_same_from_the_spill(capture, config, tmp_path,
+                                                                  run, monkeypatch, crash_at):
+    """Deliveries older than one second of tweet time (the capture spans seven) leave memory
+    for state/delivered/: every output is the same as with everything in memory, also when
+    the run crashed and resumed from a checkpoint naming spilled files; the spill is state,
+    not output (the manifest does not list it)."""
+    out = str(tmp_path / "w")
+    short = dict(delivered_window_hours=1 / 3600)
+    if crash_at:
+        _crash_after_renames(monkeypatch, crash_at, config, out, [capture], **short)
+        assert Checkpoint.load(out) is not None
+        Pipeline(config, out_dir=out, **KW, **short).run([capture], resume=True)
+    else:
+        Pipeline(config, out_dir=out, **KW, **short).run([capture])
+    spilled = os.listdir(os.path.join(out, "state", "delivered"))
+    assert any(f.startswith("delivered-") for f in spilled)
+    assert output_tree(out) == output_tree(run[0])
+    m = json.loads(_read(os.path.join(out, MANIFEST_NAME)))
+    assert not [o for o in m["outputs"] if o["path"].startswith("state/")]
+    assert json.loads(_read(os.path.join(run[0], MANIFEST_NAME)))["outputs"] == m["outputs"]
 
 
 def test_resume_after_the_run_completed_changes_nothing(capture, config, tmp_path, run):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Mapping
@@ -42,7 +43,9 @@ import pyarrow.compute as pc
 from . import _core
 from .compliance import DENY_REASONS, ComplianceState, _Screen, in_sorted
 from .config import Client, Config
+from .errors import SinkError, StateError
 from .schema import MATCHING_RULES, TWEETS
+from .sinks import fsync_dir
 
 __all__ = ["Denial", "Plan", "PlanSet", "compile_plans", "Entitlements", "BatchResult", "Delivery",
            "GOVERNMENT_CATEGORIES", "SENSITIVE_GROUPS", "AUDIT", "DENIALS", "LEDGER"]
@@ -300,6 +303,7 @@ AUDIT = pa.schema([
 # a denial's reason, policy, path and detail repeat for every row of its seat and cause (a
 # barred seat's 40k rows share one ~150-byte detail): dictionary columns, one copy per value
 LABEL = pa.dictionary(pa.int32(), pa.string())
+_SNOWFLAKE_SHIFT = 22   # a snowflake id's time: its bits from 22 up (milliseconds)
 _PENDING_BATCHES = 4    # batches of delivered (author, id) pairs held before they are sorted
 _RULE_IDS = pa.list_(pa.string())       # a denial's rules: the ids of the seat's that matched
 DENIALS = pa.schema([
@@ -402,17 +406,143 @@ class _Arena:
         self._idle = [self._idle[i] for i in kept]
 
 
+class _Spill:
+    """What was delivered longer ago than the window, on disk: immutable Arrow IPC files under
+    ``directory``, read through memory maps (the pages a lookup touches, not the files, are
+    what it costs; the kernel keeps or drops them as memory allows).
+
+    ``delivered-<seq>.arrow``: (tweet_id, client) for every seat a tweet went to, sorted by
+    id then client, the client dictionary-encoded; ``authors-<seq>.arrow``: (author_id,
+    tweet_id) of every delivered row, sorted by author then id. Each file is written once,
+    atomically and synced, before a checkpoint can name it; a checkpoint lists the files it
+    relies on with their id range (``lo``, ``hi``)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.files: list[tuple[str, str, int, int]] = []     # (kind, name, lo, hi)
+        self.seq = 0
+        self._maps: dict[str, tuple] = {}
+        self._unsynced: list[str] = []
+
+    def write(self, kind: str, table: pa.Table, lo: int, hi: int) -> None:
+        self.seq += 1
+        name = f"{kind}-{self.seq:06d}.arrow"
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, name)
+        tmp = os.path.join(self.directory, f".{name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                with pa.ipc.new_file(f, table.schema) as w:
+                    w.write_table(table, max_chunksize=len(table))
+            os.replace(tmp, path)
+        except OSError as e:
+            raise SinkError(f"{path}: write failed: {e.strerror or e}") from None
+        self.files.append((kind, name, int(lo), int(hi)))
+        self._unsynced.append(path)
+
+    def sync(self) -> None:
+        """The files written since the last call made durable (before a checkpoint names
+        them; until then the kernel writes them back in its own time)."""
+        for path in self._unsynced:
+            try:
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise SinkError(f"{path}: fsync failed: {e.strerror or e}") from None
+        if self._unsynced:
+            fsync_dir(self.directory)
+        self._unsynced = []
+
+    def _columns(self, name: str) -> tuple:
+        got = self._maps.get(name)
+        if got is None:
+            path = os.path.join(self.directory, name)
+            try:
+                t = pa.ipc.open_file(pa.memory_map(path)).read_all().combine_chunks()
+            except (OSError, pa.ArrowInvalid) as e:
+                raise StateError(f"{path}: a spilled delivery index cannot be read: {e}") from None
+            a, b = t.column(0).chunks, t.column(1).chunks
+            if not a:                       # an empty file (nothing was old enough)
+                got = (np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+            elif pa.types.is_dictionary(b[0].type):
+                got = (a[0].to_numpy(), b[0].indices.to_numpy(), b[0].dictionary.to_pylist())
+            else:
+                got = (a[0].to_numpy(), b[0].to_numpy(), None)
+            self._maps[name] = got
+        return got
+
+    def check(self) -> None:
+        """Every file named is there and readable (a resumed run must not find out late)."""
+        for _, name, _, _ in self.files:
+            self._columns(name)
+
+    def seats(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(client, positions in ``ids`` delivered to it) from the spilled files."""
+        out: list[tuple[str, np.ndarray]] = []
+        for kind, name, lo, hi in self.files:
+            if kind != "delivered":
+                continue
+            q = np.flatnonzero((ids >= lo) & (ids <= hi))
+            if not len(q):
+                continue
+            tid, code, clients = self._columns(name)
+            q = q[np.argsort(ids[q], kind="stable")]    # ascending: the map read in order
+            at, pos = _ranges(tid, ids[q])
+            if not len(at):
+                continue
+            c = code[at]
+            for k in np.unique(c).tolist():
+                out.append((clients[k], q[pos[c == k]]))
+        return out
+
+    def tweets_by(self, users: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(tweet ids, authors) of spilled rows written by ``users`` (sorted, distinct)."""
+        out = []
+        for kind, name, _, _ in self.files:
+            if kind == "authors":
+                author, tid, _ = self._columns(name)
+                at, _ = _ranges(author, users)
+                if len(at):
+                    out.append((tid[at], author[at]))
+        return out
+
+
+def _ranges(run: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``keys`` occur in the sorted ``run``: (positions in run, the key's index for
+    each), every occurrence."""
+    lo = np.searchsorted(run, keys, "left")
+    hi = np.searchsorted(run, keys, "right")
+    n = hi - lo
+    total = int(n.sum())
+    if not total:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    which = np.repeat(np.arange(len(keys)), n)
+    return np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(total), which
+
+
 class Entitlements:
-    """Applies a PlanSet batch by batch; keeps the cap counters."""
+    """Applies a PlanSet batch by batch; keeps the cap counters and what was delivered to whom
+    (to forward later deletes and user events to exactly those clients).
+
+    With ``spill_dir``, what was delivered holds in memory for ``window_hours`` of tweet time
+    (the ids are snowflakes: their time is in them) behind the newest batch; older ids go,
+    a quarter of the window at a time, to immutable files there (see :class:`_Spill`), which
+    forwarding reads through memory maps. Memory is then about the window's deliveries, not
+    the run's. Without it everything stays in memory."""
 
     def __init__(self, plans: PlanSet, compliance: ComplianceState | None = None,
-                 source: str | None = None):
+                 source: str | None = None, *, spill_dir: str | None = None,
+                 window_hours: float = 6.0):
+        if not window_hours > 0:
+            raise ValueError("window_hours must be positive")
         self.plans = plans
         self.compliance = compliance or ComplianceState()
         self.source = source
         self._day_counts: dict[tuple[str, int], int] = {}
         self._group_counts: dict[tuple[str, int], int] = {}
-        self._delivered: dict[str, list[np.ndarray]] = {}
+        # ids delivered per client: per slot of tweet time (a quarter of the window, when
+        # there is a spill; else one slot), sorted runs of roughly doubling sizes
+        self._delivered: dict[str, dict[int, list[np.ndarray]]] = {}
         # authors delivered per client, as checkpoints before the author index kept them
         # (loaded, consulted and saved again; nothing new is added)
         self._delivered_users: dict[str, list[np.ndarray]] = {}
@@ -424,6 +554,11 @@ class Entitlements:
         self._constants: tuple[int, pa.Array] | None = None
         self._arena = _Arena()
         self.batch = 0
+        self._spill = _Spill(spill_dir) if spill_dir is not None else None
+        self.window_ms = int(window_hours * 3_600_000)
+        self._slot_ms = max(self.window_ms // 4, 1) if spill_dir is not None else None
+        self._newest_ms: int | None = None      # the newest batch's median id time
+        self._evicted_ms: int | None = None     # ids older than this are in the spill
 
     def _constant(self, value: int, size: int) -> pa.Array:
         """An int64 column of ``size`` copies of ``value`` (the plan version of the ledger):
@@ -619,6 +754,10 @@ class Entitlements:
             self._pending_authors.append((authors[at], ids[at]))
             if len(self._pending_authors) > _PENDING_BATCHES:
                 self._author_runs()
+        if self._spill is not None and n:
+            # the batch's time: its median id's (a stray id far ahead cannot move it)
+            mid = ids[n // 2] if perm is None else ids[perm[n // 2]]
+            self._maybe_spill(int(mid) >> _SNOWFLAKE_SHIFT)
 
         denials = DENIALS.empty_table()
         if len(bad):
@@ -661,7 +800,12 @@ class Entitlements:
         columns (millions of ids: no string per row), ids sorted per client."""
         rows = [("day", k[0], k[1], v) for k, v in sorted(self._day_counts.items())]
         rows += [("group", k[0], k[1], v) for k, v in sorted(self._group_counts.items())]
-        kinds = ["day", "group", "delivered", "delivered_user", "author"]
+        kinds = ["day", "group", "delivered", "delivered_user", "author", "spilled_delivered",
+                 "spilled_authors"]
+        if self._spill is not None:
+            # the spill's files (name, lo, hi), made durable before this checkpoint names them
+            self._spill.sync()
+            rows += [("spilled_" + kind, name, lo, hi) for kind, name, lo, hi in self._spill.files]
         names: dict[str, int] = {}
         kind_idx = [kinds.index(r[0]) for r in rows]
         name_idx = [names.setdefault(r[1], len(names)) for r in rows]
@@ -669,11 +813,10 @@ class Entitlements:
         vals = [np.array([r[3] for r in rows], np.int64)]
         kind_parts = [np.array(kind_idx, np.int8)]
         name_parts = [np.array(name_idx, np.int32)]
-        for label, store in (("delivered", self._delivered),
-                             ("delivered_user", self._delivered_users)):
+        held = {c: self._runs(c) for c in self._delivered}
+        for label, store in (("delivered", held), ("delivered_user", self._delivered_users)):
             for client in sorted(store):
                 got = _merged(store[client])
-                store[client] = [got]
                 keys.append(got)
                 vals.append(np.zeros(len(got), np.int64))
                 kind_parts.append(np.full(len(got), kinds.index(label), np.int8))
@@ -698,14 +841,16 @@ class Entitlements:
                                                    pa.array(list(names), pa.string())),
             "key": pa.array(key, pa.int64()),
             "value": pa.array(value, pa.int64()),
-        }, metadata={"batch": str(self.batch)})
+        }, metadata={"batch": str(self.batch),
+                     "spill": json.dumps({"seq": self._spill.seq if self._spill else 0,
+                                          "newest_ms": self._newest_ms,
+                                          "evicted_ms": self._evicted_ms})})
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as w:
             w.write_table(table)
         return sink.getvalue().to_pybytes()
 
     def load_state(self, data: bytes) -> None:
-        from .errors import StateError
         try:
             table = pa.ipc.open_stream(data).read_all()
             kind_codes, kinds = _codes(table.column("kind"))
@@ -714,7 +859,8 @@ class Entitlements:
             value = table.column("value").to_numpy()
         except (pa.ArrowInvalid, OSError, KeyError) as e:
             raise StateError(f"entitlement state is corrupt: {e}") from None
-        self.batch = int((table.schema.metadata or {}).get(b"batch", b"0"))
+        meta = table.schema.metadata or {}
+        self.batch = int(meta.get(b"batch", b"0"))
         self._day_counts, self._group_counts = {}, {}
         self._delivered, self._delivered_users = {}, {}
         self._authors, self._pending_authors = [], []
@@ -732,12 +878,78 @@ class Entitlements:
             who, ids = who[order], ids[order]
             cuts = np.flatnonzero(who[1:] != who[:-1]) + 1
             for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(who)].tolist()):
-                store[names[who[lo]]] = [np.sort(ids[lo:hi])]
+                if label == "delivered":
+                    self._remember(names[who[lo]], np.sort(ids[lo:hi]))
+                else:
+                    store[names[who[lo]]] = [np.sort(ids[lo:hi])]
         sel = np.flatnonzero(kind_codes == code.get("author", -1))
         if len(sel):
             self._authors = [_sorted_pairs(key[sel], value[sel])]
+        spill = json.loads(meta.get(b"spill", b"{}"))
+        self._newest_ms, self._evicted_ms = spill.get("newest_ms"), spill.get("evicted_ms")
+        files = [(kinds[kind_codes[i]][len("spilled_"):], names[name_codes[i]], int(key[i]),
+                  int(value[i]))
+                 for i in range(len(kind_codes)) if kinds[kind_codes[i]].startswith("spilled_")]
+        if self._spill is not None:
+            self._spill.files, self._spill.seq, self._spill._maps = files, spill.get("seq", 0), {}
+            self._spill.check()
+        elif files:
+            raise StateError("the entitlement state relies on spilled delivery files "
+                             f"({files[0][1]}, ...): give Entitlements the spill_dir they are in")
 
     # ------------------------------------------------------------------ deletes to forward
+    def _maybe_spill(self, batch_ms: int) -> None:
+        """Moves what was delivered more than the window before the newest batch to the spill,
+        a quarter of the window at a time (so a batch rarely pays for it)."""
+        if self._newest_ms is None or batch_ms > self._newest_ms:
+            self._newest_ms = batch_ms
+        before = (self._newest_ms - self.window_ms) // self._slot_ms   # slots wholly older
+        if self._evicted_ms is None or before * self._slot_ms > self._evicted_ms:
+            self._spill_slots(before)
+            self._evicted_ms = before * self._slot_ms
+
+    def _spill_slots(self, before: int) -> None:
+        """The delivered ids of slots before ``before`` (and the author pairs of ids as old)
+        out of memory into one file each of the spill: (id, client) sorted by id, (author,
+        id) sorted by author. Whole runs go: nothing kept is copied."""
+        ids, names = [], []
+        for client in sorted(self._delivered):
+            slots = self._delivered[client]
+            old = [run for slot in sorted(slots) if slot < before for run in slots.pop(slot)]
+            if old:
+                ids.append(_merged(old))
+                names.append(client)
+            if not slots:
+                del self._delivered[client]
+        if ids:
+            # one run by id, then client: a radix sort of the core (an argsort and two
+            # gathers took 5x as long)
+            total = sum(len(a) for a in ids)
+            tid, code = np.empty(total, np.int64), np.empty(total, np.int32)
+            _core.merge_runs(ids, tid, code)
+            del ids
+            self._spill.write("delivered", pa.table({
+                "tweet_id": pa.array(tid, pa.int64()),
+                "client": pa.DictionaryArray.from_arrays(code, pa.array(names, pa.string()))}),
+                tid[0], tid[-1])
+        limit = max(before * self._slot_ms, 0) << _SNOWFLAKE_SHIFT
+        old_a, old_t, keep_a = [], [], []
+        for author, tid in self._author_runs():
+            m = tid < limit
+            if not m.any():
+                keep_a.append((author, tid))
+                continue
+            old_a.append(author[m])
+            old_t.append(tid[m])
+            if not m.all():
+                keep_a.append((author[~m], tid[~m]))
+        self._authors = keep_a
+        if old_a:
+            author, tid = _sorted_pairs(np.concatenate(old_a), np.concatenate(old_t))
+            self._spill.write("authors", pa.table({"author_id": pa.array(author, pa.int64()),
+                                                   "tweet_id": pa.array(tid, pa.int64())}),
+                              tid.min(), tid.max())
+
     def _remember(self, client: str, ids: np.ndarray, checked: bool = False) -> None:
         """Keep the ids delivered to ``client`` as sorted runs of roughly doubling sizes (a
         new run merges with the previous while that is not twice as long), so there are
@@ -745,7 +957,7 @@ class Entitlements:
         size, not the whole history."""
         if not len(ids):
             return
-        runs = self._delivered.setdefault(client, [])
+        slots = self._delivered.setdefault(client, {})
         ids = np.asarray(ids, np.int64)
         # apply() passes its delivered ids in id order (``checked``; a repeated id may stay
         # until the run is merged: lookups do not mind); otherwise repeats go, sorted first
@@ -756,7 +968,22 @@ class Entitlements:
             step = ids[1:] - ids[:-1]
             if not (step > 0).all():
                 ids = _merged([np.sort(ids) if (step < 0).any() else ids])
-        _push_run(runs, ids, lambda a, b: _merged([a, b]), len)
+        # a run holds one slot's ids (a slot leaves memory whole)
+        pieces = [(0, ids)]
+        if self._slot_ms is not None:
+            first = (int(ids[0]) >> _SNOWFLAKE_SHIFT) // self._slot_ms
+            if first != (int(ids[-1]) >> _SNOWFLAKE_SHIFT) // self._slot_ms:
+                slot = (ids >> _SNOWFLAKE_SHIFT) // self._slot_ms
+                cut = np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, len(ids)]
+                pieces = [(int(slot[a]), ids[a:b]) for a, b in zip(cut[:-1], cut[1:])]
+            else:
+                pieces = [(first, ids)]
+        for key, piece in pieces:
+            _push_run(slots.setdefault(key, []), piece, lambda a, b: _merged([a, b]), len)
+
+    def _runs(self, client: str) -> list[np.ndarray]:
+        """Every run of ids delivered to ``client`` held in memory."""
+        return [run for runs in self._delivered.get(client, {}).values() for run in runs]
 
     def _author_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The author index with the pending batches sorted in: runs of (author, tweet id)
@@ -779,6 +1006,10 @@ class Entitlements:
         each, its author: two arrays."""
         users = np.unique(users)
         tids, whose = [], []
+        if self._spill is not None:
+            for tid, author in self._spill.tweets_by(users):
+                tids.append(tid)
+                whose.append(author)
         for author, tid in self._author_runs():
             lo = np.searchsorted(author, users, "left")
             hi = np.searchsorted(author, users, "right")
@@ -791,18 +1022,55 @@ class Entitlements:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(tids), np.concatenate(whose)
 
-    def _was_delivered(self, client: str, ids: np.ndarray, store: dict | None = None
-                       ) -> np.ndarray:
+    def _was_delivered(self, client: str, ids: np.ndarray, store: dict) -> np.ndarray:
         hit = np.zeros(len(ids), bool)
-        for run in (self._delivered if store is None else store).get(client, ()):
+        for run in store.get(client, ()):
             hit |= in_sorted(run, ids)
         return hit
+
+    def _delivered_to(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """client -> where ``ids`` were delivered to it (memory and spill). Each id is looked
+        up in its own slot's runs only."""
+        out = {}
+        if self._delivered:
+            if self._slot_ms is None:
+                groups = {0: (None, ids)}
+            else:
+                slot = (ids >> _SNOWFLAKE_SHIFT) // self._slot_ms
+                order = np.argsort(slot, kind="stable")
+                keys, first = np.unique(slot[order], return_index=True)
+                bounds = np.r_[first, len(ids)]
+                groups = {int(k): (order[a:b], ids[order[a:b]])
+                          for k, a, b in zip(keys.tolist(), bounds[:-1], bounds[1:])}
+            for client, slots in self._delivered.items():
+                m = None
+                for key, runs in slots.items():
+                    got = groups.get(key)
+                    if got is None:
+                        continue
+                    pos, q = got
+                    for run in runs:
+                        hit = in_sorted(run, q)
+                        if hit.any():
+                            if m is None:
+                                m = np.zeros(len(ids), bool)
+                            m[hit if pos is None else pos[hit]] = True
+                if m is not None:
+                    out[client] = m
+        if self._spill is not None:
+            for client, pos in self._spill.seats(ids):
+                m = out.get(client)
+                if m is None:
+                    m = out[client] = np.zeros(len(ids), bool)
+                m[pos] = True
+        return out
 
     def forward(self, compliance: pa.Table) -> dict[str, pa.Table]:
         """The compliance events each client must be sent: deletes (and drops, user deletes
         and withholdings) of tweets or authors it was delivered. Call with each batch's
         compliance table before or after :meth:`apply`; the state is updated separately."""
-        if compliance.num_rows == 0 or not self._delivered:
+        if compliance.num_rows == 0 or not (self._delivered or self._delivered_users
+                                            or (self._spill is not None and self._spill.files)):
             return {}
         tid = compliance.column("tweet_id")
         t_valid = pc.is_valid(tid).to_numpy(zero_copy_only=False)
@@ -819,16 +1087,18 @@ class Entitlements:
             return {}
         picks = []
         any_user = u_valid.any()
+        by_tweet = self._delivered_to(ids) if t_valid.any() else {}
+        by_author = {}
         if any_user:
             # the delivered tweets those users wrote: a seat that got one gets the event
             by_tid, by_user = self._tweets_by(users[u_valid])
-        for client in sorted(self._delivered):
-            hit = self._was_delivered(client, ids) & t_valid
+            if len(by_tid):
+                by_author = {c: by_user[m] for c, m in self._delivered_to(by_tid).items()}
+        for client in sorted(set(by_tweet) | set(by_author) | set(self._delivered_users)):
+            hit = by_tweet[client] & t_valid if client in by_tweet else np.zeros(len(ids), bool)
             if any_user:
-                if len(by_tid):
-                    got = by_user[self._was_delivered(client, by_tid)]
-                    if len(got):
-                        hit |= np.isin(users, got) & u_valid
+                if client in by_author:
+                    hit |= np.isin(users, by_author[client]) & u_valid
                 if client in self._delivered_users:
                     hit |= self._was_delivered(client, users, self._delivered_users) & u_valid
             idx = np.flatnonzero(hit)

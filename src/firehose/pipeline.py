@@ -122,7 +122,8 @@ class Pipeline:
         A validated :class:`firehose.config.Config`.
     out_dir:
         Where a run writes (``clients/NAME/`` per client in the kind its sink names, their
-        ``compliance/`` forwards, ``audit/``, ``rejects/``, the manifest and the checkpoint).
+        ``compliance/`` forwards, ``audit/``, ``rejects/``, the manifest and the checkpoint;
+        ``state/delivered/``: what was delivered before the window, for forwarding).
         None: nothing is written except through ``sinks``.
     sinks:
         ``{client: callable or Sink}``: overrides a client's sink; a callable gets each batch's
@@ -131,13 +132,18 @@ class Pipeline:
         The configured source the captures come from (default: the only one).
     batch_bytes, commit_every:
         The batch window (decompressed bytes) and how many batches make a commit.
+    delivered_window_hours:
+        With ``out_dir``: how much tweet time of deliveries (who got which tweet, for forwarding
+        deletes and user events) stays in memory; older deliveries move to
+        ``state/delivered/`` and are read from there. Forwarding is exact either way.
     """
 
     def __init__(self, config: Config, *, out_dir: str | None = None,
                  sinks: Mapping[str, "Callable | Sink"] | None = None, source: str | None = None,
                  batch_bytes: int = DEFAULT_BATCH_BYTES, commit_every: int = DEFAULT_COMMIT_EVERY,
                  batch_rows: int = 65536, dedupe_window_hours: float = 48.0,
-                 readahead: int = 2, today: _dt.date | None = None, sink_threads: int = 2):
+                 readahead: int = 2, today: _dt.date | None = None, sink_threads: int = 2,
+                 delivered_window_hours: float = 6.0):
         if not isinstance(config, Config):
             raise TypeError("Pipeline(config): a firehose.config.Config (config.load(path))")
         source = resolve_source(config, source)
@@ -155,7 +161,10 @@ class Pipeline:
         self.clients = sorted(config.clients)
         self.router = Router.from_config(config)
         self.compliance = ComplianceState()
-        self.entitlements = Entitlements(self.plans, self.compliance, source)
+        self._ent_args = dict(
+            spill_dir=os.path.join(self.out_dir, STATE_DIR, "delivered") if self.out_dir else None,
+            window_hours=float(delivered_window_hours))
+        self.entitlements = Entitlements(self.plans, self.compliance, source, **self._ent_args)
         self.decoder = Decoder(**self._dec_args)
         self.counters = Counters()
         self.stage_seconds: dict[str, float] = {}
@@ -690,7 +699,8 @@ class Pipeline:
         self.decoder = Decoder(dedupe_state=ck.dedupe or None, **self._dec_args)
         self.compliance = ComplianceState.from_bytes(ck.compliance) if ck.compliance \
             else ComplianceState()
-        self.entitlements = Entitlements(self.plans, self.compliance, self.source)
+        self.entitlements = Entitlements(self.plans, self.compliance, self.source,
+                                         **self._ent_args)
         if ck.entitlements:
             self.entitlements.load_state(ck.entitlements)
         self.counters = Counters(ck.counters)
@@ -707,7 +717,7 @@ class Pipeline:
     def _write_manifest(self, inputs, report: Report) -> None:
         from . import __version__
         out = self.out_dir
-        outputs = list_outputs(out)
+        outputs = list_outputs(out, skip_dirs=(STATE_DIR,))
         manifest = {
             "firehose": __version__, "pyarrow": pa.__version__,
             "config": {"origin": str(self.config.origin), "hash": self.config.hash},
@@ -788,7 +798,9 @@ def _value_counts(col) -> list[tuple[str, int]]:
 
 
 #: what a run writes at the top of its output directory
-OUTPUT_NAMES = ("clients", "audit", "rejects", CHECKPOINT_NAME, MANIFEST_NAME)
+#: the run's own state beside the checkpoint (not an output: not in the manifest)
+STATE_DIR = "state"
+OUTPUT_NAMES = ("clients", "audit", "rejects", STATE_DIR, CHECKPOINT_NAME, MANIFEST_NAME)
 
 
 def existing_outputs(out: str, names=OUTPUT_NAMES) -> list[str]:
@@ -824,10 +836,11 @@ def _highest_part(out: str) -> int:
 
 def list_outputs(out: str, skip_dirs=()) -> list[dict]:
     """Every output file under ``out`` (not the manifest, the checkpoint, temporary files or
-    ``skip_dirs``), sorted, with its size and XXH3-128: the manifest's ``outputs``."""
+    the directories ``skip_dirs`` directly under ``out``), sorted, with its size and XXH3-128:
+    the manifest's ``outputs``."""
     outputs = []
     for root, dirs, files in os.walk(out):
-        dirs[:] = sorted(d for d in dirs if d not in skip_dirs)
+        dirs[:] = sorted(d for d in dirs if root != out or d not in skip_dirs)
         for f in sorted(files):
             p = os.path.join(root, f)
             rel = os.path.relpath(p, out)
