@@ -51,6 +51,24 @@ def test_replay_writes_every_output_and_prints_the_summary(capture, tmp_path):
         f for f in os.listdir(os.path.join(out, "clients", "frontco")) if f.startswith("part-")]
 
 
+def test_a_short_delivered_window_spills_and_changes_no_output(capture, tmp_path):
+    """--delivered-window-hours: with two seconds of tweet time in memory (the capture spans
+    about six) the deliveries before move to OUT/state/delivered/, and every output is the
+    same as with the default window."""
+    ref, out = str(tmp_path / "ref"), str(tmp_path / "out")
+    assert _invoke("replay", capture, "-c", EXAMPLE, "-o", ref, "-q",
+                   "--batch-bytes", "1MiB").exit_code == 0
+    assert not os.path.exists(os.path.join(ref, "state"))
+    r = _invoke("replay", capture, "-c", EXAMPLE, "-o", out, "-q", "--batch-bytes", "1MiB",
+                "--delivered-window-hours", str(2 / 3600))
+    assert r.exit_code == 0, r.output
+    assert [f for f in os.listdir(os.path.join(out, "state", "delivered"))
+            if f.startswith("delivered-")]
+    assert output_tree(out) == output_tree(ref)
+    assert _invoke("replay", capture, "-c", EXAMPLE, "-o", out, "-q",
+                   "--delivered-window-hours", "0").exit_code == 2
+
+
 def test_rejects_over_the_threshold_exit_1_with_complete_outputs(capture, tmp_path):
     out = str(tmp_path / "out")
     r = _invoke("replay", capture, "-c", EXAMPLE, "-o", out, "--max-reject-rate", "0")

@@ -549,7 +549,7 @@ class _Progress:
 
 
 def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, commit_every,
-            max_reject_rate, source, quiet, progress) -> None:
+            max_reject_rate, source, quiet, progress, delivered_window_hours=6.0) -> None:
     from .errors import ConfigError, InputError, SinkError, StateError
     from .pipeline import Pipeline
 
@@ -561,7 +561,7 @@ def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, com
     bar = _Progress(progress if progress is not None else (sys.stderr.isatty() and not quiet))
     try:
         pipe = Pipeline(config, out_dir=out, batch_bytes=batch_bytes, commit_every=commit_every,
-                        source=source)
+                        source=source, delivered_window_hours=delivered_window_hours)
         pipe.progress = bar
         report = pipe.run(list(captures), resume=resume, overwrite=overwrite)
     except (ConfigError, StateError, InputError) as e:
@@ -623,6 +623,10 @@ def _report(fail, report, out: str, quiet: bool, max_reject_rate: float) -> None
               show_default=True, help="Exit 1 when more than this share of lines is rejected.")
 @click.option("--source", default=None, help="The configured source of the captures "
               "(default: the only one).")
+@click.option("--delivered-window-hours", type=click.FloatRange(min=0, min_open=True),
+              default=6.0, show_default=True,
+              help="Tweet time of deliveries kept in memory for forwarding deletes; older ones "
+              "are read from OUT/state/delivered/. Outputs do not depend on it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
 @click.option("--progress/--no-progress", default=None,
               help="Force the progress line on or off (default: on when stderr is a terminal).")
@@ -632,7 +636,8 @@ def _report(fail, report, out: str, quiet: bool, max_reject_rate: float) -> None
               help="Run on a local Dask cluster of N worker processes (firehose[dask]).")
 @click.pass_context
 def replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, commit_every,
-           max_reject_rate, source, quiet, progress, scheduler=None, workers=None):
+           max_reject_rate, source, delivered_window_hours, quiet, progress, scheduler=None,
+           workers=None):
     """Replay captures through every client: matches, entitlements, sinks, audit.
 
     CAPTURE is a file (plain, .gz, .zst), a glob, or - for standard input. Exit status:
@@ -644,7 +649,7 @@ def replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, comm
         return cli_replay(ctx, captures, config_path, out, resume, overwrite, max_reject_rate,
                           source, quiet, scheduler, workers)
     _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, commit_every,
-            max_reject_rate, source, quiet, progress)
+            max_reject_rate, source, quiet, progress, delivered_window_hours)
 
 
 
