@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -926,6 +927,41 @@ def test_forwarding_is_exact_after_old_deliveries_move_to_the_spill(seed, tmp_pa
     assert any(f.startswith("delivered-") for f in files)
     assert any(f.startswith("authors-") for f in files)
     assert not any(f.endswith(".tmp") for f in files)
+    # late tweets are spilled apart: most files span about a slot (15 minutes), not hours
+    spans = sorted(((hi >> 22) - (lo >> 22)) / 60_000 for kind, _, lo, hi in ent._spill.files
+                   if kind == "delivered")
+    assert spans[len(spans) // 2] <= 30, spans
+
+
+def test_a_late_tweet_keeps_no_batch_buffer_alive(tmp_path):
+    """apply() hands each seat's ids as a view of the batch's buffer; a late tweet's id, put
+    in its own (older) slot, must not keep that buffer alive until the slot is spilled."""
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p"))
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh",
+                       spill_dir=str(tmp_path / "s"), window_hours=1.0)
+    d = tweets(*[tw(_snowflake(120, k)) for k in range(50)], tw(_snowflake(100, 999)))
+    ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
+    slots = ent._delivered["a"]
+    assert len(slots) == 2
+    late = slots[min(slots)]
+    assert [r.tolist() for r in late] == [[_snowflake(100, 999)]]
+    assert all(r.base is None or r.base.size <= 2 * r.size for r in late)
+
+
+def test_a_state_made_without_syncing_lists_the_files_to_sync(tmp_path):
+    """The pipeline serialises the state on its main thread and makes the spill files durable
+    with the commit's parts (take_unsynced); a plain state_to_bytes syncs them itself."""
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p"))
+    ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh",
+                       spill_dir=str(tmp_path / "s"), window_hours=1.0)
+    for t in (_snowflake(0, 1), _snowflake(600, 1)):
+        d = tweets(tw(t))
+        ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
+    ent.state_to_bytes(sync=False)
+    paths = ent.take_unsynced()
+    assert sorted(os.path.basename(p) for p in paths) == ["authors-000002.arrow",
+                                                          "delivered-000001.arrow"]
+    assert all(os.path.exists(p) for p in paths) and ent.take_unsynced() == []
 
 
 def test_a_state_relying_on_spilled_files_needs_them(tmp_path):

@@ -676,11 +676,11 @@ def test_an_error_while_a_checkpoint_is_snapshotted_leaves_no_temporary_file(
     real = Entitlements.state_to_bytes
     calls = {"n": 0}
 
-    def state_to_bytes(self):
+    def state_to_bytes(self, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(self)
+        return real(self, **kw)
 
     monkeypatch.setattr(Entitlements, "state_to_bytes", state_to_bytes)
     monkeypatch.setattr(PartSink, "ROW_GROUP_ROWS", 50)     # rows reach .tmp files early

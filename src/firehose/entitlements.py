@@ -427,7 +427,11 @@ class _Spill:
     def write(self, kind: str, table: pa.Table, lo: int, hi: int) -> None:
         self.seq += 1
         name = f"{kind}-{self.seq:06d}.arrow"
-        os.makedirs(self.directory, exist_ok=True)
+        if not os.path.isdir(self.directory):
+            os.makedirs(self.directory)
+            up = os.path.dirname(os.path.abspath(self.directory))
+            fsync_dir(up)                           # the new directories' entries
+            fsync_dir(os.path.dirname(up))
         path = os.path.join(self.directory, name)
         tmp = os.path.join(self.directory, f".{name}.tmp")
         try:
@@ -479,20 +483,21 @@ class _Spill:
     def seats(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """(client, positions in ``ids`` delivered to it) from the spilled files."""
         out: list[tuple[str, np.ndarray]] = []
+        order = np.argsort(ids, kind="stable")      # ascending: each map read in order, and
+        srt = ids[order]                            # a file's ids are one slice of them
         for kind, name, lo, hi in self.files:
             if kind != "delivered":
                 continue
-            q = np.flatnonzero((ids >= lo) & (ids <= hi))
-            if not len(q):
+            a, b = np.searchsorted(srt, lo, "left"), np.searchsorted(srt, hi, "right")
+            if a == b:
                 continue
             tid, code, clients = self._columns(name)
-            q = q[np.argsort(ids[q], kind="stable")]    # ascending: the map read in order
-            at, pos = _ranges(tid, ids[q])
+            at, pos = _ranges(tid, srt[a:b])
             if not len(at):
                 continue
             c = code[at]
             for k in np.unique(c).tolist():
-                out.append((clients[k], q[pos[c == k]]))
+                out.append((clients[k], order[a + pos[c == k]]))
         return out
 
     def tweets_by(self, users: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -791,7 +796,15 @@ class Entitlements:
             denials, ledger)
 
     # ------------------------------------------------------------------ checkpoints
-    def state_to_bytes(self) -> bytes:
+    def take_unsynced(self) -> list[str]:
+        """The spill files written since the last call (or sync) and not yet made durable:
+        the caller makes them durable before it stores a state naming them."""
+        if self._spill is None:
+            return []
+        out, self._spill._unsynced = self._spill._unsynced, []
+        return out
+
+    def state_to_bytes(self, sync: bool = True) -> bytes:
         """Batch counter, cap counters, the ids delivered per client (for forwarding
         deletes) and the author index (kind ``author``: key the author, value the tweet id;
         for forwarding user events), as Arrow IPC: with :meth:`load_state` a resumed run
@@ -804,7 +817,9 @@ class Entitlements:
                  "spilled_authors"]
         if self._spill is not None:
             # the spill's files (name, lo, hi), made durable before this checkpoint names them
-            self._spill.sync()
+            # (or, ``sync=False``, by the caller: see take_unsynced)
+            if sync:
+                self._spill.sync()
             rows += [("spilled_" + kind, name, lo, hi) for kind, name, lo, hi in self._spill.files]
         names: dict[str, int] = {}
         kind_idx = [kinds.index(r[0]) for r in rows]
@@ -887,9 +902,10 @@ class Entitlements:
             self._authors = [_sorted_pairs(key[sel], value[sel])]
         spill = json.loads(meta.get(b"spill", b"{}"))
         self._newest_ms, self._evicted_ms = spill.get("newest_ms"), spill.get("evicted_ms")
+        spilled = [i for i, k in enumerate(kinds) if k.startswith("spilled_")]
         files = [(kinds[kind_codes[i]][len("spilled_"):], names[name_codes[i]], int(key[i]),
                   int(value[i]))
-                 for i in range(len(kind_codes)) if kinds[kind_codes[i]].startswith("spilled_")]
+                 for i in np.flatnonzero(np.isin(kind_codes, spilled)).tolist()]
         if self._spill is not None:
             self._spill.files, self._spill.seq, self._spill._maps = files, spill.get("seq", 0), {}
             self._spill.check()
@@ -911,23 +927,34 @@ class Entitlements:
     def _spill_slots(self, before: int) -> None:
         """The delivered ids of slots before ``before`` (and the author pairs of ids as old)
         out of memory into one file each of the spill: (id, client) sorted by id, (author,
-        id) sorted by author. Whole runs go: nothing kept is copied."""
-        ids, names = [], []
+        id) sorted by author. Whole runs go: nothing kept is copied. Late tweets (slots
+        spilled before, delivered since) go to a file of their own: in with the rest they
+        would stretch its id range over the past, and a file is searched by every id in its
+        range."""
+        prev = self._evicted_ms
+        groups: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
         for client in sorted(self._delivered):
             slots = self._delivered[client]
-            old = [run for slot in sorted(slots) if slot < before for run in slots.pop(slot)]
-            if old:
-                ids.append(_merged(old))
-                names.append(client)
+            for late in (False, True):
+                old = [run for slot in sorted(slots) if slot < before
+                       and late == (prev is not None and slot * self._slot_ms < prev)
+                       for run in slots[slot]]
+                if old:
+                    groups[late][0].append(_merged(old))
+                    groups[late][1].append(client)
+            for slot in [s for s in slots if s < before]:
+                del slots[slot]
             if not slots:
                 del self._delivered[client]
-        if ids:
-            # one run by id, then client: a radix sort of the core (an argsort and two
-            # gathers took 5x as long)
+        for ids, names in groups.values():
+            if not ids:
+                continue
+            # one run by id, then client: merged by the core (an argsort and two gathers
+            # took 4x as long)
             total = sum(len(a) for a in ids)
             tid, code = np.empty(total, np.int64), np.empty(total, np.int32)
             _core.merge_runs(ids, tid, code)
-            del ids
+            del ids[:]
             self._spill.write("delivered", pa.table({
                 "tweet_id": pa.array(tid, pa.int64()),
                 "client": pa.DictionaryArray.from_arrays(code, pa.array(names, pa.string()))}),
@@ -978,6 +1005,12 @@ class Entitlements:
                 pieces = [(int(slot[a]), ids[a:b]) for a, b in zip(cut[:-1], cut[1:])]
             else:
                 pieces = [(first, ids)]
+        if len(pieces) > 1:
+            # a piece is a view of the caller's array (apply(): the batch's pairs buffer),
+            # which it keeps alive until its run merges; a late tweet's piece may sit in an
+            # old slot until the slot is spilled: all but the largest are copied
+            big = max(range(len(pieces)), key=lambda i: len(pieces[i][1]))
+            pieces = [(k, p if i == big else p.copy()) for i, (k, p) in enumerate(pieces)]
         for key, piece in pieces:
             _push_run(slots.setdefault(key, []), piece, lambda a, b: _merged([a, b]), len)
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import os
 import signal
 import sys
@@ -174,8 +175,8 @@ class _IdTap(Entitlements):
     order of the rows its sink is given) into ``batch_ids`` for the PublishSinks:
     a plan need not project ``id``, and the pipeline hands sinks only the projected rows."""
 
-    def __init__(self, plans, compliance, source, batch_ids: dict):
-        super().__init__(plans, compliance, source)
+    def __init__(self, plans, compliance, source, *, batch_ids: dict, **kw):
+        super().__init__(plans, compliance, source, **kw)
         self.batch_ids = batch_ids
 
     def apply(self, tweets, matches, source=None):
@@ -348,11 +349,6 @@ class Consumer:
             sinks.update(pub)
         return sinks, pub
 
-    def _tap(self, plans, compliance, source) -> Entitlements:
-        if self.publish:
-            return _IdTap(plans, compliance, source, self._batch_ids)
-        return Entitlements(plans, compliance, source)
-
     def _new_pipeline(self, cfg: Config, version: int
                       ) -> tuple[Pipeline, dict[str, PublishSink]]:
         sinks, pub = self._sinks_for(cfg)
@@ -361,9 +357,10 @@ class Consumer:
         if version != pipe.plans.version:
             pipe.plans = compile_plans(cfg, version=version)
         if self.publish:
-            pipe.entitlements = self._tap(pipe.plans, pipe.compliance, pipe.source)
-        else:
-            pipe.entitlements.replace_plans(pipe.plans)
+            # the stage notes each batch's delivered ids for the PublishSinks (after a
+            # restore too: the pipeline makes it through the factory)
+            pipe.entitlements_factory = functools.partial(_IdTap, batch_ids=self._batch_ids)
+        pipe.entitlements = pipe.new_entitlements(pipe.compliance)
         return pipe, pub
 
     def _open(self) -> None:
@@ -452,7 +449,7 @@ class Consumer:
         # the state carries over; the Pipeline offers no hand-over, so it is moved here
         new.decoder = old.decoder
         new.compliance = old.compliance
-        new.entitlements = self._tap(new.plans, old.compliance, new.source)
+        new.entitlements = new.new_entitlements(old.compliance)
         new.entitlements.load_state(old.entitlements.state_to_bytes())
         new.counters = old.counters
         new.part = old.part

@@ -164,7 +164,9 @@ class Pipeline:
         self._ent_args = dict(
             spill_dir=os.path.join(self.out_dir, STATE_DIR, "delivered") if self.out_dir else None,
             window_hours=float(delivered_window_hours))
-        self.entitlements = Entitlements(self.plans, self.compliance, source, **self._ent_args)
+        #: makes the entitlement stage (here, after a restore, and for live's reloads)
+        self.entitlements_factory: Callable[..., Entitlements] = Entitlements
+        self.entitlements = self.new_entitlements(self.compliance)
         self.decoder = Decoder(**self._dec_args)
         self.counters = Counters()
         self.stage_seconds: dict[str, float] = {}
@@ -216,6 +218,11 @@ class Pipeline:
                                                  schema=schema, store_schema=stores_schema(schema))
             self._run_sinks["rejects"] = PartSink(os.path.join(out, "rejects"), "parquet",
                                                   schema=REJECTS)
+
+    def new_entitlements(self, compliance: ComplianceState) -> Entitlements:
+        """An entitlement stage for this pipeline's plans and source (``entitlements_factory``;
+        with ``out_dir``, spilling old deliveries to ``state/delivered/``)."""
+        return self.entitlements_factory(self.plans, compliance, self.source, **self._ent_args)
 
     def _all_sinks(self) -> list[Sink]:
         return ([self._sinks[c] for c in self.clients if c in self._sinks]
@@ -453,11 +460,13 @@ class Pipeline:
         self._batches_since_commit = 0
         return parts
 
-    def _finish_commit(self, parts: list[PartSink], ck: Checkpoint | None) -> None:
+    def _finish_commit(self, parts: list[PartSink], ck: Checkpoint | None,
+                       spilled: list[str] = ()) -> None:
         """Second half: close the parts (their buffered rows are encoded and compressed
         without the GIL, spread over the sink threads), make them durable together (one
-        syncfs, not an fsync per file), rename them into place, make the renames durable, and
-        only then write the checkpoint. Runs on the committer thread during :meth:`run`."""
+        syncfs, not an fsync per file) with the spill files the checkpoint names (``spilled``),
+        rename them into place, make the renames durable, and only then write the checkpoint.
+        Runs on the committer thread during :meth:`run`."""
         t0 = time.perf_counter()
         staged = []
         try:
@@ -479,9 +488,9 @@ class Pipeline:
                     st = p.close_part(fsync=False)
                     if st is not None:
                         staged.append((p, st))
-            if staged:
+            if staged or spilled:
                 sync_all(self.out_dir or os.path.dirname(staged[0][1][1]),
-                         [tmp for _, (tmp, _) in staged])
+                         [tmp for _, (tmp, _) in staged] + list(spilled))
             for s, st in staged:
                 s.publish(st)
             if staged:
@@ -517,21 +526,25 @@ class Pipeline:
         self._wait_commit()
         parts = self._stage_commit()
         try:
-            ck = None
+            ck, spilled = None, []
             if self.out_dir is not None:
                 idx, off, lines = position
+                # the spill files this state names are made durable with the parts, on
+                # the committer thread, before the checkpoint is written
                 ck = Checkpoint(self.config.hash, inputs, self.part, idx, off, lines,
                                 self.entitlements.batch, dict(self.counters), snapshot,
-                                self.compliance.to_bytes(), self.entitlements.state_to_bytes(),
-                                extra)
+                                self.compliance.to_bytes(),
+                                self.entitlements.state_to_bytes(sync=False), extra)
+                spilled = self.entitlements.take_unsynced()
             if self._committer is not None:
-                self._pending_commit = self._committer.submit(self._finish_commit, parts, ck)
+                self._pending_commit = self._committer.submit(self._finish_commit, parts, ck,
+                                                              spilled)
                 return self._time("commit", time.perf_counter() - t0)
         except BaseException:                   # (e.g. Ctrl-C while the state is serialised)
             for p in parts:                     # nobody else owns the detached parts
                 p.abort()
             raise
-        self._finish_commit(parts, ck)
+        self._finish_commit(parts, ck, spilled)
         self._time("commit", time.perf_counter() - t0)
 
     # -------------------------------------------------------------------- replay
@@ -699,8 +712,7 @@ class Pipeline:
         self.decoder = Decoder(dedupe_state=ck.dedupe or None, **self._dec_args)
         self.compliance = ComplianceState.from_bytes(ck.compliance) if ck.compliance \
             else ComplianceState()
-        self.entitlements = Entitlements(self.plans, self.compliance, self.source,
-                                         **self._ent_args)
+        self.entitlements = self.new_entitlements(self.compliance)
         if ck.entitlements:
             self.entitlements.load_state(ck.entitlements)
         self.counters = Counters(ck.counters)
