@@ -72,6 +72,7 @@ def merge_pairs(ka: memoryview, va: memoryview, kb: memoryview, vb: memoryview,
                 ko: memoryview, vo: memoryview) -> int:
     """Two runs of (key, value) pairs sorted by key then value merged, repeats once."""
 
+def simd_level(level: int | None = None) -> int: ...
 def json_path_parts(line: bytes, col: int) -> tuple[list, int]:
     """(keys and indices from the top, levels in all) of the place at byte ``col`` of a line
     (firehose.decoder.json_path_at)."""
