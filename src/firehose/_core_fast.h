@@ -336,12 +336,17 @@ static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int ke
     return -1;
 }
 
-/* the whole line: 0 when it is valid JSON (the tape is made), -1 otherwise */
-static FH_TGT int FH_(fh_parse_fast)(fh_ps* ps) {
+/* one value at the start of s[:n] and the blanks after it: the position after them (the
+   caller says whether that is where the line ends), or -1 when there is no valid value */
+static FH_TGT Py_ssize_t FH_(fh_parse_open)(fh_ps* ps) {
     Py_ssize_t pos = fh_ws(ps->s, 0, ps->n);
     ps->len = 0;
     pos = FH_(fh_pv_inl)(ps, pos, 1, 0);
     if (pos < 0) return -1;
-    pos = fh_ws(ps->s, pos, ps->n);
-    return pos == ps->n ? 0 : -1;
+    return fh_ws(ps->s, pos, ps->n);
+}
+
+/* the whole line: 0 when it is valid JSON (the tape is made), -1 otherwise */
+static FH_TGT int FH_(fh_parse_fast)(fh_ps* ps) {
+    return FH_(fh_parse_open)(ps) == ps->n ? 0 : -1;
 }

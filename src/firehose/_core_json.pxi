@@ -1026,10 +1026,12 @@ cdef extern from *:
         return ps->len++;
     }
 
+    /* JSON whitespace but the newline: a line has none, and run_lines scans from a line's start
+       into the rest of the chunk, so the scan must stop at the newline that ends the line */
     static inline __attribute__((always_inline)) Py_ssize_t fh_ws(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
         while (p < n) {
             unsigned char c = s[p];
-            if (c > 0x20 || !(c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09)) break;
+            if (c > 0x20 || !(c == 0x20 || c == 0x0D || c == 0x09)) break;
             p++;
         }
         return p;
@@ -1169,6 +1171,13 @@ cdef extern from *:
     #endif
         return fh_parse_fast(ps);
     }
+
+    static inline Py_ssize_t fh_parse_open_sel(fh_ps* ps) {
+    #if FH_HAVE_AVX2
+        if (FH_SIMD == 2) return fh_parse_open_avx2(ps);
+    #endif
+        return fh_parse_open(ps);
+    }
     """
     ctypedef struct fh_node:
         pass
@@ -1182,6 +1191,7 @@ cdef extern from *:
         uint32_t ky_id
         int oom
     int fh_parse_fast "fh_parse_fast_sel"(fh_ps* ps) noexcept nogil
+    Py_ssize_t fh_parse_open "fh_parse_open_sel"(fh_ps* ps) noexcept nogil
     int FH_SIMD
     int fh_simd_best() noexcept nogil
     void fh_pk_add(const char* name, Py_ssize_t len, uint32_t id) noexcept nogil
