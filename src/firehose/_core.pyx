@@ -5,7 +5,7 @@ It handles bytes only: frames lines, validates UTF-8 and JSON into a tape, reads
 fields of the three dialects (v1.1, v2, Gnip activities) into column buffers, dedupes tweet ids
 and hands the buffers to Arrow without copying. All of it runs with the GIL released.
 """
-from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t
+from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, realloc, free, strtod, qsort
 from libc.string cimport memcpy, memmove, memcmp, memset, memchr, strlen
 from cpython.buffer cimport PyBuffer_FillInfo
@@ -325,33 +325,19 @@ cdef class Engine:
 
     def take_tweets(self, sources):
         """The buffered tweet rows as a RecordBatch of schema.TWEETS (builders are reset)."""
-        cdef int i
         srcdict = sources if isinstance(sources, pa.Array) else pa.array(sources, pa.string())
-        arrays = []
-        for i in range(T_NCOLS):
-            f = _schema.TWEETS.field(i)
-            d = _DIALECT_DICT if i == T_DIALECT else srcdict
-            arrays.append(col_export(&self.st.cols[i], f.type, d))
+        dicts = [_DIALECT_DICT if i == T_DIALECT else srcdict for i in range(T_NCOLS)]
         if self.st.ccols[0].n == 0:
             self.st.bytes_since_flush = 0
-        return pa.RecordBatch.from_arrays(arrays, schema=_schema.TWEETS)
+        return batch_export(self.st.cols, T_NCOLS, _schema.TWEETS, dicts)
 
     def take_compliance(self, sources):
-        cdef int i
         srcdict = sources if isinstance(sources, pa.Array) else pa.array(sources, pa.string())
-        arrays = []
-        for i in range(C_NCOLS):
-            f = _schema.COMPLIANCE.field(i)
-            if i == C_KIND:
-                d = _KIND_DICT
-            elif i == C_DIALECT:
-                d = _DIALECT_DICT
-            else:
-                d = srcdict
-            arrays.append(col_export(&self.st.ccols[i], f.type, d))
+        dicts = [_KIND_DICT if i == C_KIND else _DIALECT_DICT if i == C_DIALECT else srcdict
+                 for i in range(C_NCOLS)]
         if self.st.cols[0].n == 0:
             self.st.bytes_since_flush = 0
-        return pa.RecordBatch.from_arrays(arrays, schema=_schema.COMPLIANCE)
+        return batch_export(self.st.ccols, C_NCOLS, _schema.COMPLIANCE, dicts)
 
     def stats(self):
         return {
