@@ -8,7 +8,6 @@ and hands the buffers to Arrow without copying. All of it runs with the GIL rele
 from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, realloc, free, strtod, qsort
 from libc.string cimport memcpy, memmove, memcmp, memset, memchr, strlen
-from cpython.buffer cimport PyBuffer_FillInfo
 
 cdef extern from "<string.h>" nogil:
     void* memmem(const void* haystack, size_t hl, const void* needle, size_t nl)
@@ -30,7 +29,6 @@ include "_core_match.pxi"
 include "_core_partition.pxi"
 include "_core_entitle.pxi"
 
-_EMPTY = pa.py_buffer(b"")
 
 key_table_init(KEY_NAMES)
 

@@ -1,8 +1,8 @@
 # Growable buffers and Arrow column builders. Included by _core.pyx.
 #
-# Every buffer is plain malloc memory owned by exactly one Buf. Exporting a column moves the
-# pointers into OwnedBuffer objects (read-only buffer protocol), which pyarrow wraps with
-# pa.py_buffer: no copy, and the memory is freed when Arrow lets go of it.
+# Every buffer is plain malloc memory owned by exactly one Buf. Exporting a batch moves the
+# pointers into Arrow C data interface arrays that pyarrow imports: no copy, and the memory is
+# freed (their release callback) when Arrow lets go of it.
 
 cdef enum:
     K_I64 = 1
@@ -208,44 +208,6 @@ cdef inline int col_list_close(Col* c) except -1 nogil:
 
 
 # ---------------------------------------------------------------- export to Arrow (GIL held)
-
-cdef class OwnedBuffer:
-    """malloc memory handed over by a builder, exported read-only through the buffer protocol."""
-    cdef char* data
-    cdef Py_ssize_t size
-
-    def __getbuffer__(self, Py_buffer* view, int flags):
-        PyBuffer_FillInfo(view, self, self.data, self.size, 1, flags)
-
-    def __releasebuffer__(self, Py_buffer* view):
-        pass
-
-    def __dealloc__(self):
-        free(self.data)
-        self.data = NULL
-
-
-cdef object take(Buf* b):
-    """Move a Buf's memory into a pyarrow Buffer (no copy); the Buf is left empty."""
-    cdef OwnedBuffer ob
-    if b.len == 0:
-        buf_free(b)
-        return _EMPTY
-    ob = OwnedBuffer.__new__(OwnedBuffer)
-    ob.data = b.data
-    ob.size = b.len
-    b.data = NULL
-    b.len = 0
-    b.cap = 0
-    return pa.py_buffer(ob)
-
-
-cdef object take_valid(Buf* b, Py_ssize_t nulls):
-    if nulls == 0:
-        buf_free(b)
-        return None
-    return take(b)
-
 
 # A batch handed to pyarrow through the Arrow C data interface (one import call for the whole
 # batch instead of a pyarrow object per buffer, array and child: ~0.4 ms a batch less). The
@@ -473,44 +435,3 @@ cdef object batch_export(Col* cols, int ncols, object schema, object dicts):
     finally:
         if top.release != NULL:
             fh_xrelease(&top)
-
-
-cdef object col_export(Col* c, object typ, object dictionary):
-    """Turn a finished column into a pyarrow Array and reset the builder."""
-    cdef int kind = c.kind
-    cdef Py_ssize_t n = c.n
-    cdef object arr, child, a2, a3, valid
-    if kind == K_I64 or kind == K_TS or kind == K_BOOL:
-        valid = take_valid(&c.valid, c.nulls)
-        arr = pa.Array.from_buffers(typ, n, [valid, take(&c.vals)], c.nulls)
-    elif kind == K_STR:
-        valid = take_valid(&c.valid, c.nulls)
-        arr = pa.Array.from_buffers(typ, n, [valid, take(&c.offs), take(&c.data)], c.nulls)
-    elif kind == K_DICT:
-        arr = pa.DictionaryArray.from_arrays(
-            pa.Array.from_buffers(pa.int32(), n, [None, take(&c.vals)], 0), dictionary)
-    elif kind == K_LSTR:
-        child = pa.Array.from_buffers(pa.string(), c.n2, [None, take(&c.offs2), take(&c.data)], 0)
-        arr = pa.Array.from_buffers(typ, n, [None, take(&c.offs)], 0, children=[child])
-    elif kind == K_LI64:
-        child = pa.Array.from_buffers(pa.int64(), c.n2, [None, take(&c.vals)], 0)
-        arr = pa.Array.from_buffers(typ, n, [None, take(&c.offs)], 0, children=[child])
-    elif kind == K_COORD:
-        a2 = pa.Array.from_buffers(pa.float64(), n, [None, take(&c.vals)], 0)
-        a3 = pa.Array.from_buffers(pa.float64(), n, [None, take(&c.data)], 0)
-        valid = take_valid(&c.valid, c.nulls)
-        arr = pa.Array.from_buffers(typ, n, [valid], c.nulls, children=[a2, a3])
-    elif kind == K_RULES:
-        a2 = pa.Array.from_buffers(pa.string(), c.n2,
-                                   [take_valid(&c.valid2, c.nulls2), take(&c.offs2), take(&c.data)],
-                                   c.nulls2)
-        a3 = pa.Array.from_buffers(pa.string(), c.n2,
-                                   [take_valid(&c.valid3, c.nulls3), take(&c.offs3), take(&c.data3)],
-                                   c.nulls3)
-        child = pa.Array.from_buffers(typ.value_type, c.n2, [None], 0, children=[a2, a3])
-        arr = pa.Array.from_buffers(typ, n, [None, take(&c.offs)], 0, children=[child])
-    else:
-        raise AssertionError("unknown column kind %d" % kind)
-    col_free(c)
-    col_init(c, kind)
-    return arr
