@@ -426,8 +426,77 @@ def _mutations(lines, n, seed):
     return out
 
 
+def _simd_levels():
+    """The fast scan's builds this machine runs: 1 the baseline, 2 AVX2 (when the CPU has it)."""
+    from firehose import _core
+    old = _core.simd_level()
+    try:
+        _core.simd_level(2)
+        return [1, 2]
+    except ValueError:
+        return [1]
+    finally:
+        _core.simd_level(old)
+
+
+@pytest.fixture(params=_simd_levels(), ids=lambda v: {1: "baseline", 2: "avx2"}[v])
+def simd(request):
+    from firehose import _core
+    old = _core.simd_level(request.param)
+    yield request.param
+    _core.simd_level(old)
+
+
+def _string_edge_lines():
+    """Strings of every length around the 16- and 32-byte steps, with a quote, backslash,
+    control or non-ASCII byte at each place, and lines ending right after them."""
+    out = []
+    for ln in range(0, 70):
+        body = bytes(0x61 + i % 26 for i in range(ln))
+        out.append(b'{"id":1,"k":"' + body + b'"}')
+        out.append(b'{"' + body + b'":1,"id":2}')
+        for at in (0, 1, 15, 16, 17, 31, 32, 33, 47, 63):
+            if at < ln:
+                for bad in (b'\\', b'\\\\', b'\\/', b'\\"', b'\\u00e9', b'\\ud83d\\ude00', b'\x01', b'\xc3\xa9', b'\xff', b'"'):
+                    out.append(b'{"id":1,"k":"' + body[:at] + bad + body[at:] + b'"}')
+        out.append(b'{"id":1,"k":"' + body)                       # cut inside the string
+    return out
+
+
+def test_fast_scan_builds_agree_on_every_string_edge():
+    from firehose import _core
+    lines = _string_edge_lines()
+    results = []
+    for level in _simd_levels():
+        old = _core.simd_level(level)
+        try:
+            results.append(_core._fast_scan_check(lines, 64))
+        finally:
+            _core.simd_level(old)
+    for both, neither, fast_only, slow_only, differ in results:
+        assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 0 and neither > 0
+    assert len(set(results)) == 1
+
+
+def test_decoder_output_is_the_same_with_each_fast_scan():
+    from firehose import _core
+    from firehose.testing import generate_bytes
+    data = generate_bytes(1500, seed=4, malformed_rate=0.05) + b"\n".join(_string_edge_lines())
+    outs = []
+    for level in _simd_levels():
+        old = _core.simd_level(level)
+        try:
+            dec = firehose.Decoder()
+            r = firehose.DecodeResult.concat([dec.feed(data, source="s"), dec.finish()])
+        finally:
+            _core.simd_level(old)
+        outs.append((r.tweets, r.compliance, r.rejects))
+    for o in outs[1:]:
+        assert all(a.equals(b) for a, b in zip(outs[0], o))
+
+
 @pytest.mark.parametrize("dialect", ["v1.1", "v2", "activity"])
-def test_fast_scan_builds_the_tape_of_parse_value(dialect):
+def test_fast_scan_builds_the_tape_of_parse_value(dialect, simd):
     from firehose import _core
     from firehose.testing import generate
     lines = [l.rstrip(b"\n") for l in generate(300, seed=3, dialect=dialect, malformed_rate=0.1)]

@@ -112,6 +112,35 @@ def test_edge_lines_from_review_match_reference():
     assert comp[1]["event_at"] is not None
 
 
+@pytest.mark.parametrize("level", [1, 2])
+def test_line_ends_found_by_the_scan_match_reference(level):
+    """The core reads a line with its scan from the line's start into the rest of the chunk
+    and takes the line's end from where the value and the blanks after it stop; a line whose
+    value does not end right before a newline (a value cut by one, garbage after it, blanks
+    only, over-long lines, the last line without a newline) is cut at its newline first.
+    Every such framing against the reference, at both scan builds."""
+    from firehose import _core
+    try:
+        old = _core.simd_level(level)
+    except ValueError:
+        pytest.skip("no AVX2 here")
+    try:
+        v = b'{"id": 5, "text": "abc \\u00e9", "user": {"id": 2, "screen_name": "x"}}'
+        lines = [v, v + b" ", v + b"\t \r", v + b"\r", b"  " + v, v + b" x", v + b"}", v + v,
+                 v[:20], v[:20] + b"\n" + v[20:], b'{"id": 6,\n"text": "t"}', b"", b" \t\r",
+                 b"\r", b'{"id": 7, "text": "t"}\r\r', b"[1,2]", b'"str"', b"123", b"true",
+                 b'[{"id": 8, "text": "u"},\n{"id": 9, "text": "w"}]', b"{}", b"{", v]
+        data = b"\n".join(lines)
+        for kw in ({}, {"max_line_bytes": len(v)}, {"max_line_bytes": len(v) + 1}, {"max_line_bytes": 30}):
+            for tail in (b"", b"\n", b"\r\n"):
+                pieces = [(data + tail, "s", 0)]
+                assert_same(run(fast(**kw)(), pieces), run(ref(**kw)(), pieces), f"{kw} {tail!r}")
+                pieces = [(c, "s", None) for c in split_at(data + tail, [len(v) + 3, len(data) // 2])]
+                assert_same(run(fast(**kw)(), pieces), run(ref(**kw)(), pieces), f"split {kw} {tail!r}")
+    finally:
+        _core.simd_level(old)
+
+
 _FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

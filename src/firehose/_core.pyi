@@ -74,8 +74,9 @@ def merge_pairs(ka: memoryview, va: memoryview, kb: memoryview, vb: memoryview,
 
 def merge_runs(runs: list, ids_out: memoryview, run_out: memoryview) -> int:
     """Ascending int64 runs merged into one (ids and, per id, its run's index; equal ids in
-    run order) by a heap of the runs' heads (firehose.entitlements' spill)."""
+    run order) by pairwise merges of packed keys (firehose.entitlements' spill)."""
 
+def simd_level(level: int | None = None) -> int: ...
 def json_path_parts(line: bytes, col: int) -> tuple[list, int]:
     """(keys and indices from the top, levels in all) of the place at byte ``col`` of a line
     (firehose.decoder.json_path_at)."""

@@ -5,10 +5,9 @@ It handles bytes only: frames lines, validates UTF-8 and JSON into a tape, reads
 fields of the three dialects (v1.1, v2, Gnip activities) into column buffers, dedupes tweet ids
 and hands the buffers to Arrow without copying. All of it runs with the GIL released.
 """
-from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t
+from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, realloc, free, strtod, qsort
 from libc.string cimport memcpy, memmove, memcmp, memset, memchr, strlen
-from cpython.buffer cimport PyBuffer_FillInfo
 
 cdef extern from "<string.h>" nogil:
     void* memmem(const void* haystack, size_t hl, const void* needle, size_t nl)
@@ -30,7 +29,6 @@ include "_core_match.pxi"
 include "_core_partition.pxi"
 include "_core_entitle.pxi"
 
-_EMPTY = pa.py_buffer(b"")
 
 key_table_init(KEY_NAMES)
 
@@ -139,16 +137,69 @@ cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize
     return emit_all(st)
 
 
+cdef int process_parsed(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize_t le,
+                        fh_ps* ps) except -1 nogil:
+    """process_line for a line the fast scan has already read from its start to the newline at
+    le (run_lines): the tape it made is the one parse_line would make of the line."""
+    cdef Py_ssize_t n = le - ls
+    cdef int r
+    if n > 0 and s[le - 1] == 0x0D:
+        n -= 1
+    tape_begin(&st.tape, s + ls, n)
+    st.tape.pos = n
+    st.reject_field = NULL
+    r = split_and_classify(st)
+    if r:
+        return reject(st, ls, le, r, 0, st.reject_field)
+    return emit_all(st)
+
+
 cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, Py_ssize_t end,
                           int64_t base_offset, bint final) except -1 nogil:
     """Process whole lines of s[start:end]; returns where it stopped (a batch filled up, or the
-    start of an incomplete last line when not ``final``)."""
-    cdef Py_ssize_t p = start, le, nxt
+    start of an incomplete last line when not ``final``).
+
+    A line is first read by the fast scan from its start into the rest of the buffer (its
+    whitespace stops at a newline): when the value and the blanks after it end at a newline,
+    that is the line (no separate search for its end, which took a pass over every byte).
+    Otherwise (a fault, a blank or over-long line, the last line without a newline) the line
+    is cut at its newline and processed as before."""
+    cdef Py_ssize_t p = start, le, nxt, r, lim
     cdef const unsigned char* nl
+    cdef fh_ps ps
+    ps.max_depth = st.tape.max_depth
+    ps.ky_id = KY_id
     while p < end:
         if st.cols[0].n >= st.batch_size or st.ccols[0].n >= st.batch_size \
                 or st.bytes_since_flush > (1 << 30):
             break
+        drop_line_buffers(st)
+        lim = end - p
+        if lim > st.max_line_bytes + 1:
+            lim = st.max_line_bytes + 1
+        ps.s = s + p
+        ps.n = lim
+        ps.nodes = <fh_node*>st.tape.nodes
+        ps.cap = st.tape.cap
+        ps.oom = 0
+        r = fh_parse_open(&ps)
+        st.tape.nodes = <Node*>ps.nodes
+        st.tape.cap = ps.cap
+        st.tape.len = ps.len
+        if ps.oom:
+            with gil:
+                raise MemoryError("firehose core: out of memory growing the JSON tape")
+        if 0 <= r < lim and s[p + r] == 0x0A:
+            le = p + r
+            nxt = le + 1
+            st.line_no += 1
+            st.line_off = base_offset + (p - start)
+            st.n_lines += 1
+            st.n_bytes += nxt - p
+            st.bytes_since_flush += nxt - p
+            process_parsed(st, s, p, le, &ps)
+            p = nxt
+            continue
         nl = <const unsigned char*>memchr(s + p, 0x0A, end - p)
         if nl == NULL:
             if not final:
@@ -272,33 +323,19 @@ cdef class Engine:
 
     def take_tweets(self, sources):
         """The buffered tweet rows as a RecordBatch of schema.TWEETS (builders are reset)."""
-        cdef int i
         srcdict = sources if isinstance(sources, pa.Array) else pa.array(sources, pa.string())
-        arrays = []
-        for i in range(T_NCOLS):
-            f = _schema.TWEETS.field(i)
-            d = _DIALECT_DICT if i == T_DIALECT else srcdict
-            arrays.append(col_export(&self.st.cols[i], f.type, d))
+        dicts = [_DIALECT_DICT if i == T_DIALECT else srcdict for i in range(T_NCOLS)]
         if self.st.ccols[0].n == 0:
             self.st.bytes_since_flush = 0
-        return pa.RecordBatch.from_arrays(arrays, schema=_schema.TWEETS)
+        return batch_export(self.st.cols, T_NCOLS, _schema.TWEETS, dicts)
 
     def take_compliance(self, sources):
-        cdef int i
         srcdict = sources if isinstance(sources, pa.Array) else pa.array(sources, pa.string())
-        arrays = []
-        for i in range(C_NCOLS):
-            f = _schema.COMPLIANCE.field(i)
-            if i == C_KIND:
-                d = _KIND_DICT
-            elif i == C_DIALECT:
-                d = _DIALECT_DICT
-            else:
-                d = srcdict
-            arrays.append(col_export(&self.st.ccols[i], f.type, d))
+        dicts = [_KIND_DICT if i == C_KIND else _DIALECT_DICT if i == C_DIALECT else srcdict
+                 for i in range(C_NCOLS)]
         if self.st.cols[0].n == 0:
             self.st.bytes_since_flush = 0
-        return pa.RecordBatch.from_arrays(arrays, schema=_schema.COMPLIANCE)
+        return batch_export(self.st.ccols, C_NCOLS, _schema.COMPLIANCE, dicts)
 
     def stats(self):
         return {

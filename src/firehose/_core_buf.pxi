@@ -1,8 +1,8 @@
 # Growable buffers and Arrow column builders. Included by _core.pyx.
 #
-# Every buffer is plain malloc memory owned by exactly one Buf. Exporting a column moves the
-# pointers into OwnedBuffer objects (read-only buffer protocol), which pyarrow wraps with
-# pa.py_buffer: no copy, and the memory is freed when Arrow lets go of it.
+# Every buffer is plain malloc memory owned by exactly one Buf. Exporting a batch moves the
+# pointers into Arrow C data interface arrays that pyarrow imports: no copy, and the memory is
+# freed (their release callback) when Arrow lets go of it.
 
 cdef enum:
     K_I64 = 1
@@ -209,80 +209,229 @@ cdef inline int col_list_close(Col* c) except -1 nogil:
 
 # ---------------------------------------------------------------- export to Arrow (GIL held)
 
-cdef class OwnedBuffer:
-    """malloc memory handed over by a builder, exported read-only through the buffer protocol."""
-    cdef char* data
-    cdef Py_ssize_t size
+# A batch handed to pyarrow through the Arrow C data interface (one import call for the whole
+# batch instead of a pyarrow object per buffer, array and child: ~0.4 ms a batch less). The
+# builders' buffers are moved into the exported arrays, whose release callback frees them.
+cdef extern from *:
+    """
+    #ifndef ARROW_C_DATA_INTERFACE
+    #define ARROW_C_DATA_INTERFACE
+    struct ArrowSchema;
+    struct ArrowArray {
+        int64_t length;
+        int64_t null_count;
+        int64_t offset;
+        int64_t n_buffers;
+        int64_t n_children;
+        const void** buffers;
+        struct ArrowArray** children;
+        struct ArrowArray* dictionary;
+        void (*release)(struct ArrowArray*);
+        void* private_data;
+    };
+    #endif
 
-    def __getbuffer__(self, Py_buffer* view, int flags):
-        PyBuffer_FillInfo(view, self, self.data, self.size, 1, flags)
+    /* what an exported array owns: its buffers (malloc memory moved out of a builder), its
+       children and dictionary (released with it) */
+    typedef struct {
+        const void* bufs[3];
+        void* owned[3];
+        struct ArrowArray* kids[2];
+    } fh_xpriv;
 
-    def __releasebuffer__(self, Py_buffer* view):
-        pass
+    /* zero bytes for empty buffers (a valid offsets buffer [0] too) */
+    static const int64_t FH_XZERO[2] = {0, 0};
 
-    def __dealloc__(self):
-        free(self.data)
-        self.data = NULL
+    static void fh_xrelease(struct ArrowArray* a) {
+        fh_xpriv* pv = (fh_xpriv*)a->private_data;
+        int64_t i;
+        for (i = 0; i < a->n_children; i++) {
+            struct ArrowArray* c = a->children[i];
+            if (c->release) c->release(c);
+            free(c);
+        }
+        if (a->dictionary) {
+            if (a->dictionary->release) a->dictionary->release(a->dictionary);
+            free(a->dictionary);
+        }
+        if (pv) {
+            for (i = 0; i < 3; i++) free(pv->owned[i]);
+            if (a->children != pv->kids) free(a->children);
+            free(pv);
+        }
+        a->release = NULL;
+    }
+
+    /* a = an array of length n with nbuf buffers and nkids children (allocated, zeroed; NULL
+       children pointers until set); -1 when out of memory (a is then releasable) */
+    static int fh_xinit(struct ArrowArray* a, int64_t n, int64_t nulls, int nbuf, int64_t nkids) {
+        fh_xpriv* pv = (fh_xpriv*)calloc(1, sizeof(fh_xpriv));
+        int64_t i;
+        memset(a, 0, sizeof *a);
+        a->release = fh_xrelease;
+        if (pv == NULL) return -1;
+        a->private_data = pv;
+        a->length = n;
+        a->null_count = nulls;
+        a->n_buffers = nbuf;
+        a->buffers = pv->bufs;
+        if (nkids > 2) {
+            a->children = (struct ArrowArray**)calloc((size_t)nkids, sizeof(struct ArrowArray*));
+            if (a->children == NULL) return -1;
+        } else {
+            a->children = pv->kids;
+        }
+        for (i = 0; i < nkids; i++) {
+            a->children[i] = (struct ArrowArray*)calloc(1, sizeof(struct ArrowArray));
+            if (a->children[i] == NULL) return -1;
+            a->n_children = i + 1;
+        }
+        return 0;
+    }
+
+    /* buffer k of a: p (moved: a frees it) or, when len is 0, zero bytes; p may be NULL for
+       a validity bitmap (no nulls) */
+    static void fh_xbuf(struct ArrowArray* a, int k, char* p, Py_ssize_t len, int validity) {
+        fh_xpriv* pv = (fh_xpriv*)a->private_data;
+        if (validity && p == NULL) {
+            pv->bufs[k] = NULL;
+        } else if (len == 0 || p == NULL) {
+            free(p);
+            pv->bufs[k] = FH_XZERO;
+        } else {
+            pv->bufs[k] = p;
+            pv->owned[k] = p;
+        }
+    }
+    """
+    struct ArrowArray:
+        int64_t length
+        int64_t null_count
+        int64_t n_children
+        ArrowArray** children
+        ArrowArray* dictionary
+        void* release
+    void fh_xrelease(ArrowArray* a) noexcept nogil
+    int fh_xinit(ArrowArray* a, int64_t n, int64_t nulls, int nbuf, int64_t nkids) noexcept nogil
+    void fh_xbuf(ArrowArray* a, int k, char* p, Py_ssize_t len, int validity) noexcept nogil
 
 
-cdef object take(Buf* b):
-    """Move a Buf's memory into a pyarrow Buffer (no copy); the Buf is left empty."""
-    cdef OwnedBuffer ob
-    if b.len == 0:
-        buf_free(b)
-        return _EMPTY
-    ob = OwnedBuffer.__new__(OwnedBuffer)
-    ob.data = b.data
-    ob.size = b.len
+cdef inline void xmove(ArrowArray* a, int k, Buf* b, int validity) noexcept nogil:
+    """Buffer k of a from builder buffer b (moved; b left empty)."""
+    fh_xbuf(a, k, b.data, b.len, validity)
     b.data = NULL
     b.len = 0
     b.cap = 0
-    return pa.py_buffer(ob)
 
 
-cdef object take_valid(Buf* b, Py_ssize_t nulls):
+cdef inline void xnone(ArrowArray* a, int k) noexcept nogil:
+    """No validity bitmap (a column or child without nulls, as None in from_buffers)."""
+    fh_xbuf(a, k, NULL, 0, 1)
+
+
+cdef inline void xvalid(ArrowArray* a, Buf* b, Py_ssize_t nulls) noexcept nogil:
+    """The validity bitmap: none when there are no nulls (as take_valid)."""
     if nulls == 0:
         buf_free(b)
-        return None
-    return take(b)
+    xmove(a, 0, b, 1)
 
 
-cdef object col_export(Col* c, object typ, object dictionary):
-    """Turn a finished column into a pyarrow Array and reset the builder."""
-    cdef int kind = c.kind
+cdef int col_export_c(Col* c, ArrowArray* a, object dictionary) except -1:
+    """col_export through the C data interface: fill the (zeroed) a with column c's arrays,
+    moving its buffers, and reset the builder. a is releasable whatever happens."""
+    cdef int kind = c.kind, bad = 0
     cdef Py_ssize_t n = c.n
-    cdef object arr, child, a2, a3, valid
+    cdef ArrowArray* ch
     if kind == K_I64 or kind == K_TS or kind == K_BOOL:
-        valid = take_valid(&c.valid, c.nulls)
-        arr = pa.Array.from_buffers(typ, n, [valid, take(&c.vals)], c.nulls)
+        bad = fh_xinit(a, n, c.nulls, 2, 0)
+        if not bad:
+            xvalid(a, &c.valid, c.nulls)
+            xmove(a, 1, &c.vals, 0)
     elif kind == K_STR:
-        valid = take_valid(&c.valid, c.nulls)
-        arr = pa.Array.from_buffers(typ, n, [valid, take(&c.offs), take(&c.data)], c.nulls)
+        bad = fh_xinit(a, n, c.nulls, 3, 0)
+        if not bad:
+            xvalid(a, &c.valid, c.nulls)
+            xmove(a, 1, &c.offs, 0)
+            xmove(a, 2, &c.data, 0)
     elif kind == K_DICT:
-        arr = pa.DictionaryArray.from_arrays(
-            pa.Array.from_buffers(pa.int32(), n, [None, take(&c.vals)], 0), dictionary)
-    elif kind == K_LSTR:
-        child = pa.Array.from_buffers(pa.string(), c.n2, [None, take(&c.offs2), take(&c.data)], 0)
-        arr = pa.Array.from_buffers(typ, n, [None, take(&c.offs)], 0, children=[child])
-    elif kind == K_LI64:
-        child = pa.Array.from_buffers(pa.int64(), c.n2, [None, take(&c.vals)], 0)
-        arr = pa.Array.from_buffers(typ, n, [None, take(&c.offs)], 0, children=[child])
+        bad = fh_xinit(a, n, 0, 2, 0)
+        if not bad:
+            xnone(a, 0)
+            xmove(a, 1, &c.vals, 0)
+            a.dictionary = <ArrowArray*>calloc(1, sizeof(ArrowArray))
+            if a.dictionary == NULL:
+                bad = 1
+            else:
+                dictionary._export_to_c(<uintptr_t>a.dictionary)
+    elif kind == K_LSTR or kind == K_LI64:
+        bad = fh_xinit(a, n, 0, 2, 1)
+        if not bad:
+            xnone(a, 0)
+            xmove(a, 1, &c.offs, 0)
+            ch = a.children[0]
+            if kind == K_LSTR:
+                bad = fh_xinit(ch, c.n2, 0, 3, 0)
+                if not bad:
+                    xnone(ch, 0)
+                    xmove(ch, 1, &c.offs2, 0)
+                    xmove(ch, 2, &c.data, 0)
+            else:
+                bad = fh_xinit(ch, c.n2, 0, 2, 0)
+                if not bad:
+                    xnone(ch, 0)
+                    xmove(ch, 1, &c.vals, 0)
     elif kind == K_COORD:
-        a2 = pa.Array.from_buffers(pa.float64(), n, [None, take(&c.vals)], 0)
-        a3 = pa.Array.from_buffers(pa.float64(), n, [None, take(&c.data)], 0)
-        valid = take_valid(&c.valid, c.nulls)
-        arr = pa.Array.from_buffers(typ, n, [valid], c.nulls, children=[a2, a3])
+        bad = fh_xinit(a, n, c.nulls, 1, 2)
+        if not bad:
+            xvalid(a, &c.valid, c.nulls)
+            bad = fh_xinit(a.children[0], n, 0, 2, 0)
+            if not bad:
+                xnone(a.children[0], 0)
+                xmove(a.children[0], 1, &c.vals, 0)
+                bad = fh_xinit(a.children[1], n, 0, 2, 0)
+            if not bad:
+                xnone(a.children[1], 0)
+                xmove(a.children[1], 1, &c.data, 0)
     elif kind == K_RULES:
-        a2 = pa.Array.from_buffers(pa.string(), c.n2,
-                                   [take_valid(&c.valid2, c.nulls2), take(&c.offs2), take(&c.data)],
-                                   c.nulls2)
-        a3 = pa.Array.from_buffers(pa.string(), c.n2,
-                                   [take_valid(&c.valid3, c.nulls3), take(&c.offs3), take(&c.data3)],
-                                   c.nulls3)
-        child = pa.Array.from_buffers(typ.value_type, c.n2, [None], 0, children=[a2, a3])
-        arr = pa.Array.from_buffers(typ, n, [None, take(&c.offs)], 0, children=[child])
+        bad = fh_xinit(a, n, 0, 2, 1)
+        if not bad:
+            xnone(a, 0)
+            xmove(a, 1, &c.offs, 0)
+            ch = a.children[0]
+            bad = fh_xinit(ch, c.n2, 0, 1, 2)
+            if not bad:
+                xnone(ch, 0)
+                bad = fh_xinit(ch.children[0], c.n2, c.nulls2, 3, 0)
+            if not bad:
+                xvalid(ch.children[0], &c.valid2, c.nulls2)
+                xmove(ch.children[0], 1, &c.offs2, 0)
+                xmove(ch.children[0], 2, &c.data, 0)
+                bad = fh_xinit(ch.children[1], c.n2, c.nulls3, 3, 0)
+            if not bad:
+                xvalid(ch.children[1], &c.valid3, c.nulls3)
+                xmove(ch.children[1], 1, &c.offs3, 0)
+                xmove(ch.children[1], 2, &c.data3, 0)
     else:
         raise AssertionError("unknown column kind %d" % kind)
     col_free(c)
     col_init(c, kind)
-    return arr
+    if bad:
+        raise MemoryError("firehose core: out of memory exporting a batch")
+    return 0
+
+
+cdef object batch_export(Col* cols, int ncols, object schema, object dicts):
+    """The columns as one pyarrow RecordBatch of ``schema`` (dicts[i]: column i's dictionary
+    or None), through the C data interface; the builders are reset."""
+    cdef ArrowArray top
+    cdef int i
+    if fh_xinit(&top, cols[0].n, 0, 1, ncols):
+        fh_xrelease(&top)
+        raise MemoryError("firehose core: out of memory exporting a batch")
+    try:
+        for i in range(ncols):
+            col_export_c(&cols[i], top.children[i], dicts[i])
+        return pa.RecordBatch._import_from_c(<uintptr_t>&top, schema)
+    finally:
+        if top.release != NULL:
+            fh_xrelease(&top)

@@ -929,90 +929,6 @@ cdef extern from *:
         [0x22] = 1, [0x5C] = 1, [0x2F] = 1, [0x62] = 1, [0x66] = 1, [0x6E] = 1, [0x72] = 1, [0x74] = 1
     };
 
-    /* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
-       (*fl must be 0 on entry). Accepts what fh_str_end accepts when the string's bytes are also
-       valid UTF-8 (as utf8_check says: the fast scan checks the UTF-8 of the line's strings,
-       and a non-ASCII byte anywhere else is invalid JSON). A run of escapes
-       (CJK text, emoji pairs) is checked without going back to the 16-byte steps. (Taking the
-       next special bytes of a 16-byte window from its mask instead of loading again cost
-       more instructions and mispredicted branches.) */
-    static inline Py_ssize_t fh_sfast(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
-        unsigned char c, e;
-        unsigned a, b, cc, d, m;
-    #if defined(__SSE2__)
-        const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x20);
-    #endif
-        for (;;) {
-    #if defined(__SSE2__)
-            if (p + 16 <= n) {
-                __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
-                /* (signed bytes < 0x20: control characters and non-ASCII bytes) */
-                m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)), _mm_cmplt_epi8(x, vc)));
-                if (!m) { p += 16; continue; }
-                p += __builtin_ctz(m);
-            } else
-    #endif
-            {
-                while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || (unsigned char)(s[p] - 0x20) >= 0x60)) p++;
-                if (p >= n) return -1;
-            }
-            for (;;) {      /* p is at a special byte: a quote, a backslash, a control or non-ASCII byte */
-                c = s[p];
-                if (c == 0x22) return p;
-                if (c >= 0x80) {
-                    p = fh_utf8_run(s, p, n);
-                    if (p < 0) return -1;
-                    break;
-                }
-                if (c != 0x5C) return -1;
-                *fl = 1;
-                if (p + 12 < n) {       /* room for any escape and the byte after it */
-                    e = s[p + 1];
-                    if (e == 0x75) {
-                        a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
-                        if ((a | b | cc | d) & 0xF0) return -1;
-                        if (a == 0xD && b >= 8) {
-                            if (b >= 0xC || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
-                            a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
-                            if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
-                            p += 12;
-                        } else {
-                            p += 6;
-                        }
-                    } else if (FH_ESC1[e]) {
-                        p += 2;
-                    } else {
-                        return -1;
-                    }
-                    if (s[p] == 0x5C) continue;     /* a run of escapes */
-                    break;
-                }
-                if (p + 1 >= n) return -1;
-                e = s[p + 1];
-                if (e == 0x75) {
-                    if (p + 6 > n) return -1;
-                    a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
-                    if ((a | b | cc | d) & 0xF0) return -1;
-                    if (a == 0xD && b >= 8) {           /* a surrogate: a high one, then a low one */
-                        if (b >= 0xC || p + 12 > n || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
-                        a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
-                        if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
-                        p += 12;
-                    } else {
-                        p += 6;
-                    }
-                } else if (FH_ESC1[e]) {
-                    p += 2;
-                } else {
-                    return -1;
-                }
-                if (p < n && s[p] == 0x5C) continue;     /* a run of escapes */
-                break;
-            }
-        }
-    }
-
     /* Key numbers for the fast scan: a perfect hash of (first 8 bytes, last 8 bytes, length)
        into 2048 one-byte slots (the multiplier is searched for at import), then one compare
        of the stored words. Gives the same numbers as fh_key_number. */
@@ -1110,31 +1026,15 @@ cdef extern from *:
         return ps->len++;
     }
 
+    /* JSON whitespace but the newline: a line has none, and run_lines scans from a line's start
+       into the rest of the chunk, so the scan must stop at the newline that ends the line */
     static inline __attribute__((always_inline)) Py_ssize_t fh_ws(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
         while (p < n) {
             unsigned char c = s[p];
-            if (c > 0x20 || !(c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09)) break;
+            if (c > 0x20 || !(c == 0x20 || c == 0x0D || c == 0x09)) break;
             p++;
         }
         return p;
-    }
-
-    /* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
-    static inline __attribute__((always_inline)) Py_ssize_t fh_sclose(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
-        *fl = 0;
-    #if defined(__SSE2__)
-        if (p + 16 <= n) {      /* fh_str_quick, and a first block with no special byte is not loaded again */
-            const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x20);
-            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
-            unsigned mq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
-            unsigned mo = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b), _mm_cmplt_epi8(x, c)));
-            if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
-                return p + __builtin_ctz(mq);
-            if ((mq | mo) == 0)
-                p += 16;
-        }
-    #endif
-        return fh_sfast(s, p, n, fl);
     }
 
     /* the end of the run of digits at p, 8 bytes a step */
@@ -1192,33 +1092,6 @@ cdef extern from *:
         return fh_key_fast((const unsigned char*)buf, len, (const unsigned char*)buf + sizeof buf);
     }
 
-    static inline __attribute__((always_inline)) Py_ssize_t fh_pstr(fh_ps* ps, Py_ssize_t pos) {
-        unsigned char fl;
-        Py_ssize_t idx, e = fh_sclose(ps->s, pos + 1, ps->n, &fl);
-        fh_node* nd;
-        if (e < 0) return -1;
-        if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
-        idx = ps->len++;
-        nd = &ps->nodes[idx];
-        nd->type = FJ_STR;
-        nd->flags = fl;
-        nd->start = (uint32_t)(pos + 1);
-        nd->end = (uint32_t)e;
-        nd->next = (uint32_t)(idx + 1);
-        nd->count = 0;
-        return e + 1;
-    }
-
-    static inline __attribute__((always_inline)) Py_ssize_t fh_pnum(fh_ps* ps, Py_ssize_t pos) {
-        uint8_t typ;
-        Py_ssize_t e = fh_num(ps->s, pos, ps->n, &typ), idx;
-        if (e < 0) return -1;
-        idx = fh_ps_new(ps, typ, pos);
-        if (idx < 0) return -1;
-        ps->nodes[idx].end = (uint32_t)e;
-        return e;
-    }
-
     /* is s[p:] (up to n) the literal true / false / null? its length, or 0 */
     static inline __attribute__((always_inline)) Py_ssize_t fh_lit(const unsigned char* s, Py_ssize_t p, Py_ssize_t n) {
         uint32_t w;
@@ -1227,15 +1100,6 @@ cdef extern from *:
         if (w == 0x65757274u || w == 0x6C6C756Eu) return 4;              /* "true", "null" */
         if (w == 0x736C6166u && p + 5 <= n && s[p + 4] == 0x65) return 5; /* "false" */
         return 0;
-    }
-
-    static inline __attribute__((always_inline)) Py_ssize_t fh_plit(fh_ps* ps, Py_ssize_t pos, Py_ssize_t ln, uint8_t typ) {
-        Py_ssize_t idx;
-        if (fh_lit(ps->s, pos, ps->n) != ln) return -1;
-        idx = fh_ps_new(ps, typ, pos);
-        if (idx < 0) return -1;
-        ps->nodes[idx].end = (uint32_t)(pos + ln);
-        return pos + ln;
     }
 
     /* whitespace is rare in captures: test one byte inline, loop only when there is some */
@@ -1267,185 +1131,52 @@ cdef extern from *:
         return pos;
     }
 
-    static Py_ssize_t fh_skip_container(fh_ps* ps, Py_ssize_t pos, int depth);
+    /* the scan itself, twice: the baseline, and the AVX2 one where the compiler can target it */
+    #define FH_(name) name
+    #define FH_TGT
+    #define FH_AVX2 0
+    #include "_core_fast.h"
+    #undef FH_
+    #undef FH_TGT
+    #undef FH_AVX2
+    #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FH_NO_AVX2)
+    #include <immintrin.h>
+    #define FH_HAVE_AVX2 1
+    #define FH_(name) name##_avx2
+    #define FH_TGT __attribute__((target("avx2")))
+    #define FH_AVX2 1
+    #include "_core_fast.h"
+    #undef FH_
+    #undef FH_TGT
+    #undef FH_AVX2
+    #else
+    #define FH_HAVE_AVX2 0
+    #endif
 
-    /* one value validated and skipped: the scalars in line (most skipped values: strings,
-       numbers, literals), containers by fh_skip_container */
-    static inline __attribute__((always_inline)) Py_ssize_t fh_skip_inl(fh_ps* ps, Py_ssize_t pos, int depth) {
-        const unsigned char* s = ps->s;
-        Py_ssize_t n = ps->n, k;
-        unsigned char c, fl;
-        uint8_t typ;
-        if (pos >= n) return -1;
-        c = s[pos];
-        if (c == 0x22) {
-            k = fh_sclose(s, pos + 1, n, &fl);
-            return k < 0 ? -1 : k + 1;
-        }
-        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
-        if (c == 0x7B || c == 0x5B) return fh_skip_container(ps, pos, depth);
-        k = fh_lit(s, pos, n);
-        return k ? pos + k : -1;
+    /* which scan parse_line runs: 2 the AVX2 one, 1 the baseline (fh_simd_init at import,
+       FIREHOSE_SIMD=sse2 or _core.simd_level(1) forces the baseline) */
+    static int FH_SIMD = 1;
+
+    static int fh_simd_best(void) {
+    #if FH_HAVE_AVX2
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2")) return 2;
+    #endif
+        return 1;
     }
 
-    /* s[pos] is '{' or '[' */
-    static Py_ssize_t fh_skip_container(fh_ps* ps, Py_ssize_t pos, int depth) {
-        const unsigned char* s = ps->s;
-        Py_ssize_t n = ps->n, k;
-        unsigned char c = s[pos], close, fl;
-        int closed = 0;
-        if (depth > ps->max_depth) return -1;
-        close = c == 0x7B ? 0x7D : 0x5D;
-        pos = fh_ws(s, pos + 1, n);
-        if (pos >= n) return -1;
-        if (s[pos] == close) return pos + 1;
-        for (;;) {
-            if (c == 0x7B) {
-                if (pos >= n || s[pos] != 0x22) return -1;
-                k = fh_sclose(s, pos + 1, n, &fl);
-                if (k < 0) return -1;
-                if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
-                    pos = k + 2;
-                } else {
-                    pos = fh_colon(s, k + 1, n);
-                    if (pos < 0) return -1;
-                }
-            }
-            pos = fh_skip_inl(ps, pos, depth + 1);
-            if (pos < 0) return -1;
-            pos = fh_sep(s, pos, n, close, &closed);
-            if (pos < 0) return -1;
-            if (closed) return pos;
-        }
+    static inline int fh_parse_fast_sel(fh_ps* ps) {
+    #if FH_HAVE_AVX2
+        if (FH_SIMD == 2) return fh_parse_fast_avx2(ps);
+    #endif
+        return fh_parse_fast(ps);
     }
 
-    static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
-
-    /* one value: the scalars in line, containers by fh_pv */
-    static inline __attribute__((always_inline)) Py_ssize_t fh_pv_inl(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
-        unsigned char c;
-        if (pos >= ps->n) return -1;
-        c = ps->s[pos];
-        if (c == 0x22) return fh_pstr(ps, pos);
-        if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_pnum(ps, pos);
-        if (c == 0x6E) return fh_plit(ps, pos, 4, FJ_NULL);
-        if (c == 0x74) return fh_plit(ps, pos, 4, FJ_TRUE);
-        if (c == 0x66) return fh_plit(ps, pos, 5, FJ_FALSE);
-        return fh_pv(ps, pos, depth, keep_all);
-    }
-
-    static Py_ssize_t fh_pobj(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
-        const unsigned char* s = ps->s;
-        Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
-        uint32_t count = 0, kid;
-        unsigned char kfl, part = 0;
-        int closed = 0;
-        fh_node* nd;
-        if (depth > ps->max_depth) return -1;
-        idx = fh_ps_new(ps, FJ_OBJ, pos);
-        if (idx < 0) return -1;
-        pos = fh_ws(s, pos + 1, n);
-        if (pos >= n) return -1;
-        if (s[pos] == 0x7D) {
-            pos++;
-        } else {
-            while (!closed) {
-                if (pos >= n || s[pos] != 0x22) return -1;
-            key:        /* pos is at the key's opening quote */
-                kend = fh_sclose(s, pos + 1, n, &kfl);
-                if (kend < 0) return -1;
-                kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
-                kstart = pos + 1;
-                if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) {    /* ":" and no whitespace */
-                    pos = kend + 2;
-                } else {
-                    pos = fh_colon(s, kend + 1, n);
-                    if (pos < 0) return -1;
-                }
-                if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
-                    part = 2;       /* F_PART */
-                    pos = fh_skip_inl(ps, pos, depth + 1);
-                    if (pos < 0) return -1;
-                } else {
-                    if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
-                    kidx = ps->len++;
-                    nd = &ps->nodes[kidx];
-                    nd->type = FJ_STR;
-                    nd->flags = kfl;
-                    nd->start = (uint32_t)kstart;
-                    nd->end = (uint32_t)kend;
-                    nd->next = (uint32_t)(kidx + 1);
-                    nd->count = kid;
-                    pos = fh_pv_inl(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
-                    if (pos < 0) return -1;
-                    count++;
-                }
-                if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
-                    pos++;
-                    goto key;
-                }
-                if (pos < n && s[pos] == 0x7D) {       /* the end, no whitespace before it */
-                    pos++;
-                    break;
-                }
-                pos = fh_sep(s, pos, n, 0x7D, &closed);
-                if (pos < 0) return -1;
-            }
-        }
-        nd = &ps->nodes[idx];
-        nd->end = (uint32_t)pos;
-        nd->count = count;
-        nd->flags = part;
-        nd->next = (uint32_t)ps->len;
-        return pos;
-    }
-
-    static Py_ssize_t fh_parr(fh_ps* ps, Py_ssize_t pos, int depth) {
-        const unsigned char* s = ps->s;
-        Py_ssize_t n = ps->n, idx;
-        uint32_t count = 0;
-        int closed = 0;
-        fh_node* nd;
-        if (depth > ps->max_depth) return -1;
-        idx = fh_ps_new(ps, FJ_ARR, pos);
-        if (idx < 0) return -1;
-        pos = fh_ws(s, pos + 1, n);
-        if (pos >= n) return -1;
-        if (s[pos] == 0x5D) {
-            pos++;
-        } else {
-            while (!closed) {
-                pos = fh_pv_inl(ps, pos, depth + 1, 0);
-                if (pos < 0) return -1;
-                count++;
-                pos = fh_sep(s, pos, n, 0x5D, &closed);
-                if (pos < 0) return -1;
-            }
-        }
-        nd = &ps->nodes[idx];
-        nd->end = (uint32_t)pos;
-        nd->count = count;
-        nd->flags = 0;
-        nd->next = (uint32_t)ps->len;
-        return pos;
-    }
-
-    /* pos < n: an object, an array, or no value */
-    static Py_ssize_t fh_pv(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
-        unsigned char c = ps->s[pos];
-        if (c == 0x7B) return fh_pobj(ps, pos, depth, keep_all);
-        if (c == 0x5B) return fh_parr(ps, pos, depth);
-        return -1;
-    }
-
-    /* the whole line: 0 when it is valid JSON (the tape is made), -1 otherwise */
-    static int fh_parse_fast(fh_ps* ps) {
-        Py_ssize_t pos = fh_ws(ps->s, 0, ps->n);
-        ps->len = 0;
-        pos = fh_pv_inl(ps, pos, 1, 0);
-        if (pos < 0) return -1;
-        pos = fh_ws(ps->s, pos, ps->n);
-        return pos == ps->n ? 0 : -1;
+    static inline Py_ssize_t fh_parse_open_sel(fh_ps* ps) {
+    #if FH_HAVE_AVX2
+        if (FH_SIMD == 2) return fh_parse_open_avx2(ps);
+    #endif
+        return fh_parse_open(ps);
     }
     """
     ctypedef struct fh_node:
@@ -1459,7 +1190,10 @@ cdef extern from *:
         int max_depth
         uint32_t ky_id
         int oom
-    int fh_parse_fast(fh_ps* ps) noexcept nogil
+    int fh_parse_fast "fh_parse_fast_sel"(fh_ps* ps) noexcept nogil
+    Py_ssize_t fh_parse_open "fh_parse_open_sel"(fh_ps* ps) noexcept nogil
+    int FH_SIMD
+    int fh_simd_best() noexcept nogil
     void fh_pk_add(const char* name, Py_ssize_t len, uint32_t id) noexcept nogil
     int fh_pk_build() noexcept nogil
     int fh_node_check(const void* p) noexcept nogil
@@ -1490,6 +1224,25 @@ cdef int fast_keys_init(names) except -1:
     return 0
 
 fast_keys_init(KEY_NAMES)
+import os as _os
+
+FH_SIMD = 1 if _os.environ.get("FIREHOSE_SIMD", "").lower() in ("sse2", "baseline") else fh_simd_best()
+
+
+def simd_level(level=None):
+    """The fast scan in use: 2 the AVX2 build (chosen at import when the CPU has AVX2), 1 the
+    baseline (SSE2 on x86-64; ``FIREHOSE_SIMD=sse2`` at import forces it). ``simd_level(1)``
+    or ``simd_level(2)`` switches (for tests; 2 raises ValueError where AVX2 is not
+    available). Both accept the same lines and make the same tapes. Returns the level before."""
+    global FH_SIMD
+    cdef int old = FH_SIMD
+    if level is not None:
+        if level not in (1, 2) or (level == 2 and fh_simd_best() != 2):
+            raise ValueError(f"simd level {level!r} is not available here")
+        FH_SIMD = level
+    return old
+
+
 assert J_OBJ == 1 and J_ARR == 2 and J_STR == 3 and J_INT == 4 and J_FLT == 5 and J_TRUE == 6 \
     and J_FALSE == 7 and J_NULL == 8 and F_PART == 2 and F_ESC == 1
 
@@ -1521,7 +1274,7 @@ def _fast_scan_check(lines, int max_depth=64):
             ps.max_depth = max_depth
             ps.ky_id = KY_id
             ps.oom = 0
-            rf = fh_parse_fast(&ps)
+            rf = fh_parse_fast(&ps)     # (the one simd_level says)
             a = <Node*>ps.nodes
             alen = ps.len
             try:

@@ -1,0 +1,352 @@
+/* The fast scan (see _core_json.pxi, "the fast scan"): included twice by _core_json.pxi, once
+   as the baseline (FH_(name) = name, SSE2 on x86-64) and, on x86-64 with GCC or clang, once
+   compiled for AVX2 (FH_(name) = name_avx2, FH_TGT the target attribute, FH_AVX2 1), chosen
+   at run time (fh_parse_fast_sel). The AVX2 build differs only in the string steps: 32 bytes
+   a step instead of 16. Both builds accept the same lines and make the same tapes. */
+
+/* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
+   (*fl must be 0 on entry). Accepts what fh_str_end accepts when the string's bytes are also
+   valid UTF-8 (as utf8_check says: the fast scan checks the UTF-8 of the line's strings,
+   and a non-ASCII byte anywhere else is invalid JSON). A run of escapes
+   (CJK text, emoji pairs) is checked without going back to the 16-byte steps. (Taking the
+   next special bytes of a 16-byte window from its mask instead of loading again cost
+   more instructions and mispredicted branches.) */
+static FH_TGT inline Py_ssize_t FH_(fh_sfast)(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
+    unsigned char c, e;
+    unsigned a, b, cc, d, m;
+#if defined(__SSE2__)
+    const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x20);
+#endif
+    for (;;) {
+#if FH_AVX2
+        if (p + 32 <= n) {
+            __m256i x = _mm256_loadu_si256((const __m256i*)(s + p));
+            m = (unsigned)_mm256_movemask_epi8(_mm256_or_si256(
+                _mm256_or_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi8(0x22)), _mm256_cmpeq_epi8(x, _mm256_set1_epi8(0x5C))),
+                _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x)));
+            if (!m) { p += 32; continue; }
+            p += __builtin_ctz(m);
+        } else
+#endif
+#if defined(__SSE2__)
+        if (p + 16 <= n) {
+            __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+            /* (signed bytes < 0x20: control characters and non-ASCII bytes) */
+            m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vb)), _mm_cmplt_epi8(x, vc)));
+            if (!m) { p += 16; continue; }
+            p += __builtin_ctz(m);
+        } else
+#endif
+        {
+            while (p < n && !(s[p] == 0x22 || s[p] == 0x5C || (unsigned char)(s[p] - 0x20) >= 0x60)) p++;
+            if (p >= n) return -1;
+        }
+        for (;;) {      /* p is at a special byte: a quote, a backslash, a control or non-ASCII byte */
+            c = s[p];
+            if (c == 0x22) return p;
+            if (c >= 0x80) {
+                p = fh_utf8_run(s, p, n);
+                if (p < 0) return -1;
+                break;
+            }
+            if (c != 0x5C) return -1;
+            *fl = 1;
+            if (p + 12 < n) {       /* room for any escape and the byte after it */
+                e = s[p + 1];
+                if (e == 0x75) {
+                    a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
+                    if ((a | b | cc | d) & 0xF0) return -1;
+                    if (a == 0xD && b >= 8) {
+                        if (b >= 0xC || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
+                        a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
+                        if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
+                        p += 12;
+                    } else {
+                        p += 6;
+                    }
+                } else if (FH_ESC1[e]) {
+                    p += 2;
+                } else {
+                    return -1;
+                }
+                if (s[p] == 0x5C) continue;     /* a run of escapes */
+                break;
+            }
+            if (p + 1 >= n) return -1;
+            e = s[p + 1];
+            if (e == 0x75) {
+                if (p + 6 > n) return -1;
+                a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
+                if ((a | b | cc | d) & 0xF0) return -1;
+                if (a == 0xD && b >= 8) {           /* a surrogate: a high one, then a low one */
+                    if (b >= 0xC || p + 12 > n || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
+                    a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
+                    if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
+                    p += 12;
+                } else {
+                    p += 6;
+                }
+            } else if (FH_ESC1[e]) {
+                p += 2;
+            } else {
+                return -1;
+            }
+            if (p < n && s[p] == 0x5C) continue;     /* a run of escapes */
+            break;
+        }
+    }
+}
+
+/* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
+static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_sclose)(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
+    *fl = 0;
+#if FH_AVX2
+    if (p + 32 <= n) {      /* the same with 32 bytes (keys and values up to 31 bytes) */
+        const __m256i q = _mm256_set1_epi8(0x22), b = _mm256_set1_epi8(0x5C), c = _mm256_set1_epi8(0x20);
+        __m256i x = _mm256_loadu_si256((const __m256i*)(s + p));
+        unsigned mq = (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, q));
+        unsigned mo = (unsigned)_mm256_movemask_epi8(_mm256_or_si256(_mm256_cmpeq_epi8(x, b), _mm256_cmpgt_epi8(c, x)));
+        if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
+            return p + __builtin_ctz(mq);
+        if ((mq | mo) == 0)
+            p += 32;
+        return FH_(fh_sfast)(s, p, n, fl);
+    }
+#endif
+#if defined(__SSE2__)
+    if (p + 16 <= n) {      /* fh_str_quick, and a first block with no special byte is not loaded again */
+        const __m128i q = _mm_set1_epi8(0x22), b = _mm_set1_epi8(0x5C), c = _mm_set1_epi8(0x20);
+        __m128i x = _mm_loadu_si128((const __m128i*)(s + p));
+        unsigned mq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, q));
+        unsigned mo = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, b), _mm_cmplt_epi8(x, c)));
+        if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
+            return p + __builtin_ctz(mq);
+        if ((mq | mo) == 0)
+            p += 16;
+    }
+#endif
+    return FH_(fh_sfast)(s, p, n, fl);
+}
+
+static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_pstr)(fh_ps* ps, Py_ssize_t pos) {
+    unsigned char fl;
+    Py_ssize_t idx, e = FH_(fh_sclose)(ps->s, pos + 1, ps->n, &fl);
+    fh_node* nd;
+    if (e < 0) return -1;
+    if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
+    idx = ps->len++;
+    nd = &ps->nodes[idx];
+    nd->type = FJ_STR;
+    nd->flags = fl;
+    nd->start = (uint32_t)(pos + 1);
+    nd->end = (uint32_t)e;
+    nd->next = (uint32_t)(idx + 1);
+    nd->count = 0;
+    return e + 1;
+}
+
+static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_pnum)(fh_ps* ps, Py_ssize_t pos) {
+    uint8_t typ;
+    Py_ssize_t e = fh_num(ps->s, pos, ps->n, &typ), idx;
+    if (e < 0) return -1;
+    idx = fh_ps_new(ps, typ, pos);
+    if (idx < 0) return -1;
+    ps->nodes[idx].end = (uint32_t)e;
+    return e;
+}
+
+static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_plit)(fh_ps* ps, Py_ssize_t pos, Py_ssize_t ln, uint8_t typ) {
+    Py_ssize_t idx;
+    if (fh_lit(ps->s, pos, ps->n) != ln) return -1;
+    idx = fh_ps_new(ps, typ, pos);
+    if (idx < 0) return -1;
+    ps->nodes[idx].end = (uint32_t)(pos + ln);
+    return pos + ln;
+}
+
+static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int depth);
+
+/* one value validated and skipped: the scalars in line (most skipped values: strings,
+   numbers, literals), containers by FH_(fh_skip_container) */
+static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_skip_inl)(fh_ps* ps, Py_ssize_t pos, int depth) {
+    const unsigned char* s = ps->s;
+    Py_ssize_t n = ps->n, k;
+    unsigned char c, fl;
+    uint8_t typ;
+    if (pos >= n) return -1;
+    c = s[pos];
+    if (c == 0x22) {
+        k = FH_(fh_sclose)(s, pos + 1, n, &fl);
+        return k < 0 ? -1 : k + 1;
+    }
+    if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return fh_num(s, pos, n, &typ);
+    if (c == 0x7B || c == 0x5B) return FH_(fh_skip_container)(ps, pos, depth);
+    k = fh_lit(s, pos, n);
+    return k ? pos + k : -1;
+}
+
+/* s[pos] is '{' or '[' */
+static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int depth) {
+    const unsigned char* s = ps->s;
+    Py_ssize_t n = ps->n, k;
+    unsigned char c = s[pos], close, fl;
+    int closed = 0;
+    if (depth > ps->max_depth) return -1;
+    close = c == 0x7B ? 0x7D : 0x5D;
+    pos = fh_ws(s, pos + 1, n);
+    if (pos >= n) return -1;
+    if (s[pos] == close) return pos + 1;
+    for (;;) {
+        if (c == 0x7B) {
+            if (pos >= n || s[pos] != 0x22) return -1;
+            k = FH_(fh_sclose)(s, pos + 1, n, &fl);
+            if (k < 0) return -1;
+            if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
+                pos = k + 2;
+            } else {
+                pos = fh_colon(s, k + 1, n);
+                if (pos < 0) return -1;
+            }
+        }
+        pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
+        if (pos < 0) return -1;
+        pos = fh_sep(s, pos, n, close, &closed);
+        if (pos < 0) return -1;
+        if (closed) return pos;
+    }
+}
+
+static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
+
+/* one value: the scalars in line, containers by FH_(fh_pv) */
+static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_pv_inl)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+    unsigned char c;
+    if (pos >= ps->n) return -1;
+    c = ps->s[pos];
+    if (c == 0x22) return FH_(fh_pstr)(ps, pos);
+    if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return FH_(fh_pnum)(ps, pos);
+    if (c == 0x6E) return FH_(fh_plit)(ps, pos, 4, FJ_NULL);
+    if (c == 0x74) return FH_(fh_plit)(ps, pos, 4, FJ_TRUE);
+    if (c == 0x66) return FH_(fh_plit)(ps, pos, 5, FJ_FALSE);
+    return FH_(fh_pv)(ps, pos, depth, keep_all);
+}
+
+static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+    const unsigned char* s = ps->s;
+    Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
+    uint32_t count = 0, kid;
+    unsigned char kfl, part = 0;
+    int closed = 0;
+    fh_node* nd;
+    if (depth > ps->max_depth) return -1;
+    idx = fh_ps_new(ps, FJ_OBJ, pos);
+    if (idx < 0) return -1;
+    pos = fh_ws(s, pos + 1, n);
+    if (pos >= n) return -1;
+    if (s[pos] == 0x7D) {
+        pos++;
+    } else {
+        while (!closed) {
+            if (pos >= n || s[pos] != 0x22) return -1;
+        key:        /* pos is at the key's opening quote */
+            kend = FH_(fh_sclose)(s, pos + 1, n, &kfl);
+            if (kend < 0) return -1;
+            kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
+            kstart = pos + 1;
+            if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) {    /* ":" and no whitespace */
+                pos = kend + 2;
+            } else {
+                pos = fh_colon(s, kend + 1, n);
+                if (pos < 0) return -1;
+            }
+            if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
+                part = 2;       /* F_PART */
+                pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
+                if (pos < 0) return -1;
+            } else {
+                if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
+                kidx = ps->len++;
+                nd = &ps->nodes[kidx];
+                nd->type = FJ_STR;
+                nd->flags = kfl;
+                nd->start = (uint32_t)kstart;
+                nd->end = (uint32_t)kend;
+                nd->next = (uint32_t)(kidx + 1);
+                nd->count = kid;
+                pos = FH_(fh_pv_inl)(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
+                if (pos < 0) return -1;
+                count++;
+            }
+            if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
+                pos++;
+                goto key;
+            }
+            if (pos < n && s[pos] == 0x7D) {       /* the end, no whitespace before it */
+                pos++;
+                break;
+            }
+            pos = fh_sep(s, pos, n, 0x7D, &closed);
+            if (pos < 0) return -1;
+        }
+    }
+    nd = &ps->nodes[idx];
+    nd->end = (uint32_t)pos;
+    nd->count = count;
+    nd->flags = part;
+    nd->next = (uint32_t)ps->len;
+    return pos;
+}
+
+static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth) {
+    const unsigned char* s = ps->s;
+    Py_ssize_t n = ps->n, idx;
+    uint32_t count = 0;
+    int closed = 0;
+    fh_node* nd;
+    if (depth > ps->max_depth) return -1;
+    idx = fh_ps_new(ps, FJ_ARR, pos);
+    if (idx < 0) return -1;
+    pos = fh_ws(s, pos + 1, n);
+    if (pos >= n) return -1;
+    if (s[pos] == 0x5D) {
+        pos++;
+    } else {
+        while (!closed) {
+            pos = FH_(fh_pv_inl)(ps, pos, depth + 1, 0);
+            if (pos < 0) return -1;
+            count++;
+            pos = fh_sep(s, pos, n, 0x5D, &closed);
+            if (pos < 0) return -1;
+        }
+    }
+    nd = &ps->nodes[idx];
+    nd->end = (uint32_t)pos;
+    nd->count = count;
+    nd->flags = 0;
+    nd->next = (uint32_t)ps->len;
+    return pos;
+}
+
+/* pos < n: an object, an array, or no value */
+static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+    unsigned char c = ps->s[pos];
+    if (c == 0x7B) return FH_(fh_pobj)(ps, pos, depth, keep_all);
+    if (c == 0x5B) return FH_(fh_parr)(ps, pos, depth);
+    return -1;
+}
+
+/* one value at the start of s[:n] and the blanks after it: the position after them (the
+   caller says whether that is where the line ends), or -1 when there is no valid value */
+static FH_TGT Py_ssize_t FH_(fh_parse_open)(fh_ps* ps) {
+    Py_ssize_t pos = fh_ws(ps->s, 0, ps->n);
+    ps->len = 0;
+    pos = FH_(fh_pv_inl)(ps, pos, 1, 0);
+    if (pos < 0) return -1;
+    return fh_ws(ps->s, pos, ps->n);
+}
+
+/* the whole line: 0 when it is valid JSON (the tape is made), -1 otherwise */
+static FH_TGT int FH_(fh_parse_fast)(fh_ps* ps) {
+    return FH_(fh_parse_open)(ps) == ps->n ? 0 : -1;
+}
