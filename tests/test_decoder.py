@@ -577,3 +577,58 @@ def test_id_strings_read_eight_digits_a_step():
         want.append(int(c) if ok else fallback)
     out = decode(b"\n".join(lines) + b"\n", dedupe=False)
     assert out.tweets.column("id").to_pylist() == want
+
+
+def test_a_source_code_outside_its_dictionary_is_an_error_and_the_batch_is_dropped():
+    """Batches leave the core through the C data interface, which checks nothing: the core
+    checks what pyarrow's constructors did (here a source code past the dictionary given to
+    take_tweets) and drops the batch whole, so the next one is aligned."""
+    from firehose import _core
+    from firehose.testing import generate_bytes
+    data = generate_bytes(50, seed=1)
+    e = _core.Engine()
+    e.decode(data, 0, len(data), 0, 5, True)
+    assert e.pending_tweets > 0
+    with pytest.raises(ValueError, match="dictionary index 5 out of range for source_file"):
+        e.take_tweets(["only-one"])
+    assert e.pending_tweets == 0
+    more = generate_bytes(50, seed=2)              # new ids: the first ones were admitted
+    e.decode(more, 0, len(more), 0, 0, True)
+    b = e.take_tweets(["a"])
+    b.validate(full=True)
+    assert b.num_rows > 0 and set(b.column("source_file").to_pylist()) == {"a"}
+
+
+def test_a_kept_column_does_not_keep_the_rest_of_its_batch():
+    """Each column is imported on its own: keeping the ids of a batch (a projection, a
+    sink's buffer) lets the other columns' memory go."""
+    import ctypes
+    import gc
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("needs glibc's mallinfo2")
+
+    class Info(ctypes.Structure):
+        _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks",
+                                                   "hblkhd", "usmblks", "fsmblks", "uordblks",
+                                                   "fordblks", "keepcost")]
+    libc.mallinfo2.restype = Info
+
+    def in_use():
+        gc.collect()
+        m = libc.mallinfo2()
+        return m.uordblks + m.hblkhd
+
+    from firehose.testing import generate_bytes
+    data = generate_bytes(20000, seed=9)
+    dec = firehose.Decoder()
+    res = firehose.DecodeResult.concat([dec.feed(data, source="a"), dec.finish()])
+    del dec, data
+    table = res.tweets
+    del res
+    held = in_use()
+    big = table.nbytes
+    ids = table.column("id")
+    del table
+    assert held - in_use() > big // 2, (held, in_use(), big)
+    assert len(ids) > 0

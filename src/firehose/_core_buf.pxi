@@ -420,18 +420,53 @@ cdef int col_export_c(Col* c, ArrowArray* a, object dictionary) except -1:
     return 0
 
 
+cdef void cols_reset(Col* cols, int ncols) noexcept:
+    """Every builder emptied (a batch that cannot be exported is dropped whole, so the
+    columns stay aligned)."""
+    cdef int i, kind
+    for i in range(ncols):
+        kind = cols[i].kind
+        col_free(&cols[i])
+        col_init(&cols[i], kind)
+
+
 cdef object batch_export(Col* cols, int ncols, object schema, object dicts):
     """The columns as one pyarrow RecordBatch of ``schema`` (dicts[i]: column i's dictionary
-    or None), through the C data interface; the builders are reset."""
-    cdef ArrowArray top
+    or None), through the C data interface, one import per column; the builders are reset.
+
+    A column per import, not the batch as one struct: pyarrow keeps an imported struct alive
+    as a unit, so a kept column (a projection, the ids) would hold every column's memory.
+    What pyarrow's constructors checked is checked here first: equal lengths, dictionary
+    indices within their dictionary (a ValueError; the batch is dropped)."""
+    cdef ArrowArray arr
     cdef int i
-    if fh_xinit(&top, cols[0].n, 0, 1, ncols):
-        fh_xrelease(&top)
-        raise MemoryError("firehose core: out of memory exporting a batch")
+    cdef Py_ssize_t n = cols[0].n, j, top
+    cdef const int32_t* idx
+    cdef int32_t bad
+    for i in range(ncols):
+        if cols[i].n != n:
+            cols_reset(cols, ncols)
+            raise ValueError("firehose core: columns of unequal length in a batch")
+        if cols[i].kind == K_DICT:
+            top = len(dicts[i])
+            idx = <const int32_t*>cols[i].vals.data
+            for j in range(n):
+                if idx[j] < 0 or idx[j] >= top:
+                    bad = idx[j]                     # read before the builders are freed
+                    cols_reset(cols, ncols)
+                    raise ValueError(f"firehose core: dictionary index {bad} out of range "
+                                     f"for {schema.field(i).name} ({top} values)")
+    arrays = []
+    i = 0
     try:
-        for i in range(ncols):
-            col_export_c(&cols[i], top.children[i], dicts[i])
-        return pa.RecordBatch._import_from_c(<uintptr_t>&top, schema)
+        while i < ncols:
+            memset(&arr, 0, sizeof(arr))
+            col_export_c(&cols[i], &arr, dicts[i])
+            arrays.append(pa.Array._import_from_c(<uintptr_t>&arr, schema.field(i).type))
+            i += 1
     finally:
-        if top.release != NULL:
-            fh_xrelease(&top)
+        if arr.release != NULL:
+            fh_xrelease(&arr)
+        if i < ncols:
+            cols_reset(cols, ncols)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
