@@ -112,6 +112,15 @@ cdef inline void drop_line_buffers(State* st) noexcept nogil:
         buf_free(&st.scratch2)
 
 
+cdef inline void count_line(State* st, int64_t offset, Py_ssize_t nbytes) noexcept nogil:
+    """A line (with its newline) of ``nbytes`` at ``offset`` of the source begins: counted."""
+    st.line_no += 1
+    st.line_off = offset
+    st.n_lines += 1
+    st.n_bytes += nbytes
+    st.bytes_since_flush += nbytes
+
+
 cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) except -1 nogil:
     cdef const unsigned char* line = s + ls
     cdef Py_ssize_t n = le - ls, k
@@ -192,11 +201,7 @@ cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, P
         if 0 <= r < lim and s[p + r] == 0x0A:
             le = p + r
             nxt = le + 1
-            st.line_no += 1
-            st.line_off = base_offset + (p - start)
-            st.n_lines += 1
-            st.n_bytes += nxt - p
-            st.bytes_since_flush += nxt - p
+            count_line(st, p - start + base_offset, nxt - p)
             process_parsed(st, s, p, le, &ps)
             p = nxt
             continue
@@ -209,11 +214,7 @@ cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, P
         else:
             le = nl - s
             nxt = le + 1
-        st.line_no += 1
-        st.line_off = base_offset + (p - start)
-        st.n_lines += 1
-        st.n_bytes += nxt - p
-        st.bytes_since_flush += nxt - p
+        count_line(st, p - start + base_offset, nxt - p)
         process_line(st, s, p, le)
         p = nxt
     return p

@@ -239,11 +239,8 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
     unsigned char kfl, part = 0;
     int closed = 0;
     fh_node* nd;
-    if (depth > ps->max_depth) return -1;
-    idx = fh_ps_new(ps, FJ_OBJ, pos);
-    if (idx < 0) return -1;
-    pos = fh_ws(s, pos + 1, n);
-    if (pos >= n) return -1;
+    pos = fh_open(ps, pos, depth, FJ_OBJ, &idx);
+    if (pos < 0) return -1;
     if (s[pos] == 0x7D) {
         pos++;
     } else {
@@ -290,12 +287,7 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
             if (pos < 0) return -1;
         }
     }
-    nd = &ps->nodes[idx];
-    nd->end = (uint32_t)pos;
-    nd->count = count;
-    nd->flags = part;
-    nd->next = (uint32_t)ps->len;
-    return pos;
+    return fh_close(ps, idx, pos, count, part);
 }
 
 static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth) {
@@ -303,12 +295,8 @@ static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth) {
     Py_ssize_t n = ps->n, idx;
     uint32_t count = 0;
     int closed = 0;
-    fh_node* nd;
-    if (depth > ps->max_depth) return -1;
-    idx = fh_ps_new(ps, FJ_ARR, pos);
-    if (idx < 0) return -1;
-    pos = fh_ws(s, pos + 1, n);
-    if (pos >= n) return -1;
+    pos = fh_open(ps, pos, depth, FJ_ARR, &idx);
+    if (pos < 0) return -1;
     if (s[pos] == 0x5D) {
         pos++;
     } else {
@@ -320,12 +308,7 @@ static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth) {
             if (pos < 0) return -1;
         }
     }
-    nd = &ps->nodes[idx];
-    nd->end = (uint32_t)pos;
-    nd->count = count;
-    nd->flags = 0;
-    nd->next = (uint32_t)ps->len;
-    return pos;
+    return fh_close(ps, idx, pos, count, 0);
 }
 
 /* pos < n: an object, an array, or no value */

@@ -1102,6 +1102,28 @@ cdef extern from *:
         return 0;
     }
 
+    /* a container opens at s[pos] ('{' or '['): its node (*idx) and the position of its first
+       member or its close, blanks skipped; -1 past the depth limit, out of tape or at the end */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_open(fh_ps* ps, Py_ssize_t pos, int depth,
+                                    uint8_t typ, Py_ssize_t* idx) {
+        if (depth > ps->max_depth) return -1;
+        *idx = fh_ps_new(ps, typ, pos);
+        if (*idx < 0) return -1;
+        pos = fh_ws(ps->s, pos + 1, ps->n);
+        return pos < ps->n ? pos : -1;
+    }
+
+    /* the container's node completed: it ends before pos with count members; returns pos */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_close(fh_ps* ps, Py_ssize_t idx, Py_ssize_t pos,
+                                     uint32_t count, unsigned char flags) {
+        fh_node* nd = &ps->nodes[idx];
+        nd->end = (uint32_t)pos;
+        nd->count = count;
+        nd->flags = flags;
+        nd->next = (uint32_t)ps->len;
+        return pos;
+    }
+
     /* whitespace is rare in captures: test one byte inline, loop only when there is some */
     #define FH_WS(s, p, n) do { if ((p) < (n) && (s)[p] <= 0x20) (p) = fh_ws((s), (p), (n)); } while (0)
 
