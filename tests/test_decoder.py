@@ -426,6 +426,15 @@ def _mutations(lines, n, seed):
     return out
 
 
+def test_simd_level_takes_1_or_2_only():
+    from firehose import _core
+    old = _core.simd_level()
+    for bad in (0, 3, True, "2", 1.0):
+        with pytest.raises(ValueError):
+            _core.simd_level(bad)
+    assert _core.simd_level() == old
+
+
 def _simd_levels():
     """The fast scan's builds this machine runs: 1 the baseline, 2 AVX2 (when the CPU has it)."""
     from firehose import _core

@@ -950,7 +950,8 @@ def test_a_late_tweet_keeps_no_batch_buffer_alive(tmp_path):
 
 def test_a_state_made_without_syncing_lists_the_files_to_sync(tmp_path):
     """The pipeline serialises the state on its main thread and makes the spill files durable
-    with the commit's parts (take_unsynced); a plain state_to_bytes syncs them itself."""
+    with the commit's parts, then marks them synced (a failed commit leaves them listed for
+    the next); a plain state_to_bytes syncs them itself."""
     config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p"))
     ent = Entitlements(compile_plans(config, today=dt.date(2026, 1, 1)), source="fh",
                        spill_dir=str(tmp_path / "s"), window_hours=1.0)
@@ -958,10 +959,14 @@ def test_a_state_made_without_syncing_lists_the_files_to_sync(tmp_path):
         d = tweets(tw(t))
         ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
     ent.state_to_bytes(sync=False)
-    paths = ent.take_unsynced()
+    paths = ent.unsynced_files()
     assert sorted(os.path.basename(p) for p in paths) == ["authors-000002.arrow",
                                                           "delivered-000001.arrow"]
-    assert all(os.path.exists(p) for p in paths) and ent.take_unsynced() == []
+    assert all(os.path.exists(p) for p in paths) and ent.unsynced_files() == paths
+    ent.mark_synced(paths[:1])
+    assert ent.unsynced_files() == paths[1:]
+    ent.state_to_bytes()
+    assert ent.unsynced_files() == []
 
 
 def test_a_state_relying_on_spilled_files_needs_them(tmp_path):

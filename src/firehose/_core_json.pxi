@@ -1259,7 +1259,8 @@ def simd_level(level=None):
     global FH_SIMD
     cdef int old = FH_SIMD
     if level is not None:
-        if level not in (1, 2) or (level == 2 and fh_simd_best() != 2):
+        if type(level) is not int or level not in (1, 2) or \
+                (level == 2 and fh_simd_best() != 2):
             raise ValueError(f"simd level {level!r} is not available here")
         FH_SIMD = level
     return old

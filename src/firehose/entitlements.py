@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -422,7 +423,8 @@ class _Spill:
         self.files: list[tuple[str, str, int, int]] = []     # (kind, name, lo, hi)
         self.seq = 0
         self._maps: dict[str, tuple] = {}
-        self._unsynced: list[str] = []
+        self._unsynced: list[str] = []      # written, not yet known durable
+        self._lock = threading.Lock()       # the pipeline's committer marks them synced
 
     def write(self, kind: str, table: pa.Table, lo: int, hi: int) -> None:
         self.seq += 1
@@ -442,20 +444,31 @@ class _Spill:
         except OSError as e:
             raise SinkError(f"{path}: write failed: {e.strerror or e}") from None
         self.files.append((kind, name, int(lo), int(hi)))
-        self._unsynced.append(path)
+        with self._lock:
+            self._unsynced.append(path)
+
+    def unsynced(self) -> list[str]:
+        with self._lock:
+            return list(self._unsynced)
+
+    def mark_synced(self, paths) -> None:
+        done = set(paths)
+        with self._lock:
+            self._unsynced = [p for p in self._unsynced if p not in done]
 
     def sync(self) -> None:
-        """The files written since the last call made durable (before a checkpoint names
-        them; until then the kernel writes them back in its own time)."""
-        for path in self._unsynced:
+        """The files not yet known durable made durable (before a checkpoint names them;
+        until then the kernel writes them back in its own time)."""
+        paths = self.unsynced()
+        for path in paths:
             try:
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
             except OSError as e:
                 raise SinkError(f"{path}: fsync failed: {e.strerror or e}") from None
-        if self._unsynced:
+        if paths:
             fsync_dir(self.directory)
-        self._unsynced = []
+        self.mark_synced(paths)
 
     def _columns(self, name: str) -> tuple:
         got = self._maps.get(name)
@@ -796,13 +809,15 @@ class Entitlements:
             denials, ledger)
 
     # ------------------------------------------------------------------ checkpoints
-    def take_unsynced(self) -> list[str]:
-        """The spill files written since the last call (or sync) and not yet made durable:
-        the caller makes them durable before it stores a state naming them."""
-        if self._spill is None:
-            return []
-        out, self._spill._unsynced = self._spill._unsynced, []
-        return out
+    def unsynced_files(self) -> list[str]:
+        """The spill files not yet known durable: a caller that serialised the state with
+        ``sync=False`` makes them durable before it stores that state, then calls
+        :meth:`mark_synced` (until then they stay listed, so a failed commit loses none)."""
+        return self._spill.unsynced() if self._spill is not None else []
+
+    def mark_synced(self, paths) -> None:
+        if self._spill is not None:
+            self._spill.mark_synced(paths)
 
     def state_to_bytes(self, sync: bool = True) -> bytes:
         """Batch counter, cap counters, the ids delivered per client (for forwarding
@@ -817,7 +832,7 @@ class Entitlements:
                  "spilled_authors"]
         if self._spill is not None:
             # the spill's files (name, lo, hi), made durable before this checkpoint names them
-            # (or, ``sync=False``, by the caller: see take_unsynced)
+            # (or, ``sync=False``, by the caller: see unsynced_files)
             if sync:
                 self._spill.sync()
             rows += [("spilled_" + kind, name, lo, hi) for kind, name, lo, hi in self._spill.files]

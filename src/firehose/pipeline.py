@@ -491,6 +491,7 @@ class Pipeline:
             if staged or spilled:
                 sync_all(self.out_dir or os.path.dirname(staged[0][1][1]),
                          [tmp for _, (tmp, _) in staged] + list(spilled))
+                self.entitlements.mark_synced(spilled)   # (still listed if this failed)
             for s, st in staged:
                 s.publish(st)
             if staged:
@@ -535,7 +536,7 @@ class Pipeline:
                                 self.entitlements.batch, dict(self.counters), snapshot,
                                 self.compliance.to_bytes(),
                                 self.entitlements.state_to_bytes(sync=False), extra)
-                spilled = self.entitlements.take_unsynced()
+                spilled = self.entitlements.unsynced_files()
             if self._committer is not None:
                 self._pending_commit = self._committer.submit(self._finish_commit, parts, ck,
                                                               spilled)
