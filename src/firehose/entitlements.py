@@ -46,7 +46,7 @@ from .compliance import DENY_REASONS, ComplianceState, _Screen, in_sorted
 from .config import Client, Config
 from .errors import SinkError, StateError
 from .schema import MATCHING_RULES, TWEETS
-from .sinks import fsync_dir
+from .sinks import fsync_dir, sync_all
 
 __all__ = ["Denial", "Plan", "PlanSet", "compile_plans", "Entitlements", "BatchResult", "Delivery",
            "GOVERNMENT_CATEGORIES", "SENSITIVE_GROUPS", "AUDIT", "DENIALS", "LEDGER"]
@@ -460,14 +460,8 @@ class _Spill:
         """The files not yet known durable made durable (before a checkpoint names them;
         until then the kernel writes them back in its own time)."""
         paths = self.unsynced()
-        for path in paths:
-            try:
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
-            except OSError as e:
-                raise SinkError(f"{path}: fsync failed: {e.strerror or e}") from None
         if paths:
-            fsync_dir(self.directory)
+            sync_all(self.directory, paths)
         self.mark_synced(paths)
 
     def _columns(self, name: str) -> tuple:
