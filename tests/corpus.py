@@ -278,10 +278,11 @@ def output_tree(out) -> dict:
     import os
 
     from firehose.checkpoint import Checkpoint
+    from firehose.pipeline import STATE_DIR
     files = {}
     for root, dirs, names in os.walk(out):
         if root == os.fspath(out):
-            dirs[:] = [d for d in dirs if d != "state"]
+            dirs[:] = [d for d in dirs if d != STATE_DIR]
         for n in names:
             p = os.path.join(root, n)
             with open(p, "rb") as f:

@@ -121,11 +121,23 @@ cdef inline void count_line(State* st, int64_t offset, Py_ssize_t nbytes) noexce
     st.bytes_since_flush += nbytes
 
 
+cdef int classify_and_emit(State* st, Py_ssize_t ls, Py_ssize_t le) except -1 nogil:
+    """The line s[ls:le], read into the tape: its messages classified and emitted, or the line
+    rejected with the reason and field."""
+    cdef int r
+    st.reject_field = NULL
+    r = split_and_classify(st)
+    if r:
+        return reject(st, ls, le, r, 0, st.reject_field)
+    return emit_all(st)
+
+
 cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) except -1 nogil:
+    """A line the fast scan did not take whole (run_lines): cut at its newline, checked for
+    length, blanks, UTF-8 and JSON (each fault named), then classified."""
     cdef const unsigned char* line = s + ls
     cdef Py_ssize_t n = le - ls, k
     cdef int r
-    drop_line_buffers(st)
     if n > st.max_line_bytes:
         return reject(st, ls, le, E_LONG, 0, NULL)
     if n > 0 and line[n - 1] == 0x0D:
@@ -139,28 +151,19 @@ cdef int process_line(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize
     r = parse_line(&st.tape, line, n)       # (checks the UTF-8 too)
     if r:
         return reject(st, ls, le, r, st.tape.err_pos, NULL)
-    st.reject_field = NULL
-    r = split_and_classify(st)
-    if r:
-        return reject(st, ls, le, r, 0, st.reject_field)
-    return emit_all(st)
+    return classify_and_emit(st, ls, le)
 
 
-cdef int process_parsed(State* st, const unsigned char* s, Py_ssize_t ls, Py_ssize_t le,
-                        fh_ps* ps) except -1 nogil:
+cdef int process_parsed(State* st, const unsigned char* s, Py_ssize_t ls,
+                        Py_ssize_t le) except -1 nogil:
     """process_line for a line the fast scan has already read from its start to the newline at
     le (run_lines): the tape it made is the one parse_line would make of the line."""
     cdef Py_ssize_t n = le - ls
-    cdef int r
     if n > 0 and s[le - 1] == 0x0D:
         n -= 1
     tape_begin(&st.tape, s + ls, n)
     st.tape.pos = n
-    st.reject_field = NULL
-    r = split_and_classify(st)
-    if r:
-        return reject(st, ls, le, r, 0, st.reject_field)
-    return emit_all(st)
+    return classify_and_emit(st, ls, le)
 
 
 cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, Py_ssize_t end,
@@ -202,7 +205,7 @@ cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, P
             le = p + r
             nxt = le + 1
             count_line(st, p - start + base_offset, nxt - p)
-            process_parsed(st, s, p, le, &ps)
+            process_parsed(st, s, p, le)
             p = nxt
             continue
         nl = <const unsigned char*>memchr(s + p, 0x0A, end - p)

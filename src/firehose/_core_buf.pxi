@@ -209,9 +209,9 @@ cdef inline int col_list_close(Col* c) except -1 nogil:
 
 # ---------------------------------------------------------------- export to Arrow (GIL held)
 
-# A batch handed to pyarrow through the Arrow C data interface (one import call for the whole
-# batch instead of a pyarrow object per buffer, array and child: ~0.4 ms a batch less). The
-# builders' buffers are moved into the exported arrays, whose release callback frees them.
+# Columns handed to pyarrow through the Arrow C data interface (one import call per column
+# instead of a pyarrow object per buffer, array and child). The builders' buffers are moved
+# into the exported arrays, whose release callback frees them.
 cdef extern from *:
     """
     #ifndef ARROW_C_DATA_INTERFACE
@@ -325,92 +325,86 @@ cdef inline void xmove(ArrowArray* a, int k, Buf* b, int validity) noexcept nogi
 
 
 cdef inline void xnone(ArrowArray* a, int k) noexcept nogil:
-    """No validity bitmap (a column or child without nulls, as None in from_buffers)."""
+    """No validity bitmap (a column or child without nulls)."""
     fh_xbuf(a, k, NULL, 0, 1)
 
 
 cdef inline void xvalid(ArrowArray* a, Buf* b, Py_ssize_t nulls) noexcept nogil:
-    """The validity bitmap: none when there are no nulls (as take_valid)."""
+    """The validity bitmap: none when there are no nulls."""
     if nulls == 0:
         buf_free(b)
     xmove(a, 0, b, 1)
 
 
+cdef inline int xleaf(ArrowArray* a, Py_ssize_t n, Py_ssize_t nulls, Buf* valid, Buf* b1,
+                      Buf* b2) noexcept nogil:
+    """a = an array of n values without children: its validity from ``valid`` (NULL: none),
+    then the data buffer b1 and, when not NULL, b2 (a string's offsets and bytes), moved.
+    -1 when out of memory (a is releasable)."""
+    if fh_xinit(a, n, nulls, 2 if b2 == NULL else 3, 0):
+        return -1
+    if valid == NULL:
+        xnone(a, 0)
+    else:
+        xvalid(a, valid, nulls)
+    xmove(a, 1, b1, 0)
+    if b2 != NULL:
+        xmove(a, 2, b2, 0)
+    return 0
+
+
+cdef inline int xlist(ArrowArray* a, Py_ssize_t n, Buf* offs) noexcept nogil:
+    """a = a list array of n lists, its offsets from ``offs`` (moved), its one child to be
+    filled (a.children[0]). -1 when out of memory (a is releasable)."""
+    if fh_xinit(a, n, 0, 2, 1):
+        return -1
+    xnone(a, 0)
+    xmove(a, 1, offs, 0)
+    return 0
+
+
 cdef int col_export_c(Col* c, ArrowArray* a, object dictionary) except -1:
-    """col_export through the C data interface: fill the (zeroed) a with column c's arrays,
-    moving its buffers, and reset the builder. a is releasable whatever happens."""
+    """Column c as an Arrow C data interface array: fill the (zeroed) a, moving the builder's
+    buffers, and reset the builder. a is releasable whatever happens."""
     cdef int kind = c.kind, bad = 0
     cdef Py_ssize_t n = c.n
     cdef ArrowArray* ch
     if kind == K_I64 or kind == K_TS or kind == K_BOOL:
-        bad = fh_xinit(a, n, c.nulls, 2, 0)
-        if not bad:
-            xvalid(a, &c.valid, c.nulls)
-            xmove(a, 1, &c.vals, 0)
+        bad = xleaf(a, n, c.nulls, &c.valid, &c.vals, NULL)
     elif kind == K_STR:
-        bad = fh_xinit(a, n, c.nulls, 3, 0)
-        if not bad:
-            xvalid(a, &c.valid, c.nulls)
-            xmove(a, 1, &c.offs, 0)
-            xmove(a, 2, &c.data, 0)
+        bad = xleaf(a, n, c.nulls, &c.valid, &c.offs, &c.data)
     elif kind == K_DICT:
-        bad = fh_xinit(a, n, 0, 2, 0)
+        bad = xleaf(a, n, 0, NULL, &c.vals, NULL)
         if not bad:
-            xnone(a, 0)
-            xmove(a, 1, &c.vals, 0)
             a.dictionary = <ArrowArray*>calloc(1, sizeof(ArrowArray))
             if a.dictionary == NULL:
                 bad = 1
             else:
                 dictionary._export_to_c(<uintptr_t>a.dictionary)
     elif kind == K_LSTR or kind == K_LI64:
-        bad = fh_xinit(a, n, 0, 2, 1)
+        bad = xlist(a, n, &c.offs)
         if not bad:
-            xnone(a, 0)
-            xmove(a, 1, &c.offs, 0)
-            ch = a.children[0]
             if kind == K_LSTR:
-                bad = fh_xinit(ch, c.n2, 0, 3, 0)
-                if not bad:
-                    xnone(ch, 0)
-                    xmove(ch, 1, &c.offs2, 0)
-                    xmove(ch, 2, &c.data, 0)
+                bad = xleaf(a.children[0], c.n2, 0, NULL, &c.offs2, &c.data)
             else:
-                bad = fh_xinit(ch, c.n2, 0, 2, 0)
-                if not bad:
-                    xnone(ch, 0)
-                    xmove(ch, 1, &c.vals, 0)
+                bad = xleaf(a.children[0], c.n2, 0, NULL, &c.vals, NULL)
     elif kind == K_COORD:
         bad = fh_xinit(a, n, c.nulls, 1, 2)
         if not bad:
             xvalid(a, &c.valid, c.nulls)
-            bad = fh_xinit(a.children[0], n, 0, 2, 0)
-            if not bad:
-                xnone(a.children[0], 0)
-                xmove(a.children[0], 1, &c.vals, 0)
-                bad = fh_xinit(a.children[1], n, 0, 2, 0)
-            if not bad:
-                xnone(a.children[1], 0)
-                xmove(a.children[1], 1, &c.data, 0)
-    elif kind == K_RULES:
-        bad = fh_xinit(a, n, 0, 2, 1)
+            bad = xleaf(a.children[0], n, 0, NULL, &c.vals, NULL)
         if not bad:
-            xnone(a, 0)
-            xmove(a, 1, &c.offs, 0)
+            bad = xleaf(a.children[1], n, 0, NULL, &c.data, NULL)
+    elif kind == K_RULES:
+        bad = xlist(a, n, &c.offs)
+        if not bad:
             ch = a.children[0]
             bad = fh_xinit(ch, c.n2, 0, 1, 2)
             if not bad:
                 xnone(ch, 0)
-                bad = fh_xinit(ch.children[0], c.n2, c.nulls2, 3, 0)
+                bad = xleaf(ch.children[0], c.n2, c.nulls2, &c.valid2, &c.offs2, &c.data)
             if not bad:
-                xvalid(ch.children[0], &c.valid2, c.nulls2)
-                xmove(ch.children[0], 1, &c.offs2, 0)
-                xmove(ch.children[0], 2, &c.data, 0)
-                bad = fh_xinit(ch.children[1], c.n2, c.nulls3, 3, 0)
-            if not bad:
-                xvalid(ch.children[1], &c.valid3, c.nulls3)
-                xmove(ch.children[1], 1, &c.offs3, 0)
-                xmove(ch.children[1], 2, &c.data3, 0)
+                bad = xleaf(ch.children[1], c.n2, c.nulls3, &c.valid3, &c.offs3, &c.data3)
     else:
         raise AssertionError("unknown column kind %d" % kind)
     col_free(c)

@@ -744,10 +744,9 @@ def merge_runs(list runs, int64_t[::1] ids_out, int32_t[::1] run_out):
     if total == 0:
         return 0
     cdef const int64_t** src = <const int64_t**>malloc(k * sizeof(void*) + 8)
-    cdef int64_t* pos = <int64_t*>calloc(k + 1, sizeof(int64_t))
     cdef int64_t* end = <int64_t*>malloc(k * sizeof(int64_t) + 8)
-    if src == NULL or pos == NULL or end == NULL:
-        free(src); free(pos); free(end)
+    if src == NULL or end == NULL:
+        free(src); free(end)
         raise MemoryError()
     cdef bint bad = False, first = True
     cdef int64_t lo = 0, hi = 0
@@ -767,7 +766,7 @@ def merge_runs(list runs, int64_t[::1] ids_out, int32_t[::1] run_out):
                     hi = src[i][end[i] - 1]
                 first = False
     if bad:
-        free(src); free(pos); free(end)
+        free(src); free(end)
         raise ValueError("a run is not in ascending order")
     cdef int rb = 0, cb = 0
     cdef uint64_t spread = <uint64_t>hi - <uint64_t>lo
@@ -779,9 +778,9 @@ def merge_runs(list runs, int64_t[::1] ids_out, int32_t[::1] run_out):
         if rb + cb <= 64:
             _merge_by_keys(src, end, k, lo, cb, total, &ids_out[0], &run_out[0])
         else:
-            _merge_by_heap(src, pos, end, k, total, &ids_out[0], &run_out[0])
+            _merge_by_heap(src, end, k, total, &ids_out[0], &run_out[0])
     finally:
-        free(src); free(pos); free(end)
+        free(src); free(end)
     return total
 
 
@@ -866,11 +865,13 @@ cdef inline bint _run_before(const int64_t** src, const int64_t* pos, int32_t a,
     return src[a][pos[a]] < src[b][pos[b]] or (src[a][pos[a]] == src[b][pos[b]] and a < b)
 
 
-cdef void _merge_by_heap(const int64_t** src, int64_t* pos, const int64_t* end, Py_ssize_t k,
+cdef void _merge_by_heap(const int64_t** src, const int64_t* end, Py_ssize_t k,
                          Py_ssize_t total, int64_t* ids_out, int32_t* run_out) except *:
     """The runs merged through a binary heap of their heads (ids spread over ~2^64)."""
     cdef int32_t* heap = <int32_t*>malloc(k * sizeof(int32_t) + 8)
-    if heap == NULL:
+    cdef int64_t* pos = <int64_t*>calloc(k + 1, sizeof(int64_t))     # each run's head
+    if heap == NULL or pos == NULL:
+        free(heap); free(pos)
         raise MemoryError()
     cdef Py_ssize_t h = 0, c, p, i, o = 0
     cdef int32_t top
@@ -907,4 +908,5 @@ cdef void _merge_by_heap(const int64_t** src, int64_t* pos, const int64_t* end, 
                 heap[c], heap[p] = heap[p], heap[c]
                 p = c
     free(heap)
+    free(pos)
 

@@ -13,7 +13,7 @@
    more instructions and mispredicted branches.) */
 static FH_TGT inline Py_ssize_t FH_(fh_sfast)(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
     unsigned char c, e;
-    unsigned a, b, cc, d, m;
+    unsigned a, b, cc, d, m;    /* (FH_ESC_STEP's) */
 #if defined(__SSE2__)
     const __m128i vq = _mm_set1_epi8(0x22), vb = _mm_set1_epi8(0x5C), vc = _mm_set1_epi8(0x20);
 #endif
@@ -53,45 +53,11 @@ static FH_TGT inline Py_ssize_t FH_(fh_sfast)(const unsigned char* s, Py_ssize_t
             if (c != 0x5C) return -1;
             *fl = 1;
             if (p + 12 < n) {       /* room for any escape and the byte after it */
-                e = s[p + 1];
-                if (e == 0x75) {
-                    a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
-                    if ((a | b | cc | d) & 0xF0) return -1;
-                    if (a == 0xD && b >= 8) {
-                        if (b >= 0xC || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
-                        a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
-                        if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
-                        p += 12;
-                    } else {
-                        p += 6;
-                    }
-                } else if (FH_ESC1[e]) {
-                    p += 2;
-                } else {
-                    return -1;
-                }
+                FH_ESC_STEP(s, p, n, 0);
                 if (s[p] == 0x5C) continue;     /* a run of escapes */
                 break;
             }
-            if (p + 1 >= n) return -1;
-            e = s[p + 1];
-            if (e == 0x75) {
-                if (p + 6 > n) return -1;
-                a = FH_HEX[s[p + 2]]; b = FH_HEX[s[p + 3]]; cc = FH_HEX[s[p + 4]]; d = FH_HEX[s[p + 5]];
-                if ((a | b | cc | d) & 0xF0) return -1;
-                if (a == 0xD && b >= 8) {           /* a surrogate: a high one, then a low one */
-                    if (b >= 0xC || p + 12 > n || s[p + 6] != 0x5C || s[p + 7] != 0x75) return -1;
-                    a = FH_HEX[s[p + 8]]; b = FH_HEX[s[p + 9]]; cc = FH_HEX[s[p + 10]]; d = FH_HEX[s[p + 11]];
-                    if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;
-                    p += 12;
-                } else {
-                    p += 6;
-                }
-            } else if (FH_ESC1[e]) {
-                p += 2;
-            } else {
-                return -1;
-            }
+            FH_ESC_STEP(s, p, n, 1);
             if (p < n && s[p] == 0x5C) continue;     /* a run of escapes */
             break;
         }

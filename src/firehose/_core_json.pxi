@@ -1102,6 +1102,36 @@ cdef extern from *:
         return 0;
     }
 
+    /* the fast scan's step over the escape at s[p] (a backslash) in a string: p moves past it
+       (2 bytes; 6 for \\uXXXX; 12 for a surrogate pair, a high one then a low one), or the
+       caller returns -1. B: checked against n; 0 where 12 bytes of room are known (the caller's
+       e, a, b, cc, d are used). A macro, not a function: an inline function of the same checks
+       made the scan ~2% more instructions a byte */
+    #define FH_ESC_STEP(s, p, n, B) do {                                                        \\
+            if ((B) && (p) + 1 >= (n)) return -1;                                               \\
+            e = (s)[(p) + 1];                                                                   \\
+            if (e == 0x75) {                                                                    \\
+                if ((B) && (p) + 6 > (n)) return -1;                                            \\
+                a = FH_HEX[(s)[(p) + 2]]; b = FH_HEX[(s)[(p) + 3]];                             \\
+                cc = FH_HEX[(s)[(p) + 4]]; d = FH_HEX[(s)[(p) + 5]];                            \\
+                if ((a | b | cc | d) & 0xF0) return -1;                                         \\
+                if (a == 0xD && b >= 8) {                                                       \\
+                    if (b >= 0xC || ((B) && (p) + 12 > (n)) || (s)[(p) + 6] != 0x5C             \\
+                            || (s)[(p) + 7] != 0x75) return -1;                                 \\
+                    a = FH_HEX[(s)[(p) + 8]]; b = FH_HEX[(s)[(p) + 9]];                         \\
+                    cc = FH_HEX[(s)[(p) + 10]]; d = FH_HEX[(s)[(p) + 11]];                      \\
+                    if (((a | b | cc | d) & 0xF0) || a != 0xD || b < 0xC) return -1;            \\
+                    (p) += 12;                                                                  \\
+                } else {                                                                        \\
+                    (p) += 6;                                                                   \\
+                }                                                                               \\
+            } else if (FH_ESC1[e]) {                                                            \\
+                (p) += 2;                                                                       \\
+            } else {                                                                            \\
+                return -1;                                                                      \\
+            }                                                                                   \\
+        } while (0)
+
     /* a container opens at s[pos] ('{' or '['): its node (*idx) and the position of its first
        member or its close, blanks skipped; -1 past the depth limit, out of tape or at the end */
     static inline __attribute__((always_inline)) Py_ssize_t fh_open(fh_ps* ps, Py_ssize_t pos, int depth,

@@ -549,7 +549,8 @@ class _Progress:
 
 
 def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, commit_every,
-            max_reject_rate, source, quiet, progress, delivered_window_hours=6.0) -> None:
+            max_reject_rate, source, quiet, progress, delivered_window_hours=None) -> None:
+    from .entitlements import DEFAULT_WINDOW_HOURS
     from .errors import ConfigError, InputError, SinkError, StateError
     from .pipeline import Pipeline
 
@@ -561,7 +562,8 @@ def _replay(ctx, captures, config_path, out, resume, overwrite, batch_bytes, com
     bar = _Progress(progress if progress is not None else (sys.stderr.isatty() and not quiet))
     try:
         pipe = Pipeline(config, out_dir=out, batch_bytes=batch_bytes, commit_every=commit_every,
-                        source=source, delivered_window_hours=delivered_window_hours)
+                        source=source,
+                        delivered_window_hours=delivered_window_hours or DEFAULT_WINDOW_HOURS)
         pipe.progress = bar
         report = pipe.run(list(captures), resume=resume, overwrite=overwrite)
     except (ConfigError, StateError, InputError) as e:

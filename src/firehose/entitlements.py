@@ -305,6 +305,8 @@ AUDIT = pa.schema([
 # barred seat's 40k rows share one ~150-byte detail): dictionary columns, one copy per value
 LABEL = pa.dictionary(pa.int32(), pa.string())
 _SNOWFLAKE_SHIFT = 22   # a snowflake id's time: its bits from 22 up (milliseconds)
+#: tweet time of deliveries kept in memory (with a spill directory) for forwarding
+DEFAULT_WINDOW_HOURS = 6.0
 _PENDING_BATCHES = 4    # batches of delivered (author, id) pairs held before they are sorted
 _RULE_IDS = pa.list_(pa.string())       # a denial's rules: the ids of the seat's that matched
 DENIALS = pa.schema([
@@ -472,19 +474,19 @@ class _Spill:
                 t = pa.ipc.open_file(pa.memory_map(path)).read_all().combine_chunks()
             except (OSError, pa.ArrowInvalid) as e:
                 raise StateError(f"{path}: a spilled delivery index cannot be read: {e}") from None
-            a, b = t.column(0).chunks, t.column(1).chunks
-            if not a:                       # an empty file (nothing was old enough)
-                got = (np.zeros(0, np.int64), np.zeros(0, np.int64), [])
-            elif pa.types.is_dictionary(b[0].type):
-                got = (a[0].to_numpy(), b[0].indices.to_numpy(), b[0].dictionary.to_pylist())
-            else:
-                got = (a[0].to_numpy(), b[0].to_numpy(), None)
+            a, b = t.column(0).chunk(0), t.column(1).chunk(0)     # (never written empty)
+            if pa.types.is_dictionary(b.type):                     # delivered: clients
+                got = (a.to_numpy(), b.indices.to_numpy(), b.dictionary.to_pylist())
+            else:                                                  # authors: tweet ids
+                got = (a.to_numpy(), b.to_numpy(), None)
             self._maps[name] = got
         return got
 
-    def check(self) -> None:
-        """Every file named is there and readable (a resumed run must not find out late)."""
-        for _, name, _, _ in self.files:
+    def restore(self, files: list[tuple[str, str, int, int]], seq: int) -> None:
+        """The files a saved state names, each checked to be there and readable (a resumed
+        run must not find out late); new files are numbered after ``seq``."""
+        self.files, self.seq, self._maps = files, seq, {}
+        for _, name, _, _ in files:
             self._columns(name)
 
     def seats(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -544,7 +546,7 @@ class Entitlements:
 
     def __init__(self, plans: PlanSet, compliance: ComplianceState | None = None,
                  source: str | None = None, *, spill_dir: str | None = None,
-                 window_hours: float = 6.0):
+                 window_hours: float = DEFAULT_WINDOW_HOURS):
         if not window_hours > 0:
             raise ValueError("window_hours must be positive")
         self.plans = plans
@@ -916,8 +918,7 @@ class Entitlements:
                   int(value[i]))
                  for i in np.flatnonzero(np.isin(kind_codes, spilled)).tolist()]
         if self._spill is not None:
-            self._spill.files, self._spill.seq, self._spill._maps = files, spill.get("seq", 0), {}
-            self._spill.check()
+            self._spill.restore(files, spill.get("seq", 0))
         elif files:
             raise StateError("the entitlement state relies on spilled delivery files "
                              f"({files[0][1]}, ...): give Entitlements the spill_dir they are in")
@@ -1053,11 +1054,8 @@ class Entitlements:
                 tids.append(tid)
                 whose.append(author)
         for author, tid in self._author_runs():
-            lo = np.searchsorted(author, users, "left")
-            hi = np.searchsorted(author, users, "right")
-            n = hi - lo
-            if n.sum():
-                at = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+            at, _ = _ranges(author, users)
+            if len(at):
                 tids.append(tid[at])
                 whose.append(author[at])
         if not tids:

@@ -46,7 +46,7 @@ from .checkpoint import CHECKPOINT_NAME, Checkpoint
 from .compliance import ComplianceState
 from .config import Config
 from .decoder import Decoder, DecodeResult
-from .entitlements import AUDIT, DENIALS, LEDGER, Entitlements, compile_plans
+from .entitlements import AUDIT, DEFAULT_WINDOW_HOURS, DENIALS, LEDGER, Entitlements, compile_plans
 from .errors import ConfigError, InputError, SinkError, StateError
 from .reader import expand_paths, iter_chunks, prefetch
 from .routing import Router
@@ -143,7 +143,7 @@ class Pipeline:
                  batch_bytes: int = DEFAULT_BATCH_BYTES, commit_every: int = DEFAULT_COMMIT_EVERY,
                  batch_rows: int = 65536, dedupe_window_hours: float = 48.0,
                  readahead: int = 2, today: _dt.date | None = None, sink_threads: int = 2,
-                 delivered_window_hours: float = 6.0):
+                 delivered_window_hours: float = DEFAULT_WINDOW_HOURS):
         if not isinstance(config, Config):
             raise TypeError("Pipeline(config): a firehose.config.Config (config.load(path))")
         source = resolve_source(config, source)
@@ -461,7 +461,7 @@ class Pipeline:
         return parts
 
     def _finish_commit(self, parts: list[PartSink], ck: Checkpoint | None,
-                       spilled: list[str] = ()) -> None:
+                       spilled=()) -> None:
         """Second half: close the parts (their buffered rows are encoded and compressed
         without the GIL, spread over the sink threads), make them durable together (one
         syncfs, not an fsync per file) with the spill files the checkpoint names (``spilled``),
@@ -810,9 +810,9 @@ def _value_counts(col) -> list[tuple[str, int]]:
                                                    vc.field("counts").to_pylist()))
 
 
-#: what a run writes at the top of its output directory
 #: the run's own state beside the checkpoint (not an output: not in the manifest)
 STATE_DIR = "state"
+#: what a run writes at the top of its output directory
 OUTPUT_NAMES = ("clients", "audit", "rejects", STATE_DIR, CHECKPOINT_NAME, MANIFEST_NAME)
 
 
