@@ -178,3 +178,54 @@ def test_delivered_memory_over_64_batches_of_new_ids(benchmark, spill, tmp_path)
                                 mean_s_per_batch=sum(times) / len(times),
                                 last_16_mean_s=sum(times[-16:]) / 16, max_s=max(times),
                                 bytes_held=held, bytes_spilled=on_disk)
+
+
+@pytest.mark.parametrize("fanout", [0, 4], ids=["unmerged", "merged_by_4"])
+def test_user_events_over_a_long_history(benchmark, fanout, tmp_path, monkeypatch):
+    """A user event (user_delete, user_protect, ...) is forwarded to the seats that got any of
+    the user's tweets, so it searches the author index of the whole history, which the spill
+    keeps in authors files (one a quarter window). 240 batches of 3 minutes (12 hours of tweet
+    time) of 250k delivered rows by 5M authors, a one-hour window: then 5000 users' events
+    are looked up (the timed part). ``unmerged``: one file per quarter hour stays (the cost
+    grows with the history); ``merged_by_4``: four files of a size class are merged into one
+    as they accumulate, so the files stay O(log n). ``spill_s`` is the time the batches spent
+    spilling and merging."""
+    import os
+
+    import numpy as np
+
+    from firehose.entitlements import _Spill
+    if fanout:
+        monkeypatch.setattr(_Spill, "fanout", fanout)
+    else:
+        monkeypatch.setattr(_Spill, "fanout", 1 << 30)
+    ent = Entitlements(compile_plans(cfg.from_dict({
+        "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
+        "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
+        "clients": {}}), today=dt.date(2026, 1, 1)), source="fh",
+        spill_dir=str(tmp_path / "spill"), window_hours=1.0)
+    t0_ms, batch_ms, rows = 1_650_000_000_000 - 1_288_834_974_657, 180_000, 250_000
+    rng = np.random.default_rng(3)
+    spent = 0.0
+    for b in range(240):
+        base = t0_ms + b * batch_ms
+        x = np.sort(rng.choice(4_000_000, rows, replace=False)).astype(np.int64)
+        tid = ((base + x * batch_ms // 4_000_000) << 22) | (x & 0x3FFFFF)
+        author = rng.integers(1, 5_000_000, rows).astype(np.int64) << 20
+        ent._pending_authors.append((author, tid))
+        t = time.perf_counter()
+        if len(ent._pending_authors) > 4:
+            ent._author_runs()
+        ent._maybe_spill(base + batch_ms // 2)
+        spent += time.perf_counter() - t
+    users = np.unique(rng.integers(1, 5_000_000, 5000).astype(np.int64) << 20)
+    found = []
+
+    def run():
+        found[:] = [len(ent._tweets_by(users)[0])]
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    files = [n for k, n, _, _ in ent._spill.files if k == "authors"]
+    on_disk = sum(os.path.getsize(os.path.join(tmp_path, "spill", n)) for n in files)
+    benchmark.extra_info.update(batches=240, rows_per_batch=rows, users=len(users),
+                                tweets_found=found[0], authors_files=len(files),
+                                spill_s=round(spent, 2), authors_bytes=on_disk)

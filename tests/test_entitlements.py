@@ -13,7 +13,7 @@ import pytest
 import firehose
 from firehose import config as cfg
 from firehose.compliance import ComplianceState
-from firehose.entitlements import DENIALS, Entitlements, compile_plans
+from firehose.entitlements import DENIALS, Entitlements, _Spill, compile_plans
 from firehose.routing import MATCHING_RULES, Router
 
 BASE = """
@@ -867,12 +867,18 @@ def _snowflake(minute, k):
     return ((1_650_000_000_000 + minute * 60_000 - 1288834974657) << 22) | k
 
 
+@pytest.mark.parametrize("merge", [False, True], ids=["unmerged", "merging"])
 @pytest.mark.parametrize("seed", range(3))
-def test_forwarding_is_exact_after_old_deliveries_move_to_the_spill(seed, tmp_path):
+def test_forwarding_is_exact_after_old_deliveries_move_to_the_spill(seed, merge, tmp_path,
+                                                                     monkeypatch):
     """A one-hour window, batches 20 minutes apart (late tweets too): what was delivered
     before the window leaves memory for files in the spill directory, and deletes and user
     events still reach exactly the seats that got the tweet, before and after a checkpoint
-    that a new Entitlements over the same directory resumes."""
+    that a new Entitlements over the same directory resumes. ``merging``: authors files are
+    merged two at a time, in batches of 8 rows (many author ranges per file); ``unmerged``:
+    never (every authors file searched)."""
+    monkeypatch.setattr(_Spill, "fanout", 2 if merge else 1000)
+    monkeypatch.setattr(_Spill, "chunk_rows", 8)
     rng = np.random.default_rng(seed)
     config = cfg.loads(BASE + org("p", ["media"]) +
                        seat("a", "p", rules='[{ id = "r", value = "alpha" }]') +
@@ -927,6 +933,15 @@ def test_forwarding_is_exact_after_old_deliveries_move_to_the_spill(seed, tmp_pa
     assert any(f.startswith("delivered-") for f in files)
     assert any(f.startswith("authors-") for f in files)
     assert not any(f.endswith(".tmp") for f in files)
+    authors = [n for kind, n, _, _ in ent._spill.files if kind == "authors"]
+    if merge:
+        # at most one file per size class (fanout 2), some merged in several batches
+        sizes = [ent._spill._author_parts(n)[3] for n in authors]
+        assert len({ent._spill._size_class(r) for r in sizes}) == len(sizes)
+        assert max(len(ent._spill._author_parts(n)[0]) for n in authors) > 1
+        assert ent._spill.retired
+    else:
+        assert len(authors) > 4 and not ent._spill.retired
     # late tweets are spilled apart: most files span about a slot (15 minutes), not hours
     spans = sorted(((hi >> 22) - (lo >> 22)) / 60_000 for kind, _, lo, hi in ent._spill.files
                    if kind == "delivered")
@@ -967,6 +982,98 @@ def test_a_state_made_without_syncing_lists_the_files_to_sync(tmp_path):
     assert ent.unsynced_files() == paths[1:]
     ent.state_to_bytes()
     assert ent.unsynced_files() == []
+
+
+def test_merged_authors_files_are_deleted_only_after_a_state_without_them(tmp_path,
+                                                                           monkeypatch):
+    """Authors files merged away stay on disk while a state made before the merge may still
+    be resumed; the next state lists them as retired, and once the caller has made it durable
+    remove_retired deletes them. A state resumed from lists them too (a crash before the
+    deletion), and files a crashed run wrote after the state it resumes from go."""
+    monkeypatch.setattr(_Spill, "fanout", 2)
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p"))
+    plans = compile_plans(config, today=dt.date(2026, 1, 1))
+    spill = tmp_path / "s"
+
+    def fresh():
+        return Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
+
+    ent, router = fresh(), Router.from_config(config)
+    sent = []
+
+    def batch(minute):
+        t = [_snowflake(minute, k) for k in range(5)]
+        sent.extend(t)
+        d = tweets(*[tw(x, uid=3 + k) for k, x in enumerate(t)])
+        ent.apply(d.tweets, router.route(d.tweets).by_client)
+
+    for minute in (0, 30, 60, 90):
+        batch(minute)
+    ent.state_to_bytes()                            # names the first authors file
+    named = {n for _, n, _, _ in ent._spill.files}
+    assert any(n.startswith("authors-") for n in named)
+    for minute in (120, 150, 180, 210, 240):
+        batch(minute)
+    assert ent._spill.retired and named & set(ent._spill.retired)
+    # the state made before the merge could still be resumed: every file it names is there
+    assert all((spill / n).exists() for n in named)
+    data = ent.state_to_bytes(sync=False)
+    retired = ent.retired_files()
+    assert sorted(os.path.basename(p) for p in retired) == sorted(ent._spill.retired)
+    # a crash here: the resumed run deletes them after its first durable state; a file
+    # written after the state it resumes from is a crashed run's, and goes
+    (spill / "authors-000999.arrow").write_bytes(b"junk")
+    (spill / ".delivered-000998.arrow.tmp").write_bytes(b"junk")
+    again = fresh()
+    again.load_state(data)
+    assert not (spill / "authors-000999.arrow").exists()
+    assert not (spill / ".delivered-000998.arrow.tmp").exists()
+    assert sorted(again._spill.retired) == sorted(ent._spill.retired)
+    again.state_to_bytes()
+    again.remove_retired(again.retired_files())
+    assert not any((spill / n).exists() for n in ent._spill.retired)
+    assert again._spill.retired == []
+    assert sorted(again.forward(_user_event(3))) == ["a"]
+    assert {n for _, n, _, _ in again._spill.files} == set(os.listdir(spill))
+    # every tweet sent is still forwarded after the deletion
+    fwd = again.forward(tweets(*[{"delete": {"status": {"id_str": str(t)}}}
+                                 for t in sent]).compliance)
+    assert sorted(fwd["a"].column("tweet_id").to_pylist()) == sorted(sent)
+
+
+def test_a_merge_of_authors_files_keeps_every_pair_once_in_author_order(tmp_path):
+    """The merge streams author ranges (cut at sampled authors) into batches: the merged
+    file holds the union of its inputs' (author, tweet id) pairs, each once, sorted, and
+    tweets_by finds every pair across batch boundaries."""
+    rng = np.random.default_rng(5)
+    sp = _Spill(str(tmp_path / "s"))
+    sp.fanout, sp.chunk_rows = 3, 50
+    want = set()
+    for k in range(3):
+        a = rng.integers(0, 40, 300) * (1 << 40)       # wide author ids, repeated authors
+        t = rng.integers(0, 1 << 50, 300)
+        if k:                                            # pairs shared with the last file
+            a[:20], t[:20] = prev
+        o = np.lexsort((t, a))
+        a, t = a[o], t[o]
+        keep = np.r_[True, (a[1:] != a[:-1]) | (t[1:] != t[:-1])]
+        a, t = a[keep], t[keep]
+        prev = (a[:20].copy(), t[:20].copy())
+        want |= set(zip(a.tolist(), t.tolist()))
+        sp.write("authors", pa.table({"author_id": a, "tweet_id": t}), t.min(), t.max())
+        sp.compact()
+    (kind, name, _, _), = sp.files
+    parts, first, last, rows = sp._author_parts(name)
+    assert len(parts) > 5 and rows == len(want)
+    a = np.concatenate([p[0] for p in parts])
+    t = np.concatenate([p[1] for p in parts])
+    assert list(zip(a.tolist(), t.tolist())) == sorted(want)
+    users = np.unique(rng.integers(0, 45, 20) * (1 << 40))
+    got = sp.tweets_by(users)
+    pairs = {(int(x), int(y)) for tid, au in got for x, y in zip(au, tid)}
+    assert pairs == {p for p in want if p[0] in set(users.tolist())}
+    assert sorted(sp.retired) == ["authors-000001.arrow", "authors-000002.arrow",
+                                  "authors-000003.arrow"]
 
 
 def test_a_state_relying_on_spilled_files_needs_them(tmp_path):

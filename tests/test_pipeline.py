@@ -300,7 +300,11 @@ def test_a_short_delivery_window_forwards_the_same_from_the_spill(capture, confi
     """Deliveries older than one second of tweet time (the capture spans seven) leave memory
     for state/delivered/: every output is the same as with everything in memory, also when
     the run crashed and resumed from a checkpoint naming spilled files; the spill is state,
-    not output (the manifest does not list it)."""
+    not output (the manifest does not list it). Authors files are merged two at a time:
+    those merged away are deleted once a checkpoint no longer names them, so at the end the
+    directory holds exactly what the last checkpoint names."""
+    from firehose.entitlements import _Spill
+    monkeypatch.setattr(_Spill, "fanout", 2)
     out = str(tmp_path / "w")
     short = dict(delivered_window_hours=1 / 3600)
     if crash_at:
@@ -311,6 +315,13 @@ def test_a_short_delivery_window_forwards_the_same_from_the_spill(capture, confi
         Pipeline(config, out_dir=out, **KW, **short).run([capture])
     spilled = os.listdir(os.path.join(out, "state", "delivered"))
     assert any(f.startswith("delivered-") for f in spilled)
+    state = pa.ipc.open_stream(Checkpoint.load(out).entitlements).read_all().to_pylist()
+    named = {r["name"] for r in state if r["kind"].startswith("spilled_")}
+    assert sorted(spilled) == sorted(named)
+    # (files the last state lists as merged away were deleted after it was written)
+    assert not {r["name"] for r in state if r["kind"] == "retired_file"} & set(spilled)
+    seqs = sorted(int(f.split("-")[1][:6]) for f in spilled if f.startswith("authors-"))
+    assert seqs and seqs[-1] > len(seqs) + 2, seqs      # merged files replaced others
     assert output_tree(out) == output_tree(run[0])
     m = json.loads(_read(os.path.join(out, MANIFEST_NAME)))
     assert not [o for o in m["outputs"] if o["path"].startswith("state/")]

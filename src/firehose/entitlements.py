@@ -32,6 +32,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -409,6 +410,10 @@ class _Arena:
         self._idle = [self._idle[i] for i in kept]
 
 
+_AUTHORS = pa.schema([("author_id", pa.int64()), ("tweet_id", pa.int64())])
+_SPILL_NAME = re.compile(r"^\.?(delivered|authors)-(\d+)\.arrow(\.tmp)?$")
+
+
 class _Spill:
     """What was delivered longer ago than the window, on disk: immutable Arrow IPC files under
     ``directory``, read through memory maps (the pages a lookup touches, not the files, are
@@ -418,7 +423,19 @@ class _Spill:
     id then client, the client dictionary-encoded; ``authors-<seq>.arrow``: (author_id,
     tweet_id) of every delivered row, sorted by author then id. Each file is written once,
     atomically and synced, before a checkpoint can name it; a checkpoint lists the files it
-    relies on with their id range (``lo``, ``hi``)."""
+    relies on with their id range (``lo``, ``hi``).
+
+    A delete is looked up only in the delivered files whose id range holds its id, but a
+    user event must search every authors file: so authors files are merged, ``fanout`` files
+    of one size class (``fanout``-fold steps of rows) into one, as they accumulate (a merge
+    streams, in batches of about ``chunk_rows`` rows in author order, each a batch of the new
+    file). The files stay ``fanout - 1`` per size class at most, O(log n) in all, and a row
+    is rewritten once per class. A merged-away file is *retired*: still named by the states
+    serialised before the merge, it is deleted only once a later state is durable (see
+    :meth:`Entitlements.retired_files`)."""
+
+    fanout = 4
+    chunk_rows = 1 << 22
 
     def __init__(self, directory: str):
         self.directory = directory
@@ -426,9 +443,12 @@ class _Spill:
         self.seq = 0
         self._maps: dict[str, tuple] = {}
         self._unsynced: list[str] = []      # written, not yet known durable
-        self._lock = threading.Lock()       # the pipeline's committer marks them synced
+        self.retired: list[str] = []        # merged away, to delete after the next checkpoint
+        self._releasable: list[str] = []    # those retired before the last state was made
+        self._lock = threading.Lock()       # the pipeline's committer marks and deletes
 
-    def write(self, kind: str, table: pa.Table, lo: int, hi: int) -> None:
+    def write(self, kind: str, table, lo: int, hi: int, schema: pa.Schema | None = None) -> None:
+        """A new file of ``kind``: ``table`` (one batch), or record batches of ``schema``."""
         self.seq += 1
         name = f"{kind}-{self.seq:06d}.arrow"
         if not os.path.isdir(self.directory):
@@ -440,10 +460,16 @@ class _Spill:
         tmp = os.path.join(self.directory, f".{name}.tmp")
         try:
             with open(tmp, "wb") as f:
-                with pa.ipc.new_file(f, table.schema) as w:
-                    w.write_table(table, max_chunksize=len(table))
+                if schema is None:
+                    with pa.ipc.new_file(f, table.schema) as w:
+                        w.write_table(table, max_chunksize=len(table))
+                else:
+                    with pa.ipc.new_file(f, schema) as w:
+                        for batch in table:
+                            w.write_batch(batch)
             os.replace(tmp, path)
         except OSError as e:
+            _unlink_quiet(tmp)
             raise SinkError(f"{path}: write failed: {e.strerror or e}") from None
         self.files.append((kind, name, int(lo), int(hi)))
         with self._lock:
@@ -466,28 +492,84 @@ class _Spill:
             sync_all(self.directory, paths)
         self.mark_synced(paths)
 
+    # ---------------------------------------------------------------- retired files
+    def snapshot(self) -> list[str]:
+        """The retired files, as a state is made that no longer names them: deletable once
+        that state is durable (:meth:`release`)."""
+        with self._lock:
+            self._releasable = list(self.retired)
+            return list(self.retired)
+
+    def releasable(self) -> list[str]:
+        with self._lock:
+            return [os.path.join(self.directory, n) for n in self._releasable]
+
+    def release(self, paths) -> None:
+        """Delete retired files (a state that does not name them is durable). One that cannot
+        be deleted stays retired: the next checkpoint tries again."""
+        gone = set()
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            gone.add(os.path.basename(path))
+        with self._lock:
+            self.retired = [n for n in self.retired if n not in gone]
+            self._releasable = [n for n in self._releasable if n not in gone]
+
+    # ---------------------------------------------------------------- reading
+    def _read(self, name: str) -> list[pa.RecordBatch]:
+        path = os.path.join(self.directory, name)
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(path))
+            return [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StateError(f"{path}: a spilled delivery index cannot be read: {e}") from None
+
     def _columns(self, name: str) -> tuple:
+        """A delivered file: (tweet ids, client codes, clients), one batch."""
         got = self._maps.get(name)
         if got is None:
-            path = os.path.join(self.directory, name)
-            try:
-                t = pa.ipc.open_file(pa.memory_map(path)).read_all().combine_chunks()
-            except (OSError, pa.ArrowInvalid) as e:
-                raise StateError(f"{path}: a spilled delivery index cannot be read: {e}") from None
-            a, b = t.column(0).chunk(0), t.column(1).chunk(0)     # (never written empty)
-            if pa.types.is_dictionary(b.type):                     # delivered: clients
-                got = (a.to_numpy(), b.indices.to_numpy(), b.dictionary.to_pylist())
-            else:                                                  # authors: tweet ids
-                got = (a.to_numpy(), b.to_numpy(), None)
-            self._maps[name] = got
+            b = pa.Table.from_batches(self._read(name)).combine_chunks()   # (never empty)
+            a, c = b.column(0).chunk(0), b.column(1).chunk(0)
+            got = self._maps[name] = (a.to_numpy(), c.indices.to_numpy(),
+                                      c.dictionary.to_pylist())
         return got
 
-    def restore(self, files: list[tuple[str, str, int, int]], seq: int) -> None:
+    def _author_parts(self, name: str) -> tuple:
+        """An authors file: ([(authors, tweet ids)] per batch, each batch's first and last
+        author, rows); a merged file has many batches, each a range of authors."""
+        got = self._maps.get(name)
+        if got is None:
+            parts = [(b.column(0).to_numpy(), b.column(1).to_numpy())
+                     for b in self._read(name) if b.num_rows]
+            first = np.array([a[0] for a, _ in parts], np.int64)
+            last = np.array([a[-1] for a, _ in parts], np.int64)
+            got = self._maps[name] = (parts, first, last, sum(len(a) for a, _ in parts))
+        return got
+
+    def restore(self, files: list[tuple[str, str, int, int]], seq: int,
+                retired: list[str] = ()) -> None:
         """The files a saved state names, each checked to be there and readable (a resumed
-        run must not find out late); new files are numbered after ``seq``."""
+        run must not find out late); new files are numbered after ``seq``. Files numbered
+        after ``seq`` are a crashed run's, written after that state: no state names them,
+        and they go."""
         self.files, self.seq, self._maps = files, seq, {}
-        for _, name, _, _ in files:
-            self._columns(name)
+        with self._lock:
+            self.retired, self._releasable, self._unsynced = list(retired), [], []
+        for kind, name, _, _ in files:
+            self._author_parts(name) if kind == "authors" else self._columns(name)
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            names = []
+        for name in names:
+            m = _SPILL_NAME.match(name)
+            if m and int(m.group(2)) > seq:
+                _unlink_quiet(os.path.join(self.directory, name))
 
     def seats(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """(client, positions in ``ids`` delivered to it) from the spilled files."""
@@ -513,12 +595,84 @@ class _Spill:
         """(tweet ids, authors) of spilled rows written by ``users`` (sorted, distinct)."""
         out = []
         for kind, name, _, _ in self.files:
-            if kind == "authors":
-                author, tid, _ = self._columns(name)
-                at, _ = _ranges(author, users)
+            if kind != "authors":
+                continue
+            parts, first, last, _ = self._author_parts(name)
+            a = np.searchsorted(users, first, "left")
+            b = np.searchsorted(users, last, "right")
+            for i in np.flatnonzero(b > a).tolist():
+                author, tid = parts[i]
+                at, _ = _ranges(author, users[a[i]:b[i]])
                 if len(at):
                     out.append((tid[at], author[at]))
         return out
+
+    # ---------------------------------------------------------------- merging
+    def _size_class(self, rows: int) -> int:
+        k = 0
+        while rows >= self.fanout:
+            rows //= self.fanout
+            k += 1
+        return k
+
+    def compact(self) -> None:
+        """Merge authors files while ``fanout`` of them share a size class (the smallest such
+        class first, its oldest files)."""
+        while True:
+            classes: dict[int, list[int]] = {}
+            for i, (kind, name, _, _) in enumerate(self.files):
+                if kind == "authors":
+                    rows = self._author_parts(name)[3]
+                    classes.setdefault(self._size_class(rows), []).append(i)
+            full = sorted(k for k, at in classes.items() if len(at) >= self.fanout)
+            if not full:
+                return
+            self._merge_authors(classes[full[0]][:self.fanout])
+
+    def _merge_authors(self, at: list[int]) -> None:
+        """The authors files at ``at`` (positions in ``files``) into one new file, streamed
+        in author ranges of about ``chunk_rows`` rows (cut at sampled authors), then the old
+        ones retired."""
+        picked = [self.files[i] for i in at]
+        parts = [p for _, name, _, _ in picked for p in self._author_parts(name)[0]]
+        total = sum(len(a) for a, _ in parts)
+        chunks = -(-total // self.chunk_rows)
+        cuts = np.zeros(0, np.int64)
+        if chunks > 1:
+            step = max(1, self.chunk_rows // 64)
+            sample = np.sort(np.concatenate([a[::step] for a, _ in parts]))
+            cuts = np.unique(sample[np.arange(1, chunks) * len(sample) // chunks])
+        bounds = [np.r_[0, np.searchsorted(a, cuts, "left"), len(a)] for a, _ in parts]
+
+        def batches():
+            for j in range(len(cuts) + 1):
+                runs = [(a[c[j]:c[j + 1]], t[c[j]:c[j + 1]])
+                        for (a, t), c in zip(parts, bounds) if c[j + 1] > c[j]]
+                while len(runs) > 1:                # pairwise: each row copied log2(k) times
+                    runs = [_merged_pairs(runs[i], runs[i + 1]) if i + 1 < len(runs)
+                            else runs[i] for i in range(0, len(runs), 2)]
+                if runs:
+                    yield pa.record_batch([pa.array(runs[0][0], pa.int64()),
+                                           pa.array(runs[0][1], pa.int64())], schema=_AUTHORS)
+
+        self.write("authors", batches(), min(f[2] for f in picked), max(f[3] for f in picked),
+                   schema=_AUTHORS)
+        names = {f[1] for f in picked}
+        self.files = [f for f in self.files if f[1] not in names]
+        for name in names:
+            self._maps.pop(name, None)
+        done = {os.path.join(self.directory, n) for n in names}
+        with self._lock:
+            # a file merged away before any state named it needs no syncing
+            self._unsynced = [p for p in self._unsynced if p not in done]
+            self.retired += sorted(names)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _ranges(run: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -815,6 +969,17 @@ class Entitlements:
         if self._spill is not None:
             self._spill.mark_synced(paths)
 
+    def retired_files(self) -> list[str]:
+        """The spill files merged away before the last :meth:`state_to_bytes`, which that
+        state no longer names (earlier states may): once the caller has made that state
+        durable, :meth:`remove_retired` deletes them. (A state also lists them, so a resumed
+        run deletes what a crash left.)"""
+        return self._spill.releasable() if self._spill is not None else []
+
+    def remove_retired(self, paths) -> None:
+        if self._spill is not None:
+            self._spill.release(paths)
+
     def state_to_bytes(self, sync: bool = True) -> bytes:
         """Batch counter, cap counters, the ids delivered per client (for forwarding
         deletes) and the author index (kind ``author``: key the author, value the tweet id;
@@ -825,13 +990,15 @@ class Entitlements:
         rows = [("day", k[0], k[1], v) for k, v in sorted(self._day_counts.items())]
         rows += [("group", k[0], k[1], v) for k, v in sorted(self._group_counts.items())]
         kinds = ["day", "group", "delivered", "delivered_user", "author", "spilled_delivered",
-                 "spilled_authors"]
+                 "spilled_authors", "retired_file"]
         if self._spill is not None:
             # the spill's files (name, lo, hi), made durable before this checkpoint names them
-            # (or, ``sync=False``, by the caller: see unsynced_files)
+            # (or, ``sync=False``, by the caller: see unsynced_files); and those merged away,
+            # to delete once this state is durable
             if sync:
                 self._spill.sync()
             rows += [("spilled_" + kind, name, lo, hi) for kind, name, lo, hi in self._spill.files]
+            rows += [("retired_file", name, 0, 0) for name in self._spill.snapshot()]
         names: dict[str, int] = {}
         kind_idx = [kinds.index(r[0]) for r in rows]
         name_idx = [names.setdefault(r[1], len(names)) for r in rows]
@@ -917,8 +1084,10 @@ class Entitlements:
         files = [(kinds[kind_codes[i]][len("spilled_"):], names[name_codes[i]], int(key[i]),
                   int(value[i]))
                  for i in np.flatnonzero(np.isin(kind_codes, spilled)).tolist()]
+        retired = [names[name_codes[i]]
+                   for i in np.flatnonzero(kind_codes == code.get("retired_file", -1)).tolist()]
         if self._spill is not None:
-            self._spill.restore(files, spill.get("seq", 0))
+            self._spill.restore(files, spill.get("seq", 0), retired)
         elif files:
             raise StateError("the entitlement state relies on spilled delivery files "
                              f"({files[0][1]}, ...): give Entitlements the spill_dir they are in")
@@ -986,6 +1155,7 @@ class Entitlements:
             self._spill.write("authors", pa.table({"author_id": pa.array(author, pa.int64()),
                                                    "tweet_id": pa.array(tid, pa.int64())}),
                               tid.min(), tid.max())
+            self._spill.compact()
 
     def _remember(self, client: str, ids: np.ndarray, checked: bool = False) -> None:
         """Keep the ids delivered to ``client`` as sorted runs of roughly doubling sizes (a

@@ -461,12 +461,13 @@ class Pipeline:
         return parts
 
     def _finish_commit(self, parts: list[PartSink], ck: Checkpoint | None,
-                       spilled=()) -> None:
+                       spilled=(), retired=()) -> None:
         """Second half: close the parts (their buffered rows are encoded and compressed
         without the GIL, spread over the sink threads), make them durable together (one
         syncfs, not an fsync per file) with the spill files the checkpoint names (``spilled``),
-        rename them into place, make the renames durable, and only then write the checkpoint.
-        Runs on the committer thread during :meth:`run`."""
+        rename them into place, make the renames durable, and only then write the checkpoint;
+        then delete the spill files merged away before its state (``retired``: no longer
+        named). Runs on the committer thread during :meth:`run`."""
         t0 = time.perf_counter()
         staged = []
         try:
@@ -498,6 +499,8 @@ class Pipeline:
                 sync_all(self.out_dir or os.path.dirname(staged[0][1][1]), [])
             if ck is not None:
                 ck.save(self.out_dir)
+                if retired:
+                    self.entitlements.remove_retired(retired)
         except BaseException:
             for p in parts:                         # the parts not closed yet: their .tmp
                 p.abort()
@@ -527,7 +530,7 @@ class Pipeline:
         self._wait_commit()
         parts = self._stage_commit()
         try:
-            ck, spilled = None, []
+            ck, spilled, retired = None, [], []
             if self.out_dir is not None:
                 idx, off, lines = position
                 # the spill files this state names are made durable with the parts, on
@@ -537,15 +540,16 @@ class Pipeline:
                                 self.compliance.to_bytes(),
                                 self.entitlements.state_to_bytes(sync=False), extra)
                 spilled = self.entitlements.unsynced_files()
+                retired = self.entitlements.retired_files()
             if self._committer is not None:
                 self._pending_commit = self._committer.submit(self._finish_commit, parts, ck,
-                                                              spilled)
+                                                              spilled, retired)
                 return self._time("commit", time.perf_counter() - t0)
         except BaseException:                   # (e.g. Ctrl-C while the state is serialised)
             for p in parts:                     # nobody else owns the detached parts
                 p.abort()
             raise
-        self._finish_commit(parts, ck, spilled)
+        self._finish_commit(parts, ck, spilled, retired)
         self._time("commit", time.perf_counter() - t0)
 
     # -------------------------------------------------------------------- replay
