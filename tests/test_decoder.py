@@ -641,3 +641,44 @@ def test_a_kept_column_does_not_keep_the_rest_of_its_batch():
     del table
     assert held - in_use() > big // 2, (held, in_use(), big)
     assert len(ids) > 0
+
+
+def test_columns_is_a_projection_pushed_into_the_core(tmp_path):
+    """``columns=``: the tweets table has just those columns, in the order asked, equal to
+    the same columns of a full decode, across batches and sources (the source_file
+    dictionary widened as without a projection); decode_file and iter_file pass it on; an
+    empty result has the projected schema."""
+    data = b"".join(tweet(i, text=f"t{i} \\u00e9") for i in range(40))
+    cols = ["source_file", "text", "author_screen_name", "line"]
+    full, proj = firehose.Decoder(batch_size=7), firehose.Decoder(batch_size=7, columns=cols)
+    outs = []
+    for dec in (full, proj):
+        parts = [dec.feed(data[:900], source="a"), dec.feed(data[900:], source="a"),
+                 dec.feed(data, source="b"), dec.finish()]
+        outs.append(firehose.DecodeResult.concat(parts))
+    assert outs[1].tweets.column_names == cols
+    assert outs[1].tweets.num_rows == 40          # (the ids of "b" repeat "a"'s: duplicates)
+    assert outs[1].tweets.equals(outs[0].tweets.select(cols))
+    assert proj.stats == full.stats
+    empty = proj.feed(b'{"delete":{"status":{"id_str":"5"}}}\n', source="c")
+    assert empty.tweets.column_names == cols and empty.tweets.num_rows == 0
+    assert empty.compliance.num_rows == 1
+    (tmp_path / "a.ndjson").write_bytes(data)
+    got = firehose.decode_file(tmp_path / "a.ndjson", columns=["text", "id"])
+    assert got.tweets.column_names == ["text", "id"] and got.tweets.num_rows == 40
+    assert all(r.tweets.column_names == ["lang"]
+               for r in firehose.iter_file(tmp_path / "a.ndjson", columns=["lang"]))
+
+
+def test_columns_must_name_tweet_columns_once():
+    with pytest.raises(ValueError, match="no tweet column 'txt'"):
+        firehose.Decoder(columns=["id", "txt"])
+    with pytest.raises(ValueError, match="named twice"):
+        firehose.Decoder(columns=["id", "text", "id"])
+    with pytest.raises(ValueError, match="at least one"):
+        firehose.Decoder(columns=[])
+    with pytest.raises(TypeError, match="list of column names"):
+        firehose.Decoder(columns="text")
+    from firehose import _core
+    with pytest.raises(ValueError, match="out of range"):
+        _core.Engine(columns=[99])

@@ -21,11 +21,12 @@ import firehose  # noqa: E402
 from firehose._reference import ReferenceDecoder  # noqa: E402
 
 try:  # noqa: E402
-    from corpus import (REJECT_KEY_COLUMNS, assert_same, corpus_file, corpus_files,
+    from corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, corpus_file, corpus_files,
                         corpus_params, decode, fuzz_input, line_sets, rel, run, split_at,
                         table_diff)
 except ImportError:  # pragma: no cover - tests/ imported as a package
-    from tests.corpus import (REJECT_KEY_COLUMNS, assert_same, corpus_file, corpus_files,
+    from tests.corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, corpus_file,
+                              corpus_files,
                               corpus_params, decode, fuzz_input, line_sets, rel, run, split_at,
                               table_diff)
 
@@ -64,6 +65,32 @@ def test_corpus_file_random_splits(path):
         if split.stats != whole.stats:
             problems.append(f"stats: split {split.stats} vs whole {whole.stats}")
         assert not problems, f"{name}, cuts {sorted(set(cuts))}:\n" + "\n".join(problems)
+
+
+#: the projection of the peer benchmark (bench/compare/peers.py)
+BENCH_COLUMNS = ["id", "created_at", "text", "lang", "author_id", "author_screen_name",
+                 "author_followers_count", "hashtags", "retweeted_status_id", "quoted_status_id"]
+
+
+@pytest.mark.parametrize("path", corpus_params())
+def test_corpus_file_projected_matches_reference(path):
+    """``Decoder(columns=...)``, a projection pushed into the core (the other columns are
+    never filled): each corpus file with one column, the benchmark's ten and seeded random
+    subsets in random order, each fed in random chunks. The tweets are the reference's
+    columns in the order asked; compliance, rejects and stats are as without a projection."""
+    name = rel(path)
+    data = path.read_bytes()
+    want = decode(ref(dedupe=True), data, name)
+    rng = random.Random("columns " + name)
+    names = firehose.schema.TWEETS.names
+    for cols in [["id"], ["text"], ["source_file", "line"], BENCH_COLUMNS,
+                 rng.sample(names, rng.randrange(1, len(names))),
+                 rng.sample(names, rng.randrange(1, len(names)))]:
+        chunks = split_at(data, [rng.randrange(len(data) + 1) for _ in range(rng.randrange(4))])
+        got = decode(fast(dedupe=True, columns=cols), data, name, chunks)
+        assert got.tweets.column_names == cols
+        assert_same(got, Decoded(want.tweets.select(cols), want.compliance, want.rejects,
+                                 want.stats), f"{name}, columns {cols}")
 
 
 def test_whole_corpus_through_one_decoder():

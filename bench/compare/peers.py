@@ -53,15 +53,18 @@ def rss_bytes() -> int:
 # Each setup_<peer>() does the imports and returns (version, run); run(path) returns the
 # decoded output, kept alive until the timing stops (what a caller would hold).
 
-def setup_firehose():
+def setup_firehose(project=True):
     import inspect
     import firehose
     # one thread: no read-ahead thread (iter_file reads ahead in a thread by default)
     kw = {"readahead": 0} if "readahead" in inspect.signature(firehose.iter_file).parameters else {}
+    if project:
+        kw["columns"] = list(FH_COLS)       # the projection, pushed into the core
 
     def run(path):
         """Streaming, one thread: each chunk's tables are dropped once counted (a consumer
-        writing them to a sink). Decodes all 34 columns; the projection is a free select."""
+        writing them to a sink). ``firehose``: builds the projection's columns only, as
+        the peers do; ``firehose-37``: all columns, then a (free) select."""
         rows = 0
         for res in firehose.iter_file(path, **kw):
             rows += res.tweets.select(list(FH_COLS)).num_rows
@@ -69,11 +72,15 @@ def setup_firehose():
     return firehose.__version__, run
 
 
+def setup_firehose_37():
+    return setup_firehose(project=False)
+
+
 def setup_firehose_2t():
     import firehose
 
     def part(path, start, end, out, i):
-        dec = firehose.Decoder()
+        dec = firehose.Decoder(columns=list(FH_COLS))
         rows = 0
         with open(path, "rb", buffering=0) as f:
             f.seek(start)
@@ -110,7 +117,7 @@ def setup_firehose_all():
     import firehose
 
     def run(path):
-        """decode_file: every chunk's tables kept and concatenated (all 34 columns)."""
+        """decode_file: every chunk's tables kept and concatenated (all 37 columns)."""
         return firehose.decode_file(path).tweets.select(list(FH_COLS))
     return firehose.__version__, run
 
@@ -344,6 +351,7 @@ def setup_msgspec():
 
 PEERS = {
     "firehose": setup_firehose,
+    "firehose-37": setup_firehose_37,
     "firehose-2t": setup_firehose_2t,
     "firehose-all": setup_firehose_all,
     "duckdb": setup_duckdb,
@@ -401,9 +409,11 @@ class Checksum:
 def checksum_of(peer, out, path):
     ck = Checksum()
     if peer.startswith("firehose"):
-        # firehose dedupes (the others do not): checksum a dedupe=False pass, streaming
+        # firehose dedupes (the others do not): checksum a dedupe=False pass, streaming,
+        # with the peer's projection pushed down where it has one
         import firehose
-        dec = firehose.Decoder(dedupe=False)
+        projected = peer in ("firehose", "firehose-2t")
+        dec = firehose.Decoder(dedupe=False, columns=list(FH_COLS) if projected else None)
         for res in firehose.iter_file(path, decoder=dec):
             ck.add_arrow(res.tweets.select(list(FH_COLS)).rename_columns(list(PROJ)))
         ck.v["rows"] = None            # firehose emits tweets only

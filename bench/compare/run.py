@@ -29,12 +29,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import _inputs  # noqa: E402
 
-PEERS = ["firehose", "firehose-2t", "firehose-all", "duckdb", "pyarrow", "polars", "msgspec",
+PEERS = ["firehose", "firehose-37", "firehose-2t", "firehose-all", "duckdb", "pyarrow", "polars", "msgspec",
          "orjson", "json"]
 LABELS = {
-    "firehose": "firehose iter_file, 1 thread (streaming, readahead=0)",
-    "firehose-2t": "firehose, 2 threads (2 Decoders, file halves)",
-    "firehose-all": "firehose decode_file (keeps all 34 columns; default read-ahead thread)",
+    "firehose": "firehose iter_file, 1 thread (streaming, readahead=0, columns= the projection)",
+    "firehose-37": "firehose iter_file, 1 thread, all 37 columns built (no projection pushed down)",
+    "firehose-2t": "firehose, 2 threads (2 Decoders, file halves, columns= the projection)",
+    "firehose-all": "firehose decode_file (keeps all 37 columns; default read-ahead thread)",
     "duckdb": "DuckDB read_json, threads=1",
     "pyarrow": "pyarrow.json.read_json, 1 thread",
     "polars": "polars read_ndjson, POLARS_MAX_THREADS=1",

@@ -132,6 +132,7 @@ cdef struct State:
     HotLeaf hot[DEDUPE_HOT]   # the leaves of the last few ids found or added by the slow path
     int nexthot               # the entry to replace next (round robin)
     Bucket* hot_bucket    # the bucket of the last such id
+    uint64_t want         # bit i: tweet column i is built and exported (see W())
     # limits
     Py_ssize_t max_line_bytes
     Py_ssize_t batch_size
@@ -147,3 +148,4 @@ cdef struct State:
 
 cdef class Engine:
     cdef State st
+    cdef object _which    # the tweet columns exported (None: all)

@@ -42,7 +42,8 @@ class Engine:
     batch_size: int
     line_no: int
     def __init__(self, batch_size: int = ..., max_line_bytes: int = ..., max_depth: int = ...,
-                 dedupe: bool = ..., window_ms: int = ...) -> None: ...
+                 dedupe: bool = ..., window_ms: int = ...,
+                 columns: list[int] | None = ...) -> None: ...
     def decode(self, buf: bytes, start: int, end: int, base_offset: int, source_code: int,
                final: bool) -> tuple[int, list[tuple[int, int, bytes, str, str | None, int]]]: ...
     @property

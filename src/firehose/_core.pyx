@@ -227,7 +227,8 @@ cdef class Engine:
     """The decoder state: column builders, the tape, the dedupe tables and the counters."""
 
     def __cinit__(self, Py_ssize_t batch_size=65536, Py_ssize_t max_line_bytes=16 << 20,
-                  int max_depth=64, bint dedupe=True, int64_t window_ms=48 * 3600 * 1000):
+                  int max_depth=64, bint dedupe=True, int64_t window_ms=48 * 3600 * 1000,
+                  columns=None):
         cdef int i
         memset(&self.st, 0, sizeof(State))
         if batch_size < 1:
@@ -240,6 +241,16 @@ cdef class Engine:
             raise ValueError("max_depth must be in [1, 4096]")
         if window_ms < 4:
             raise ValueError("the dedupe window must be at least 4 ms")
+        # the tweet columns built and exported (indices into schema.TWEETS; default all): the
+        # others are not filled at all (the id always is: it counts the rows)
+        self._which = None if columns is None else sorted(set(int(i) for i in columns))
+        self.st.want = ~(<uint64_t>0)
+        if self._which is not None:
+            if any(i < 0 or i >= T_NCOLS for i in self._which):
+                raise ValueError("columns: a tweet column index out of range")
+            self.st.want = 1
+            for i in self._which:
+                self.st.want |= (<uint64_t>1) << i
         self.st.batch_size = batch_size
         self.st.max_line_bytes = max_line_bytes
         self.st.tape.max_depth = max_depth
@@ -331,7 +342,7 @@ cdef class Engine:
         dicts = [_DIALECT_DICT if i == T_DIALECT else srcdict for i in range(T_NCOLS)]
         if self.st.ccols[0].n == 0:
             self.st.bytes_since_flush = 0
-        return batch_export(self.st.cols, T_NCOLS, _schema.TWEETS, dicts)
+        return batch_export(self.st.cols, T_NCOLS, _schema.TWEETS, dicts, self._which)
 
     def take_compliance(self, sources):
         srcdict = sources if isinstance(sources, pa.Array) else pa.array(sources, pa.string())

@@ -424,20 +424,24 @@ cdef void cols_reset(Col* cols, int ncols) noexcept:
         col_init(&cols[i], kind)
 
 
-cdef object batch_export(Col* cols, int ncols, object schema, object dicts):
+cdef object batch_export(Col* cols, int ncols, object schema, object dicts, object which=None):
     """The columns as one pyarrow RecordBatch of ``schema`` (dicts[i]: column i's dictionary
     or None), through the C data interface, one import per column; the builders are reset.
+    ``which``: the indices of the columns to export, ascending (default all; the batch's
+    schema is then those fields of ``schema``); the others are emptied. Column 0 counts the
+    rows.
 
     A column per import, not the batch as one struct: pyarrow keeps an imported struct alive
     as a unit, so a kept column (a projection, the ids) would hold every column's memory.
     What pyarrow's constructors checked is checked here first: equal lengths, dictionary
     indices within their dictionary (a ValueError; the batch is dropped)."""
     cdef ArrowArray arr
-    cdef int i
+    cdef int i, k
     cdef Py_ssize_t n = cols[0].n, j, top
     cdef const int32_t* idx
     cdef int32_t bad
-    for i in range(ncols):
+    cols_idx = list(range(ncols)) if which is None else list(which)
+    for i in cols_idx:
         if cols[i].n != n:
             cols_reset(cols, ncols)
             raise ValueError("firehose core: columns of unequal length in a batch")
@@ -450,17 +454,22 @@ cdef object batch_export(Col* cols, int ncols, object schema, object dicts):
                     cols_reset(cols, ncols)
                     raise ValueError(f"firehose core: dictionary index {bad} out of range "
                                      f"for {schema.field(i).name} ({top} values)")
+    fields = [schema.field(i) for i in cols_idx]
     arrays = []
-    i = 0
+    k = 0
+    memset(&arr, 0, sizeof(arr))
     try:
-        while i < ncols:
+        while k < len(cols_idx):
+            i = cols_idx[k]
             memset(&arr, 0, sizeof(arr))
             col_export_c(&cols[i], &arr, dicts[i])
-            arrays.append(pa.Array._import_from_c(<uintptr_t>&arr, schema.field(i).type))
-            i += 1
+            arrays.append(pa.Array._import_from_c(<uintptr_t>&arr, fields[k].type))
+            k += 1
     finally:
         if arr.release != NULL:
             fh_xrelease(&arr)
-        if i < ncols:
-            cols_reset(cols, ncols)
+        if k < len(cols_idx) or which is not None:
+            cols_reset(cols, ncols)         # (the rest of a failed batch; the unexported)
+    if which is not None:
+        schema = pa.schema(fields, metadata=schema.metadata)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -202,6 +202,12 @@ cdef int64_t id_after_slash(Tape* t, uint32_t v, Buf* tmp) except -2 nogil:
 
 # ---------------------------------------------------------------- column writers
 
+cdef inline bint W(State* st, int col) noexcept nogil:
+    """Is tweet column ``col`` wanted (built and exported)? The projection of a Decoder made
+    with ``columns=``; the id is always built (it counts the batch's rows)."""
+    return (st.want >> col) & 1
+
+
 cdef inline int w_str(State* st, Col* c, uint32_t v) except -1 nogil:
     cdef Node* nd
     if v == NONE or st.tape.nodes[v].type != J_STR:
@@ -364,11 +370,13 @@ cdef inline bint two_numbers(Tape* t, uint32_t arr, double* a, double* b) noexce
     return get_num(t, e1, a) and get_num(t, e2, b)
 
 
-cdef int w_provenance(State* st, Col* cols, int first, int dialect) except -1 nogil:
-    col_code(&cols[first], dialect)
-    col_code(&cols[first + 1], st.source_code)
-    col_i64(&cols[first + 2], st.line_no)
-    col_i64(&cols[first + 3], st.line_off)
+cdef int w_provenance(State* st, Col* cols, int first, int dialect, uint64_t want) except -1 nogil:
+    """The dialect, source file, line and byte offset columns from ``first`` on (those whose
+    bit is set in ``want``)."""
+    if (want >> first) & 1: col_code(&cols[first], dialect)
+    if (want >> (first + 1)) & 1: col_code(&cols[first + 1], st.source_code)
+    if (want >> (first + 2)) & 1: col_i64(&cols[first + 2], st.line_no)
+    if (want >> (first + 3)) & 1: col_i64(&cols[first + 3], st.line_off)
     return 0
 
 
@@ -398,43 +406,43 @@ cdef int emit_v1(State* st, Msg* m) except -1 nogil:
     if not dedupe_admit(st, m.id):
         return 0
     col_i64(&c[T_ID], m.id)
-    w_time(st, &c[T_CREATED], get(t, T, KY_created_at, tmp))
-    w_str(st, &c[T_TEXT], v1_text(t, T, tmp))
-    w_str(st, &c[T_LANG], get(t, T, KY_lang, tmp))
-    w_app(st, &c[T_SOURCE], get(t, T, KY_source, tmp))
+    if W(st, T_CREATED): w_time(st, &c[T_CREATED], get(t, T, KY_created_at, tmp))
+    if W(st, T_TEXT): w_str(st, &c[T_TEXT], v1_text(t, T, tmp))
+    if W(st, T_LANG): w_str(st, &c[T_LANG], get(t, T, KY_lang, tmp))
+    if W(st, T_SOURCE): w_app(st, &c[T_SOURCE], get(t, T, KY_source, tmp))
     U = obj_or_none(t, get(t, T, KY_user, tmp))
-    col_i64_or_null(&c[T_AUTHOR_ID], pref_id(t, U, KY_id_str, KY_id, tmp))
-    w_str(st, &c[T_A_SN], get(t, U, KY_screen_name, tmp))
-    w_str(st, &c[T_A_NAME], get(t, U, KY_name, tmp))
-    w_str(st, &c[T_A_DESC], get(t, U, KY_description, tmp))
-    w_str(st, &c[T_A_LOC], get(t, U, KY_location, tmp))
-    w_int(st, &c[T_A_FOL], get(t, U, KY_followers_count, tmp))
-    w_bool(st, &c[T_A_VER], get(t, U, KY_verified, tmp))
-    col_i64_or_null(&c[T_IRT_S], pref_id(t, T, KY_in_reply_to_status_id_str, KY_in_reply_to_status_id, tmp))
-    col_i64_or_null(&c[T_IRT_U], pref_id(t, T, KY_in_reply_to_user_id_str, KY_in_reply_to_user_id, tmp))
-    w_str(st, &c[T_IRT_SN], get(t, T, KY_in_reply_to_screen_name, tmp))
+    if W(st, T_AUTHOR_ID): col_i64_or_null(&c[T_AUTHOR_ID], pref_id(t, U, KY_id_str, KY_id, tmp))
+    if W(st, T_A_SN): w_str(st, &c[T_A_SN], get(t, U, KY_screen_name, tmp))
+    if W(st, T_A_NAME): w_str(st, &c[T_A_NAME], get(t, U, KY_name, tmp))
+    if W(st, T_A_DESC): w_str(st, &c[T_A_DESC], get(t, U, KY_description, tmp))
+    if W(st, T_A_LOC): w_str(st, &c[T_A_LOC], get(t, U, KY_location, tmp))
+    if W(st, T_A_FOL): w_int(st, &c[T_A_FOL], get(t, U, KY_followers_count, tmp))
+    if W(st, T_A_VER): w_bool(st, &c[T_A_VER], get(t, U, KY_verified, tmp))
+    if W(st, T_IRT_S): col_i64_or_null(&c[T_IRT_S], pref_id(t, T, KY_in_reply_to_status_id_str, KY_in_reply_to_status_id, tmp))
+    if W(st, T_IRT_U): col_i64_or_null(&c[T_IRT_U], pref_id(t, T, KY_in_reply_to_user_id_str, KY_in_reply_to_user_id, tmp))
+    if W(st, T_IRT_SN): w_str(st, &c[T_IRT_SN], get(t, T, KY_in_reply_to_screen_name, tmp))
     R = obj_or_none(t, get(t, T, KY_retweeted_status, tmp))
-    col_i64_or_null(&c[T_RT_S], pref_id(t, R, KY_id_str, KY_id, tmp))
+    if W(st, T_RT_S): col_i64_or_null(&c[T_RT_S], pref_id(t, R, KY_id_str, KY_id, tmp))
     v = obj_or_none(t, get(t, R, KY_user, tmp))
-    col_i64_or_null(&c[T_RT_U], pref_id(t, v, KY_id_str, KY_id, tmp))
-    w_str(st, &c[T_RT_SN], get(t, v, KY_screen_name, tmp))
-    w_str(st, &c[T_RT_TEXT], v1_text(t, R, tmp))
+    if W(st, T_RT_U): col_i64_or_null(&c[T_RT_U], pref_id(t, v, KY_id_str, KY_id, tmp))
+    if W(st, T_RT_SN): w_str(st, &c[T_RT_SN], get(t, v, KY_screen_name, tmp))
+    if W(st, T_RT_TEXT): w_str(st, &c[T_RT_TEXT], v1_text(t, R, tmp))
     Q = obj_or_none(t, get(t, T, KY_quoted_status, tmp))
     if Q == NONE:
         Q = obj_or_none(t, get(t, R, KY_quoted_status, tmp))
     q = pref_id(t, T, KY_quoted_status_id_str, KY_quoted_status_id, tmp)
     if q < 0:
         q = pref_id(t, Q, KY_id_str, KY_id, tmp)
-    col_i64_or_null(&c[T_Q_S], q)
-    col_i64_or_null(&c[T_Q_U], pref_id(t, obj_or_none(t, get(t, Q, KY_user, tmp)), KY_id_str, KY_id, tmp))
-    w_str(st, &c[T_Q_TEXT], v1_text(t, Q, tmp))
+    if W(st, T_Q_S): col_i64_or_null(&c[T_Q_S], q)
+    if W(st, T_Q_U): col_i64_or_null(&c[T_Q_U], pref_id(t, obj_or_none(t, get(t, Q, KY_user, tmp)), KY_id_str, KY_id, tmp))
+    if W(st, T_Q_TEXT): w_str(st, &c[T_Q_TEXT], v1_text(t, Q, tmp))
     et = obj_or_none(t, get(t, T, KY_extended_tweet, tmp))
     E = get(t, et, KY_entities, tmp) if et != NONE else get(t, T, KY_entities, tmp)
-    w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_text, 0)
-    w_strlist(st, &c[T_MENT], get(t, E, KY_user_mentions, tmp), KY_screen_name, 0)
-    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_user_mentions, tmp), 0)
-    w_strlist(st, &c[T_CASH], get(t, E, KY_symbols, tmp), KY_text, 0)
-    w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
+    if W(st, T_HASH): w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_text, 0)
+    if W(st, T_MENT): w_strlist(st, &c[T_MENT], get(t, E, KY_user_mentions, tmp), KY_screen_name, 0)
+    if W(st, T_MENT_IDS): w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_user_mentions, tmp), 0)
+    if W(st, T_CASH): w_strlist(st, &c[T_CASH], get(t, E, KY_symbols, tmp), KY_text, 0)
+    if W(st, T_URLS): w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
     if et != NONE:
         X = obj_or_none(t, get(t, et, KY_extended_entities, tmp))
         if X == NONE:
@@ -443,19 +451,21 @@ cdef int emit_v1(State* st, Msg* m) except -1 nogil:
         X = obj_or_none(t, get(t, T, KY_extended_entities, tmp))
         if X == NONE:
             X = get(t, T, KY_entities, tmp)
-    w_strlist(st, &c[T_MEDIA], get(t, X, KY_media, tmp), KY_type, 0)
-    if two_numbers(t, get2(t, T, KY_coordinates, KY_coordinates, tmp), &a, &b):
+    if W(st, T_MEDIA): w_strlist(st, &c[T_MEDIA], get(t, X, KY_media, tmp), KY_type, 0)
+    if not W(st, T_COORD):
+        pass
+    elif two_numbers(t, get2(t, T, KY_coordinates, KY_coordinates, tmp), &a, &b):
         col_coord(&c[T_COORD], a, b)
     elif two_numbers(t, get2(t, T, KY_geo, KY_coordinates, tmp), &a, &b):
         col_coord(&c[T_COORD], b, a)
     else:
         col_null(&c[T_COORD])
     v = get(t, T, KY_place, tmp)
-    w_str(st, &c[T_PLACE_ID], get(t, v, KY_id, tmp))
-    w_str(st, &c[T_PLACE_CC], get(t, v, KY_country_code, tmp))
-    w_strlist(st, &c[T_WITHHELD], get(t, T, KY_withheld_in_countries, tmp), KY_NONE, 1)
-    w_rules(st, &c[T_RULES], get(t, T, KY_matching_rules, tmp))
-    w_provenance(st, c, T_DIALECT, D_V1)
+    if W(st, T_PLACE_ID): w_str(st, &c[T_PLACE_ID], get(t, v, KY_id, tmp))
+    if W(st, T_PLACE_CC): w_str(st, &c[T_PLACE_CC], get(t, v, KY_country_code, tmp))
+    if W(st, T_WITHHELD): w_strlist(st, &c[T_WITHHELD], get(t, T, KY_withheld_in_countries, tmp), KY_NONE, 1)
+    if W(st, T_RULES): w_rules(st, &c[T_RULES], get(t, T, KY_matching_rules, tmp))
+    w_provenance(st, c, T_DIALECT, D_V1, st.want)
     st.n_tweets += 1
     return 0
 
@@ -555,69 +565,72 @@ cdef int emit_v2(State* st, Msg* m) except -1 nogil:
     if not dedupe_admit(st, m.id):
         return 0
     col_i64(&c[T_ID], m.id)
-    w_time(st, &c[T_CREATED], get(t, D, KY_created_at, tmp))
-    w_str(st, &c[T_TEXT], v2_text(t, D, tmp))
-    w_str(st, &c[T_LANG], get(t, D, KY_lang, tmp))
-    w_app(st, &c[T_SOURCE], get(t, D, KY_source, tmp))
+    if W(st, T_CREATED): w_time(st, &c[T_CREATED], get(t, D, KY_created_at, tmp))
+    if W(st, T_TEXT): w_str(st, &c[T_TEXT], v2_text(t, D, tmp))
+    if W(st, T_LANG): w_str(st, &c[T_LANG], get(t, D, KY_lang, tmp))
+    if W(st, T_SOURCE): w_app(st, &c[T_SOURCE], get(t, D, KY_source, tmp))
     author = get_id(t, get(t, D, KY_author_id, tmp), tmp)
-    col_i64_or_null(&c[T_AUTHOR_ID], author)
+    if W(st, T_AUTHOR_ID): col_i64_or_null(&c[T_AUTHOR_ID], author)
     U = find_id(st, L_USER, author)
     if U == NONE:
         U = obj_or_none(t, get(t, D, KY_author, tmp))
-    w_str(st, &c[T_A_SN], get(t, U, KY_username, tmp))
-    w_str(st, &c[T_A_NAME], get(t, U, KY_name, tmp))
-    w_str(st, &c[T_A_DESC], get(t, U, KY_description, tmp))
-    w_str(st, &c[T_A_LOC], get(t, U, KY_location, tmp))
-    w_int(st, &c[T_A_FOL], get2(t, U, KY_public_metrics, KY_followers_count, tmp))
-    w_bool(st, &c[T_A_VER], get(t, U, KY_verified, tmp))
+    if W(st, T_A_SN): w_str(st, &c[T_A_SN], get(t, U, KY_username, tmp))
+    if W(st, T_A_NAME): w_str(st, &c[T_A_NAME], get(t, U, KY_name, tmp))
+    if W(st, T_A_DESC): w_str(st, &c[T_A_DESC], get(t, U, KY_description, tmp))
+    if W(st, T_A_LOC): w_str(st, &c[T_A_LOC], get(t, U, KY_location, tmp))
+    if W(st, T_A_FOL): w_int(st, &c[T_A_FOL], get2(t, U, KY_public_metrics, KY_followers_count, tmp))
+    if W(st, T_A_VER): w_bool(st, &c[T_A_VER], get(t, U, KY_verified, tmp))
     v2_ref(st, D, "replied_to", &rid)
-    col_i64_or_null(&c[T_IRT_S], rid)
+    if W(st, T_IRT_S): col_i64_or_null(&c[T_IRT_S], rid)
     author = get_id(t, get(t, D, KY_in_reply_to_user_id, tmp), tmp)
-    col_i64_or_null(&c[T_IRT_U], author)
-    w_str(st, &c[T_IRT_SN], get(t, find_id(st, L_USER, author), KY_username, tmp))
+    if W(st, T_IRT_U): col_i64_or_null(&c[T_IRT_U], author)
+    if W(st, T_IRT_SN): w_str(st, &c[T_IRT_SN], get(t, find_id(st, L_USER, author), KY_username, tmp))
     obj = v2_ref(st, D, "retweeted", &rid)
-    col_i64_or_null(&c[T_RT_S], rid)
+    if W(st, T_RT_S): col_i64_or_null(&c[T_RT_S], rid)
     author = get_id(t, get(t, obj, KY_author_id, tmp), tmp)
-    col_i64_or_null(&c[T_RT_U], author)
+    if W(st, T_RT_U): col_i64_or_null(&c[T_RT_U], author)
     U = find_id(st, L_USER, author)
     if U == NONE:
         U = obj_or_none(t, get(t, obj, KY_author, tmp))
-    w_str(st, &c[T_RT_SN], get(t, U, KY_username, tmp))
-    w_str(st, &c[T_RT_TEXT], v2_text(t, obj, tmp))
+    if W(st, T_RT_SN): w_str(st, &c[T_RT_SN], get(t, U, KY_username, tmp))
+    if W(st, T_RT_TEXT): w_str(st, &c[T_RT_TEXT], v2_text(t, obj, tmp))
     obj = v2_ref(st, D, "quoted", &rid)
-    col_i64_or_null(&c[T_Q_S], rid)
-    col_i64_or_null(&c[T_Q_U], get_id(t, get(t, obj, KY_author_id, tmp), tmp))
-    w_str(st, &c[T_Q_TEXT], v2_text(t, obj, tmp))
+    if W(st, T_Q_S): col_i64_or_null(&c[T_Q_S], rid)
+    if W(st, T_Q_U): col_i64_or_null(&c[T_Q_U], get_id(t, get(t, obj, KY_author_id, tmp), tmp))
+    if W(st, T_Q_TEXT): w_str(st, &c[T_Q_TEXT], v2_text(t, obj, tmp))
     nt = obj_or_none(t, get(t, D, KY_note_tweet, tmp))
     E = get(t, nt, KY_entities, tmp)
     if E == NONE:
         E = get(t, D, KY_entities, tmp)
-    w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_tag, 0)
-    w_strlist(st, &c[T_MENT], get(t, E, KY_mentions, tmp), KY_username, 0)
-    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_mentions, tmp), 1)
-    w_strlist(st, &c[T_CASH], get(t, E, KY_cashtags, tmp), KY_tag, 0)
-    w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
-    arr = get2(t, D, KY_attachments, KY_media_keys, tmp)
-    el = arr_first(t, arr)
-    while el != NONE:
-        v = find_key(st, L_MEDIA, el)
-        v = get(t, v, KY_type, tmp)
-        if is_type(t, v, J_STR):
-            unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c[T_MEDIA].data, t.n)
-            col_item_close(&c[T_MEDIA])
-        el = arr_next(t, arr, el)
-    col_list_close(&c[T_MEDIA])
+    if W(st, T_HASH): w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_tag, 0)
+    if W(st, T_MENT): w_strlist(st, &c[T_MENT], get(t, E, KY_mentions, tmp), KY_username, 0)
+    if W(st, T_MENT_IDS): w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_mentions, tmp), 1)
+    if W(st, T_CASH): w_strlist(st, &c[T_CASH], get(t, E, KY_cashtags, tmp), KY_tag, 0)
+    if W(st, T_URLS): w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
+    if W(st, T_MEDIA):
+        arr = get2(t, D, KY_attachments, KY_media_keys, tmp)
+        el = arr_first(t, arr)
+        while el != NONE:
+            v = find_key(st, L_MEDIA, el)
+            v = get(t, v, KY_type, tmp)
+            if is_type(t, v, J_STR):
+                unescape(t.s, t.nodes[v].start, t.nodes[v].end, &c[T_MEDIA].data, t.n)
+                col_item_close(&c[T_MEDIA])
+            el = arr_next(t, arr, el)
+        col_list_close(&c[T_MEDIA])
     v = obj_or_none(t, get(t, D, KY_geo, tmp))
-    if two_numbers(t, get2(t, v, KY_coordinates, KY_coordinates, tmp), &a, &b):
+    if not W(st, T_COORD):
+        pass
+    elif two_numbers(t, get2(t, v, KY_coordinates, KY_coordinates, tmp), &a, &b):
         col_coord(&c[T_COORD], a, b)
     else:
         col_null(&c[T_COORD])
     pid = get(t, v, KY_place_id, tmp)
-    w_str(st, &c[T_PLACE_ID], pid)
-    w_str(st, &c[T_PLACE_CC], get(t, find_key(st, L_PLACE, pid), KY_country_code, tmp))
-    w_strlist(st, &c[T_WITHHELD], get2(t, D, KY_withheld, KY_country_codes, tmp), KY_NONE, 1)
-    w_rules(st, &c[T_RULES], get(t, m.env if m.env != NONE else D, KY_matching_rules, tmp))
-    w_provenance(st, c, T_DIALECT, D_V2)
+    if W(st, T_PLACE_ID): w_str(st, &c[T_PLACE_ID], pid)
+    if W(st, T_PLACE_CC): w_str(st, &c[T_PLACE_CC], get(t, find_key(st, L_PLACE, pid), KY_country_code, tmp))
+    if W(st, T_WITHHELD): w_strlist(st, &c[T_WITHHELD], get2(t, D, KY_withheld, KY_country_codes, tmp), KY_NONE, 1)
+    if W(st, T_RULES): w_rules(st, &c[T_RULES], get(t, m.env if m.env != NONE else D, KY_matching_rules, tmp))
+    w_provenance(st, c, T_DIALECT, D_V2, st.want)
     st.n_tweets += 1
     return 0
 
@@ -644,53 +657,57 @@ cdef int emit_act(State* st, Msg* m) except -1 nogil:
     if not dedupe_admit(st, m.id):
         return 0
     col_i64(&c[T_ID], m.id)
-    w_time(st, &c[T_CREATED], get(t, A, KY_postedTime, tmp))
-    w_str(st, &c[T_TEXT], act_body(t, A, tmp))
-    w_str(st, &c[T_LANG], get(t, A, KY_twitter_lang, tmp))
-    w_str(st, &c[T_SOURCE], get2(t, A, KY_generator, KY_displayName, tmp))
+    if W(st, T_CREATED): w_time(st, &c[T_CREATED], get(t, A, KY_postedTime, tmp))
+    if W(st, T_TEXT): w_str(st, &c[T_TEXT], act_body(t, A, tmp))
+    if W(st, T_LANG): w_str(st, &c[T_LANG], get(t, A, KY_twitter_lang, tmp))
+    if W(st, T_SOURCE): w_str(st, &c[T_SOURCE], get2(t, A, KY_generator, KY_displayName, tmp))
     act = obj_or_none(t, get(t, A, KY_actor, tmp))
-    col_i64_or_null(&c[T_AUTHOR_ID], gnip_id(t, get(t, act, KY_id, tmp), tmp))
-    w_str(st, &c[T_A_SN], get(t, act, KY_preferredUsername, tmp))
-    w_str(st, &c[T_A_NAME], get(t, act, KY_displayName, tmp))
-    w_str(st, &c[T_A_DESC], get(t, act, KY_summary, tmp))
-    w_str(st, &c[T_A_LOC], get2(t, act, KY_location, KY_displayName, tmp))
-    w_int(st, &c[T_A_FOL], get(t, act, KY_followersCount, tmp))
-    w_bool(st, &c[T_A_VER], get(t, act, KY_verified, tmp))
-    col_i64_or_null(&c[T_IRT_S], id_after_slash(t, get2(t, A, KY_inReplyTo, KY_link, tmp), tmp))
-    col_null(&c[T_IRT_U])
-    col_null(&c[T_IRT_SN])
+    if W(st, T_AUTHOR_ID): col_i64_or_null(&c[T_AUTHOR_ID], gnip_id(t, get(t, act, KY_id, tmp), tmp))
+    if W(st, T_A_SN): w_str(st, &c[T_A_SN], get(t, act, KY_preferredUsername, tmp))
+    if W(st, T_A_NAME): w_str(st, &c[T_A_NAME], get(t, act, KY_displayName, tmp))
+    if W(st, T_A_DESC): w_str(st, &c[T_A_DESC], get(t, act, KY_summary, tmp))
+    if W(st, T_A_LOC): w_str(st, &c[T_A_LOC], get2(t, act, KY_location, KY_displayName, tmp))
+    if W(st, T_A_FOL): w_int(st, &c[T_A_FOL], get(t, act, KY_followersCount, tmp))
+    if W(st, T_A_VER): w_bool(st, &c[T_A_VER], get(t, act, KY_verified, tmp))
+    if W(st, T_IRT_S): col_i64_or_null(&c[T_IRT_S], id_after_slash(t, get2(t, A, KY_inReplyTo, KY_link, tmp), tmp))
+    if W(st, T_IRT_U): col_null(&c[T_IRT_U])
+    if W(st, T_IRT_SN): col_null(&c[T_IRT_SN])
     share = str_is(t, get(t, A, KY_verb, tmp), "share", tmp)
     O = obj_or_none(t, get(t, A, KY_object, tmp)) if share else NONE
-    col_i64_or_null(&c[T_RT_S], gnip_id(t, get(t, O, KY_id, tmp), tmp))
+    if W(st, T_RT_S): col_i64_or_null(&c[T_RT_S], gnip_id(t, get(t, O, KY_id, tmp), tmp))
     v = obj_or_none(t, get(t, O, KY_actor, tmp))
-    col_i64_or_null(&c[T_RT_U], gnip_id(t, get(t, v, KY_id, tmp), tmp))
-    w_str(st, &c[T_RT_SN], get(t, v, KY_preferredUsername, tmp))
-    w_str(st, &c[T_RT_TEXT], act_body(t, O, tmp))
+    if W(st, T_RT_U): col_i64_or_null(&c[T_RT_U], gnip_id(t, get(t, v, KY_id, tmp), tmp))
+    if W(st, T_RT_SN): w_str(st, &c[T_RT_SN], get(t, v, KY_preferredUsername, tmp))
+    if W(st, T_RT_TEXT): w_str(st, &c[T_RT_TEXT], act_body(t, O, tmp))
     Q = obj_or_none(t, get(t, A, KY_twitter_quoted_status, tmp))
     if Q == NONE:
         Q = obj_or_none(t, get(t, O, KY_twitter_quoted_status, tmp))
-    col_i64_or_null(&c[T_Q_S], gnip_id(t, get(t, Q, KY_id, tmp), tmp))
-    col_i64_or_null(&c[T_Q_U], gnip_id(t, get2(t, Q, KY_actor, KY_id, tmp), tmp))
-    w_str(st, &c[T_Q_TEXT], act_body(t, Q, tmp))
+    if W(st, T_Q_S): col_i64_or_null(&c[T_Q_S], gnip_id(t, get(t, Q, KY_id, tmp), tmp))
+    if W(st, T_Q_U): col_i64_or_null(&c[T_Q_U], gnip_id(t, get2(t, Q, KY_actor, KY_id, tmp), tmp))
+    if W(st, T_Q_TEXT): w_str(st, &c[T_Q_TEXT], act_body(t, Q, tmp))
     lo = obj_or_none(t, get(t, A, KY_long_object, tmp))
     E = get(t, lo, KY_twitter_entities, tmp) if lo != NONE else get(t, A, KY_twitter_entities, tmp)
-    w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_text, 0)
-    w_strlist(st, &c[T_MENT], get(t, E, KY_user_mentions, tmp), KY_screen_name, 0)
-    w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_user_mentions, tmp), 0)
-    w_strlist(st, &c[T_CASH], get(t, E, KY_symbols, tmp), KY_text, 0)
-    w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
+    if W(st, T_HASH): w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_text, 0)
+    if W(st, T_MENT): w_strlist(st, &c[T_MENT], get(t, E, KY_user_mentions, tmp), KY_screen_name, 0)
+    if W(st, T_MENT_IDS): w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_user_mentions, tmp), 0)
+    if W(st, T_CASH): w_strlist(st, &c[T_CASH], get(t, E, KY_symbols, tmp), KY_text, 0)
+    if W(st, T_URLS): w_urls(st, &c[T_URLS], get(t, E, KY_urls, tmp))
     X = obj_or_none(t, get(t, lo, KY_twitter_extended_entities, tmp))
     if X == NONE:
         X = obj_or_none(t, get(t, A, KY_twitter_extended_entities, tmp))
     if X == NONE:
         X = E
-    w_strlist(st, &c[T_MEDIA], get(t, X, KY_media, tmp), KY_type, 0)
-    if two_numbers(t, get2(t, A, KY_geo, KY_coordinates, tmp), &a, &b):
+    if W(st, T_MEDIA): w_strlist(st, &c[T_MEDIA], get(t, X, KY_media, tmp), KY_type, 0)
+    if not W(st, T_COORD):
+        pass
+    elif two_numbers(t, get2(t, A, KY_geo, KY_coordinates, tmp), &a, &b):
         col_coord(&c[T_COORD], b, a)
     else:
         col_null(&c[T_COORD])
     v = get2(t, A, KY_location, KY_link, tmp)
-    if is_type(t, v, J_STR):
+    if not W(st, T_PLACE_ID):
+        pass
+    elif is_type(t, v, J_STR):
         str_view(t, v, &p, &n, tmp)
         k = n
         while k > 0 and p[k - 1] != 0x2F:
@@ -701,10 +718,10 @@ cdef int emit_act(State* st, Msg* m) except -1 nogil:
             col_null(&c[T_PLACE_ID])
     else:
         col_null(&c[T_PLACE_ID])
-    w_str(st, &c[T_PLACE_CC], get2(t, A, KY_location, KY_twitter_country_code, tmp))
-    col_list_close(&c[T_WITHHELD])
-    w_rules(st, &c[T_RULES], get2(t, A, KY_gnip, KY_matching_rules, tmp))
-    w_provenance(st, c, T_DIALECT, D_ACT)
+    if W(st, T_PLACE_CC): w_str(st, &c[T_PLACE_CC], get2(t, A, KY_location, KY_twitter_country_code, tmp))
+    if W(st, T_WITHHELD): col_list_close(&c[T_WITHHELD])
+    if W(st, T_RULES): w_rules(st, &c[T_RULES], get2(t, A, KY_gnip, KY_matching_rules, tmp))
+    w_provenance(st, c, T_DIALECT, D_ACT, st.want)
     st.n_tweets += 1
     return 0
 
@@ -739,7 +756,7 @@ cdef int emit_comp(State* st, Msg* m) except -1 nogil:
         col_str(&c[C_DETAIL], m.detail_lit, strlen(m.detail_lit))
     else:
         w_str(st, &c[C_DETAIL], m.detail_node)
-    w_provenance(st, c, C_DIALECT, m.dialect)
+    w_provenance(st, c, C_DIALECT, m.dialect, ~(<uint64_t>0))
     st.n_compliance += 1
     return 0
 
