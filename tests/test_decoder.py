@@ -682,3 +682,7 @@ def test_columns_must_name_tweet_columns_once():
     from firehose import _core
     with pytest.raises(ValueError, match="out of range"):
         _core.Engine(columns=[99])
+    with pytest.raises(ValueError, match="at least one"):
+        _core.Engine(columns=[])
+    with pytest.raises(TypeError, match="columns would be ignored"):
+        next(firehose.iter_file(__file__, decoder=firehose.Decoder(), columns=["id"]))

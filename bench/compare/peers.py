@@ -366,7 +366,9 @@ PEERS = {
 # ------------------------------------------------------------------------------- checksums
 
 class Checksum:
-    """Order-independent sums over the projected columns (ids wrap mod 2^64)."""
+    """Order-independent sums over the projected columns (ids wrap mod 2^64), and row terms
+    (``row_*``: the sum over rows of id x the row's value, mod 2^64) that change when a
+    column's values are shifted against the ids (a misaligned column)."""
 
     INTS = ("id", "user_id", "user_followers_count", "retweeted_status_id", "quoted_status_id")
 
@@ -374,6 +376,8 @@ class Checksum:
         self.v = {"rows": 0, "tweets": 0, "lang": 0, "text_bytes": 0, "hashtags": 0,
                   "hashtag_bytes": 0, "screen_name_bytes": 0, "created_at": 0}
         self.v.update({f"sum_{c}": 0 for c in self.INTS})
+        self.v.update({f"row_{c}": 0 for c in self.INTS[1:] + ("text", "user_screen_name",
+                                                                 "hashtags")})
 
     def add_arrow(self, t):
         import numpy as np
@@ -397,6 +401,16 @@ class Checksum:
         h = t.column("hashtags")
         v["hashtags"] += pc.sum(pc.list_value_length(h)).as_py() or 0
         v["hashtag_bytes"] += nbytes(pc.list_flatten(h))
+        ids = t.column("id").fill_null(0).to_numpy().astype(np.uint64)
+        per_row = {c: t.column(c).fill_null(0).to_numpy() for c in self.INTS[1:]}
+        for c in ("text", "user_screen_name"):
+            col = t.column(c)
+            col = col.cast(pa.string()) if not pa.types.is_string(col.type) else col
+            per_row[c] = pc.binary_length(col).fill_null(0).to_numpy()
+        per_row["hashtags"] = pc.list_value_length(h).fill_null(0).to_numpy()
+        for c, a in per_row.items():
+            term = int((ids * (a.astype(np.uint64) + np.uint64(1))).sum(dtype=np.uint64))
+            v[f"row_{c}"] = (v[f"row_{c}"] + term) % (1 << 64)
 
     def add_rows(self, rows):
         import pyarrow as pa
@@ -474,7 +488,8 @@ def main(argv=None):
 
 
 def _sample_rss(path):
-    """Stream ``path`` through one Decoder; RSS after each chunk (for the flat-memory check)."""
+    """Stream ``path`` through one Decoder building all 37 columns (the most memory, not the
+    projection the timed peers build); RSS after each chunk (for the flat-memory check)."""
     import firehose
     dec = firehose.Decoder()
     samples = []

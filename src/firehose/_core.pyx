@@ -246,6 +246,8 @@ cdef class Engine:
         self._which = None if columns is None else sorted(set(int(i) for i in columns))
         self.st.want = ~(<uint64_t>0)
         if self._which is not None:
+            if not self._which:
+                raise ValueError("columns: at least one tweet column (or None for all)")
             if any(i < 0 or i >= T_NCOLS for i in self._which):
                 raise ValueError("columns: a tweet column index out of range")
             self.st.want = 1

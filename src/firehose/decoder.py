@@ -37,6 +37,8 @@ class DecodeResult:
 
     @staticmethod
     def concat(results) -> "DecodeResult":
+        """The results' tables concatenated (no results: the full schemas' empty tables,
+        whatever projection the results had)."""
         results = list(results)
         if not results:
             return DecodeResult(_EMPTY_TWEETS, _EMPTY_COMPLIANCE, _EMPTY_REJECTS)
@@ -351,6 +353,9 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
     Pass ``decoder`` to share dedupe state across files; otherwise a new one is made with
     ``kwargs``. Reading and decompression run ``readahead`` chunks ahead in a thread (0: inline).
     The source's last line is flushed at the end; the decoder stays usable."""
+    if decoder is not None and kwargs:
+        raise TypeError(f"iter_file: {', '.join(sorted(kwargs))} would be ignored: the "
+                        "decoder given was made with its own settings")
     dec = decoder if decoder is not None else Decoder(**kwargs)
     name = source if source is not None else os.fspath(path)
     chunks = iter_chunks(path, chunk_size)
@@ -363,7 +368,11 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
 
 def decode_file(path, **kwargs) -> DecodeResult:
     """Decode a whole capture file into three tables (tweets, compliance, rejects)."""
-    dec = kwargs.pop("decoder", None) or Decoder(**kwargs)
+    dec = kwargs.pop("decoder", None)
+    if dec is not None and kwargs:
+        raise TypeError(f"decode_file: {', '.join(sorted(kwargs))} would be ignored: the "
+                        "decoder given was made with its own settings")
+    dec = dec or Decoder(**kwargs)
     res = DecodeResult.concat(iter_file(path, decoder=dec))
     return _WithStats(res.tweets, res.compliance, res.rejects, dec.stats)
 
