@@ -189,7 +189,8 @@ def test_user_events_over_a_long_history(benchmark, fanout, tmp_path, monkeypatc
     are looked up (the timed part). ``unmerged``: one file per quarter hour stays (the cost
     grows with the history); ``merged_by_4``: four files of a size class are merged into one
     as they accumulate, so the files stay O(log n). ``spill_s`` is the time the batches spent
-    spilling and merging."""
+    spilling and merging (a merge goes a few chunks a batch), ``worst_batch_s`` the longest
+    one batch spent on it."""
     import os
 
     import numpy as np
@@ -206,7 +207,7 @@ def test_user_events_over_a_long_history(benchmark, fanout, tmp_path, monkeypatc
         spill_dir=str(tmp_path / "spill"), window_hours=1.0)
     t0_ms, batch_ms, rows = 1_650_000_000_000 - 1_288_834_974_657, 180_000, 250_000
     rng = np.random.default_rng(3)
-    spent = 0.0
+    spent, worst = 0.0, 0.0
     for b in range(240):
         base = t0_ms + b * batch_ms
         x = np.sort(rng.choice(4_000_000, rows, replace=False)).astype(np.int64)
@@ -218,6 +219,7 @@ def test_user_events_over_a_long_history(benchmark, fanout, tmp_path, monkeypatc
             ent._author_runs()
         ent._maybe_spill(base + batch_ms // 2)
         spent += time.perf_counter() - t
+        worst = max(worst, time.perf_counter() - t)
     users = np.unique(rng.integers(1, 5_000_000, 5000).astype(np.int64) << 20)
     found = []
 
@@ -228,4 +230,5 @@ def test_user_events_over_a_long_history(benchmark, fanout, tmp_path, monkeypatc
     on_disk = sum(os.path.getsize(os.path.join(tmp_path, "spill", n)) for n in files)
     benchmark.extra_info.update(batches=240, rows_per_batch=rows, users=len(users),
                                 tweets_found=found[0], authors_files=len(files),
-                                spill_s=round(spent, 2), authors_bytes=on_disk)
+                                spill_s=round(spent, 2), worst_batch_s=round(worst, 2),
+                                authors_bytes=on_disk)

@@ -911,8 +911,9 @@ def test_forwarding_is_exact_after_old_deliveries_move_to_the_spill(seed, merge,
             got_by.setdefault(client, set()).update(authors[r] for r in dl.rows)
         if k == 9:                                   # a checkpoint mid-run, resumed
             data = ent.state_to_bytes()
+            ent.close()                              # (a merge in progress is dropped)
             ent = fresh()
-            ent.load_state(data)
+            ent.load_state(data, clean=True)
         # nothing older than the window and a quarter is left in memory
         if k >= 6:
             limit = _snowflake(minute - 75, 0)
@@ -929,13 +930,22 @@ def test_forwarding_is_exact_after_old_deliveries_move_to_the_spill(seed, merge,
         for uid in rng.choice(42, 5, replace=False).tolist():
             want_u = sorted(c for c, users in got_by.items() if uid in users)
             assert sorted(ent.forward(_user_event(uid))) == want_u, (k, uid)
+    ent.close()
     files = sorted(p.name for p in spill.iterdir())
     assert any(f.startswith("delivered-") for f in files)
     assert any(f.startswith("authors-") for f in files)
     assert not any(f.endswith(".tmp") for f in files)
     authors = [n for kind, n, _, _ in ent._spill.files if kind == "authors"]
     if merge:
-        # at most one file per size class (fanout 2), some merged in several batches
+        # merges go a few chunks a batch (behind, at 8 rows a chunk); finished, there is at
+        # most one file per size class (fanout 2), some merged in several batches
+        def pairs():
+            return {(int(x), int(y)) for t, a in ent._spill.tweets_by(np.arange(1, 41))
+                    for x, y in zip(t, a)}
+        before = pairs()
+        ent._spill.compact(1 << 30)
+        assert pairs() == before and len(before) > 50
+        authors = [n for kind, n, _, _ in ent._spill.files if kind == "authors"]
         sizes = [ent._spill._author_parts(n)[3] for n in authors]
         assert len({ent._spill._size_class(r) for r in sizes}) == len(sizes)
         assert max(len(ent._spill._author_parts(n)[0]) for n in authors) > 1
@@ -988,8 +998,8 @@ def test_merged_authors_files_are_deleted_only_after_a_state_without_them(tmp_pa
                                                                            monkeypatch):
     """Authors files merged away stay on disk while a state made before the merge may still
     be resumed; the next state lists them as retired, and once the caller has made it durable
-    remove_retired deletes them. A state resumed from lists them too (a crash before the
-    deletion), and files a crashed run wrote after the state it resumes from go."""
+    remove_retired deletes them. A state handed over in memory (a reload) carries them; a
+    run resuming from its durable state removes every spill file that state does not name."""
     monkeypatch.setattr(_Spill, "fanout", 2)
     config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p"))
     plans = compile_plans(config, today=dt.date(2026, 1, 1))
@@ -1020,25 +1030,88 @@ def test_merged_authors_files_are_deleted_only_after_a_state_without_them(tmp_pa
     data = ent.state_to_bytes(sync=False)
     retired = ent.retired_files()
     assert sorted(os.path.basename(p) for p in retired) == sorted(ent._spill.retired)
-    # a crash here: the resumed run deletes them after its first durable state; a file
-    # written after the state it resumes from is a crashed run's, and goes
+    # a reload (live mode) hands the state over in memory: the new Entitlements deletes
+    # the retired files once its own first state is durable; it removes nothing else
     (spill / "authors-000999.arrow").write_bytes(b"junk")
     (spill / ".delivered-000998.arrow.tmp").write_bytes(b"junk")
     again = fresh()
     again.load_state(data)
-    assert not (spill / "authors-000999.arrow").exists()
-    assert not (spill / ".delivered-000998.arrow.tmp").exists()
+    ent.close()
     assert sorted(again._spill.retired) == sorted(ent._spill.retired)
+    assert (spill / "authors-000999.arrow").exists()
     again.state_to_bytes()
     again.remove_retired(again.retired_files())
     assert not any((spill / n).exists() for n in ent._spill.retired)
     assert again._spill.retired == []
     assert sorted(again.forward(_user_event(3))) == ["a"]
-    assert {n for _, n, _, _ in again._spill.files} == set(os.listdir(spill))
-    # every tweet sent is still forwarded after the deletion
-    fwd = again.forward(tweets(*[{"delete": {"status": {"id_str": str(t)}}}
-                                 for t in sent]).compliance)
+    # a run resuming from its durable state (clean=True): every spill file the state does
+    # not name goes (retired ones, a crashed run's later ones, unfinished merges)
+    for n in ent._spill.retired:
+        (spill / n).write_bytes(b"retired, still there")
+    resumed = fresh()
+    resumed.load_state(data, clean=True)
+    assert {n for _, n, _, _ in resumed._spill.files} == set(os.listdir(spill))
+    assert resumed._spill.retired == []
+    # every tweet sent is still forwarded after the deletions
+    fwd = resumed.forward(tweets(*[{"delete": {"status": {"id_str": str(t)}}}
+                                   for t in sent]).compliance)
     assert sorted(fwd["a"].column("tweet_id").to_pylist()) == sorted(sent)
+    assert sorted(resumed.forward(_user_event(3))) == ["a"]
+
+
+def test_a_merge_goes_a_few_chunks_a_batch_and_a_checkpoint_mid_merge_resumes(tmp_path,
+                                                                             monkeypatch):
+    """A merge of authors files is written a chunk at a time (compact's budget), so one
+    batch never waits for a whole merge; until it is done its inputs stay named and
+    searched. A state made mid-merge names the inputs; resumed with clean=True, the
+    unfinished file goes and the merge starts over; close() drops it too. A tweet
+    delivered twice is one pair; a row without an author is not spilled."""
+    monkeypatch.setattr(_Spill, "fanout", 2)
+    monkeypatch.setattr(_Spill, "chunk_rows", 4)
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p"))
+    plans = compile_plans(config, today=dt.date(2026, 1, 1))
+    spill = tmp_path / "s"
+    ent = Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
+    router = Router.from_config(config)
+    for minute in (0, 20, 40, 60, 80, 100):
+        objs = [tw(_snowflake(minute, k), uid=10 + k) for k in range(30)]
+        objs.append(objs[0])                                 # delivered twice
+        objs.append({"id_str": str(_snowflake(minute, 99)), "text": "hello world"})
+        d = tweets(*objs)
+        ent.apply(d.tweets, router.route(d.tweets).by_client)
+    sp = ent._spill
+    for _, name, _, _ in [f for f in sp.files if f[0] == "authors"]:
+        a, t = (np.concatenate(x) for x in zip(*sp._author_parts(name)[0]))
+        assert -1 not in a.tolist()
+        assert len(set(zip(a.tolist(), t.tolist()))) == len(a)
+    if sp._merge is None:                   # start one and stop it after its first chunk
+        sp.compact(1)
+    assert sp._merge is not None and not sp._merge.done
+    merging = sp._merge
+    assert os.path.exists(merging.tmp)
+    inputs = {f[1] for f in merging.picked}
+    assert inputs <= {f[1] for f in sp.files}
+    users = np.arange(10, 40)
+    want = sorted(ent.forward(_user_event(12)))
+    data = ent.state_to_bytes()
+    assert want == ["a"]
+    resumed = Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
+    resumed.load_state(data, clean=True)
+    assert not os.path.exists(merging.tmp)
+    assert inputs <= {f[1] for f in resumed._spill.files}
+    got = {(int(x), int(y)) for t, a in resumed._spill.tweets_by(users) for x, y in zip(t, a)}
+    resumed._spill.compact(1 << 30)                  # the merge starts over and finishes
+    assert resumed._spill._merge is None
+    assert {(int(x), int(y)) for t, a in resumed._spill.tweets_by(users)
+            for x, y in zip(t, a)} == got
+    assert not inputs & {f[1] for f in resumed._spill.files}
+    resumed._spill.compact(1)
+    for e in (ent, resumed):
+        e.close()
+    assert not any(p.name.endswith(".tmp") for p in spill.iterdir())
+    with pytest.raises(ValueError, match="fanout"):
+        monkeypatch.setattr(_Spill, "fanout", 1)
+        resumed._spill.compact()
 
 
 def test_a_merge_of_authors_files_keeps_every_pair_once_in_author_order(tmp_path):

@@ -435,7 +435,8 @@ class _Spill:
     :meth:`Entitlements.retired_files`)."""
 
     fanout = 4
-    chunk_rows = 1 << 22
+    chunk_rows = 1 << 20         # rows of a merge's chunk (one record batch of its file)
+    merge_rows = 8 << 20         # rows a compact() call merges at most, when not told
 
     def __init__(self, directory: str):
         self.directory = directory
@@ -445,6 +446,7 @@ class _Spill:
         self._unsynced: list[str] = []      # written, not yet known durable
         self.retired: list[str] = []        # merged away, to delete after the next checkpoint
         self._releasable: list[str] = []    # those retired before the last state was made
+        self._merge: _Merge | None = None   # the authors merge in progress
         self._lock = threading.Lock()       # the pipeline's committer marks and deletes
 
     def write(self, kind: str, table, lo: int, hi: int, schema: pa.Schema | None = None) -> None:
@@ -552,24 +554,30 @@ class _Spill:
         return got
 
     def restore(self, files: list[tuple[str, str, int, int]], seq: int,
-                retired: list[str] = ()) -> None:
+                retired: list[str] = (), clean: bool = False) -> None:
         """The files a saved state names, each checked to be there and readable (a resumed
-        run must not find out late); new files are numbered after ``seq``. Files numbered
-        after ``seq`` are a crashed run's, written after that state: no state names them,
-        and they go."""
+        run must not find out late); new files are numbered after ``seq``. ``clean`` (the
+        state is the durable one a run resumes from, and nothing else uses the directory):
+        every other spill file goes, since no durable state names it (merged away before the
+        state, or written after it, or a merge's unfinished file)."""
+        self.abandon()
         self.files, self.seq, self._maps = files, seq, {}
         with self._lock:
             self.retired, self._releasable, self._unsynced = list(retired), [], []
         for kind, name, _, _ in files:
             self._author_parts(name) if kind == "authors" else self._columns(name)
+        if not clean:
+            return
         try:
             names = os.listdir(self.directory)
         except OSError:
             names = []
+        keep = {name for _, name, _, _ in files}
         for name in names:
-            m = _SPILL_NAME.match(name)
-            if m and int(m.group(2)) > seq:
+            if _SPILL_NAME.match(name) and name not in keep:
                 _unlink_quiet(os.path.join(self.directory, name))
+        with self._lock:
+            self.retired = []
 
     def seats(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """(client, positions in ``ids`` delivered to it) from the spilled files."""
@@ -615,55 +623,125 @@ class _Spill:
             k += 1
         return k
 
-    def compact(self) -> None:
-        """Merge authors files while ``fanout`` of them share a size class (the smallest such
-        class first, its oldest files)."""
-        while True:
-            classes: dict[int, list[int]] = {}
-            for i, (kind, name, _, _) in enumerate(self.files):
-                if kind == "authors":
-                    rows = self._author_parts(name)[3]
-                    classes.setdefault(self._size_class(rows), []).append(i)
-            full = sorted(k for k, at in classes.items() if len(at) >= self.fanout)
-            if not full:
-                return
-            self._merge_authors(classes[full[0]][:self.fanout])
+    def compact(self, budget: int | None = None) -> None:
+        """Go on merging authors files for about ``budget`` rows (default ``merge_rows``):
+        the merge in progress first, then, while ``fanout`` files share a size class, the
+        smallest such class's oldest ones. A merge is written a chunk at a time, so one
+        batch never waits for a whole merge (a merge of the largest files spreads over many
+        batches); until it is done the files it reads stay as they are, named and searched."""
+        if self.fanout < 2:
+            raise ValueError("the spill's fanout must be at least 2")
+        left = self.merge_rows if budget is None else budget
+        while left > 0:
+            if self._merge is None:
+                at = self._next_merge()
+                if at is None:
+                    return
+                self.seq += 1
+                self._merge = _Merge(self, [self.files[i] for i in at], self.seq)
+            left -= self._merge.step(left)
+            if self._merge.done:
+                merge, self._merge = self._merge, None
+                self._swap(merge)
 
-    def _merge_authors(self, at: list[int]) -> None:
-        """The authors files at ``at`` (positions in ``files``) into one new file, streamed
-        in author ranges of about ``chunk_rows`` rows (cut at sampled authors), then the old
-        ones retired."""
-        picked = [self.files[i] for i in at]
-        parts = [p for _, name, _, _ in picked for p in self._author_parts(name)[0]]
-        total = sum(len(a) for a, _ in parts)
-        chunks = -(-total // self.chunk_rows)
-        cuts = np.zeros(0, np.int64)
-        if chunks > 1:
-            step = max(1, self.chunk_rows // 64)
-            sample = np.sort(np.concatenate([a[::step] for a, _ in parts]))
-            cuts = np.unique(sample[np.arange(1, chunks) * len(sample) // chunks])
-        bounds = [np.r_[0, np.searchsorted(a, cuts, "left"), len(a)] for a, _ in parts]
+    def _next_merge(self) -> list[int] | None:
+        classes: dict[int, list[int]] = {}
+        for i, (kind, name, _, _) in enumerate(self.files):
+            if kind == "authors":
+                classes.setdefault(self._size_class(self._author_parts(name)[3]), []).append(i)
+        full = sorted(k for k, at in classes.items() if len(at) >= self.fanout)
+        return classes[full[0]][:self.fanout] if full else None
 
-        def batches():
-            for j in range(len(cuts) + 1):
-                runs = [(a[c[j]:c[j + 1]], t[c[j]:c[j + 1]])
-                        for (a, t), c in zip(parts, bounds) if c[j + 1] > c[j]]
-                if runs:
-                    author, tid = _merged_runs_of_pairs(runs)
-                    yield pa.record_batch([pa.array(author, pa.int64()),
-                                           pa.array(tid, pa.int64())], schema=_AUTHORS)
-
-        self.write("authors", batches(), min(f[2] for f in picked), max(f[3] for f in picked),
-                   schema=_AUTHORS)
-        names = {f[1] for f in picked}
+    def _swap(self, merge: "_Merge") -> None:
+        """A finished merge's file replaces its inputs, which are retired."""
+        names = {f[1] for f in merge.picked}
         self.files = [f for f in self.files if f[1] not in names]
+        self.files.append(("authors", merge.name, merge.lo, merge.hi))
         for name in names:
             self._maps.pop(name, None)
         done = {os.path.join(self.directory, n) for n in names}
         with self._lock:
             # a file merged away before any state named it needs no syncing
             self._unsynced = [p for p in self._unsynced if p not in done]
+            self._unsynced.append(os.path.join(self.directory, merge.name))
             self.retired += sorted(names)
+
+    def abandon(self) -> None:
+        """Drop the merge in progress (its temporary file goes; its inputs stay): this spill
+        is no longer used (a reload hands its state to another)."""
+        if self._merge is not None:
+            merge, self._merge = self._merge, None
+            merge.abort()
+
+
+class _Merge:
+    """One merge of authors files into a new one, a chunk at a time: the inputs' author
+    range is cut at sampled authors into chunks of about ``chunk_rows`` rows; each chunk's
+    slices of the inputs are merged pairwise by the core and written as one record batch of
+    the new file (under a temporary name until the last)."""
+
+    def __init__(self, spill: _Spill, picked: list[tuple[str, str, int, int]], seq: int):
+        self.spill, self.picked = spill, picked
+        self.name = f"authors-{seq:06d}.arrow"
+        self.lo, self.hi = min(f[2] for f in picked), max(f[3] for f in picked)
+        self.parts = [p for _, name, _, _ in picked for p in spill._author_parts(name)[0]]
+        total = sum(len(a) for a, _ in self.parts)
+        chunks = -(-total // spill.chunk_rows)
+        cuts = np.zeros(0, np.int64)
+        if chunks > 1:
+            step = max(1, spill.chunk_rows // 64)
+            sample = np.sort(np.concatenate([a[::step] for a, _ in self.parts]))
+            cuts = np.unique(sample[np.arange(1, chunks) * len(sample) // chunks])
+        self.chunks = len(cuts) + 1
+        self.bounds = [np.r_[0, np.searchsorted(a, cuts, "left"), len(a)] for a, _ in self.parts]
+        self.next = 0
+        self.done = False
+        self.path = os.path.join(spill.directory, self.name)
+        self.tmp = os.path.join(spill.directory, f".{self.name}.tmp")
+        self._file = self._writer = None
+
+    def step(self, budget: int) -> int:
+        """Merge and write chunks until ``budget`` rows are done (one chunk at least);
+        returns the rows done. Finishing renames the file into place."""
+        rows = 0
+        try:
+            if self._writer is None:
+                # (an Arrow file: one left open by a dropped merge closes without a warning)
+                self._file = pa.OSFile(self.tmp, "wb")
+                self._writer = pa.ipc.new_file(self._file, _AUTHORS)
+            while self.next < self.chunks and (rows == 0 or rows < budget):
+                j = self.next
+                runs = [(a[c[j]:c[j + 1]], t[c[j]:c[j + 1]])
+                        for (a, t), c in zip(self.parts, self.bounds) if c[j + 1] > c[j]]
+                self.next += 1
+                if runs:
+                    author, tid = _merged_runs_of_pairs(runs)
+                    self._writer.write_batch(pa.record_batch(
+                        [pa.array(author, pa.int64()), pa.array(tid, pa.int64())],
+                        schema=_AUTHORS))
+                    rows += sum(len(a) for a, _ in runs)
+            if self.next >= self.chunks:
+                self._writer.close()
+                self._file.close()
+                self._writer = self._file = None
+                os.replace(self.tmp, self.path)
+                self.done = True
+        except (OSError, pa.ArrowException) as e:
+            self.abort()
+            self.spill._merge = None
+            raise SinkError(f"{self.path}: write failed: {getattr(e, 'strerror', None) or e}"
+                            ) from None
+        return max(rows, 1)
+
+    def abort(self) -> None:
+        for x in (self._writer, self._file):
+            try:
+                if x is not None:
+                    x.close()
+            except (OSError, pa.ArrowException):
+                pass
+        self._writer = self._file = None
+        _unlink_quiet(self.tmp)
 
 
 def _unlink_quiet(path: str) -> None:
@@ -1041,7 +1119,11 @@ class Entitlements:
             w.write_table(table)
         return sink.getvalue().to_pybytes()
 
-    def load_state(self, data: bytes) -> None:
+    def load_state(self, data: bytes, *, clean: bool = False) -> None:
+        """Carry on from a state of :meth:`state_to_bytes`. ``clean``: the state is the
+        durable one a run resumes from and nothing else uses the spill directory, so spill
+        files it does not name are removed (merged away before it, written after it, a
+        merge's unfinished file); only the pipeline's resume says so."""
         try:
             table = pa.ipc.open_stream(data).read_all()
             kind_codes, kinds = _codes(table.column("kind"))
@@ -1085,7 +1167,7 @@ class Entitlements:
         retired = [names[name_codes[i]]
                    for i in np.flatnonzero(kind_codes == code.get("retired_file", -1)).tolist()]
         if self._spill is not None:
-            self._spill.restore(files, spill.get("seq", 0), retired)
+            self._spill.restore(files, spill.get("seq", 0), retired, clean=clean)
         elif files:
             raise StateError("the entitlement state relies on spilled delivery files "
                              f"({files[0][1]}, ...): give Entitlements the spill_dir they are in")
@@ -1100,6 +1182,18 @@ class Entitlements:
         if self._evicted_ms is None or before * self._slot_ms > self._evicted_ms:
             self._spill_slots(before)
             self._evicted_ms = before * self._slot_ms
+        # authors files are merged a few chunks a batch: about 4x the batch's delivered
+        # pairs (a pair is rewritten once per size class), one chunk at least
+        pending = self._pending_authors
+        self._spill.compact(max(self._spill.chunk_rows,
+                                4 * (len(pending[-1][0]) if pending else 0)))
+
+    def close(self) -> None:
+        """This Entitlements is done with (a reload handed its state to another, or the run
+        ended): a merge of spill files in progress is dropped, its temporary file removed
+        (the files it read stay named; the next merge starts over)."""
+        if self._spill is not None:
+            self._spill.abandon()
 
     def _spill_slots(self, before: int) -> None:
         """The delivered ids of slots before ``before`` (and the author pairs of ids as old)
@@ -1143,19 +1237,21 @@ class Entitlements:
             if not m.any():
                 keep_a.append((author, tid))
                 continue
-            old_a.append(author[m])
-            old_t.append(tid[m])
+            # (a row without an author, filled -1, is never asked for: it is not spilled)
+            old = m & (author != -1)
+            old_a.append(author[old])
+            old_t.append(tid[old])
             if not m.all():
                 keep_a.append((author[~m], tid[~m]))
         self._authors = keep_a
-        if old_a:
+        runs = [(a, t) for a, t in zip(old_a, old_t) if len(a)]
+        if runs:
             # each run's old pairs are still sorted: merged pairwise (a lexsort of them all
             # took 2.5x as long)
-            author, tid = _merged_runs_of_pairs(list(zip(old_a, old_t)))
+            author, tid = _merged_runs_of_pairs(runs)
             self._spill.write("authors", pa.table({"author_id": pa.array(author, pa.int64()),
                                                    "tweet_id": pa.array(tid, pa.int64())}),
                               tid.min(), tid.max())
-            self._spill.compact()
 
     def _remember(self, client: str, ids: np.ndarray, checked: bool = False) -> None:
         """Keep the ids delivered to ``client`` as sorted runs of roughly doubling sizes (a
@@ -1528,11 +1624,19 @@ def _merged_pairs(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndar
 def _merged_runs_of_pairs(runs: list[tuple[np.ndarray, np.ndarray]]
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted runs of (author, tweet id) pairs as one sorted run, each pair once: merged
-    pairwise, each pair copied log2(runs) times."""
+    pairwise, each pair copied log2(runs) times (a pair repeated within a run, a tweet
+    delivered twice in a batch, is dropped at the end)."""
     while len(runs) > 1:
         runs = [_merged_pairs(runs[i], runs[i + 1]) if i + 1 < len(runs) else runs[i]
                 for i in range(0, len(runs), 2)]
-    return runs[0]
+    author, tid = runs[0]
+    if len(author) > 1:
+        again = (author[1:] == author[:-1]) & (tid[1:] == tid[:-1])
+        if again.any():
+            keep = np.ones(len(author), bool)
+            keep[1:] = ~again
+            author, tid = author[keep], tid[keep]
+    return author, tid
 
 
 def _push_run(runs: list, run, merge, size) -> None:

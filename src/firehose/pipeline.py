@@ -612,6 +612,7 @@ class Pipeline:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
+            self.entitlements.close()       # (a spill merge in progress: its .tmp goes)
             self._committer.shutdown(wait=True)
             self._committer = None
             if self._closer is not None:
@@ -719,7 +720,8 @@ class Pipeline:
             else ComplianceState()
         self.entitlements = self.new_entitlements(self.compliance)
         if ck.entitlements:
-            self.entitlements.load_state(ck.entitlements)
+            # the durable checkpoint: spill files it does not name are a crashed run's
+            self.entitlements.load_state(ck.entitlements, clean=True)
         self.counters = Counters(ck.counters)
         self._base_counters = dict(ck.counters)
         self.part = ck.part
