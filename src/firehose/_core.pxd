@@ -6,6 +6,7 @@ cdef struct Buf:
     char* data
     Py_ssize_t len
     Py_ssize_t cap
+    Py_ssize_t hint      # the first allocation of an empty buffer (columns: sized by the last batch)
 
 # One Arrow column under construction. Which buffers are used depends on the column type:
 #   I64/TS  valid + vals(int64)            BOOL  valid + vals(bitmap)
