@@ -686,3 +686,125 @@ def test_columns_must_name_tweet_columns_once():
         _core.Engine(columns=[])
     with pytest.raises(TypeError, match="columns would be ignored"):
         next(firehose.iter_file(__file__, decoder=firehose.Decoder(), columns=["id"]))
+
+
+def _bad_line_data(n: int = 400) -> bytes:
+    """Tweets with a few faults (rejects carry their raw bytes) and CRLF / blank framing."""
+    lines = [tweet(i, text="caf\u00e9 \U0001f600 #x") for i in range(n)]
+    lines[7] = b'{"id": 1, "text": "cut\n'
+    lines[50] = b"\r\n"
+    lines[90] = tweet(90).rstrip(b"\n") + b"\r\n"
+    lines[123] = b'{"bad": \xff}\n'
+    return b"".join(lines) + tweet(n).rstrip(b"\n")      # no final newline
+
+
+def _all(results) -> firehose.DecodeResult:
+    return firehose.DecodeResult.concat(results)
+
+
+def _same(a: firehose.DecodeResult, b: firehose.DecodeResult) -> None:
+    assert a.tweets.equals(b.tweets) and a.compliance.equals(b.compliance)
+    assert a.rejects.equals(b.rejects)
+
+
+@pytest.mark.parametrize("kind", ["memoryview", "bytearray", "mmap", "array", "numpy"])
+def test_feed_takes_any_buffer_without_copying_it_and_keeps_no_reference(kind, tmp_path):
+    import array
+    import mmap
+
+    import numpy as np
+    data = _bad_line_data()
+    want = _all(_feed_cut(data, bytes, 997))
+    if kind == "mmap":
+        path = tmp_path / "c.ndjson"
+        path.write_bytes(data)
+        with open(path, "rb") as f:
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            got = _all(_feed_cut(m, memoryview, 997))
+            m.close()                # no view of it is left: close() would raise BufferError
+    elif kind == "array":
+        buf = array.array("b", data)    # signed bytes: cast, not copied
+        got = _all(_feed_cut(buf, memoryview, 997))
+    elif kind == "numpy":
+        got = _all(_feed_cut(np.frombuffer(data, np.uint8), memoryview, 997))
+    else:
+        buf = bytearray(data)
+        got = _all(_feed_cut(buf, bytearray if kind == "bytearray" else memoryview, 997))
+        buf += b"x"                  # not locked after the calls: nothing holds a view
+    _same(got, want)
+    assert want.rejects.num_rows == 2 and want.tweets.num_rows == 398
+
+
+def _feed_cut(buf, wrap, step):
+    """Feed buf in pieces of ``step`` bytes, each as ``wrap`` of the slice."""
+    dec = firehose.Decoder()
+    out = []
+    mv = memoryview(buf).cast("B")
+    for i in range(0, len(mv), step):
+        piece = mv[i:i + step]
+        out.append(dec.feed(wrap(piece) if wrap is not memoryview else piece, source="s"))
+    out.append(dec.finish())
+    mv.release()
+    return out
+
+
+def test_feed_copies_a_strided_buffer_and_still_takes_bytes_like_objects():
+    data = tweet(1) + tweet(2)
+    doubled = bytes(b for c in data for b in (c, 0))
+    strided = memoryview(doubled)[::2]           # not contiguous: copied
+    assert not strided.c_contiguous
+    assert firehose.Decoder().feed(strided).tweets.num_rows == 2
+    with pytest.raises(TypeError):
+        firehose.Decoder().feed("text is not bytes")
+
+
+def test_a_mapped_file_gives_what_read_chunks_give(tmp_path):
+    from firehose.reader import iter_chunks, map_chunks
+    data = _bad_line_data(3000)
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(data)
+    for size, start in ((50_000, 0), (4096 * 3, 0), (65_537, 0), (65_537, 70_001), (1 << 22, 0)):
+        read = [(bytes(c), o) for c, o in iter_chunks(path, size, start=start)]
+        got = []
+        for c, o in map_chunks(path, size, start=start):
+            assert isinstance(c, memoryview) and c.readonly
+            got.append((bytes(c), o))
+        assert got == read
+        # a chunk kept past its turn is released (its mapping closed), not left dangling
+        kept = [c for c, _ in map_chunks(path, size, start=start)]
+        with pytest.raises(ValueError, match="released"):
+            bytes(kept[0])
+        assert _all(firehose.iter_file(path, chunk_size=size, readahead=0)).tweets.num_rows == 2998
+
+
+def test_map_chunks_reads_what_it_cannot_map(tmp_path):
+    from firehose.reader import map_chunks
+    data = _bad_line_data(500)
+    (tmp_path / "c.ndjson.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "e.ndjson").write_bytes(b"")
+    chunks = list(map_chunks(tmp_path / "c.ndjson.gz", 10_000))
+    assert all(isinstance(c, bytes) for c, _ in chunks) and b"".join(c for c, _ in chunks) == data
+    assert list(map_chunks(tmp_path / "e.ndjson", 10_000)) == []
+    assert list(map_chunks(tmp_path / "c.ndjson.gz", 10_000, readahead=2))[-1][1] == chunks[-1][1]
+
+
+def test_a_view_kept_by_the_consumer_keeps_its_chunk_mapped(tmp_path):
+    from firehose.reader import map_chunks
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(_bad_line_data(300))
+    kept = []
+    for c, _ in map_chunks(path, 8192):
+        kept.append(c[:100])                   # a slice outlives the chunk's turn
+    assert b"".join(bytes(k) for k in kept[:1]) == path.read_bytes()[:100]
+
+
+def test_a_growing_plain_file_is_read_on(tmp_path):
+    from firehose.reader import map_chunks
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(tweet(0) * 100)
+    it = map_chunks(path, 4096)
+    got = [bytes(next(it)[0])]
+    with open(path, "ab") as f:
+        f.write(tweet(1) * 100)
+    got += [bytes(c) for c, _ in it]
+    assert b"".join(got) == path.read_bytes()

@@ -44,7 +44,8 @@ class Engine:
     def __init__(self, batch_size: int = ..., max_line_bytes: int = ..., max_depth: int = ...,
                  dedupe: bool = ..., window_ms: int = ...,
                  columns: list[int] | None = ...) -> None: ...
-    def decode(self, buf: bytes, start: int, end: int, base_offset: int, source_code: int,
+    def decode(self, buf: bytes | bytearray | memoryview, start: int, end: int,
+               base_offset: int, source_code: int,
                final: bool) -> tuple[int, list[tuple[int, int, bytes, str, str | None, int]]]: ...
     @property
     def batch_full(self) -> bool: ...
@@ -78,6 +79,8 @@ def merge_runs(runs: list, ids_out: memoryview, run_out: memoryview) -> int:
     run order) by pairwise merges of packed keys (firehose.entitlements' spill)."""
 
 def simd_level(level: int | None = None) -> int: ...
+def find_newline(buf: bytes | bytearray | memoryview) -> int:
+    """The index of the first newline byte of a contiguous buffer, or -1."""
 def json_path_parts(line: bytes, col: int) -> tuple[list, int]:
     """(keys and indices from the top, levels in all) of the place at byte ``col`` of a line
     (firehose.decoder.json_path_at)."""

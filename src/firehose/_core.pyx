@@ -395,3 +395,13 @@ cdef class Engine:
     def dedupe_memory(self):
         """(remembered ids, bytes held by the tables)."""
         return dedupe_memory(&self.st)
+
+
+def find_newline(const unsigned char[::1] buf):
+    """The index of the first newline byte in ``buf``, or -1 (``bytes.find(b"\\n")`` for any
+    contiguous buffer: ``Decoder.feed`` takes memoryviews without copying them)."""
+    cdef const unsigned char* p
+    if buf.shape[0] == 0:
+        return -1
+    p = <const unsigned char*>memchr(&buf[0], 0x0A, buf.shape[0])
+    return -1 if p == NULL else p - &buf[0]

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from . import _core
 from .errors import ParseError
-from .reader import DEFAULT_CHUNK, iter_chunks, prefetch
+from .reader import DEFAULT_CHUNK, map_chunks
 from .schema import COMPLIANCE, REJECTS, TWEETS
 
 __all__ = ["Decoder", "DecodeResult", "decode_file", "iter_file"]
@@ -170,13 +170,33 @@ class Decoder:
         ``source`` names the capture (provenance columns); ``offset`` is where the chunk starts
         in that source (default: right after the previous chunk of the same source). Feeding
         another source first ends the current one: its unterminated last line is decoded.
+
+        ``chunk`` is ``bytes`` or any object with the buffer protocol (``bytearray``,
+        ``memoryview``, ``mmap``, a NumPy array, ...). A C-contiguous buffer is decoded where it
+        lies, without a copy; it is only read during the call and no reference to it is kept
+        (the unterminated tail is copied), so the caller may reuse or unmap it afterwards.
+        While the call runs (the core releases the GIL) the buffer is locked: a ``bytearray``
+        cannot be resized meanwhile.
         """
-        data = chunk if isinstance(chunk, bytes) else bytes(chunk)
+        if type(chunk) is bytes:
+            return self._feed(chunk, source, offset)
+        try:
+            view = memoryview(chunk)
+        except TypeError:
+            return self._feed(bytes(chunk), source, offset)
+        with view:
+            if not view.c_contiguous:
+                return self._feed(view.tobytes(), source, offset)
+            with view.cast("B") as data:    # one byte an item, whatever the exporter's format
+                return self._feed(data, source, offset)
+
+    def _feed(self, data, source, offset) -> DecodeResult:
+        """``feed`` of ``bytes`` or a one-dimensional memoryview of bytes."""
         self._switch(source, offset)
         n = len(data)
         if n == 0:
             return self._result()
-        nl = data.find(b"\n")
+        nl = data.find(b"\n") if type(data) is bytes else _core.find_newline(data)
         if nl < 0:
             if not self._carry:
                 self._carry_off = self._offset
@@ -351,17 +371,16 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
     """Stream a capture (plain, .gz or .zst) through a Decoder, yielding a result per chunk.
 
     Pass ``decoder`` to share dedupe state across files; otherwise a new one is made with
-    ``kwargs``. Reading and decompression run ``readahead`` chunks ahead in a thread (0: inline).
-    The source's last line is flushed at the end; the decoder stays usable."""
+    ``kwargs``. A plain file is memory-mapped chunk by chunk and decoded where it lies (no
+    copy, no thread: see ``reader.map_chunks``); compressed files and stdin are read and
+    decompressed ``readahead`` chunks ahead in a thread (0: inline). The source's last line is
+    flushed at the end; the decoder stays usable."""
     if decoder is not None and kwargs:
         raise TypeError(f"iter_file: {', '.join(sorted(kwargs))} would be ignored: the "
                         "decoder given was made with its own settings")
     dec = decoder if decoder is not None else Decoder(**kwargs)
     name = source if source is not None else os.fspath(path)
-    chunks = iter_chunks(path, chunk_size)
-    if readahead > 0:
-        chunks = prefetch(chunks, readahead)
-    for chunk, offset in chunks:
+    for chunk, offset in map_chunks(path, chunk_size, readahead=readahead):
         yield dec.feed(chunk, source=name, offset=offset)
     yield dec.finish()
 

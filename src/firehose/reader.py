@@ -2,22 +2,25 @@
 
 ``iter_chunks(path)`` yields ``(chunk, offset)`` pairs of decompressed bytes, where ``offset`` is
 the position of the chunk in the decompressed stream. Chunks are cut anywhere; the decoder
-re-aligns them on newlines.
+re-aligns them on newlines. ``map_chunks(path)`` yields the same chunks, but a plain file's as
+views of the file mapped into memory (no copy into fresh bytes); ``iter_file`` uses it.
 """
 from __future__ import annotations
 
 import glob as _glob
 import gzip
 import io
+import mmap
 import os
 import queue
+import stat
 import sys
 import threading
 from typing import BinaryIO, Iterator
 
 from .errors import InputError
 
-__all__ = ["open_capture", "iter_chunks", "prefetch", "expand_paths", "DEFAULT_CHUNK"]
+__all__ = ["open_capture", "iter_chunks", "map_chunks", "prefetch", "expand_paths", "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 4 << 20
 _GZIP = b"\x1f\x8b"
@@ -136,6 +139,83 @@ def iter_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0) -> Iterat
             offset += len(chunk)
     finally:
         if f is not sys.stdin.buffer:
+            f.close()
+
+
+def _plain_fd(f) -> bool:
+    """Is the open file ``f`` a regular, uncompressed, non-empty file (one that can be mapped)?"""
+    try:
+        st = os.fstat(f.fileno())
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return False
+    head = os.pread(f.fileno(), 4, 0)
+    return not (head.startswith(_GZIP) or head.startswith(_ZSTD))
+
+
+def map_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
+               readahead: int = 0) -> Iterator[tuple[object, int]]:
+    """``iter_chunks`` without the copy: the same ``(chunk, offset)`` pairs, cut at the same
+    places, but for a plain regular file each chunk is a read-only ``memoryview`` of the file
+    mapped into memory (``mmap``) rather than ``bytes`` read into a fresh buffer. Other inputs
+    (compressed files, stdin, pipes, files that cannot be mapped) are read by ``iter_chunks``,
+    ``readahead`` chunks ahead in a thread (``prefetch``) when ``readahead`` > 0; a mapped file
+    needs no thread (the kernel reads ahead of the page faults).
+
+    A chunk is valid until the next one is asked for: then its mapping is closed (left to the
+    garbage collector if the consumer still holds a view of it). Each chunk is mapped on its
+    own, so memory stays bounded whatever the file's size, and a file that grows while it is
+    read is read on, as with ``read()``. A plain file *truncated* while it is read makes the
+    process die of SIGBUS when it touches the lost pages (a property of memory mapping);
+    ``iter_chunks`` reads such files safely."""
+    name = os.fspath(path)
+    f = None
+    if name != "-":
+        try:
+            f = open(name, "rb", buffering=0)
+        except OSError as e:
+            raise InputError(f"{name}: cannot open: {e.strerror or e}") from None
+    try:
+        if f is None or not _plain_fd(f):
+            if f is not None:
+                f.close()
+                f = None
+            chunks = iter_chunks(path, chunk_size, start)
+            yield from (prefetch(chunks, readahead) if readahead > 0 else chunks)
+            return
+        fd = f.fileno()
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, start, 0, os.POSIX_FADV_SEQUENTIAL)
+        offset = start
+        gran = mmap.ALLOCATIONGRANULARITY
+        while True:
+            size = os.fstat(fd).st_size      # sampled per chunk: a growing file is read on
+            if offset >= size:
+                break
+            n = min(chunk_size - offset % chunk_size, size - offset)
+            base = offset - offset % gran
+            try:
+                m = mmap.mmap(fd, offset - base + n, access=mmap.ACCESS_READ, offset=base)
+            except (OSError, ValueError, OverflowError):
+                # not mappable after all (some file systems): read the rest
+                f.close()
+                f = None
+                chunks = iter_chunks(path, chunk_size, offset)
+                yield from (prefetch(chunks, readahead) if readahead > 0 else chunks)
+                return
+            view = memoryview(m)[offset - base:]
+            try:
+                yield view, offset
+            finally:
+                view.release()
+                try:
+                    m.close()
+                except BufferError:     # the consumer holds a view: the view keeps it mapped
+                    pass
+            offset += n
+    finally:
+        if f is not None:
             f.close()
 
 
