@@ -446,12 +446,18 @@ cdef int col_export_c(Col* c, ArrowArray* a, object dictionary) except -1:
 
 cdef void cols_reset(Col* cols, int ncols) noexcept:
     """Every builder emptied (a batch that cannot be exported is dropped whole, so the
-    columns stay aligned)."""
-    cdef int i, kind
+    columns stay aligned; after a projected export, the columns not exported). The buffers'
+    size hints are kept (an exported column's were just set by col_export_c)."""
+    cdef int i, k, kind
+    cdef Buf* b[9]
+    cdef Py_ssize_t hints[9]
     for i in range(ncols):
         kind = cols[i].kind
+        col_bufs(&cols[i], b)
+        for k in range(9):
+            hints[k] = b[k].hint
         col_free(&cols[i])
-        col_init(&cols[i], kind)
+        col_init(&cols[i], kind, hints)
 
 
 cdef object batch_export(Col* cols, int ncols, object schema, object dicts, object which=None):
