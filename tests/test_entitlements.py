@@ -580,8 +580,12 @@ def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
     scrub = np.empty(total - n_bad, bool)
     want_k = (rows[keep].copy(), order[keep].copy(), ids[keep].copy(), (f[keep] & 0x80) != 0)
     want_b = (np.flatnonzero(~keep), order[~keep].copy(), ids[~keep].copy(), code[~keep])
-    got = _core.split_pairs(code, rows, order, ids, f, 0x80, scrub.view(np.uint8), *outs)
+    hit = np.zeros(n, np.uint8)
+    want_hit = np.zeros(n, np.uint8)
+    want_hit[rows[keep]] = 1
+    got = _core.split_pairs(code, rows, order, ids, f, 0x80, scrub.view(np.uint8), *outs, hit)
     assert got == total - n_bad
+    assert np.array_equal(hit, want_hit)      # the rows delivered to any seat
     for a, b in zip((rows[:got], order[:got], ids[:got], scrub), want_k):
         assert np.array_equal(a, b)
     for a, b in zip(outs, want_b):

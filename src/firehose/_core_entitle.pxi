@@ -299,15 +299,18 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
 def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                 int64_t[::1] ids, const uint8_t[::1] f, uint8_t scrub_bit,
                 uint8_t[::1] scrub, int64_t[::1] bad_pos, int64_t[::1] bad_order,
-                int64_t[::1] bad_ids, int8_t[::1] bad_code):
+                int64_t[::1] bad_ids, int8_t[::1] bad_code, uint8_t[::1] hit=None):
     """Split the pairs by ``code`` (0: delivered), keeping their order: the delivered ones move
     to the front of ``rows``, ``order`` and ``ids`` (in place) with ``scrub[j]`` set where
     their ``f`` has ``scrub_bit``; each other pair's index, order, id and code go to the
-    ``bad_*`` arrays, which must hold exactly as many as there are. Returns how many were
-    delivered."""
+    ``bad_*`` arrays, which must hold exactly as many as there are. ``hit`` (optional):
+    ``hit[rows[j]]`` set to 1 for every delivered pair (a row outside it is an IndexError).
+    Returns how many were delivered."""
     cdef Py_ssize_t total = code.shape[0], i, j = 0, b = 0
     cdef Py_ssize_t n_bad = bad_pos.shape[0], n_kept = total - n_bad
-    cdef bint wrong = n_bad > total
+    cdef Py_ssize_t n_hit = hit.shape[0] if hit is not None else 0
+    cdef bint wrong = n_bad > total, mark = hit is not None, outside = False
+    cdef uint8_t* hp = &hit[0] if hit is not None and n_hit else NULL
     if rows.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
             or f.shape[0] < total:
         raise ValueError("pair arrays are shorter than code")
@@ -323,6 +326,11 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                 if j == n_kept:
                     wrong = True
                     break
+                if mark:
+                    if <uint64_t>rows[i] >= <uint64_t>n_hit:
+                        outside = True
+                        break
+                    hp[rows[i]] = 1
                 if j != i:
                     rows[j] = rows[i]
                     order[j] = order[i]
@@ -338,6 +346,8 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                 bad_ids[b] = ids[i]
                 bad_code[b] = code[i]
                 b += 1
+    if outside:
+        raise IndexError("a delivered row is outside hit")
     if wrong or b != n_bad or j != n_kept:
         raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
     return j
@@ -422,12 +432,13 @@ def merge_distinct(const int64_t[::1] a, const int64_t[::1] b, int64_t[::1] out)
             k = 1
             last = po[0]
             while i < na and j < nb:
+                # equal heads are taken together (runs of the same ids, e.g. a batch's
+                # deliveries met again, merge in half the steps)
                 x = pa_[i]
                 y = pb_[j]
-                take_a = x <= y
-                v = x if take_a else y
-                i += take_a
-                j += not take_a
+                v = x if x <= y else y
+                i += x <= y
+                j += y <= x
                 po[k] = v
                 k += v != last
                 last = v
