@@ -1019,3 +1019,30 @@ def test_the_core_merges_runs_into_one_id_order_with_the_run_of_each(spread):
                          np.empty(4, np.int32))
     with pytest.raises(ValueError, match="shorter"):
         _core.merge_runs([np.array([1, 5])], np.empty(1, np.int64), np.empty(2, np.int32))
+
+
+def test_the_core_says_which_seats_rows_strictly_ascend():
+    from firehose import _core
+    arrays = [np.zeros(0, np.int64), np.array([4], np.int64), np.array([1, 2, 9], np.int64),
+              np.array([1, 1, 2], np.int64), np.array([3, 2], np.int64),
+              np.arange(100_000, dtype=np.int64)]
+    out = np.full(len(arrays), 7, np.uint8)
+    _core.strictly_ascending(arrays, out)
+    assert out.tolist() == [1, 1, 1, 0, 0, 1]
+    with pytest.raises(ValueError):
+        _core.strictly_ascending(arrays, out[:-1])
+
+
+def test_compliance_sets_sharing_one_table_screen_as_each_alone():
+    """The id sets of a state share one table of bytes (a bit each): a batch's columns
+    tested through it give what each set's own table gives."""
+    from firehose.compliance import _IdSet, _Screen, _share
+    rng = np.random.default_rng(3)
+    col = pa.chunked_array([pa.array(rng.integers(0, 5000, 20000), pa.int64())])
+    sets = [_IdSet(rng.integers(0, 5000, k)) for k in (1, 40, 900, 3000)]
+    alone = [s.isin(col) for s in sets]
+    _share(sets)
+    assert all(s.shared is sets[0].shared for s in sets)
+    screen = _Screen()
+    for s, want in zip(sets, alone):
+        assert np.array_equal(s.isin(col, screen), want)

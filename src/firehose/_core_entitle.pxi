@@ -230,13 +230,13 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                     sorted_keys = NULL
                     if ascending[s]:
                         # distinct rows, so distinct ranks: one counting pass on the rank's
-                        # top bits into about as many buckets as pairs (each bucket spans
+                        # top bits into up to as many buckets as pairs (each bucket spans
                         # 2**shift ranks), then insertion sort puts each bucket in order.
                         # Ranks that crowd into a few buckets (a seat matching a run of
                         # neighbouring ids) would make that quadratic: then the radix sort
                         # below does it.
                         lb = 0
-                        while (<Py_ssize_t>1 << lb) < m:
+                        while (<Py_ssize_t>1 << (lb + 1)) <= m:
                             lb += 1
                         shift = bits - lb if bits > lb else 0
                         nb = ((n - 1) >> shift) + 1
@@ -921,3 +921,26 @@ cdef void _merge_by_heap(const int64_t** src, const int64_t* end, Py_ssize_t k,
     free(heap)
     free(pos)
 
+
+
+def strictly_ascending(list arrays, uint8_t[::1] out):
+    """``out[i]`` = 1 where ``arrays[i]`` (int64) strictly ascends (fewer than two values
+    do), else 0: one pass per array, no temporaries."""
+    cdef Py_ssize_t k = len(arrays), i, j, m
+    cdef const int64_t[::1] v
+    cdef const int64_t* p
+    cdef uint8_t up
+    if out.shape[0] != k:
+        raise ValueError("out must be as long as arrays")
+    for i in range(k):
+        v = arrays[i]
+        m = v.shape[0]
+        up = 1
+        if m > 1:
+            p = &v[0]
+            with nogil:
+                for j in range(1, m):
+                    if p[j] <= p[j - 1]:
+                        up = 0
+                        break
+        out[i] = up

@@ -606,7 +606,9 @@ class Entitlements:
             raise ValueError("apply(): no source named")
         n = tweets.num_rows
         idcol = tweets.column("id")
-        id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
+        # (a batch without null ids, the usual one, is not converted bit by bit)
+        id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False) if idcol.null_count \
+            else np.zeros(n, bool)
         ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
         authors = pc.fill_null(tweets.column("author_id"), -1).to_numpy(zero_copy_only=False)
         screen = _Screen()          # each id column read and hashed once for all id sets
@@ -643,7 +645,9 @@ class Entitlements:
         seats = sorted(matches.items())
         plans = [self.plans.plan(client, source) for client, _ in seats]
         arrays = [np.ascontiguousarray(rows, np.int64) for _, (rows, _) in seats]
-        ascending = [len(r) < 2 or bool((r[1:] > r[:-1]).all()) for r in arrays]
+        asc = np.empty(len(arrays), np.uint8)
+        _core.strictly_ascending(arrays, asc)
+        ascending = asc.view(bool).tolist()
         sizes = np.array([len(r) for r in arrays], np.int64)
         starts = np.zeros(len(seats) + 1, np.int64)
         np.cumsum(sizes, out=starts[1:])
@@ -657,7 +661,7 @@ class Entitlements:
         # each seat's pairs by rank in the id order (a batch in id order: the row is the rank;
         # a seat whose ranks ascend is copied as it is), ties (a row matched twice) by match
         # position
-        _core.seat_pairs_by_rank(arrays, np.array(ascending, np.uint8), rank, ids, flags,
+        _core.seat_pairs_by_rank(arrays, asc, rank, ids, flags,
                                  ranks_p, order, ids_p, f,
                                  self._arena.empty(9 * n + 16, np.uint8))
 
@@ -724,7 +728,8 @@ class Entitlements:
         bad_ids = self._arena.empty(n_bad, np.int64)
         bad_code = self._arena.empty(n_bad, np.int8)
         scrubbed = self._arena.empty(n_kept, bool)
-        hit = np.zeros(n, bool)             # the ranks delivered to any seat (author index)
+        hit = self._arena.empty(n, bool)    # the ranks delivered to any seat (author index)
+        hit.fill(False)
         _core.split_pairs(code, ranks_p, order, ids_p, f, _SCRUB_BIT, scrubbed.view(np.uint8),
                           bad, bad_order, bad_ids, bad_code, hit.view(np.uint8))
         bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
@@ -777,7 +782,8 @@ class Entitlements:
             seat_bad = np.diff(bad_at)
             # labels: the fixed reasons, then each seat's extra one
             labels = list(_FIXED) + [e or _FIXED[0] for e in extra]
-            lab = bad_code.astype(np.int64)
+            lab = self._arena.empty(len(bad), np.int64)
+            lab[:] = bad_code
             for s in range(len(seats)):
                 # only a seat with an extra reason has pairs of that code
                 if extra[s] is not None and bad_at[s + 1] > bad_at[s]:
@@ -1316,7 +1322,9 @@ def _label_column(labels, k, lab: np.ndarray, used: list[bool]) -> pa.Dictionary
     at: dict[str, int] = {}
     code = np.array([at.setdefault(t[k], len(at)) if u else -1
                      for t, u in zip(labels, used)], np.int32)
-    return pa.DictionaryArray.from_arrays(np.take(code, lab), pa.array(list(at), pa.string()))
+    # the codes index the dictionary made here: not checked again (safe=False)
+    return pa.DictionaryArray.from_arrays(np.take(code, lab), pa.array(list(at), pa.string()),
+                                          safe=False)
 
 
 def label_array(value: str, n: int) -> pa.DictionaryArray:
