@@ -639,6 +639,14 @@ def test_the_core_merges_two_ascending_runs_into_distinct_ids(seed):
         out = np.full(na + nb, 7, np.int64)
         k = _core.merge_distinct(a, b, out)
         assert np.array_equal(out[:k], np.unique(np.concatenate([a, b])))
+        # one run wholly before the other (meeting at an id or not), or the same run twice
+        for x, y in ((a, np.sort(rng.integers(hi, 3 * hi, nb))),
+                     (a, np.sort(rng.integers(a[-1] if na else 0, 3 * hi, nb))),
+                     (np.sort(rng.integers(hi, 3 * hi, na)), b), (a, a)):
+            out = np.full(len(x) + len(y), 7, np.int64)
+            for p, q in ((x, y), (y, x)):
+                k = _core.merge_distinct(p, q, out)
+                assert np.array_equal(out[:k], np.unique(np.concatenate([p, q])))
     for a, b in (([3, 1], [2]), ([1], [5, 4, 6])):
         with pytest.raises(ValueError):
             _core.merge_distinct(np.array(a, np.int64), np.array(b, np.int64),

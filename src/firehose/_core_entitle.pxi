@@ -421,31 +421,42 @@ def merge_distinct(const int64_t[::1] a, const int64_t[::1] b, int64_t[::1] out)
             po = &out[0]
             i = 0
             j = 0
-            # the first value, then branch-free steps: the smaller head is written, the
-            # write position moves on only past a new value
-            if nb == 0 or (na and pa_[0] <= pb_[0]):
+            # one run wholly before the other (a stream's newer deliveries after the older
+            # ones): no merge, the two copied in turn, repeats dropped
+            if na and nb and pa_[na - 1] <= pb_[0]:
                 po[0] = pa_[0]
-                i = 1
-            else:
+                k = _append_distinct(pa_ + 1, na - 1, po, 1)
+                k = _append_distinct(pb_, nb, po, k)
+            elif na and nb and pb_[nb - 1] <= pa_[0]:
                 po[0] = pb_[0]
-                j = 1
-            k = 1
-            last = po[0]
-            while i < na and j < nb:
-                # equal heads are taken together (runs of the same ids, e.g. a batch's
-                # deliveries met again, merge in half the steps)
-                x = pa_[i]
-                y = pb_[j]
-                v = x if x <= y else y
-                i += x <= y
-                j += y <= x
-                po[k] = v
-                k += v != last
-                last = v
-            if i < na:
-                k = _append_distinct(pa_ + i, na - i, po, k)
-            if j < nb:
-                k = _append_distinct(pb_ + j, nb - j, po, k)
+                k = _append_distinct(pb_ + 1, nb - 1, po, 1)
+                k = _append_distinct(pa_, na, po, k)
+            else:
+                # the first value, then branch-free steps: the smaller head is written, the
+                # write position moves on only past a new value
+                if nb == 0 or (na and pa_[0] <= pb_[0]):
+                    po[0] = pa_[0]
+                    i = 1
+                else:
+                    po[0] = pb_[0]
+                    j = 1
+                k = 1
+                last = po[0]
+                while i < na and j < nb:
+                    # equal heads are taken together (runs of the same ids, e.g. a batch's
+                    # deliveries met again, merge in half the steps)
+                    x = pa_[i]
+                    y = pb_[j]
+                    v = x if x <= y else y
+                    i += x <= y
+                    j += y <= x
+                    po[k] = v
+                    k += v != last
+                    last = v
+                if i < na:
+                    k = _append_distinct(pa_ + i, na - i, po, k)
+                if j < nb:
+                    k = _append_distinct(pb_ + j, nb - j, po, k)
     if bad:
         raise ValueError("a run to merge is not ascending")
     return k
