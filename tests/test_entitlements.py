@@ -1054,3 +1054,33 @@ def test_compliance_sets_sharing_one_table_screen_as_each_alone():
     screen = _Screen()
     for s, want in zip(sets, alone):
         assert np.array_equal(s.isin(col, screen), want)
+
+
+def test_split_pairs_marks_hit_by_rank_and_replaces_delivered_ranks_by_rows():
+    from firehose import _core
+    rng = np.random.default_rng(5)
+    n, total = 50, 400
+    perm = rng.permutation(n).astype(np.int64)
+    ranks = rng.integers(0, n, total)
+    order, ids = rng.integers(0, 9, total), rng.integers(0, 1 << 40, total)
+    f = rng.integers(0, 256, total).astype(np.uint8)
+    code = np.where(rng.random(total) < 0.3, 3, 0).astype(np.int8)
+    keep = code == 0
+    n_bad = int((~keep).sum())
+    outs = [np.empty(n_bad, np.int64) for _ in range(3)] + [np.empty(n_bad, np.int8)]
+    hit = np.zeros(n, np.uint8)
+    want_hit = np.zeros(n, np.uint8)
+    want_hit[ranks[keep]] = 1
+    want_rows, want_ids = perm[ranks[keep]], ids[keep].copy()
+    rows = ranks.copy()
+    got = _core.split_pairs(code, rows, order, ids, f, 0x80, np.empty(total, np.uint8), *outs,
+                            hit, perm)
+    assert got == total - n_bad
+    assert np.array_equal(rows[:got], want_rows) and np.array_equal(ids[:got], want_ids)
+    assert np.array_equal(hit, want_hit)
+    with pytest.raises(IndexError):          # a rank outside perm
+        _core.split_pairs(np.zeros(1, np.int8), np.array([n], np.int64), np.zeros(1, np.int64),
+                          np.zeros(1, np.int64), np.zeros(1, np.uint8), 0x80,
+                          np.empty(1, np.uint8), *(np.empty(0, t) for t in
+                                                   (np.int64, np.int64, np.int64, np.int8)),
+                          None, perm)

@@ -299,17 +299,23 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
 def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                 int64_t[::1] ids, const uint8_t[::1] f, uint8_t scrub_bit,
                 uint8_t[::1] scrub, int64_t[::1] bad_pos, int64_t[::1] bad_order,
-                int64_t[::1] bad_ids, int8_t[::1] bad_code, uint8_t[::1] hit=None):
+                int64_t[::1] bad_ids, int8_t[::1] bad_code, uint8_t[::1] hit=None,
+                const int64_t[::1] perm=None):
     """Split the pairs by ``code`` (0: delivered), keeping their order: the delivered ones move
     to the front of ``rows``, ``order`` and ``ids`` (in place) with ``scrub[j]`` set where
     their ``f`` has ``scrub_bit``; each other pair's index, order, id and code go to the
     ``bad_*`` arrays, which must hold exactly as many as there are. ``hit`` (optional):
     ``hit[rows[j]]`` set to 1 for every delivered pair (a row outside it is an IndexError).
-    Returns how many were delivered."""
+    ``perm`` (optional): a delivered pair's ``rows`` entry is replaced by ``perm`` at it
+    (firehose.entitlements: a rank becomes its row; ``hit`` is marked by rank). Returns how
+    many were delivered."""
     cdef Py_ssize_t total = code.shape[0], i, j = 0, b = 0
     cdef Py_ssize_t n_bad = bad_pos.shape[0], n_kept = total - n_bad
     cdef Py_ssize_t n_hit = hit.shape[0] if hit is not None else 0
     cdef bint wrong = n_bad > total, mark = hit is not None, outside = False
+    cdef bint remap = perm is not None
+    cdef Py_ssize_t n_perm = perm.shape[0] if perm is not None else 0
+    cdef const int64_t* pp = &perm[0] if perm is not None and n_perm else NULL
     cdef uint8_t* hp = &hit[0] if hit is not None and n_hit else NULL
     if rows.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
             or f.shape[0] < total:
@@ -331,8 +337,14 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                         outside = True
                         break
                     hp[rows[i]] = 1
-                if j != i:
+                if remap:
+                    if <uint64_t>rows[i] >= <uint64_t>n_perm:
+                        outside = True
+                        break
+                    rows[j] = pp[rows[i]]
+                elif j != i:
                     rows[j] = rows[i]
+                if j != i:
                     order[j] = order[i]
                     ids[j] = ids[i]
                 scrub[j] = (f[i] & scrub_bit) != 0
@@ -347,7 +359,7 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                 bad_code[b] = code[i]
                 b += 1
     if outside:
-        raise IndexError("a delivered row is outside hit")
+        raise IndexError("a delivered row is outside hit or perm")
     if wrong or b != n_bad or j != n_kept:
         raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
     return j

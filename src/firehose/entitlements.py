@@ -665,14 +665,12 @@ class Entitlements:
                                  ranks_p, order, ids_p, f,
                                  self._arena.empty(9 * n + 16, np.uint8))
 
-        def rows_at(ranks, pooled=False):
+        def rows_at(ranks):
             """The rows of these ranks (a seat's ranks ascend: a sequential read of perm;
-            mode="clip": with mode="raise" numpy buffers ``out``, 5x slower, and the ranks
-            are in range)."""
+            mode="clip": the ranks are in range)."""
             if perm is None:
                 return ranks
-            out = self._arena.empty(len(ranks), np.int64) if pooled else None
-            return np.take(perm, ranks, out=out, mode="clip")
+            return np.take(perm, ranks, mode="clip")
 
         if dup_ids:
             # repeated ids and rows not ascending: ties go by match position, not by row
@@ -730,12 +728,12 @@ class Entitlements:
         scrubbed = self._arena.empty(n_kept, bool)
         hit = self._arena.empty(n, bool)    # the ranks delivered to any seat (author index)
         hit.fill(False)
+        # (and, out of id order, each delivered pair's rank replaced by its row: no take)
         _core.split_pairs(code, ranks_p, order, ids_p, f, _SCRUB_BIT, scrubbed.view(np.uint8),
-                          bad, bad_order, bad_ids, bad_code, hit.view(np.uint8))
+                          bad, bad_order, bad_ids, bad_code, hit.view(np.uint8), perm)
         bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
         kept_at = starts - bad_at                      # and its delivered ones
-        ranks_k, order_k = ranks_p[:n_kept], order[:n_kept]
-        rows_k = rows_at(ranks_k, pooled=True)         # the delivered rows
+        rows_k, order_k = ranks_p[:n_kept], order[:n_kept]     # the delivered rows
         got = ids_p[:n_kept]                           # delivered ids, each seat's in id order
         batch_col = _filled(max(n_kept, len(bad)), self.batch, self._arena.empty)
         delivered: dict[str, Delivery] = {}
