@@ -580,8 +580,12 @@ def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
     scrub = np.empty(total - n_bad, bool)
     want_k = (rows[keep].copy(), order[keep].copy(), ids[keep].copy(), (f[keep] & 0x80) != 0)
     want_b = (np.flatnonzero(~keep), order[~keep].copy(), ids[~keep].copy(), code[~keep])
-    got = _core.split_pairs(code, rows, order, ids, f, 0x80, scrub.view(np.uint8), *outs)
+    hit = np.zeros(n, np.uint8)
+    want_hit = np.zeros(n, np.uint8)
+    want_hit[rows[keep]] = 1
+    got = _core.split_pairs(code, rows, order, ids, f, 0x80, scrub.view(np.uint8), *outs, hit)
     assert got == total - n_bad
+    assert np.array_equal(hit, want_hit)      # the rows delivered to any seat
     for a, b in zip((rows[:got], order[:got], ids[:got], scrub), want_k):
         assert np.array_equal(a, b)
     for a, b in zip(outs, want_b):
@@ -635,6 +639,14 @@ def test_the_core_merges_two_ascending_runs_into_distinct_ids(seed):
         out = np.full(na + nb, 7, np.int64)
         k = _core.merge_distinct(a, b, out)
         assert np.array_equal(out[:k], np.unique(np.concatenate([a, b])))
+        # one run wholly before the other (meeting at an id or not), or the same run twice
+        for x, y in ((a, np.sort(rng.integers(hi, 3 * hi, nb))),
+                     (a, np.sort(rng.integers(a[-1] if na else 0, 3 * hi, nb))),
+                     (np.sort(rng.integers(hi, 3 * hi, na)), b), (a, a)):
+            out = np.full(len(x) + len(y), 7, np.int64)
+            for p, q in ((x, y), (y, x)):
+                k = _core.merge_distinct(p, q, out)
+                assert np.array_equal(out[:k], np.unique(np.concatenate([p, q])))
     for a, b in (([3, 1], [2]), ([1], [5, 4, 6])):
         with pytest.raises(ValueError):
             _core.merge_distinct(np.array(a, np.int64), np.array(b, np.int64),
@@ -1195,3 +1207,60 @@ def test_the_core_merges_runs_into_one_id_order_with_the_run_of_each(spread):
                          np.empty(4, np.int32))
     with pytest.raises(ValueError, match="shorter"):
         _core.merge_runs([np.array([1, 5])], np.empty(1, np.int64), np.empty(2, np.int32))
+
+
+def test_the_core_says_which_seats_rows_strictly_ascend():
+    from firehose import _core
+    arrays = [np.zeros(0, np.int64), np.array([4], np.int64), np.array([1, 2, 9], np.int64),
+              np.array([1, 1, 2], np.int64), np.array([3, 2], np.int64),
+              np.arange(100_000, dtype=np.int64)]
+    out = np.full(len(arrays), 7, np.uint8)
+    _core.strictly_ascending(arrays, out)
+    assert out.tolist() == [1, 1, 1, 0, 0, 1]
+    with pytest.raises(ValueError):
+        _core.strictly_ascending(arrays, out[:-1])
+
+
+def test_compliance_sets_sharing_one_table_screen_as_each_alone():
+    """The id sets of a state share one table of bytes (a bit each): a batch's columns
+    tested through it give what each set's own table gives."""
+    from firehose.compliance import _IdSet, _Screen, _share
+    rng = np.random.default_rng(3)
+    col = pa.chunked_array([pa.array(rng.integers(0, 5000, 20000), pa.int64())])
+    sets = [_IdSet(rng.integers(0, 5000, k)) for k in (1, 40, 900, 3000)]
+    alone = [s.isin(col) for s in sets]
+    _share(sets)
+    assert all(s.shared is sets[0].shared for s in sets)
+    screen = _Screen()
+    for s, want in zip(sets, alone):
+        assert np.array_equal(s.isin(col, screen), want)
+
+
+def test_split_pairs_marks_hit_by_rank_and_replaces_delivered_ranks_by_rows():
+    from firehose import _core
+    rng = np.random.default_rng(5)
+    n, total = 50, 400
+    perm = rng.permutation(n).astype(np.int64)
+    ranks = rng.integers(0, n, total)
+    order, ids = rng.integers(0, 9, total), rng.integers(0, 1 << 40, total)
+    f = rng.integers(0, 256, total).astype(np.uint8)
+    code = np.where(rng.random(total) < 0.3, 3, 0).astype(np.int8)
+    keep = code == 0
+    n_bad = int((~keep).sum())
+    outs = [np.empty(n_bad, np.int64) for _ in range(3)] + [np.empty(n_bad, np.int8)]
+    hit = np.zeros(n, np.uint8)
+    want_hit = np.zeros(n, np.uint8)
+    want_hit[ranks[keep]] = 1
+    want_rows, want_ids = perm[ranks[keep]], ids[keep].copy()
+    rows = ranks.copy()
+    got = _core.split_pairs(code, rows, order, ids, f, 0x80, np.empty(total, np.uint8), *outs,
+                            hit, perm)
+    assert got == total - n_bad
+    assert np.array_equal(rows[:got], want_rows) and np.array_equal(ids[:got], want_ids)
+    assert np.array_equal(hit, want_hit)
+    with pytest.raises(IndexError):          # a rank outside perm
+        _core.split_pairs(np.zeros(1, np.int8), np.array([n], np.int64), np.zeros(1, np.int64),
+                          np.zeros(1, np.int64), np.zeros(1, np.uint8), 0x80,
+                          np.empty(1, np.uint8), *(np.empty(0, t) for t in
+                                                   (np.int64, np.int64, np.int64, np.int8)),
+                          None, perm)

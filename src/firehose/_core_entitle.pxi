@@ -230,13 +230,13 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                     sorted_keys = NULL
                     if ascending[s]:
                         # distinct rows, so distinct ranks: one counting pass on the rank's
-                        # top bits into about as many buckets as pairs (each bucket spans
+                        # top bits into up to as many buckets as pairs (each bucket spans
                         # 2**shift ranks), then insertion sort puts each bucket in order.
                         # Ranks that crowd into a few buckets (a seat matching a run of
                         # neighbouring ids) would make that quadratic: then the radix sort
                         # below does it.
                         lb = 0
-                        while (<Py_ssize_t>1 << lb) < m:
+                        while (<Py_ssize_t>1 << (lb + 1)) <= m:
                             lb += 1
                         shift = bits - lb if bits > lb else 0
                         nb = ((n - 1) >> shift) + 1
@@ -299,15 +299,24 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
 def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                 int64_t[::1] ids, const uint8_t[::1] f, uint8_t scrub_bit,
                 uint8_t[::1] scrub, int64_t[::1] bad_pos, int64_t[::1] bad_order,
-                int64_t[::1] bad_ids, int8_t[::1] bad_code):
+                int64_t[::1] bad_ids, int8_t[::1] bad_code, uint8_t[::1] hit=None,
+                const int64_t[::1] perm=None):
     """Split the pairs by ``code`` (0: delivered), keeping their order: the delivered ones move
     to the front of ``rows``, ``order`` and ``ids`` (in place) with ``scrub[j]`` set where
     their ``f`` has ``scrub_bit``; each other pair's index, order, id and code go to the
-    ``bad_*`` arrays, which must hold exactly as many as there are. Returns how many were
-    delivered."""
+    ``bad_*`` arrays, which must hold exactly as many as there are. ``hit`` (optional):
+    ``hit[rows[j]]`` set to 1 for every delivered pair (a row outside it is an IndexError).
+    ``perm`` (optional): a delivered pair's ``rows`` entry is replaced by ``perm`` at it
+    (firehose.entitlements: a rank becomes its row; ``hit`` is marked by rank). Returns how
+    many were delivered."""
     cdef Py_ssize_t total = code.shape[0], i, j = 0, b = 0
     cdef Py_ssize_t n_bad = bad_pos.shape[0], n_kept = total - n_bad
-    cdef bint wrong = n_bad > total
+    cdef Py_ssize_t n_hit = hit.shape[0] if hit is not None else 0
+    cdef bint wrong = n_bad > total, mark = hit is not None, outside = False
+    cdef bint remap = perm is not None
+    cdef Py_ssize_t n_perm = perm.shape[0] if perm is not None else 0
+    cdef const int64_t* pp = &perm[0] if perm is not None and n_perm else NULL
+    cdef uint8_t* hp = &hit[0] if hit is not None and n_hit else NULL
     if rows.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
             or f.shape[0] < total:
         raise ValueError("pair arrays are shorter than code")
@@ -323,8 +332,19 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                 if j == n_kept:
                     wrong = True
                     break
-                if j != i:
+                if mark:
+                    if <uint64_t>rows[i] >= <uint64_t>n_hit:
+                        outside = True
+                        break
+                    hp[rows[i]] = 1
+                if remap:
+                    if <uint64_t>rows[i] >= <uint64_t>n_perm:
+                        outside = True
+                        break
+                    rows[j] = pp[rows[i]]
+                elif j != i:
                     rows[j] = rows[i]
+                if j != i:
                     order[j] = order[i]
                     ids[j] = ids[i]
                 scrub[j] = (f[i] & scrub_bit) != 0
@@ -338,6 +358,8 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
                 bad_ids[b] = ids[i]
                 bad_code[b] = code[i]
                 b += 1
+    if outside:
+        raise IndexError("a delivered row is outside hit or perm")
     if wrong or b != n_bad or j != n_kept:
         raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
     return j
@@ -411,30 +433,42 @@ def merge_distinct(const int64_t[::1] a, const int64_t[::1] b, int64_t[::1] out)
             po = &out[0]
             i = 0
             j = 0
-            # the first value, then branch-free steps: the smaller head is written, the
-            # write position moves on only past a new value
-            if nb == 0 or (na and pa_[0] <= pb_[0]):
+            # one run wholly before the other (a stream's newer deliveries after the older
+            # ones): no merge, the two copied in turn, repeats dropped
+            if na and nb and pa_[na - 1] <= pb_[0]:
                 po[0] = pa_[0]
-                i = 1
-            else:
+                k = _append_distinct(pa_ + 1, na - 1, po, 1)
+                k = _append_distinct(pb_, nb, po, k)
+            elif na and nb and pb_[nb - 1] <= pa_[0]:
                 po[0] = pb_[0]
-                j = 1
-            k = 1
-            last = po[0]
-            while i < na and j < nb:
-                x = pa_[i]
-                y = pb_[j]
-                take_a = x <= y
-                v = x if take_a else y
-                i += take_a
-                j += not take_a
-                po[k] = v
-                k += v != last
-                last = v
-            if i < na:
-                k = _append_distinct(pa_ + i, na - i, po, k)
-            if j < nb:
-                k = _append_distinct(pb_ + j, nb - j, po, k)
+                k = _append_distinct(pb_ + 1, nb - 1, po, 1)
+                k = _append_distinct(pa_, na, po, k)
+            else:
+                # the first value, then branch-free steps: the smaller head is written, the
+                # write position moves on only past a new value
+                if nb == 0 or (na and pa_[0] <= pb_[0]):
+                    po[0] = pa_[0]
+                    i = 1
+                else:
+                    po[0] = pb_[0]
+                    j = 1
+                k = 1
+                last = po[0]
+                while i < na and j < nb:
+                    # equal heads are taken together (runs of the same ids, e.g. a batch's
+                    # deliveries met again, merge in half the steps)
+                    x = pa_[i]
+                    y = pb_[j]
+                    v = x if x <= y else y
+                    i += x <= y
+                    j += y <= x
+                    po[k] = v
+                    k += v != last
+                    last = v
+                if i < na:
+                    k = _append_distinct(pa_ + i, na - i, po, k)
+                if j < nb:
+                    k = _append_distinct(pb_ + j, nb - j, po, k)
     if bad:
         raise ValueError("a run to merge is not ascending")
     return k
@@ -910,3 +944,26 @@ cdef void _merge_by_heap(const int64_t** src, const int64_t* end, Py_ssize_t k,
     free(heap)
     free(pos)
 
+
+
+def strictly_ascending(list arrays, uint8_t[::1] out):
+    """``out[i]`` = 1 where ``arrays[i]`` (int64) strictly ascends (fewer than two values
+    do), else 0: one pass per array, no temporaries."""
+    cdef Py_ssize_t k = len(arrays), i, j, m
+    cdef const int64_t[::1] v
+    cdef const int64_t* p
+    cdef uint8_t up
+    if out.shape[0] != k:
+        raise ValueError("out must be as long as arrays")
+    for i in range(k):
+        v = arrays[i]
+        m = v.shape[0]
+        up = 1
+        if m > 1:
+            p = &v[0]
+            with nogil:
+                for j in range(1, m):
+                    if p[j] <= p[j - 1]:
+                        up = 0
+                        break
+        out[i] = up

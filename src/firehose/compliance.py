@@ -77,6 +77,10 @@ class _IdSet:
         self.ids = np.unique(np.asarray(ids, np.int64))
         self.arrow = pa.array(self.ids, pa.int64())
         self.table = None
+        # a table of bytes that several sets share, a bit each (see _share): a column is
+        # gathered through it once for all of them
+        self.shared: np.ndarray | None = None
+        self.bit = 0
         if 0 < len(self.ids) <= 1 << (_HASH_BITS - 4):
             self.table = np.zeros(1 << _HASH_BITS, bool)
             self.table[_hash(self.ids)] = True
@@ -95,13 +99,29 @@ class _IdSet:
             return pc.fill_null(pc.is_in(col, value_set=self.arrow), False) \
                 .to_numpy(zero_copy_only=False)
         values, valid, hashed = got
-        cand = np.flatnonzero(self.table[hashed])
+        if self.shared is not None and screen is not None:
+            cand = np.flatnonzero(screen.gather(col, self.shared) & self.bit)
+        else:
+            cand = np.flatnonzero(self.table[hashed])
         if valid is not None:
             cand = cand[valid[cand]]
         out = np.zeros(n, bool)
         if len(cand):
             out[cand[in_sorted(self.ids, values[cand])]] = True
         return out
+
+
+def _share(sets: list) -> None:
+    """Up to 8 of these sets' hash tables as the bits of one table of bytes: a batch's
+    column is then gathered through it once, not once per set (the deny reasons, withholding
+    and scrub_geo test six columns 18 times a batch)."""
+    tabled = [st for st in sets if st.table is not None][:8]
+    if len(tabled) < 2:
+        return
+    shared = np.zeros(1 << _HASH_BITS, np.uint8)
+    for i, st in enumerate(tabled):
+        shared[st.table] |= np.uint8(1 << i)
+        st.shared, st.bit = shared, np.uint8(1 << i)
 
 
 def in_sorted(run: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -118,14 +138,28 @@ class _Screen:
 
     def __init__(self):
         self._got: dict[tuple, tuple] = {}
+        self._gathered: dict[tuple, tuple] = {}
+
+    @staticmethod
+    def _key(col) -> tuple:
+        chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+        return tuple((str(c.type), c.offset, len(c))
+                     + tuple(0 if b is None else b.address for b in c.buffers()) for c in chunks)
+
+    def gather(self, col, table: np.ndarray) -> np.ndarray:
+        """``table`` at the column's hashes (read() must have said the column is int64), once
+        per column and table: the sets sharing a table (a bit each) test it from there."""
+        key = self._key(col)
+        got = self._gathered.get(key)
+        if got is None or got[0] is not table:
+            got = self._gathered[key] = (table, table[self.read(col)[2]])
+        return got[1]
 
     def read(self, col):
         """(values, validity, hashes) of an int64 column, as isin() needs them; None when
         the column is not plain int64. A column is known by its buffers (``Table.column``
         makes a new wrapper per call); the screen keeps each column it read alive."""
-        chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-        key = tuple((str(c.type), c.offset, len(c))
-                    + tuple(0 if b is None else b.address for b in c.buffers()) for c in chunks)
+        key = self._key(col)
         got = self._got.get(key)
         if got is None:
             values = _int64_values(col)
@@ -209,6 +243,7 @@ class ComplianceState:
             by_user = np.argsort(users)
             c["scrub"] = _IdSet(users)
             c["scrub_up_to"] = up_to[by_user]           # aligned with c["scrub"].ids
+            _share([v for v in c.values() if isinstance(v, _IdSet)])
             self._cache = c
         return self._cache
 

@@ -836,7 +836,9 @@ class Entitlements:
             raise ValueError("apply(): no source named")
         n = tweets.num_rows
         idcol = tweets.column("id")
-        id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False)
+        # (a batch without null ids, the usual one, is not converted bit by bit)
+        id_null = pc.is_null(idcol).to_numpy(zero_copy_only=False) if idcol.null_count \
+            else np.zeros(n, bool)
         ids = pc.fill_null(idcol, -1).to_numpy(zero_copy_only=False)
         authors = pc.fill_null(tweets.column("author_id"), -1).to_numpy(zero_copy_only=False)
         screen = _Screen()          # each id column read and hashed once for all id sets
@@ -873,7 +875,9 @@ class Entitlements:
         seats = sorted(matches.items())
         plans = [self.plans.plan(client, source) for client, _ in seats]
         arrays = [np.ascontiguousarray(rows, np.int64) for _, (rows, _) in seats]
-        ascending = [len(r) < 2 or bool((r[1:] > r[:-1]).all()) for r in arrays]
+        asc = np.empty(len(arrays), np.uint8)
+        _core.strictly_ascending(arrays, asc)
+        ascending = asc.view(bool).tolist()
         sizes = np.array([len(r) for r in arrays], np.int64)
         starts = np.zeros(len(seats) + 1, np.int64)
         np.cumsum(sizes, out=starts[1:])
@@ -887,18 +891,16 @@ class Entitlements:
         # each seat's pairs by rank in the id order (a batch in id order: the row is the rank;
         # a seat whose ranks ascend is copied as it is), ties (a row matched twice) by match
         # position
-        _core.seat_pairs_by_rank(arrays, np.array(ascending, np.uint8), rank, ids, flags,
+        _core.seat_pairs_by_rank(arrays, asc, rank, ids, flags,
                                  ranks_p, order, ids_p, f,
                                  self._arena.empty(9 * n + 16, np.uint8))
 
-        def rows_at(ranks, pooled=False):
+        def rows_at(ranks):
             """The rows of these ranks (a seat's ranks ascend: a sequential read of perm;
-            mode="clip": with mode="raise" numpy buffers ``out``, 5x slower, and the ranks
-            are in range)."""
+            mode="clip": the ranks are in range)."""
             if perm is None:
                 return ranks
-            out = self._arena.empty(len(ranks), np.int64) if pooled else None
-            return np.take(perm, ranks, out=out, mode="clip")
+            return np.take(perm, ranks, mode="clip")
 
         if dup_ids:
             # repeated ids and rows not ascending: ties go by match position, not by row
@@ -954,12 +956,14 @@ class Entitlements:
         bad_ids = self._arena.empty(n_bad, np.int64)
         bad_code = self._arena.empty(n_bad, np.int8)
         scrubbed = self._arena.empty(n_kept, bool)
+        hit = self._arena.empty(n, bool)    # the ranks delivered to any seat (author index)
+        hit.fill(False)
+        # (and, out of id order, each delivered pair's rank replaced by its row: no take)
         _core.split_pairs(code, ranks_p, order, ids_p, f, _SCRUB_BIT, scrubbed.view(np.uint8),
-                          bad, bad_order, bad_ids, bad_code)
+                          bad, bad_order, bad_ids, bad_code, hit.view(np.uint8), perm)
         bad_at = np.searchsorted(bad, starts)          # seat s's denied pairs: bad[bad_at[s]:bad_at[s+1]]
         kept_at = starts - bad_at                      # and its delivered ones
-        ranks_k, order_k = ranks_p[:n_kept], order[:n_kept]
-        rows_k = rows_at(ranks_k, pooled=True)         # the delivered rows
+        rows_k, order_k = ranks_p[:n_kept], order[:n_kept]     # the delivered rows
         got = ids_p[:n_kept]                           # delivered ids, each seat's in id order
         batch_col = _filled(max(n_kept, len(bad)), self.batch, self._arena.empty)
         delivered: dict[str, Delivery] = {}
@@ -992,8 +996,6 @@ class Entitlements:
                 self._remember(client, got[ka:kb], checked=ascending[s])
         if n_kept:
             # (author, id) of each row delivered to any seat, once: the author index
-            hit = np.zeros(n, bool)
-            hit[ranks_k] = True
             at = rows_at(np.flatnonzero(hit))          # those rows, in id order
             self._pending_authors.append((authors[at], ids[at]))
             if len(self._pending_authors) > _PENDING_BATCHES:
@@ -1008,14 +1010,17 @@ class Entitlements:
             seat_bad = np.diff(bad_at)
             # labels: the fixed reasons, then each seat's extra one
             labels = list(_FIXED) + [e or _FIXED[0] for e in extra]
-            lab = bad_code.astype(np.int64)
-            is_extra = lab == _EXTRA_CODE
-            if is_extra.any():
-                lab[is_extra] = len(_FIXED) + np.repeat(np.arange(len(seats)), seat_bad)[is_extra]
+            lab = self._arena.empty(len(bad), np.int64)
+            lab[:] = bad_code
+            for s in range(len(seats)):
+                # only a seat with an extra reason has pairs of that code
+                if extra[s] is not None and bad_at[s + 1] > bad_at[s]:
+                    seg = lab[bad_at[s]:bad_at[s + 1]]
+                    seg[seg == _EXTRA_CODE] = len(_FIXED) + s
             used = (np.bincount(lab, minlength=len(labels)) > 0).tolist()
             denials = pa.table({
                 "batch": batch_col.slice(0, len(bad)),
-                "client": _repeat_names(names, seat_bad),
+                "client": _repeat_names(names, seat_bad, self._arena.empty),
                 "tweet_id": pa.array(bad_ids, pa.int64()),
                 "reason": _label_column(labels, 0, lab, used),
                 "policy": _label_column(labels, 1, lab, used),
@@ -1025,7 +1030,7 @@ class Entitlements:
             }, schema=DENIALS)
         ledger = pa.table({
             "batch": batch_col.slice(0, n_kept),
-            "client": _repeat_names(names, np.diff(kept_at)),
+            "client": _repeat_names(names, np.diff(kept_at), self._arena.empty),
             "tweet_id": pa.array(got, pa.int64()),
             "plan_version": self._constant(self.plans.version, n_kept),
         }, schema=LEDGER)
@@ -1545,24 +1550,33 @@ def _days(tweets: pa.Table) -> np.ndarray:
     return created.to_numpy(zero_copy_only=False) // 86_400_000
 
 
-def _repeat_names(names, counts) -> pa.ChunkedArray:
+def _repeat_names(names, counts, empty=np.empty) -> pa.ChunkedArray:
     """Each of ``names`` repeated ``counts`` times, one chunk per name. The chunks share one
-    offsets buffer per name length; only the characters are written per chunk."""
+    offsets buffer per name length; only the characters are written per chunk, into one
+    array from ``empty`` (the arena's: a 1M-row ledger's names are ~20 MB of memory that,
+    new, cost a page fault per 4 KB)."""
     counts = [int(c) for c in counts]
+    data = [name.encode() for name in names]
     chunks = []
     offsets: dict[int, np.ndarray] = {}
     longest = max(counts, default=0)
-    for name, c in zip(names, counts):
-        data = name.encode()
-        size = len(data)
+    chars = empty(sum(len(d) * c for d, c in zip(data, counts) if len(d) * c < 2**31),
+                  np.uint8)
+    at = 0
+    for name, d, c in zip(names, data, counts):
+        size = len(d)
         if size * c >= 2**31:
             chunks.append(pa.repeat(pa.scalar(name, pa.string()), c))
             continue
         if size not in offsets:
             offsets[size] = np.arange(0, size * (longest + 1), size or 1, np.int32) \
                 if size else np.zeros(longest + 1, np.int32)
+        part = chars[at:at + size * c]
+        if size * c:
+            part[:] = np.frombuffer(d * c, np.uint8)
+        at += size * c
         chunks.append(pa.StringArray.from_buffers(
-            c, pa.py_buffer(offsets[size][:c + 1]), pa.py_buffer(data * c)))
+            c, pa.py_buffer(offsets[size][:c + 1]), pa.py_buffer(part)))
     return pa.chunked_array(chunks, pa.string())
 
 
@@ -1572,7 +1586,9 @@ def _label_column(labels, k, lab: np.ndarray, used: list[bool]) -> pa.Dictionary
     at: dict[str, int] = {}
     code = np.array([at.setdefault(t[k], len(at)) if u else -1
                      for t, u in zip(labels, used)], np.int32)
-    return pa.DictionaryArray.from_arrays(np.take(code, lab), pa.array(list(at), pa.string()))
+    # the codes index the dictionary made here: not checked again (safe=False)
+    return pa.DictionaryArray.from_arrays(np.take(code, lab), pa.array(list(at), pa.string()),
+                                          safe=False)
 
 
 def label_array(value: str, n: int) -> pa.DictionaryArray:
@@ -1659,9 +1675,13 @@ def _merged(runs: list[np.ndarray]) -> np.ndarray:
 
 
 def _fit(out: np.ndarray, k: int) -> np.ndarray:
-    """``out[:k]``; a copy when a merge dropped many repeats (the room it does not need goes
-    back)."""
-    return out[:k] if 4 * k >= 3 * len(out) else out[:k].copy()
+    """``out[:k]``; when a merge dropped many repeats, ``out`` itself shrunk to ``k`` (the
+    room it does not need goes back; a realloc shrinks in place, where a copy cost as much
+    as the merge). ``out`` must be an array of the caller's own that nothing else views."""
+    if 4 * k >= 3 * len(out):
+        return out[:k]
+    out.resize(k, refcheck=False)
+    return out
 
 
 def _codes(col) -> tuple[np.ndarray, list]:
