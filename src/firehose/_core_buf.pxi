@@ -326,7 +326,15 @@ cdef extern from *:
 
 
 cdef inline void xmove(ArrowArray* a, int k, Buf* b, int validity) noexcept nogil:
-    """Buffer k of a from builder buffer b (moved; b left empty)."""
+    """Buffer k of a from builder buffer b (moved; b left empty). A buffer far larger than
+    its content (a small batch after a large one: it started at the large one's size hint)
+    is shrunk first, so a kept small batch does not hold a large batch's memory."""
+    cdef char* p
+    if b.data != NULL and b.cap - b.len > (b.len >> 2) + 4096:
+        p = <char*>realloc(b.data, b.len if b.len > 0 else 1)
+        if p != NULL:
+            b.data = p
+            b.cap = b.len
     fh_xbuf(a, k, b.data, b.len, validity)
     b.data = NULL
     b.len = 0

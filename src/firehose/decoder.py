@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from . import _core
 from .errors import ParseError
-from .reader import DEFAULT_CHUNK, map_chunks
+from .reader import DEFAULT_CHUNK, iter_chunks, map_chunks, prefetch
 from .schema import COMPLIANCE, REJECTS, TWEETS
 
 __all__ = ["Decoder", "DecodeResult", "decode_file", "iter_file"]
@@ -175,8 +175,10 @@ class Decoder:
         ``memoryview``, ``mmap``, a NumPy array, ...). A C-contiguous buffer is decoded where it
         lies, without a copy; it is only read during the call and no reference to it is kept
         (the unterminated tail is copied), so the caller may reuse or unmap it afterwards.
-        While the call runs (the core releases the GIL) the buffer is locked: a ``bytearray``
-        cannot be resized meanwhile.
+        While the call runs (the core releases the GIL) the buffer is exported: a ``bytearray``
+        or ``mmap`` cannot be resized or closed meanwhile (a BufferError). Exporters that do
+        not honour exports (NumPy's ``resize(refcheck=False)``) must not be changed by another
+        thread during the call.
         """
         if type(chunk) is bytes:
             return self._feed(chunk, source, offset)
@@ -185,6 +187,8 @@ class Decoder:
         except TypeError:
             return self._feed(bytes(chunk), source, offset)
         with view:
+            if view.nbytes == 0:
+                return self._feed(b"", source, offset)
             if not view.c_contiguous:
                 return self._feed(view.tobytes(), source, offset)
             with view.cast("B") as data:    # one byte an item, whatever the exporter's format
@@ -367,32 +371,41 @@ def _unify(batches, schema, full, empty) -> pa.Table:
 
 
 def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT_CHUNK,
-              source: str | None = None, readahead: int = 2, **kwargs) -> Iterator[DecodeResult]:
+              source: str | None = None, readahead: int = 2, mmap: bool = True,
+              **kwargs) -> Iterator[DecodeResult]:
     """Stream a capture (plain, .gz or .zst) through a Decoder, yielding a result per chunk.
 
     Pass ``decoder`` to share dedupe state across files; otherwise a new one is made with
     ``kwargs``. A plain file is memory-mapped chunk by chunk and decoded where it lies (no
     copy, no thread: see ``reader.map_chunks``); compressed files and stdin are read and
-    decompressed ``readahead`` chunks ahead in a thread (0: inline). The source's last line is
-    flushed at the end; the decoder stays usable."""
+    decompressed ``readahead`` chunks ahead in a thread (0: inline). ``mmap=False`` reads a
+    plain file too (``reader.iter_chunks``): a file truncated, or an I/O error, while it is
+    decoded is then an ``InputError``, where a mapping kills the process with SIGBUS. The
+    source's last line is flushed at the end; the decoder stays usable."""
     if decoder is not None and kwargs:
         raise TypeError(f"iter_file: {', '.join(sorted(kwargs))} would be ignored: the "
                         "decoder given was made with its own settings")
     dec = decoder if decoder is not None else Decoder(**kwargs)
     name = source if source is not None else os.fspath(path)
-    for chunk, offset in map_chunks(path, chunk_size, readahead=readahead):
+    if mmap:
+        chunks = map_chunks(path, chunk_size, readahead=readahead)
+    else:
+        chunks = iter_chunks(path, chunk_size)
+        chunks = prefetch(chunks, readahead) if readahead > 0 else chunks
+    for chunk, offset in chunks:
         yield dec.feed(chunk, source=name, offset=offset)
     yield dec.finish()
 
 
-def decode_file(path, **kwargs) -> DecodeResult:
-    """Decode a whole capture file into three tables (tweets, compliance, rejects)."""
+def decode_file(path, *, mmap: bool = True, **kwargs) -> DecodeResult:
+    """Decode a whole capture file into three tables (tweets, compliance, rejects).
+    ``mmap``: as for :func:`iter_file`."""
     dec = kwargs.pop("decoder", None)
     if dec is not None and kwargs:
         raise TypeError(f"decode_file: {', '.join(sorted(kwargs))} would be ignored: the "
                         "decoder given was made with its own settings")
     dec = dec or Decoder(**kwargs)
-    res = DecodeResult.concat(iter_file(path, decoder=dec))
+    res = DecodeResult.concat(iter_file(path, decoder=dec, mmap=mmap))
     return _WithStats(res.tweets, res.compliance, res.rejects, dec.stats)
 
 

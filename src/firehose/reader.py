@@ -163,15 +163,24 @@ def map_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
     ``readahead`` chunks ahead in a thread (``prefetch``) when ``readahead`` > 0; a mapped file
     needs no thread (the kernel reads ahead of the page faults).
 
-    A chunk is valid until the next one is asked for: then its mapping is closed (left to the
-    garbage collector if the consumer still holds a view of it). Each chunk is mapped on its
+    A chunk is valid until the next one is asked for: then the view yielded is released and
+    its mapping closed (left to the garbage collector while the consumer holds a view or an
+    export of it, e.g. a slice or ``pa.py_buffer``; the view itself is released, so keep a
+    slice, not the view). Each chunk is mapped on its
     own, so memory stays bounded whatever the file's size, and a file that grows while it is
-    read is read on, as with ``read()``. A plain file *truncated* while it is read makes the
-    process die of SIGBUS when it touches the lost pages (a property of memory mapping);
-    ``iter_chunks`` reads such files safely."""
+    read is read on, as with ``read()``. A plain file *truncated* while it is read, or an I/O
+    error on a mapped page, makes the process die of SIGBUS when it touches those pages (a
+    property of memory mapping); ``iter_chunks`` (``iter_file(mmap=False)``) reads such files
+    safely."""
     name = os.fspath(path)
     f = None
-    if name != "-":
+    try:
+        regular = name != "-" and stat.S_ISREG(os.stat(name).st_mode)
+    except OSError:
+        regular = False                     # (iter_chunks says why it cannot be opened)
+    if regular:
+        # (anything else, a FIFO above all, is opened once, by iter_chunks: a second open
+        # of a FIFO whose writer has gone waits for ever)
         try:
             f = open(name, "rb", buffering=0)
         except OSError as e:
@@ -208,7 +217,10 @@ def map_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
             try:
                 yield view, offset
             finally:
-                view.release()
+                try:
+                    view.release()
+                except BufferError:     # the consumer holds an export of it: it stays mapped
+                    pass
                 try:
                     m.close()
                 except BufferError:     # the consumer holds a view: the view keeps it mapped
