@@ -217,7 +217,7 @@ def test_user_events_over_a_long_history(benchmark, fanout, tmp_path, monkeypatc
         t = time.perf_counter()
         if len(ent._pending_authors) > 4:
             ent._author_runs()
-        ent._maybe_spill(base + batch_ms // 2)
+        ent._maybe_spill(base + batch_ms // 2, rows)
         spent += time.perf_counter() - t
         worst = max(worst, time.perf_counter() - t)
     users = np.unique(rng.integers(1, 5_000_000, 5000).astype(np.int64) << 20)

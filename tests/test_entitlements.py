@@ -1096,10 +1096,13 @@ def test_a_merge_goes_a_few_chunks_a_batch_and_a_checkpoint_mid_merge_resumes(tm
         a, t = (np.concatenate(x) for x in zip(*sp._author_parts(name)[0]))
         assert -1 not in a.tolist()
         assert len(set(zip(a.tolist(), t.tolist()))) == len(a)
-    if sp._merge is None:                   # start one and stop it after its first chunk
-        sp.compact(1)
-    assert sp._merge is not None and not sp._merge.done
-    merging = sp._merge
+    for k in range(2):                      # two more files of one size class: a merge
+        a = np.repeat(np.arange(10, 40, dtype=np.int64), 2)
+        t = np.arange(60, dtype=np.int64) + 1000 * k
+        sp.write("authors", pa.table({"author_id": a, "tweet_id": t}), t.min(), t.max())
+    sp.compact(1)                           # started, stopped after its first chunk
+    assert sp._merges and not sp._merges[0].done
+    merging = sp._merges[0]
     assert os.path.exists(merging.tmp)
     inputs = {f[1] for f in merging.picked}
     assert inputs <= {f[1] for f in sp.files}
@@ -1113,7 +1116,7 @@ def test_a_merge_goes_a_few_chunks_a_batch_and_a_checkpoint_mid_merge_resumes(tm
     assert inputs <= {f[1] for f in resumed._spill.files}
     got = {(int(x), int(y)) for t, a in resumed._spill.tweets_by(users) for x, y in zip(t, a)}
     resumed._spill.compact(1 << 30)                  # the merge starts over and finishes
-    assert resumed._spill._merge is None
+    assert resumed._spill._merges == []
     assert {(int(x), int(y)) for t, a in resumed._spill.tweets_by(users)
             for x, y in zip(t, a)} == got
     assert not inputs & {f[1] for f in resumed._spill.files}
@@ -1264,3 +1267,72 @@ def test_split_pairs_marks_hit_by_rank_and_replaces_delivered_ranks_by_rows():
                           np.empty(1, np.uint8), *(np.empty(0, t) for t in
                                                    (np.int64, np.int64, np.int64, np.int8)),
                           None, perm)
+
+
+def test_merges_are_scheduled_per_size_class_and_survive_failures_and_reloads(tmp_path,
+                                                                            monkeypatch):
+    """Small files go on being merged while a long merge of large ones is in progress (one
+    merge a size class, smallest first); a merge past max_merge_rows is not started; a
+    failure mid-merge (here a MemoryError) drops the merge whole, losing no pair; a reload
+    hands a merge in progress over, and it finishes where it was."""
+    import firehose.entitlements as E
+    rng = np.random.default_rng(8)
+    sp = _Spill(str(tmp_path / "s"))
+    sp.fanout, sp.chunk_rows = 2, 4
+    want = set()
+
+    def add(n):
+        a, t = rng.integers(0, 50, n), rng.integers(0, 1 << 40, n)
+        o = np.lexsort((t, a))
+        a, t = a[o], t[o]
+        want.update(zip(a.tolist(), t.tolist()))
+        sp.write("authors", pa.table({"author_id": a, "tweet_id": t}), int(t.min()), int(t.max()))
+
+    def pairs(spill):
+        return {(int(x), int(y)) for t, a in spill.tweets_by(np.arange(50)) for x, y in zip(a, t)}
+
+    add(400)
+    add(400)
+    sp.compact(4)                                    # the long merge: one chunk done
+    (big,) = sp._merges
+    for _ in range(6):
+        add(5)
+        sp.compact(8)
+    assert not big.done and big in sp._merges
+    small = [n for k, n, _, _ in sp.files if k == "authors" and sp._author_parts(n)[3] < 100]
+    assert len(small) < 4, small                     # merged beside it, not piled up
+    assert pairs(sp) == want
+    # a failure mid-step: the merge goes whole, nothing is lost, it starts over later
+    real = E._merged_runs_of_pairs
+
+    def boom(runs):
+        raise MemoryError("test")
+    before = list(sp._merges)
+    monkeypatch.setattr(E, "_merged_runs_of_pairs", boom)
+    with pytest.raises(MemoryError):
+        sp.compact(1 << 20)
+    monkeypatch.setattr(E, "_merged_runs_of_pairs", real)
+    gone = [m for m in before if m not in sp._merges]
+    assert len(gone) == 1 and not os.path.exists(gone[0].tmp)
+    assert pairs(sp) == want
+    sp.compact(4)
+    assert sp._merges
+    # a reload: the merges in progress move over and finish there
+    new = _Spill(sp.directory)
+    new.fanout, new.chunk_rows = 2, 4
+    new.restore(list(sp.files), sp.seq, list(sp.retired))
+    moving = list(sp._merges)
+    sp.hand_over(new)
+    assert new._merges == moving and sp._merges == []
+    new.compact(1 << 30)
+    assert new._merges == [] and all(m.done for m in moving)
+    assert pairs(new) == want
+    assert len([f for f in new.files if f[0] == "authors"]) <= 4
+    # no merge past max_merge_rows
+    capped = _Spill(str(tmp_path / "c"))
+    capped.fanout, capped.chunk_rows, capped.max_merge_rows = 2, 4, 500
+    sp = capped
+    add(400)
+    add(400)
+    capped.compact(1 << 30)
+    assert capped._merges == [] and len(capped.files) == 2

@@ -437,6 +437,7 @@ class _Spill:
     fanout = 4
     chunk_rows = 1 << 20         # rows of a merge's chunk (one record batch of its file)
     merge_rows = 8 << 20         # rows a compact() call merges at most, when not told
+    max_merge_rows = 1 << 28     # files are not merged past this (a merge's length bounded)
 
     def __init__(self, directory: str):
         self.directory = directory
@@ -446,7 +447,7 @@ class _Spill:
         self._unsynced: list[str] = []      # written, not yet known durable
         self.retired: list[str] = []        # merged away, to delete after the next checkpoint
         self._releasable: list[str] = []    # those retired before the last state was made
-        self._merge: _Merge | None = None   # the authors merge in progress
+        self._merges: list[_Merge] = []     # the authors merges in progress
         self._lock = threading.Lock()       # the pipeline's committer marks and deletes
 
     def write(self, kind: str, table, lo: int, hi: int, schema: pa.Schema | None = None) -> None:
@@ -624,33 +625,46 @@ class _Spill:
         return k
 
     def compact(self, budget: int | None = None) -> None:
-        """Go on merging authors files for about ``budget`` rows (default ``merge_rows``):
-        the merge in progress first, then, while ``fanout`` files share a size class, the
-        smallest such class's oldest ones. A merge is written a chunk at a time, so one
-        batch never waits for a whole merge (a merge of the largest files spreads over many
-        batches); until it is done the files it reads stay as they are, named and searched."""
+        """Go on merging authors files for about ``budget`` rows (default ``merge_rows``).
+        Every size class holding ``fanout`` files not being merged starts a merge of its
+        oldest ones (one merge a class at a time, never two over one file; none past
+        ``max_merge_rows`` rows); the smallest merge in progress goes first, so a long merge
+        of the largest files never holds up the small ones. A merge is written a chunk at a
+        time, so one batch never waits for a whole merge; until it is done the files it
+        reads stay as they are, named and searched."""
         if self.fanout < 2:
             raise ValueError("the spill's fanout must be at least 2")
         left = self.merge_rows if budget is None else budget
         while left > 0:
-            if self._merge is None:
-                at = self._next_merge()
-                if at is None:
-                    return
+            while (at := self._next_merge()) is not None:
                 self.seq += 1
-                self._merge = _Merge(self, [self.files[i] for i in at], self.seq)
-            left -= self._merge.step(left)
-            if self._merge.done:
-                merge, self._merge = self._merge, None
+                self._merges.append(_Merge(self, [self.files[i] for i in at], self.seq))
+            if not self._merges:
+                return
+            merge = min(self._merges, key=lambda m: m.total)
+            left -= merge.step(left)
+            if merge.done:
+                self._merges.remove(merge)
                 self._swap(merge)
 
     def _next_merge(self) -> list[int] | None:
+        """The oldest ``fanout`` files of the smallest size class that has that many files
+        not being merged (and no merge of its own in progress), within ``max_merge_rows``."""
+        busy = {name for m in self._merges for _, name, _, _ in m.picked}
+        merging = {m.size_class for m in self._merges}
         classes: dict[int, list[int]] = {}
+        rows: dict[int, list[int]] = {}
         for i, (kind, name, _, _) in enumerate(self.files):
-            if kind == "authors":
-                classes.setdefault(self._size_class(self._author_parts(name)[3]), []).append(i)
-        full = sorted(k for k, at in classes.items() if len(at) >= self.fanout)
-        return classes[full[0]][:self.fanout] if full else None
+            if kind == "authors" and name not in busy:
+                r = self._author_parts(name)[3]
+                k = self._size_class(r)
+                classes.setdefault(k, []).append(i)
+                rows.setdefault(k, []).append(r)
+        for k in sorted(classes):
+            if k not in merging and len(classes[k]) >= self.fanout \
+                    and sum(rows[k][:self.fanout]) <= self.max_merge_rows:
+                return classes[k][:self.fanout]
+        return None
 
     def _swap(self, merge: "_Merge") -> None:
         """A finished merge's file replaces its inputs, which are retired."""
@@ -667,11 +681,24 @@ class _Spill:
             self.retired += sorted(names)
 
     def abandon(self) -> None:
-        """Drop the merge in progress (its temporary file goes; its inputs stay): this spill
-        is no longer used (a reload hands its state to another)."""
-        if self._merge is not None:
-            merge, self._merge = self._merge, None
+        """Drop the merges in progress (their temporary files go; their inputs stay)."""
+        merges, self._merges = self._merges, []
+        for merge in merges:
             merge.abort()
+
+    def hand_over(self, to: "_Spill") -> None:
+        """Move the merges in progress to ``to``, a spill over the same directory restored
+        from this one's state (a reload): they go on where they are instead of starting
+        over. A merge whose inputs ``to`` does not name is dropped."""
+        named = {name for _, name, _, _ in to.files}
+        merges, self._merges = self._merges, []
+        for merge in merges:
+            if to.directory == self.directory and all(f[1] in named for f in merge.picked) \
+                    and merge.seq <= to.seq:
+                merge.spill = to
+                to._merges.append(merge)
+            else:
+                merge.abort()
 
 
 class _Merge:
@@ -681,11 +708,12 @@ class _Merge:
     the new file (under a temporary name until the last)."""
 
     def __init__(self, spill: _Spill, picked: list[tuple[str, str, int, int]], seq: int):
-        self.spill, self.picked = spill, picked
+        self.spill, self.picked, self.seq = spill, picked, seq
         self.name = f"authors-{seq:06d}.arrow"
         self.lo, self.hi = min(f[2] for f in picked), max(f[3] for f in picked)
         self.parts = [p for _, name, _, _ in picked for p in spill._author_parts(name)[0]]
-        total = sum(len(a) for a, _ in self.parts)
+        total = self.total = sum(len(a) for a, _ in self.parts)
+        self.size_class = spill._size_class(max(spill._author_parts(n)[3] for _, n, _, _ in picked))
         chunks = -(-total // spill.chunk_rows)
         cuts = np.zeros(0, np.int64)
         if chunks > 1:
@@ -713,24 +741,29 @@ class _Merge:
                 j = self.next
                 runs = [(a[c[j]:c[j + 1]], t[c[j]:c[j + 1]])
                         for (a, t), c in zip(self.parts, self.bounds) if c[j + 1] > c[j]]
-                self.next += 1
                 if runs:
                     author, tid = _merged_runs_of_pairs(runs)
                     self._writer.write_batch(pa.record_batch(
                         [pa.array(author, pa.int64()), pa.array(tid, pa.int64())],
                         schema=_AUTHORS))
                     rows += sum(len(a) for a, _ in runs)
+                self.next += 1                      # (only once the chunk is written)
             if self.next >= self.chunks:
                 self._writer.close()
                 self._file.close()
                 self._writer = self._file = None
                 os.replace(self.tmp, self.path)
                 self.done = True
-        except (OSError, pa.ArrowException) as e:
+        except BaseException as e:
+            # any failure (a full disk, MemoryError, Ctrl-C) drops the merge whole: a chunk
+            # half done is never skipped; the inputs stay, and the merge starts over later
             self.abort()
-            self.spill._merge = None
-            raise SinkError(f"{self.path}: write failed: {getattr(e, 'strerror', None) or e}"
-                            ) from None
+            if self in self.spill._merges:
+                self.spill._merges.remove(self)
+            if isinstance(e, (OSError, pa.ArrowException)):
+                raise SinkError(f"{self.path}: write failed: "
+                                f"{getattr(e, 'strerror', None) or e}") from None
+            raise
         return max(rows, 1)
 
     def abort(self) -> None:
@@ -998,12 +1031,13 @@ class Entitlements:
             # (author, id) of each row delivered to any seat, once: the author index
             at = rows_at(np.flatnonzero(hit))          # those rows, in id order
             self._pending_authors.append((authors[at], ids[at]))
+            new_pairs = len(at)
             if len(self._pending_authors) > _PENDING_BATCHES:
                 self._author_runs()
         if self._spill is not None and n:
             # the batch's time: its median id's (a stray id far ahead cannot move it)
             mid = ids[n // 2] if perm is None else ids[perm[n // 2]]
-            self._maybe_spill(int(mid) >> _SNOWFLAKE_SHIFT)
+            self._maybe_spill(int(mid) >> _SNOWFLAKE_SHIFT, new_pairs if n_kept else 0)
 
         denials = DENIALS.empty_table()
         if len(bad):
@@ -1178,7 +1212,7 @@ class Entitlements:
                              f"({files[0][1]}, ...): give Entitlements the spill_dir they are in")
 
     # ------------------------------------------------------------------ deletes to forward
-    def _maybe_spill(self, batch_ms: int) -> None:
+    def _maybe_spill(self, batch_ms: int, pairs: int = 0) -> None:
         """Moves what was delivered more than the window before the newest batch to the spill,
         a quarter of the window at a time (so a batch rarely pays for it)."""
         if self._newest_ms is None or batch_ms > self._newest_ms:
@@ -1188,17 +1222,24 @@ class Entitlements:
             self._spill_slots(before)
             self._evicted_ms = before * self._slot_ms
         # authors files are merged a few chunks a batch: about 4x the batch's delivered
-        # pairs (a pair is rewritten once per size class), one chunk at least
-        pending = self._pending_authors
-        self._spill.compact(max(self._spill.chunk_rows,
-                                4 * (len(pending[-1][0]) if pending else 0)))
+        # (author, id) pairs (a pair is rewritten once per size class), one chunk at least
+        self._spill.compact(max(self._spill.chunk_rows, 4 * pairs))
 
     def close(self) -> None:
-        """This Entitlements is done with (a reload handed its state to another, or the run
-        ended): a merge of spill files in progress is dropped, its temporary file removed
-        (the files it read stay named; the next merge starts over)."""
+        """This Entitlements is done with (the run ended): the merges of spill files in
+        progress are dropped, their temporary files removed (the files they read stay
+        named; the next run starts them over)."""
         if self._spill is not None:
             self._spill.abandon()
+
+    def hand_over(self, new: "Entitlements") -> None:
+        """A reload: ``new`` carries on from this one's state (``load_state``) over the same
+        spill directory; the merges in progress move to it and go on where they are (else
+        they would start over at every reload and a long one might never finish). This
+        one is then closed."""
+        if self._spill is not None and new._spill is not None:
+            self._spill.hand_over(new._spill)
+        self.close()
 
     def _spill_slots(self, before: int) -> None:
         """The delivered ids of slots before ``before`` (and the author pairs of ids as old)

@@ -451,7 +451,7 @@ class Consumer:
         new.compliance = old.compliance
         new.entitlements = new.new_entitlements(old.compliance)
         new.entitlements.load_state(old.entitlements.state_to_bytes())
-        old.entitlements.close()
+        old.entitlements.hand_over(new.entitlements)
         new.counters = old.counters
         new.part = old.part
         self.pipe = new
