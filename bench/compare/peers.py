@@ -80,17 +80,17 @@ def setup_firehose_2t():
     import firehose
 
     def part(path, start, end, out, i):
+        """One half, read as the one-thread peer reads (iter_file: the file mapped chunk by
+        chunk, decoded where it lies)."""
+        from firehose.reader import map_chunks
         dec = firehose.Decoder(columns=list(FH_COLS))
         rows = 0
-        with open(path, "rb", buffering=0) as f:
-            f.seek(start)
-            pos = start
-            while pos < end:
-                chunk = f.read(min(CHUNK, end - pos))
-                if not chunk:
-                    break
-                rows += dec.feed(chunk, source=path, offset=pos).tweets.num_rows
-                pos += len(chunk)
+        for chunk, pos in map_chunks(path, CHUNK, start=start):
+            if pos >= end:
+                break
+            view = chunk[:end - pos]
+            rows += dec.feed(view, source=path, offset=pos).tweets.num_rows
+            view.release()
         rows += dec.finish().tweets.num_rows
         out[i] = rows
 
