@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from . import _core
 from .errors import ParseError
-from .reader import DEFAULT_CHUNK, iter_chunks, map_chunks, prefetch
+from .reader import DEFAULT_CHUNK, map_chunks, read_chunks
 from .schema import COMPLIANCE, REJECTS, TWEETS
 
 __all__ = ["Decoder", "DecodeResult", "decode_file", "iter_file"]
@@ -382,29 +382,29 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
     plain file too (``reader.iter_chunks``): a file truncated, or an I/O error, while it is
     decoded is then an ``InputError``, where a mapping kills the process with SIGBUS. The
     source's last line is flushed at the end; the decoder stays usable."""
-    if decoder is not None and kwargs:
-        raise TypeError(f"iter_file: {', '.join(sorted(kwargs))} would be ignored: the "
-                        "decoder given was made with its own settings")
-    dec = decoder if decoder is not None else Decoder(**kwargs)
+    dec = _decoder("iter_file", decoder, kwargs)
     name = source if source is not None else os.fspath(path)
-    if mmap:
-        chunks = map_chunks(path, chunk_size, readahead=readahead)
-    else:
-        chunks = iter_chunks(path, chunk_size)
-        chunks = prefetch(chunks, readahead) if readahead > 0 else chunks
+    chunks = (map_chunks if mmap else read_chunks)(path, chunk_size, readahead=readahead)
     for chunk, offset in chunks:
         yield dec.feed(chunk, source=name, offset=offset)
     yield dec.finish()
 
 
+def _decoder(who: str, decoder: Decoder | None, kwargs: dict) -> Decoder:
+    """The decoder given, or one made with ``kwargs`` (settings beside a decoder given would
+    be ignored: an error)."""
+    if decoder is None:
+        return Decoder(**kwargs)
+    if kwargs:
+        raise TypeError(f"{who}: {', '.join(sorted(kwargs))} would be ignored: the decoder "
+                        "given was made with its own settings")
+    return decoder
+
+
 def decode_file(path, *, mmap: bool = True, **kwargs) -> DecodeResult:
     """Decode a whole capture file into three tables (tweets, compliance, rejects).
     ``mmap``: as for :func:`iter_file`."""
-    dec = kwargs.pop("decoder", None)
-    if dec is not None and kwargs:
-        raise TypeError(f"decode_file: {', '.join(sorted(kwargs))} would be ignored: the "
-                        "decoder given was made with its own settings")
-    dec = dec or Decoder(**kwargs)
+    dec = _decoder("decode_file", kwargs.pop("decoder", None), kwargs)
     res = DecodeResult.concat(iter_file(path, decoder=dec, mmap=mmap))
     return _WithStats(res.tweets, res.compliance, res.rejects, dec.stats)
 

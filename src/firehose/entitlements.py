@@ -47,7 +47,7 @@ from .compliance import DENY_REASONS, ComplianceState, _Screen, in_sorted
 from .config import Client, Config
 from .errors import SinkError, StateError
 from .schema import MATCHING_RULES, TWEETS
-from .sinks import fsync_dir, sync_all
+from .sinks import _unlink, fsync_dir, sync_all
 
 __all__ = ["Denial", "Plan", "PlanSet", "compile_plans", "Entitlements", "BatchResult", "Delivery",
            "GOVERNMENT_CATEGORIES", "SENSITIVE_GROUPS", "AUDIT", "DENIALS", "LEDGER"]
@@ -450,8 +450,8 @@ class _Spill:
         self._merges: list[_Merge] = []     # the authors merges in progress
         self._lock = threading.Lock()       # the pipeline's committer marks and deletes
 
-    def write(self, kind: str, table, lo: int, hi: int, schema: pa.Schema | None = None) -> None:
-        """A new file of ``kind``: ``table`` (one batch), or record batches of ``schema``."""
+    def write(self, kind: str, table: pa.Table, lo: int, hi: int) -> None:
+        """A new file of ``kind``: ``table``, as one record batch."""
         self.seq += 1
         name = f"{kind}-{self.seq:06d}.arrow"
         if not os.path.isdir(self.directory):
@@ -463,16 +463,11 @@ class _Spill:
         tmp = os.path.join(self.directory, f".{name}.tmp")
         try:
             with open(tmp, "wb") as f:
-                if schema is None:
-                    with pa.ipc.new_file(f, table.schema) as w:
-                        w.write_table(table, max_chunksize=len(table))
-                else:
-                    with pa.ipc.new_file(f, schema) as w:
-                        for batch in table:
-                            w.write_batch(batch)
+                with pa.ipc.new_file(f, table.schema) as w:
+                    w.write_table(table, max_chunksize=len(table))
             os.replace(tmp, path)
         except OSError as e:
-            _unlink_quiet(tmp)
+            _unlink(tmp)
             raise SinkError(f"{path}: write failed: {e.strerror or e}") from None
         self.files.append((kind, name, int(lo), int(hi)))
         with self._lock:
@@ -564,7 +559,9 @@ class _Spill:
         self.abandon()
         self.files, self.seq, self._maps = files, seq, {}
         with self._lock:
-            self.retired, self._releasable, self._unsynced = list(retired), [], []
+            # (clean: the retired files go below with every other unnamed one)
+            self.retired = [] if clean else list(retired)
+            self._releasable, self._unsynced = [], []
         for kind, name, _, _ in files:
             self._author_parts(name) if kind == "authors" else self._columns(name)
         if not clean:
@@ -576,9 +573,7 @@ class _Spill:
         keep = {name for _, name, _, _ in files}
         for name in names:
             if _SPILL_NAME.match(name) and name not in keep:
-                _unlink_quiet(os.path.join(self.directory, name))
-        with self._lock:
-            self.retired = []
+                _unlink(os.path.join(self.directory, name))
 
     def seats(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """(client, positions in ``ids`` delivered to it) from the spilled files."""
@@ -636,9 +631,10 @@ class _Spill:
             raise ValueError("the spill's fanout must be at least 2")
         left = self.merge_rows if budget is None else budget
         while left > 0:
-            while (at := self._next_merge()) is not None:
+            while (got := self._next_merge()) is not None:
+                k, at = got
                 self.seq += 1
-                self._merges.append(_Merge(self, [self.files[i] for i in at], self.seq))
+                self._merges.append(_Merge(self, [self.files[i] for i in at], self.seq, k))
             if not self._merges:
                 return
             merge = min(self._merges, key=lambda m: m.total)
@@ -647,23 +643,22 @@ class _Spill:
                 self._merges.remove(merge)
                 self._swap(merge)
 
-    def _next_merge(self) -> list[int] | None:
-        """The oldest ``fanout`` files of the smallest size class that has that many files
-        not being merged (and no merge of its own in progress), within ``max_merge_rows``."""
+    def _next_merge(self) -> tuple[int, list[int]] | None:
+        """(size class, positions in ``files``) of the oldest ``fanout`` files of the smallest
+        class that has that many files not being merged (and no merge of its own in
+        progress), within ``max_merge_rows``."""
         busy = {name for m in self._merges for _, name, _, _ in m.picked}
         merging = {m.size_class for m in self._merges}
-        classes: dict[int, list[int]] = {}
-        rows: dict[int, list[int]] = {}
+        classes: dict[int, list[tuple[int, int]]] = {}     # class -> (position, rows)
         for i, (kind, name, _, _) in enumerate(self.files):
             if kind == "authors" and name not in busy:
                 r = self._author_parts(name)[3]
-                k = self._size_class(r)
-                classes.setdefault(k, []).append(i)
-                rows.setdefault(k, []).append(r)
+                classes.setdefault(self._size_class(r), []).append((i, r))
         for k in sorted(classes):
-            if k not in merging and len(classes[k]) >= self.fanout \
-                    and sum(rows[k][:self.fanout]) <= self.max_merge_rows:
-                return classes[k][:self.fanout]
+            group = classes[k][:self.fanout]
+            if k not in merging and len(group) == self.fanout \
+                    and sum(r for _, r in group) <= self.max_merge_rows:
+                return k, [i for i, _ in group]
         return None
 
     def _swap(self, merge: "_Merge") -> None:
@@ -707,13 +702,13 @@ class _Merge:
     slices of the inputs are merged pairwise by the core and written as one record batch of
     the new file (under a temporary name until the last)."""
 
-    def __init__(self, spill: _Spill, picked: list[tuple[str, str, int, int]], seq: int):
-        self.spill, self.picked, self.seq = spill, picked, seq
+    def __init__(self, spill: _Spill, picked: list[tuple[str, str, int, int]], seq: int,
+                 size_class: int):
+        self.spill, self.picked, self.seq, self.size_class = spill, picked, seq, size_class
         self.name = f"authors-{seq:06d}.arrow"
         self.lo, self.hi = min(f[2] for f in picked), max(f[3] for f in picked)
         self.parts = [p for _, name, _, _ in picked for p in spill._author_parts(name)[0]]
         total = self.total = sum(len(a) for a, _ in self.parts)
-        self.size_class = spill._size_class(max(spill._author_parts(n)[3] for _, n, _, _ in picked))
         chunks = -(-total // spill.chunk_rows)
         cuts = np.zeros(0, np.int64)
         if chunks > 1:
@@ -774,14 +769,7 @@ class _Merge:
             except (OSError, pa.ArrowException):
                 pass
         self._writer = self._file = None
-        _unlink_quiet(self.tmp)
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+        _unlink(self.tmp)
 
 
 def _ranges(run: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1027,6 +1015,7 @@ class Entitlements:
                 # a seat whose rows came ascending has its ids in id order already (a
                 # repeated id stays until its run is merged); others are checked
                 self._remember(client, got[ka:kb], checked=ascending[s])
+        new_pairs = 0
         if n_kept:
             # (author, id) of each row delivered to any seat, once: the author index
             at = rows_at(np.flatnonzero(hit))          # those rows, in id order
@@ -1037,7 +1026,7 @@ class Entitlements:
         if self._spill is not None and n:
             # the batch's time: its median id's (a stray id far ahead cannot move it)
             mid = ids[n // 2] if perm is None else ids[perm[n // 2]]
-            self._maybe_spill(int(mid) >> _SNOWFLAKE_SHIFT, new_pairs if n_kept else 0)
+            self._maybe_spill(int(mid) >> _SNOWFLAKE_SHIFT, new_pairs)
 
         denials = DENIALS.empty_table()
         if len(bad):

@@ -20,7 +20,8 @@ from typing import BinaryIO, Iterator
 
 from .errors import InputError
 
-__all__ = ["open_capture", "iter_chunks", "map_chunks", "prefetch", "expand_paths", "DEFAULT_CHUNK"]
+__all__ = ["open_capture", "iter_chunks", "read_chunks", "map_chunks", "prefetch", "expand_paths",
+           "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 4 << 20
 _GZIP = b"\x1f\x8b"
@@ -142,6 +143,13 @@ def iter_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0) -> Iterat
             f.close()
 
 
+def read_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
+                readahead: int = 0) -> Iterator[tuple[bytes, int]]:
+    """``iter_chunks``, ``readahead`` chunks ahead in a thread (``prefetch``) when > 0."""
+    chunks = iter_chunks(path, chunk_size, start)
+    return prefetch(chunks, readahead) if readahead > 0 else chunks
+
+
 def _plain_fd(f) -> bool:
     """Is the open file ``f`` a regular, uncompressed, non-empty file (one that can be mapped)?"""
     try:
@@ -190,8 +198,7 @@ def map_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
             if f is not None:
                 f.close()
                 f = None
-            chunks = iter_chunks(path, chunk_size, start)
-            yield from (prefetch(chunks, readahead) if readahead > 0 else chunks)
+            yield from read_chunks(path, chunk_size, start, readahead)
             return
         fd = f.fileno()
         if hasattr(os, "posix_fadvise"):
@@ -210,8 +217,7 @@ def map_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
                 # not mappable after all (some file systems): read the rest
                 f.close()
                 f = None
-                chunks = iter_chunks(path, chunk_size, offset)
-                yield from (prefetch(chunks, readahead) if readahead > 0 else chunks)
+                yield from read_chunks(path, chunk_size, offset, readahead)
                 return
             view = memoryview(m)[offset - base:]
             try:
