@@ -77,11 +77,26 @@ def setup_firehose_37():
 
 
 def setup_firehose_2t():
+    import inspect
+    import firehose
+    if "threads" not in inspect.signature(firehose.iter_file).parameters:
+        return _setup_firehose_halves()
+
+    def run(path):
+        """iter_file(threads=2): two worker threads take the file's segments (mapped) as they
+        come free; results in file order, deduped across the whole file as one thread does."""
+        rows = 0
+        for res in firehose.iter_file(path, threads=2, readahead=0, columns=list(FH_COLS)):
+            rows += res.tweets.num_rows
+        return rows
+    return firehose.__version__, run
+
+
+def _setup_firehose_halves():
+    """For builds before iter_file(threads=): two Decoders on the file's two halves."""
     import firehose
 
     def part(path, start, end, out, i):
-        """One half, read as the one-thread peer reads (iter_file: the file mapped chunk by
-        chunk, decoded where it lies)."""
         from firehose.reader import map_chunks
         dec = firehose.Decoder(columns=list(FH_COLS))
         rows = 0
@@ -95,8 +110,6 @@ def setup_firehose_2t():
         out[i] = rows
 
     def run(path):
-        """Two Decoders on two threads over the two halves of the file (cut after a newline).
-        Each dedupes only its half."""
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             f.seek(size // 2)
@@ -428,7 +441,8 @@ def checksum_of(peer, out, path):
         import firehose
         projected = peer in ("firehose", "firehose-2t")
         dec = firehose.Decoder(dedupe=False, columns=list(FH_COLS) if projected else None)
-        for res in firehose.iter_file(path, decoder=dec):
+        threads = 2 if peer == "firehose-2t" else 1     # (the parallel path checked too)
+        for res in firehose.iter_file(path, decoder=dec, threads=threads):
             ck.add_arrow(res.tweets.select(list(FH_COLS)).rename_columns(list(PROJ)))
         ck.v["rows"] = None            # firehose emits tweets only
     elif peer == "polars":

@@ -34,7 +34,7 @@ PEERS = ["firehose", "firehose-37", "firehose-2t", "firehose-all", "duckdb", "py
 LABELS = {
     "firehose": "firehose iter_file, 1 thread (streaming, readahead=0, columns= the projection)",
     "firehose-37": "firehose iter_file, 1 thread, all 37 columns built (no projection pushed down)",
-    "firehose-2t": "firehose, 2 threads (2 Decoders, file halves mapped as iter_file does, columns= the projection)",
+    "firehose-2t": "firehose iter_file(threads=2): segments mapped, taken by 2 worker threads as they come free, in file order, deduped across the file (columns= the projection)",
     "firehose-all": "firehose decode_file (keeps all 37 columns; default read-ahead thread)",
     "duckdb": "DuckDB read_json, threads=1",
     "pyarrow": "pyarrow.json.read_json, 1 thread",

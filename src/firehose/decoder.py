@@ -81,7 +81,9 @@ class Decoder:
             raise ValueError("on_error must be 'quarantine' or 'raise'")
         self.batch_size = int(batch_size)
         self.on_error = on_error
+        self.dedupe = bool(dedupe)
         self._columns, self._schema_t, self._empty_t = None, TWEETS, _EMPTY_TWEETS
+        self._names: list[str] | None = None    # the projection, in the order asked
         index = None
         if columns is not None:
             if isinstance(columns, (str, bytes)):
@@ -100,6 +102,9 @@ class Decoder:
             self._schema_t = pa.schema([TWEETS.field(i) for i in index])
             self._columns = None if [TWEETS.names[i] for i in index] == names else names
             self._empty_t = pa.schema([TWEETS.field(n) for n in names]).empty_table()
+            self._names = names
+        # what a parallel decode (``iter_file(threads=)``) gives its workers' decoders
+        self._limits = dict(max_line_bytes=max_line_bytes, max_depth=max_depth)
         self._eng = _core.Engine(batch_size=self.batch_size, max_line_bytes=max_line_bytes,
                                  max_depth=max_depth, dedupe=dedupe,
                                  window_ms=int(dedupe_window_hours * 3600 * 1000),
@@ -117,13 +122,17 @@ class Decoder:
         self._batches_t: list[pa.RecordBatch] = []
         self._batches_c: list[pa.RecordBatch] = []
         self._rejects: list[dict] = []
+        self._more: dict[str, int] = {}        # counts of lines decoded by parallel workers
 
     # ------------------------------------------------------------------ public API
 
     @property
     def stats(self) -> dict:
         """Counters: lines, blank, tweets, duplicates, dedupe_late, compliance, rejects, bytes."""
-        return self._eng.stats()
+        out = self._eng.stats()
+        for k, v in self._more.items():
+            out[k] += v
+        return out
 
     @property
     def sources(self) -> list[str]:
@@ -372,7 +381,7 @@ def _unify(batches, schema, full, empty) -> pa.Table:
 
 def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT_CHUNK,
               source: str | None = None, readahead: int = 2, mmap: bool = True,
-              **kwargs) -> Iterator[DecodeResult]:
+              threads: int = 1, **kwargs) -> Iterator[DecodeResult]:
     """Stream a capture (plain, .gz or .zst) through a Decoder, yielding a result per chunk.
 
     Pass ``decoder`` to share dedupe state across files; otherwise a new one is made with
@@ -381,9 +390,21 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
     decompressed ``readahead`` chunks ahead in a thread (0: inline). ``mmap=False`` reads a
     plain file too (``reader.iter_chunks``): a file truncated, or an I/O error, while it is
     decoded is then an ``InputError``, where a mapping kills the process with SIGBUS. The
-    source's last line is flushed at the end; the decoder stays usable."""
+    source's last line is flushed at the end; the decoder stays usable.
+
+    ``threads`` > 1 decodes segments of about ``chunk_size`` bytes (cut after a newline) on
+    that many worker threads, each taking the next segment as it comes free, and yields a
+    result per segment in file order: the same rows, line numbers, dedupe (first wins, by the
+    decoder's memory, in file order), stats and errors as one thread would give. A plain
+    file is then cut at the size it had when it was opened. See ``firehose._parallel``."""
     dec = _decoder("iter_file", decoder, kwargs)
     name = source if source is not None else os.fspath(path)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"iter_file: threads must be a positive int, not {threads!r}")
+    if threads > 1:
+        from ._parallel import iter_parallel
+        yield from iter_parallel(path, dec, name, chunk_size, readahead, mmap, threads)
+        return
     chunks = (map_chunks if mmap else read_chunks)(path, chunk_size, readahead=readahead)
     for chunk, offset in chunks:
         yield dec.feed(chunk, source=name, offset=offset)
@@ -401,11 +422,11 @@ def _decoder(who: str, decoder: Decoder | None, kwargs: dict) -> Decoder:
     return decoder
 
 
-def decode_file(path, *, mmap: bool = True, **kwargs) -> DecodeResult:
+def decode_file(path, *, mmap: bool = True, threads: int = 1, **kwargs) -> DecodeResult:
     """Decode a whole capture file into three tables (tweets, compliance, rejects).
-    ``mmap``: as for :func:`iter_file`."""
+    ``mmap`` and ``threads``: as for :func:`iter_file`."""
     dec = _decoder("decode_file", kwargs.pop("decoder", None), kwargs)
-    res = DecodeResult.concat(iter_file(path, decoder=dec, mmap=mmap))
+    res = DecodeResult.concat(iter_file(path, decoder=dec, mmap=mmap, threads=threads))
     return _WithStats(res.tweets, res.compliance, res.rejects, dec.stats)
 
 

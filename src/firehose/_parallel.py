@@ -1,0 +1,263 @@
+"""Decoding one capture on several threads: ``iter_file(path, threads=N)``.
+
+The capture is cut into segments of about ``chunk_size`` bytes, each ending just after a
+newline (or at the end of the input). Worker threads take the next segment as they come free
+(a faster core does more: on a machine whose cores run at different speeds from moment to
+moment, fixed halves would wait for the slower one) and decode it with a Decoder of their own;
+the core releases the GIL, so the workers run in parallel. A plain file is memory-mapped by
+the worker, segment by segment; other inputs (compressed files, stdin, ``mmap=False``) are read
+and decompressed on the caller's thread, or ``readahead`` chunks ahead in another.
+
+The caller's thread takes the results back in file order and makes them what the caller's
+Decoder (the *front* decoder) would have given on its own:
+
+* dedupe: the workers do not dedupe. The front decoder's dedupe memory admits each segment's
+  tweet ids in file order (``Engine.admit_ids``, the same code the scan runs), and the rows it
+  does not admit are dropped: exact, first wins, across segments, files and resumes alike;
+* line numbers: a worker numbers lines from its segment's start; the lines of the segments
+  before it are added (``line`` of tweets, compliance and rejects);
+* stats: the workers' counts are added to the front decoder's (duplicates and late ids are
+  counted by its dedupe memory);
+* ``on_error="raise"``: the first reject in file order raises, once the segments before it have
+  been yielded;
+* the ``source_file`` dictionary is the front decoder's (the workers register its sources).
+
+Results come one per segment (a sequential ``iter_file`` gives one per chunk read); the rows, in
+order, are the same. At most ``2 * threads`` segments are in flight, so memory stays bounded.
+"""
+from __future__ import annotations
+
+import mmap as _mmap
+import os
+import queue
+import stat
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError, ParseError
+from .reader import _plain_fd, read_chunks
+
+_SCAN = 1 << 16         # bytes read at a time looking for the newline that ends a segment
+
+
+def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_mmap: bool,
+                  threads: int) -> Iterator:
+    """The results of decoding ``path`` (as source ``name``) on ``threads`` worker threads, in
+    file order, as the Decoder ``front`` would have given them (see the module's doc)."""
+    from .decoder import Decoder, DecodeResult
+
+    # the front decoder ends what it was decoding, as feeding a new source would
+    front._end_source()
+    first = front._result()
+    if not _empty(first):
+        yield first
+    front._code(name)
+    lines0 = front._pos.get(name, (0, 0))[1]
+
+    cols = None
+    if front._names is not None:
+        cols = front._names + ([] if "id" in front._names else ["id"])
+    decoders: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(threads):
+        d = Decoder(front.batch_size, dedupe=False, columns=cols, **front._limits)
+        d.register_sources(front.sources)       # the front decoder's dictionary codes
+        decoders.put(d)
+
+    f = _open_plain(path) if use_mmap else None
+
+    def work(seg):
+        dec = decoders.get()
+        try:
+            before = dec.stats
+            start = seg[0] if f is not None else seg[0][1]
+            dec.seek(name, start, 0)
+            out = []
+            if f is not None:
+                out.append(_feed_mapped(dec, f, name, seg[0], seg[1]))
+            else:
+                for piece, off in seg:
+                    out.append(dec.feed(piece, source=name, offset=off))
+            out.append(dec.finish())
+            after = dec.stats
+            return (DecodeResult.concat(out), {k: after[k] - before[k] for k in after},
+                    dec._pos[name][1])
+        finally:
+            decoders.put(dec)
+
+    segments = (_mapped_segments(f, chunk_size) if f is not None
+                else _read_segments(read_chunks(path, chunk_size, readahead=readahead)))
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="firehose-decode")
+    pending: deque = deque()
+    lines, end = lines0, 0
+    try:
+        for seg in segments:
+            pending.append(pool.submit(work, seg))
+            end = seg[1] if f is not None else seg[-1][1] + len(seg[-1][0])
+            if len(pending) >= 2 * threads:
+                res, counts, n = pending.popleft().result()
+                yield _merge(front, res, counts, lines)
+                lines += n
+        while pending:
+            res, counts, n = pending.popleft().result()
+            yield _merge(front, res, counts, lines)
+            lines += n
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True)
+        if f is not None:
+            f.close()
+    # where the front decoder stands now: as after a sequential iter_file's finish()
+    front._pos[name] = (end, lines)
+    front._offset = front._carry_off = end
+    front._eng.line_no = lines
+
+
+def _merge(front, res, counts: dict, lines: int):
+    """A worker's result of one segment, as the front decoder would have given it: deduped by
+    the front's memory, lines numbered from ``lines``, counts added to its stats."""
+    from .decoder import DecodeResult
+
+    tweets, comp, rejects = res.tweets, res.compliance, res.rejects
+    if front.dedupe and tweets.num_rows:
+        n = tweets.num_rows
+        keep = np.empty(n, np.uint8)
+        ids = tweets.column("id")
+        admitted, pos = 0, 0
+        for chunk in ids.chunks:
+            m = len(chunk)
+            admitted += front._eng.admit_ids(_int64s(chunk), keep[pos:pos + m])
+            pos += m
+        if front._names is not None:
+            tweets = tweets.select(front._names)
+        if admitted < n:
+            # batch by batch: a RecordBatch filter costs half a Table's here
+            mask = keep.view(np.bool_)
+            batches, pos = [], 0
+            for b in tweets.to_batches():
+                batches.append(b.filter(pa.array(mask[pos:pos + b.num_rows])))
+                pos += b.num_rows
+            tweets = pa.Table.from_batches(batches, schema=tweets.schema)
+        counts["tweets"] -= n - admitted
+    elif front._names is not None:
+        tweets = tweets.select(front._names)
+    if lines:
+        tweets, comp, rejects = (_shift_lines(t, lines) for t in (tweets, comp, rejects))
+    for k, v in counts.items():
+        if k not in ("duplicates", "dedupe_late"):     # (the front's dedupe counts those)
+            front._more[k] = front._more.get(k, 0) + v
+    if front.on_error == "raise" and rejects.num_rows:
+        r = rejects.slice(0, 1).to_pylist()[0]
+        raise ParseError(r["reason"], r["detail"], source=r["source"], line=r["line"],
+                         byte_offset=r["byte_offset"], field=r["field"])
+    return DecodeResult(tweets, comp, rejects)
+
+
+def _int64s(chunk) -> np.ndarray:
+    """An int64 Arrow array without nulls as a contiguous NumPy array (no copy)."""
+    return np.ascontiguousarray(chunk.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _shift_lines(table: pa.Table, lines: int) -> pa.Table:
+    """``table`` with ``lines`` added to its ``line`` column (NumPy: an Arrow kernel call
+    costs ~0.1 ms a segment here)."""
+    i = table.schema.get_field_index("line")
+    if i < 0 or not table.num_rows:
+        return table
+    col = pa.chunked_array([pa.array(_int64s(c) + lines) for c in table.column(i).chunks],
+                           pa.int64())
+    return table.set_column(i, table.schema.field(i), col)
+
+
+def _empty(res) -> bool:
+    return not (res.tweets.num_rows or res.compliance.num_rows or res.rejects.num_rows)
+
+
+def _open_plain(path):
+    """The file at ``path`` opened unbuffered if it is a plain regular file that can be mapped,
+    else None (it is then read by ``read_chunks``)."""
+    name = os.fspath(path)
+    try:
+        if name == "-" or not stat.S_ISREG(os.stat(name).st_mode):
+            return None
+        f = open(name, "rb", buffering=0)
+    except OSError:
+        return None                     # (read_chunks says why it cannot be opened)
+    if not _plain_fd(f):
+        f.close()
+        return None
+    return f
+
+
+def _mapped_segments(f, chunk_size: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` byte ranges of the file, about ``chunk_size`` each, every one but the
+    last ending just after a newline (a line longer than that makes its segment longer). The
+    file is cut at the size it had when it was opened (a sequential read follows a file that
+    grows; this does not)."""
+    fd = f.fileno()
+    size = os.fstat(fd).st_size
+    pos = 0
+    while pos < size:
+        end = pos + chunk_size
+        if end >= size:
+            end = size
+        else:
+            end = _after_newline(fd, end - 1, size)
+        yield pos, end
+        pos = end
+
+
+def _after_newline(fd: int, pos: int, size: int) -> int:
+    """The offset just after the first newline at or after ``pos``, or ``size``."""
+    while pos < size:
+        block = os.pread(fd, min(_SCAN, size - pos), pos)
+        if not block:
+            break
+        i = block.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(block)
+    return size
+
+
+def _feed_mapped(dec, f, name: str, start: int, end: int):
+    """``dec.feed`` of the file's bytes ``start:end``, mapped for the call (read, if this file
+    system cannot map them)."""
+    gran = _mmap.ALLOCATIONGRANULARITY
+    base = start - start % gran
+    try:
+        m = _mmap.mmap(f.fileno(), end - base, access=_mmap.ACCESS_READ, offset=base)
+    except (OSError, ValueError, OverflowError):
+        data = os.pread(f.fileno(), end - start, start)
+        if len(data) != end - start:
+            raise InputError(f"{name}: ends at byte {start + len(data)}, before {end} "
+                             "(truncated while it was decoded)") from None
+        return dec.feed(data, source=name, offset=start)
+    view = memoryview(m)[start - base:]
+    try:
+        return dec.feed(view, source=name, offset=start)
+    finally:
+        view.release()
+        m.close()
+
+
+def _read_segments(chunks) -> Iterator[list[tuple[object, int]]]:
+    """Segments of read (decompressed) chunks: each a list of ``(buffer, offset)`` pieces that
+    ends just after a newline (the last one: at the end of the input). A piece is a view of a
+    chunk: nothing is copied."""
+    carry: list[tuple[object, int]] = []
+    for chunk, off in chunks:
+        nl = chunk.rfind(b"\n")
+        if nl < 0:
+            carry.append((chunk, off))
+            continue
+        view = memoryview(chunk)
+        yield carry + [(view[:nl + 1], off)]
+        carry = [(view[nl + 1:], off + nl + 1)] if nl + 1 < len(chunk) else []
+    if carry:
+        yield carry
