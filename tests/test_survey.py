@@ -196,6 +196,17 @@ def test_cli_json_is_one_object_with_the_keys(captures):
     assert rep == json.loads(json.dumps(survey([captures["mixed"], captures["v2"]])))
 
 
+def test_cli_threads_give_the_same_report(captures):
+    args = ["inspect", "--json", "--chunk-size", "50000", str(captures["mixed"]),
+            str(captures["v1.1"])]
+    one = CliRunner().invoke(main, args)
+    two = CliRunner().invoke(main, args + ["--threads", "2"])
+    assert one.exit_code == two.exit_code == 0, two.output
+    assert json.loads(two.stdout) == json.loads(one.stdout)
+    assert json.loads(one.stdout)["total"]["duplicates"] > 0
+    assert CliRunner().invoke(main, args + ["--threads", "0"]).exit_code == 2
+
+
 def test_cli_text_report(captures):
     r = CliRunner().invoke(main, ["inspect", str(captures["v1.1"]), "--samples", "2", "--top", "3"])
     assert r.exit_code == 0, r.output

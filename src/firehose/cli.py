@@ -410,7 +410,9 @@ class _InputFailure(click.ClickException):
               help="How many languages to list.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=4 << 20, show_default=True,
               hidden=True, help="Bytes read (decompressed) per step.")
-def inspect(captures, as_json, no_dedupe, samples, top, chunk_size):
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Decode each capture on this many threads (the same report).")
+def inspect(captures, as_json, no_dedupe, samples, top, chunk_size, threads):
     """Stream captures through the decoder and report what they hold.
 
     CAPTURE is a file (plain, .gz or .zst, told by its magic bytes), a glob or '-' for stdin.
@@ -429,7 +431,7 @@ def inspect(captures, as_json, no_dedupe, samples, top, chunk_size):
 
     try:
         report = survey(list(captures), chunk_size=chunk_size, dedupe=not no_dedupe,
-                        samples=samples, top=top)
+                        samples=samples, top=top, threads=threads)
     except (FirehoseError, OSError) as e:
         raise _InputFailure(" ".join(str(e).split()) or type(e).__name__) from None
     if as_json:

@@ -178,12 +178,14 @@ def _compression(path: str) -> tuple[str, int | None]:
 
 
 def survey(paths, *, chunk_size: int = DEFAULT_CHUNK, dedupe: bool = True,
-           dedupe_window_hours: float = 48.0, samples: int = 5, top: int = 5) -> dict:
+           dedupe_window_hours: float = 48.0, samples: int = 5, top: int = 5,
+           threads: int = 1) -> dict:
     """Stream the captures at ``paths`` (files, globs, ``-`` for stdin) through one Decoder and
     return ``{"files": [report, ...], "total": report}`` (see the module docstring).
 
     ``samples`` is how many rejects are listed in ``first_rejects``, ``top`` how many languages
-    in ``languages_top``. Raises :class:`firehose.errors.InputError` for a missing or unreadable
+    in ``languages_top``; ``threads`` decodes each file on that many threads (``iter_file``:
+    the same report). Raises :class:`firehose.errors.InputError` for a missing or unreadable
     file (naming it and, for a corrupt stream, the decompressed byte offset)."""
     from .decoder import Decoder, iter_file
 
@@ -198,7 +200,8 @@ def survey(paths, *, chunk_size: int = DEFAULT_CHUNK, dedupe: bool = True,
         tally = _Tally(samples)
         before = dec.stats
         source = "<stdin>" if name == "-" else name
-        for res in iter_file(name, decoder=dec, chunk_size=chunk_size, source=source):
+        for res in iter_file(name, decoder=dec, chunk_size=chunk_size, source=source,
+                             threads=threads):
             tally.add(res)
         after = dec.stats
         tally.stats = {k: after[k] - before[k] for k in _STAT_KEYS}
