@@ -176,3 +176,95 @@ def test_a_decoder_with_a_partial_line_pending_ends_it_first(tmp_path, capture):
         assert out.tweets.column("text").to_pylist() == ["pending", "hi"]
     _same(results[2], results[1], "pending line")
     assert isinstance(results[2].tweets, pa.Table)
+
+
+def test_a_read_error_comes_after_what_was_read(tmp_path, capture):
+    """A truncated gzip: the segments read before the error are all yielded, then the error,
+    as on one thread; with on_error="raise", a bad line before the cut raises first."""
+    data = (capture / "c.ndjson.gz").read_bytes()
+    cut = tmp_path / "cut.ndjson.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+
+    def rows(threads, **kw):
+        got = []
+        with pytest.raises((InputError, ParseError)) as e:
+            for res in firehose.iter_file(cut, threads=threads, chunk_size=30_000, **kw):
+                got.append(res)
+        return DecodeResult.concat(got), e.value
+
+    (one, e1), (par, e2) = rows(1), rows(2)
+    assert type(e1) is type(e2) is InputError and one.tweets.num_rows > 1000
+    _same(par, one, "truncated gzip")
+    (_, e1), (_, e2) = rows(1, on_error="raise"), rows(2, on_error="raise")
+    assert type(e1) is type(e2) is ParseError and e2.line == e1.line
+
+
+def test_position_between_results_is_a_resume_point(capture):
+    """After any result, position() says where one thread would resume: seeking a fresh
+    decoder there (with the dedupe memory so far) gives exactly the rows still to come."""
+    path = capture / "c.ndjson"
+    whole = firehose.decode_file(path)
+    dec = firehose.Decoder()
+    it = firehose.iter_file(path, decoder=dec, threads=2, chunk_size=40_000)
+    seen = [next(it) for _ in range(5)]
+    src, off, lines = dec.position()
+    assert src == str(path) and 0 < off < path.stat().st_size and lines > 0
+    rest = firehose.Decoder(dedupe_state=dec.dedupe_state())
+    rest.seek(src, off, lines)
+    with open(path, "rb") as f:
+        f.seek(off)
+        tail = [rest.feed(f.read(), source=src, offset=off), rest.finish()]
+    _same(DecodeResult.concat(seen + tail), whole, "resumed")
+    it.close()
+
+
+def test_segments_in_flight_are_bounded(monkeypatch, capture):
+    from firehose import _parallel
+    pulled = []
+    real = _parallel._mapped_segments
+
+    def counting(f, chunk_size):
+        for seg in real(f, chunk_size):
+            pulled.append(seg)
+            yield seg
+
+    monkeypatch.setattr(_parallel, "_mapped_segments", counting)
+    it = firehose.iter_file(capture / "c.ndjson", threads=2, chunk_size=20_000)
+    next(it)
+    assert 4 <= len(pulled) <= 2 * 2 + 1
+    total = 1 + sum(1 for _ in it)
+    assert len(pulled) > 100 and total == len(pulled)
+
+
+def test_the_same_source_decoded_earlier_and_path_names(tmp_path, capture):
+    """A decoder holding a pending line of the same source (and its line count) goes on from
+    there, as one thread does; a Path as ``source`` is a name like its string."""
+    path = capture / "c.ndjson"
+    head = path.read_bytes()[:123_456]
+    out = {}
+    for threads in (1, 2):
+        dec = firehose.Decoder()
+        parts = [dec.feed(head, source=str(path))]
+        parts += firehose.iter_file(path, decoder=dec, threads=threads, chunk_size=30_000,
+                                    source=path)
+        out[threads] = (DecodeResult.concat(parts), _stats(dec), dec.position(), dec.sources)
+    _same(out[2][0], out[1][0], "same source again")
+    assert out[2][1:] == out[1][1:]
+
+
+def test_many_small_files_and_an_empty_one_with_a_projection(tmp_path):
+    names = []
+    for i in range(30):
+        p = tmp_path / f"f{i:02d}.ndjson"
+        p.write_bytes(generate_bytes(4, seed=i % 7))     # files repeat: duplicates across them
+        names.append(p)
+    (tmp_path / "e.ndjson").write_bytes(b"")
+    names.insert(10, tmp_path / "e.ndjson")
+    out = {}
+    for threads in (1, 2):
+        dec = firehose.Decoder(columns=["text", "line", "source_file"])
+        parts = [r for p in names for r in firehose.iter_file(p, decoder=dec, threads=threads)]
+        out[threads] = (DecodeResult.concat(parts), _stats(dec), dec.sources)
+        assert parts[-1].tweets.column_names == ["text", "line", "source_file"]
+    _same(out[2][0], out[1][0], "small files")
+    assert out[2][1:] == out[1][1:] and out[1][1]["duplicates"] > 50

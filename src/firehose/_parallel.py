@@ -23,7 +23,11 @@ Decoder (the *front* decoder) would have given on its own:
 * the ``source_file`` dictionary is the front decoder's (the workers register its sources).
 
 Results come one per segment (a sequential ``iter_file`` gives one per chunk read); the rows, in
-order, are the same. At most ``2 * threads`` segments are in flight, so memory stays bounded.
+order, are the same, and between results ``position()`` is where one thread would resume. At
+most ``2 * threads`` segments are in flight, so memory stays bounded. A read error (a truncated
+or corrupt compressed file) comes after the results of every segment read before it. An input of
+one segment (a small file) is decoded by the front decoder on the caller's thread: starting
+workers would cost more than it saves.
 """
 from __future__ import annotations
 
@@ -37,7 +41,6 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .errors import InputError, ParseError
 from .reader import _plain_fd, read_chunks
@@ -51,71 +54,113 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
     file order, as the Decoder ``front`` would have given them (see the module's doc)."""
     from .decoder import Decoder, DecodeResult
 
-    # the front decoder ends what it was decoding, as feeding a new source would
-    front._end_source()
-    first = front._result()
-    if not _empty(first):
-        yield first
-    front._code(name)
-    lines0 = front._pos.get(name, (0, 0))[1]
-
-    cols = None
-    if front._names is not None:
-        cols = front._names + ([] if "id" in front._names else ["id"])
-    decoders: queue.SimpleQueue = queue.SimpleQueue()
-    for _ in range(threads):
-        d = Decoder(front.batch_size, dedupe=False, columns=cols, **front._limits)
-        d.register_sources(front.sources)       # the front decoder's dictionary codes
-        decoders.put(d)
-
+    name = os.fspath(name)
     f = _open_plain(path) if use_mmap else None
-
-    def work(seg):
-        dec = decoders.get()
-        try:
-            before = dec.stats
-            start = seg[0] if f is not None else seg[0][1]
-            dec.seek(name, start, 0)
-            out = []
-            if f is not None:
-                out.append(_feed_mapped(dec, f, name, seg[0], seg[1]))
-            else:
-                for piece, off in seg:
-                    out.append(dec.feed(piece, source=name, offset=off))
-            out.append(dec.finish())
-            after = dec.stats
-            return (DecodeResult.concat(out), {k: after[k] - before[k] for k in after},
-                    dec._pos[name][1])
-        finally:
-            decoders.put(dec)
-
     segments = (_mapped_segments(f, chunk_size) if f is not None
                 else _read_segments(read_chunks(path, chunk_size, readahead=readahead)))
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="firehose-decode")
+    pool = None
     pending: deque = deque()
-    lines, end = lines0, 0
     try:
-        for seg in segments:
-            pending.append(pool.submit(work, seg))
-            end = seg[1] if f is not None else seg[-1][1] + len(seg[-1][0])
-            if len(pending) >= 2 * threads:
-                res, counts, n = pending.popleft().result()
-                yield _merge(front, res, counts, lines)
-                lines += n
-        while pending:
-            res, counts, n = pending.popleft().result()
-            yield _merge(front, res, counts, lines)
+        seg = next(segments, None)   # (a file that cannot be opened raises here, untouched)
+        if seg is None:                 # nothing to decode: what one thread's finish() gives
+            yield front.finish()
+            return
+        failed = None
+        try:
+            nxt = next(segments, None)
+        except Exception as e:      # reading failed: what was read comes first, as on one
+            nxt, failed = None, e   # thread (a bad line in it raises first)
+        if nxt is None:
+            # one segment (a small file): decoded here by the front decoder itself, as one
+            # thread does; starting workers would cost more than it saves
+            if f is not None:
+                yield _feed_mapped(front, f, name, seg[0], seg[1])
+            else:
+                for piece, off in seg:
+                    yield front.feed(piece, source=name, offset=off)
+            if failed is not None:
+                raise failed
+            yield front.finish()
+            return
+
+        # the front decoder ends what it was decoding, as feeding a new source would
+        front._end_source()
+        first = front._result()
+        if not _empty(first):
+            yield first
+        front._code(name)
+        lines = front._pos.get(name, (0, 0))[1]
+
+        cols = None
+        if front._names is not None:
+            cols = front._names + ([] if "id" in front._names else ["id"])
+        decoders: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(threads):
+            d = Decoder(front.batch_size, dedupe=False, columns=cols, **front._limits)
+            # the front decoder's dictionary codes (shared: register_sources would rebuild
+            # the dictionary once per name)
+            d._sources, d._codes, d._srcdict = list(front._sources), dict(front._codes), \
+                front._srcdict
+            decoders.put(d)
+
+        def work(seg):
+            dec = decoders.get()
+            try:
+                before = dec.stats
+                start = seg[0] if f is not None else seg[0][1]
+                dec.seek(name, start, 0)
+                out = []
+                if f is not None:
+                    out.append(_feed_mapped(dec, f, name, seg[0], seg[1]))
+                else:
+                    for piece, off in seg:
+                        out.append(dec.feed(piece, source=name, offset=off))
+                out.append(dec.finish())
+                after = dec.stats
+                return (DecodeResult.concat(out), {k: after[k] - before[k] for k in after},
+                        dec._pos[name][1])
+            finally:
+                decoders.put(dec)
+
+        def take():
+            """The oldest segment's result, made the front decoder's; the front then stands
+            where one thread would after that segment's lines (``position()``)."""
+            nonlocal lines
+            fut, end = pending.popleft()
+            res, counts, n = fut.result()
+            out = _merge(front, res, counts, lines)
             lines += n
+            front._cur = name
+            front._offset = front._carry_off = end
+            front._eng.line_no = lines
+            return out
+
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="firehose-decode")
+        while seg is not None:
+            end = seg[1] if f is not None else seg[-1][1] + len(seg[-1][0])
+            pending.append((pool.submit(work, seg), end))
+            if len(pending) >= 2 * threads:
+                yield take()
+            seg, nxt = nxt, None
+            if seg is None:
+                try:
+                    seg = next(segments, None)
+                except Exception as e:     # (as above)
+                    failed = e
+                    break
+        while pending:
+            yield take()
+        if failed is not None:
+            raise failed
+        front._end_source()             # as after one thread's finish()
     finally:
-        for fut in pending:
+        for fut, _ in pending:
             fut.cancel()
-        pool.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        segments.close()
         if f is not None:
             f.close()
-    # where the front decoder stands now: as after a sequential iter_file's finish()
-    front._pos[name] = (end, lines)
-    front._offset = front._carry_off = end
-    front._eng.line_no = lines
 
 
 def _merge(front, res, counts: dict, lines: int):

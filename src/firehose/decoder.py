@@ -8,6 +8,7 @@ completed. See docs/fields.md for what is read and how.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ class Decoder:
         Lines longer than this, or JSON nested deeper, are rejected.
     on_error:
         ``"quarantine"`` (default) puts bad lines into ``rejects`` and goes on; ``"raise"``
-        raises :class:`firehose.ParseError` naming source, line, byte offset and field.
+        raises :class:`firehose.ParseError` naming source, line, byte offset and field (the
+        decoder's counts and position are then no resume point).
     columns:
         The tweet columns to build (names of ``schema.TWEETS``, in the order wanted): the
         ``tweets`` table has just those, and the others are never filled (a projection pushed
@@ -399,8 +401,14 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
     file is then cut at the size it had when it was opened. See ``firehose._parallel``."""
     dec = _decoder("iter_file", decoder, kwargs)
     name = source if source is not None else os.fspath(path)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"iter_file: threads must be a positive int, not {threads!r}")
+    try:
+        threads = operator.index(threads) if not isinstance(threads, bool) else 0
+    except TypeError:
+        threads = 0
+    if threads < 1:
+        raise ValueError("iter_file: threads must be a positive int")
+    if operator.index(chunk_size) < 1:
+        raise ValueError(f"iter_file: chunk_size must be positive, not {chunk_size!r}")
     if threads > 1:
         from ._parallel import iter_parallel
         yield from iter_parallel(path, dec, name, chunk_size, readahead, mmap, threads)
