@@ -185,7 +185,8 @@ def _merge(front, res, counts: dict, lines: int):
             mask = keep.view(np.bool_)
             batches, pos = [], 0
             for b in tweets.to_batches():
-                batches.append(b.filter(pa.array(mask[pos:pos + b.num_rows])))
+                m = mask[pos:pos + b.num_rows]
+                batches.append(b if m.all() else b.filter(pa.array(m)))
                 pos += b.num_rows
             tweets = pa.Table.from_batches(batches, schema=tweets.schema)
         counts["tweets"] -= n - admitted
