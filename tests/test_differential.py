@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import firehose  # noqa: E402
+import firehose.testing  # noqa: E402
 from firehose._reference import ReferenceDecoder  # noqa: E402
 
 try:  # noqa: E402
@@ -91,6 +92,38 @@ def test_corpus_file_projected_matches_reference(path):
         assert got.tweets.column_names == cols
         assert_same(got, Decoded(want.tweets.select(cols), want.compliance, want.rejects,
                                  want.stats), f"{name}, columns {cols}")
+
+
+#: the tweet columns emit_v2 fills from a v2 envelope's ``includes`` (users, tweets, media,
+#: places): without any of them in a projection, the includes are not indexed at all
+INCLUDES_COLUMNS = ["author_screen_name", "author_name", "author_description",
+                    "author_location", "author_followers_count", "author_verified",
+                    "in_reply_to_screen_name", "retweeted_user_id", "retweeted_screen_name",
+                    "retweeted_text", "quoted_user_id", "quoted_text", "media_types",
+                    "place_country_code"]
+
+
+def test_v2_includes_lookups_follow_the_projection():
+    """The ``includes`` lookups of v2 envelopes are built only for the kinds a wanted column
+    reads: over every corpus file with v2 includes and generated v2 pages, each column that
+    reads them alone and beside its id, all of them, and every column but them, the tweets
+    are the reference's columns (compliance, rejects and stats as without a projection)."""
+    names = list(firehose.schema.TWEETS.names)
+    assert set(INCLUDES_COLUMNS) <= set(names)
+    others = [n for n in names if n not in INCLUDES_COLUMNS]
+    inputs = [(rel(p), p.read_bytes()) for p in corpus_files()]
+    inputs = [(name, data) for name, data in inputs if b'"includes"' in data]
+    assert len(inputs) >= 5
+    inputs.append(("generated v2", firehose.testing.generate_bytes(300, seed=11, dialect="v2")))
+    projections = [[c] for c in INCLUDES_COLUMNS] + [["id", c] for c in INCLUDES_COLUMNS]
+    projections += [INCLUDES_COLUMNS, others, BENCH_COLUMNS]
+    for name, data in inputs:
+        want = decode(ref(dedupe=True), data, name)
+        assert want.tweets.num_rows > 0 or name != "generated v2"
+        for cols in projections:
+            got = decode(fast(dedupe=True, columns=cols), data, name)
+            assert_same(got, Decoded(want.tweets.select(cols), want.compliance, want.rejects,
+                                     want.stats), f"{name}, columns {cols}")
 
 
 def test_whole_corpus_through_one_decoder():

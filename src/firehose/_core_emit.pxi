@@ -470,22 +470,51 @@ cdef int emit_v1(State* st, Msg* m) except -1 nogil:
     return 0
 
 
+cdef inline uint64_t col_bits(int a, int b) noexcept nogil:
+    """The bits of tweet columns a..b (inclusive)."""
+    return ((<uint64_t>1 << (b + 1)) - 1) & ~((<uint64_t>1 << a) - 1)
+
+
+cdef int lookup_kinds(uint64_t want) noexcept nogil:
+    """Which kinds of v2 includes emit_v2 looks up for the columns in ``want`` (bit k - 1:
+    L_USER, L_TWEET, L_MEDIA, L_PLACE as k): the others need not be indexed, as no wanted
+    column can read them (find_id / find_key of a kind not built find nothing, and their
+    answers only go to these columns)."""
+    cdef int kinds = 0
+    # the author's fields; the replied-to user's name; a retweet's author found via users
+    if want & (col_bits(T_A_SN, T_A_VER) | col_bits(T_IRT_SN, T_IRT_SN) | col_bits(T_RT_SN, T_RT_SN)):
+        kinds |= 1 << (L_USER - 1)
+    # the retweeted / quoted tweet's object (their ids alone come from referenced_tweets)
+    if want & (col_bits(T_RT_U, T_RT_TEXT) | col_bits(T_Q_U, T_Q_TEXT)):
+        kinds |= 1 << (L_TWEET - 1)
+    if want & col_bits(T_MEDIA, T_MEDIA):
+        kinds |= 1 << (L_MEDIA - 1)
+    if want & col_bits(T_PLACE_CC, T_PLACE_CC):
+        kinds |= 1 << (L_PLACE - 1)
+    return kinds
+
+
 cdef int build_lookups(State* st, uint32_t env) except -1 nogil:
+    """Index the envelope's ``includes`` (of the kinds the projection reads, lookup_kinds)."""
     cdef Tape* t = &st.tape
     cdef Buf* tmp = &st.scratch
     cdef uint32_t inc, arr, el
     cdef Lookup lk
-    cdef int which
+    cdef int which, kinds = lookup_kinds(st.want)
     cdef uint32_t names[4]
     names[0] = KY_users
     names[1] = KY_tweets
     names[2] = KY_media
     names[3] = KY_places
     st.lookups.len = 0
+    if kinds == 0:
+        return 0
     inc = obj_or_none(t, get(t, env, KY_includes, tmp))
     if inc == NONE:
         return 0
     for which in range(4):
+        if not (kinds >> which) & 1:
+            continue
         arr = get(t, inc, names[which], tmp)
         el = arr_first(t, arr)
         while el != NONE:
