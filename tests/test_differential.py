@@ -22,11 +22,11 @@ import firehose.testing  # noqa: E402
 from firehose._reference import ReferenceDecoder  # noqa: E402
 
 try:  # noqa: E402
-    from corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, corpus_file, corpus_files,
+    from corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, escape_dense_bodies, corpus_file, corpus_files,
                         corpus_params, decode, fuzz_input, line_sets, rel, run, split_at,
                         table_diff)
 except ImportError:  # pragma: no cover - tests/ imported as a package
-    from tests.corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, corpus_file,
+    from tests.corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, escape_dense_bodies, corpus_file,
                               corpus_files,
                               corpus_params, decode, fuzz_input, line_sets, rel, run, split_at,
                               table_diff)
@@ -124,6 +124,41 @@ def test_v2_includes_lookups_follow_the_projection():
             got = decode(fast(dedupe=True, columns=cols), data, name)
             assert_same(got, Decoded(want.tweets.select(cols), want.compliance, want.rejects,
                                      want.stats), f"{name}, columns {cols}")
+
+
+def test_escape_dense_strings_match_reference_in_random_chunks():
+    """Tweets whose text, user fields and hashtags are dense with escapes (valid and not):
+    the reference's rows (decoded text) and rejected lines (reasons may differ only among the
+    JSON-level ones, as in the fuzz tests), with all columns and with the benchmark's ten;
+    cut at random places (escapes cut between chunks), exactly what one feed gives."""
+    rng = random.Random("escapes")
+    lines = []
+    for i, body in enumerate(escape_dense_bodies(1500, 9)):
+        pad = b"p" * rng.randrange(0, 40)
+        lines.append(b'{"id":%d,"id_str":"%d","text":"%s%s","user":{"id_str":"7","name":"%s",'
+                     b'"screen_name":"%s"},"entities":{"hashtags":[{"text":"%s"}]},"lang":"x"}'
+                     % (i + 1, i + 1, pad, body, body, pad + body, body))
+    data = b"\n".join(lines) + b"\n"
+    want = decode(ref(dedupe=False), data, "esc")
+    assert want.rejects.num_rows > 100 and want.tweets.num_rows > 500
+    assert {"invalid_escape", "lone_surrogate", "invalid_utf8"} <= set(
+        want.rejects.column("reason").to_pylist())
+    w = want.rejects.select(list(REJECT_KEY_COLUMNS)).to_pylist()
+    for cols in (None, BENCH_COLUMNS):
+        whole = decode(fast(dedupe=False, columns=cols), data, "esc")
+        tweets = want.tweets if cols is None else want.tweets.select(cols)
+        for kind, a, b in (("tweets", whole.tweets, tweets),
+                           ("compliance", whole.compliance, want.compliance)):
+            assert table_diff(a, b) is None, f"columns {cols}, {kind}: {table_diff(a, b)}"
+        g = whole.rejects.select(list(REJECT_KEY_COLUMNS)).to_pylist()
+        assert [(r["line"], r["byte_offset"], r["raw"]) for r in g] == \
+            [(r["line"], r["byte_offset"], r["raw"]) for r in w]
+        for r, x in zip(g, w):
+            assert r["reason"] == x["reason"] or {r["reason"], x["reason"]} <= JSON_LEVEL, (r, x)
+        for _ in range(2):
+            cuts = [rng.randrange(len(data) + 1) for _ in range(300)]
+            assert_same(decode(fast(dedupe=False, columns=cols), data, "esc",
+                               split_at(data, cuts)), whole, f"columns {cols}, cut")
 
 
 def test_whole_corpus_through_one_decoder():
