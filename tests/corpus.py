@@ -7,6 +7,7 @@ When the folder is absent the tests that need it are skipped, not failed.
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -293,3 +294,28 @@ def output_tree(out) -> dict:
             [ck.part, ck.input_index, ck.offset, ck.lines, ck.batch, ck.counters],
             sort_keys=True).encode()
     return files
+
+
+#: pieces of escape-dense strings (escape_dense_bodies): valid ones, then ones a scan must refuse
+ESC_OK = [b"\\u0631", b"\\u00e9", b"\\u003C", b"\\uD7FF", b"\\ud83d\\ude00",
+          b"\\uDBFF\\uDFFF", b"\\/", b'\\"', b"\\\\", b"\\n", b"\\b", b"\\f",
+          b"\\r", b"\\t", b"a", b" ", b"#", b"\xc3\xa9", b"\xf0\x9f\x98\x80"]
+ESC_BAD = [b"\\x", b"\\U0041", b"\\u12G4", b"\\u00", b"\\ud83d", b"\\ude00",
+           b"\\ud83d\\ud83d", b"\\ud83d\\u0041", b"\\ud83dx", b"\\\\\\", b"\x01",
+           b"\x1f", b"\xff", b"\xed\xa0\x80", b"\\\n"]
+
+
+def escape_dense_bodies(n: int, seed: int) -> list[bytes]:
+    """``n`` raw string contents (no quotes) made of runs of escapes, plain and (in some)
+    non-ASCII bytes; a quarter hold one piece of ESC_BAD somewhere (invalid escapes, lone or
+    misordered surrogates, control bytes, invalid UTF-8, an odd run of backslashes)."""
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        pool = ESC_OK if rnd.random() < 0.4 else ESC_OK[:-2]     # (most all ASCII)
+        body = b"".join(rnd.choice(pool) for _ in range(rnd.randrange(0, 30)))
+        if rnd.random() < 0.25:
+            at = rnd.randrange(len(body) + 1)
+            body = body[:at] + rnd.choice(ESC_BAD) + body[at:]
+        out.append(body)
+    return out

@@ -14,6 +14,11 @@ import firehose
 from firehose import schema
 from firehose.errors import ParseError, StateError
 
+try:
+    from corpus import escape_dense_bodies
+except ImportError:  # pragma: no cover - tests/ imported as a package
+    from tests.corpus import escape_dense_bodies
+
 SNOW_EPOCH = 1288834974657
 
 
@@ -470,6 +475,40 @@ def _string_edge_lines():
                     out.append(b'{"id":1,"k":"' + body[:at] + bad + body[at:] + b'"}')
         out.append(b'{"id":1,"k":"' + body)                       # cut inside the string
     return out
+
+
+def _escape_run_lines(n, seed):
+    """Lines whose strings are dense with escapes (the AVX2 scan takes their 32-byte blocks
+    whole): in a value, a key and an array, after a pad that puts them at every offset, or
+    cut off inside the first string."""
+    import random
+    rnd = random.Random(seed)
+    out = []
+    for body in escape_dense_bodies(n, seed):
+        pad = b"p" * rnd.randrange(0, 40)
+        if rnd.random() < 0.05:
+            out.append(b'{"id":1,"' + pad + b'":"' + body[:rnd.randrange(len(body) + 1)])
+            continue
+        out.append(b'{"id":1,"text":"' + pad + body + b'","k' + pad + body + b'":[' +
+                   b'"' + body + b'"' * rnd.randrange(1, 3) + b"]}")
+    return out
+
+
+def test_fast_scan_escape_runs_agree_with_parse_value():
+    """The fast scan (each build) over strings dense with escapes, valid and not: it accepts
+    what parse_value accepts, with the same tape, and the builds agree."""
+    from firehose import _core
+    lines = _escape_run_lines(6000, 5)
+    results = []
+    for level in _simd_levels():
+        old = _core.simd_level(level)
+        try:
+            results.append(_core._fast_scan_check(lines, 64))
+        finally:
+            _core.simd_level(old)
+    for both, neither, fast_only, slow_only, differ in results:
+        assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 1000 and neither > 1000
+    assert len(set(results)) == 1
 
 
 def test_fast_scan_builds_agree_on_every_string_edge():

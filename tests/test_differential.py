@@ -18,14 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import firehose  # noqa: E402
+import firehose.testing  # noqa: E402
 from firehose._reference import ReferenceDecoder  # noqa: E402
 
 try:  # noqa: E402
-    from corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, corpus_file, corpus_files,
+    from corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, escape_dense_bodies, corpus_file, corpus_files,
                         corpus_params, decode, fuzz_input, line_sets, rel, run, split_at,
                         table_diff)
 except ImportError:  # pragma: no cover - tests/ imported as a package
-    from tests.corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, corpus_file,
+    from tests.corpus import (REJECT_KEY_COLUMNS, Decoded, assert_same, escape_dense_bodies, corpus_file,
                               corpus_files,
                               corpus_params, decode, fuzz_input, line_sets, rel, run, split_at,
                               table_diff)
@@ -91,6 +92,73 @@ def test_corpus_file_projected_matches_reference(path):
         assert got.tweets.column_names == cols
         assert_same(got, Decoded(want.tweets.select(cols), want.compliance, want.rejects,
                                  want.stats), f"{name}, columns {cols}")
+
+
+#: the tweet columns emit_v2 fills from a v2 envelope's ``includes`` (users, tweets, media,
+#: places): without any of them in a projection, the includes are not indexed at all
+INCLUDES_COLUMNS = ["author_screen_name", "author_name", "author_description",
+                    "author_location", "author_followers_count", "author_verified",
+                    "in_reply_to_screen_name", "retweeted_user_id", "retweeted_screen_name",
+                    "retweeted_text", "quoted_user_id", "quoted_text", "media_types",
+                    "place_country_code"]
+
+
+def test_v2_includes_lookups_follow_the_projection():
+    """The ``includes`` lookups of v2 envelopes are built only for the kinds a wanted column
+    reads: over every corpus file with v2 includes and generated v2 pages, each column that
+    reads them alone and beside its id, all of them, and every column but them, the tweets
+    are the reference's columns (compliance, rejects and stats as without a projection)."""
+    names = list(firehose.schema.TWEETS.names)
+    assert set(INCLUDES_COLUMNS) <= set(names)
+    others = [n for n in names if n not in INCLUDES_COLUMNS]
+    inputs = [(rel(p), p.read_bytes()) for p in corpus_files()]
+    inputs = [(name, data) for name, data in inputs if b'"includes"' in data]
+    assert len(inputs) >= 5
+    inputs.append(("generated v2", firehose.testing.generate_bytes(300, seed=11, dialect="v2")))
+    projections = [[c] for c in INCLUDES_COLUMNS] + [["id", c] for c in INCLUDES_COLUMNS]
+    projections += [INCLUDES_COLUMNS, others, BENCH_COLUMNS]
+    for name, data in inputs:
+        want = decode(ref(dedupe=True), data, name)
+        assert want.tweets.num_rows > 0 or name != "generated v2"
+        for cols in projections:
+            got = decode(fast(dedupe=True, columns=cols), data, name)
+            assert_same(got, Decoded(want.tweets.select(cols), want.compliance, want.rejects,
+                                     want.stats), f"{name}, columns {cols}")
+
+
+def test_escape_dense_strings_match_reference_in_random_chunks():
+    """Tweets whose text, user fields and hashtags are dense with escapes (valid and not):
+    the reference's rows (decoded text) and rejected lines (reasons may differ only among the
+    JSON-level ones, as in the fuzz tests), with all columns and with the benchmark's ten;
+    cut at random places (escapes cut between chunks), exactly what one feed gives."""
+    rng = random.Random("escapes")
+    lines = []
+    for i, body in enumerate(escape_dense_bodies(1500, 9)):
+        pad = b"p" * rng.randrange(0, 40)
+        lines.append(b'{"id":%d,"id_str":"%d","text":"%s%s","user":{"id_str":"7","name":"%s",'
+                     b'"screen_name":"%s"},"entities":{"hashtags":[{"text":"%s"}]},"lang":"x"}'
+                     % (i + 1, i + 1, pad, body, body, pad + body, body))
+    data = b"\n".join(lines) + b"\n"
+    want = decode(ref(dedupe=False), data, "esc")
+    assert want.rejects.num_rows > 100 and want.tweets.num_rows > 500
+    assert {"invalid_escape", "lone_surrogate", "invalid_utf8"} <= set(
+        want.rejects.column("reason").to_pylist())
+    w = want.rejects.select(list(REJECT_KEY_COLUMNS)).to_pylist()
+    for cols in (None, BENCH_COLUMNS):
+        whole = decode(fast(dedupe=False, columns=cols), data, "esc")
+        tweets = want.tweets if cols is None else want.tweets.select(cols)
+        for kind, a, b in (("tweets", whole.tweets, tweets),
+                           ("compliance", whole.compliance, want.compliance)):
+            assert table_diff(a, b) is None, f"columns {cols}, {kind}: {table_diff(a, b)}"
+        g = whole.rejects.select(list(REJECT_KEY_COLUMNS)).to_pylist()
+        assert [(r["line"], r["byte_offset"], r["raw"]) for r in g] == \
+            [(r["line"], r["byte_offset"], r["raw"]) for r in w]
+        for r, x in zip(g, w):
+            assert r["reason"] == x["reason"] or {r["reason"], x["reason"]} <= JSON_LEVEL, (r, x)
+        for _ in range(2):
+            cuts = [rng.randrange(len(data) + 1) for _ in range(300)]
+            assert_same(decode(fast(dedupe=False, columns=cols), data, "esc",
+                               split_at(data, cuts)), whole, f"columns {cols}, cut")
 
 
 def test_whole_corpus_through_one_decoder():

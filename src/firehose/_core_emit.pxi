@@ -470,22 +470,51 @@ cdef int emit_v1(State* st, Msg* m) except -1 nogil:
     return 0
 
 
+cdef inline uint64_t col_bits(int a, int b) noexcept nogil:
+    """The bits of tweet columns a..b (inclusive)."""
+    return ((<uint64_t>1 << (b + 1)) - 1) & ~((<uint64_t>1 << a) - 1)
+
+
+cdef int lookup_kinds(uint64_t want) noexcept nogil:
+    """Which kinds of v2 includes emit_v2 looks up for the columns in ``want`` (bit k - 1:
+    L_USER, L_TWEET, L_MEDIA, L_PLACE as k): the others need not be indexed, as no wanted
+    column can read them (find_id / find_key of a kind not built find nothing, and their
+    answers only go to these columns)."""
+    cdef int kinds = 0
+    # the author's fields; the replied-to user's name; a retweet's author found via users
+    if want & (col_bits(T_A_SN, T_A_VER) | col_bits(T_IRT_SN, T_IRT_SN) | col_bits(T_RT_SN, T_RT_SN)):
+        kinds |= 1 << (L_USER - 1)
+    # the retweeted / quoted tweet's object (their ids alone come from referenced_tweets)
+    if want & (col_bits(T_RT_U, T_RT_TEXT) | col_bits(T_Q_U, T_Q_TEXT)):
+        kinds |= 1 << (L_TWEET - 1)
+    if want & col_bits(T_MEDIA, T_MEDIA):
+        kinds |= 1 << (L_MEDIA - 1)
+    if want & col_bits(T_PLACE_CC, T_PLACE_CC):
+        kinds |= 1 << (L_PLACE - 1)
+    return kinds
+
+
 cdef int build_lookups(State* st, uint32_t env) except -1 nogil:
+    """Index the envelope's ``includes`` (of the kinds the projection reads, lookup_kinds)."""
     cdef Tape* t = &st.tape
     cdef Buf* tmp = &st.scratch
     cdef uint32_t inc, arr, el
     cdef Lookup lk
-    cdef int which
+    cdef int which, kinds = lookup_kinds(st.want)
     cdef uint32_t names[4]
     names[0] = KY_users
     names[1] = KY_tweets
     names[2] = KY_media
     names[3] = KY_places
     st.lookups.len = 0
+    if kinds == 0:
+        return 0
     inc = obj_or_none(t, get(t, env, KY_includes, tmp))
     if inc == NONE:
         return 0
     for which in range(4):
+        if not (kinds >> which) & 1:
+            continue
         arr = get(t, inc, names[which], tmp)
         el = arr_first(t, arr)
         while el != NONE:
@@ -580,28 +609,36 @@ cdef int emit_v2(State* st, Msg* m) except -1 nogil:
     if W(st, T_A_LOC): w_str(st, &c[T_A_LOC], get(t, U, KY_location, tmp))
     if W(st, T_A_FOL): w_int(st, &c[T_A_FOL], get2(t, U, KY_public_metrics, KY_followers_count, tmp))
     if W(st, T_A_VER): w_bool(st, &c[T_A_VER], get(t, U, KY_verified, tmp))
-    v2_ref(st, D, "replied_to", &rid)
-    if W(st, T_IRT_S): col_i64_or_null(&c[T_IRT_S], rid)
-    author = get_id(t, get(t, D, KY_in_reply_to_user_id, tmp), tmp)
-    if W(st, T_IRT_U): col_i64_or_null(&c[T_IRT_U], author)
-    if W(st, T_IRT_SN): w_str(st, &c[T_IRT_SN], get(t, find_id(st, L_USER, author), KY_username, tmp))
-    obj = v2_ref(st, D, "retweeted", &rid)
-    if W(st, T_RT_S): col_i64_or_null(&c[T_RT_S], rid)
-    author = get_id(t, get(t, obj, KY_author_id, tmp), tmp)
-    if W(st, T_RT_U): col_i64_or_null(&c[T_RT_U], author)
-    U = find_id(st, L_USER, author)
-    if U == NONE:
-        U = obj_or_none(t, get(t, obj, KY_author, tmp))
-    if W(st, T_RT_SN): w_str(st, &c[T_RT_SN], get(t, U, KY_username, tmp))
-    if W(st, T_RT_TEXT): w_str(st, &c[T_RT_TEXT], v2_text(t, obj, tmp))
-    obj = v2_ref(st, D, "quoted", &rid)
-    if W(st, T_Q_S): col_i64_or_null(&c[T_Q_S], rid)
-    if W(st, T_Q_U): col_i64_or_null(&c[T_Q_U], get_id(t, get(t, obj, KY_author_id, tmp), tmp))
-    if W(st, T_Q_TEXT): w_str(st, &c[T_Q_TEXT], v2_text(t, obj, tmp))
-    nt = obj_or_none(t, get(t, D, KY_note_tweet, tmp))
-    E = get(t, nt, KY_entities, tmp)
-    if E == NONE:
-        E = get(t, D, KY_entities, tmp)
+    # (each group below only when one of its columns is wanted: lookups cost, see lookup_kinds)
+    if W(st, T_IRT_S):
+        v2_ref(st, D, "replied_to", &rid)
+        col_i64_or_null(&c[T_IRT_S], rid)
+    if st.want & col_bits(T_IRT_U, T_IRT_SN):
+        author = get_id(t, get(t, D, KY_in_reply_to_user_id, tmp), tmp)
+        if W(st, T_IRT_U): col_i64_or_null(&c[T_IRT_U], author)
+        if W(st, T_IRT_SN): w_str(st, &c[T_IRT_SN], get(t, find_id(st, L_USER, author), KY_username, tmp))
+    if st.want & col_bits(T_RT_S, T_RT_TEXT):
+        obj = v2_ref(st, D, "retweeted", &rid)
+        if W(st, T_RT_S): col_i64_or_null(&c[T_RT_S], rid)
+        author = get_id(t, get(t, obj, KY_author_id, tmp), tmp)
+        if W(st, T_RT_U): col_i64_or_null(&c[T_RT_U], author)
+        if W(st, T_RT_SN):
+            U = find_id(st, L_USER, author)
+            if U == NONE:
+                U = obj_or_none(t, get(t, obj, KY_author, tmp))
+            w_str(st, &c[T_RT_SN], get(t, U, KY_username, tmp))
+        if W(st, T_RT_TEXT): w_str(st, &c[T_RT_TEXT], v2_text(t, obj, tmp))
+    if st.want & col_bits(T_Q_S, T_Q_TEXT):
+        obj = v2_ref(st, D, "quoted", &rid)
+        if W(st, T_Q_S): col_i64_or_null(&c[T_Q_S], rid)
+        if W(st, T_Q_U): col_i64_or_null(&c[T_Q_U], get_id(t, get(t, obj, KY_author_id, tmp), tmp))
+        if W(st, T_Q_TEXT): w_str(st, &c[T_Q_TEXT], v2_text(t, obj, tmp))
+    E = NONE
+    if st.want & col_bits(T_HASH, T_URLS):
+        nt = obj_or_none(t, get(t, D, KY_note_tweet, tmp))
+        E = get(t, nt, KY_entities, tmp)
+        if E == NONE:
+            E = get(t, D, KY_entities, tmp)
     if W(st, T_HASH): w_strlist(st, &c[T_HASH], get(t, E, KY_hashtags, tmp), KY_tag, 0)
     if W(st, T_MENT): w_strlist(st, &c[T_MENT], get(t, E, KY_mentions, tmp), KY_username, 0)
     if W(st, T_MENT_IDS): w_mention_ids(st, &c[T_MENT_IDS], get(t, E, KY_mentions, tmp), 1)
@@ -618,16 +655,17 @@ cdef int emit_v2(State* st, Msg* m) except -1 nogil:
                 col_item_close(&c[T_MEDIA])
             el = arr_next(t, arr, el)
         col_list_close(&c[T_MEDIA])
-    v = obj_or_none(t, get(t, D, KY_geo, tmp))
-    if not W(st, T_COORD):
-        pass
-    elif two_numbers(t, get2(t, v, KY_coordinates, KY_coordinates, tmp), &a, &b):
-        col_coord(&c[T_COORD], a, b)
-    else:
-        col_null(&c[T_COORD])
-    pid = get(t, v, KY_place_id, tmp)
-    if W(st, T_PLACE_ID): w_str(st, &c[T_PLACE_ID], pid)
-    if W(st, T_PLACE_CC): w_str(st, &c[T_PLACE_CC], get(t, find_key(st, L_PLACE, pid), KY_country_code, tmp))
+    if st.want & col_bits(T_COORD, T_PLACE_CC):
+        v = obj_or_none(t, get(t, D, KY_geo, tmp))
+        if not W(st, T_COORD):
+            pass
+        elif two_numbers(t, get2(t, v, KY_coordinates, KY_coordinates, tmp), &a, &b):
+            col_coord(&c[T_COORD], a, b)
+        else:
+            col_null(&c[T_COORD])
+        pid = get(t, v, KY_place_id, tmp)
+        if W(st, T_PLACE_ID): w_str(st, &c[T_PLACE_ID], pid)
+        if W(st, T_PLACE_CC): w_str(st, &c[T_PLACE_CC], get(t, find_key(st, L_PLACE, pid), KY_country_code, tmp))
     if W(st, T_WITHHELD): w_strlist(st, &c[T_WITHHELD], get2(t, D, KY_withheld, KY_country_codes, tmp), KY_NONE, 1)
     if W(st, T_RULES): w_rules(st, &c[T_RULES], get(t, m.env if m.env != NONE else D, KY_matching_rules, tmp))
     w_provenance(st, c, T_DIALECT, D_V2, st.want)
