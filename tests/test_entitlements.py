@@ -556,7 +556,7 @@ def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
     total = sum(len(r) for r in seats)
     ranks, order, ids = (np.full(total, -7, np.int64) for _ in range(3))
     f = np.zeros(total, np.uint8)
-    scratch = [None, np.empty(9 * n + 16, np.uint8)][seed % 2]
+    scratch = [None, np.empty(14 * n + 64, np.uint8)][seed % 2]
     _core.seat_pairs_by_rank(seats, ascending, rank, row_ids, flags, ranks, order, ids, f,
                              scratch)
     perm = np.argsort(rank)
@@ -765,8 +765,8 @@ def test_the_pair_layout_ignores_a_misaligned_or_short_scratch():
     row_ids, flags = rng.integers(0, 1 << 40, n), rng.integers(0, 256, n).astype(np.uint8)
     seats = [np.sort(rng.choice(n, 700, replace=False)).astype(np.int64)]
     outs = []
-    for scratch in (None, np.empty(9 * n + 17, np.uint8)[1:], np.empty(100, np.uint8),
-                    np.empty(9 * n + 16, np.uint8)):
+    for scratch in (None, np.empty(14 * n + 65, np.uint8)[1:], np.empty(100, np.uint8),
+                    np.empty(14 * n + 64, np.uint8)):
         out = [np.empty(700, np.int64) for _ in range(3)] + [np.empty(700, np.uint8)]
         _core.seat_pairs_by_rank(seats, np.ones(1, np.uint8), rank, row_ids, flags, *out,
                                  scratch)
