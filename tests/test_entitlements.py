@@ -1267,6 +1267,13 @@ def test_split_pairs_marks_hit_by_rank_and_replaces_delivered_ranks_by_rows():
                           np.empty(1, np.uint8), *(np.empty(0, t) for t in
                                                    (np.int64, np.int64, np.int64, np.int8)),
                           None, perm)
+    # no pairs: nothing delivered; room for denied pairs that are not there is refused
+    empty = [np.empty(0, t) for t in (np.int8, np.int64, np.int64, np.int64, np.uint8)]
+    no_bad = [np.empty(0, t) for t in (np.int64, np.int64, np.int64, np.int8)]
+    assert _core.split_pairs(*empty, 0x80, np.empty(0, np.uint8), *no_bad) == 0
+    with pytest.raises(ValueError):
+        _core.split_pairs(*empty, 0x80, np.empty(0, np.uint8),
+                          *(np.empty(1, t) for t in (np.int64, np.int64, np.int64, np.int8)))
 
 
 def test_merges_are_scheduled_per_size_class_and_survive_failures_and_reloads(tmp_path,

@@ -354,64 +354,75 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
     """Split the pairs by ``code`` (0: delivered), keeping their order: the delivered ones move
     to the front of ``rows``, ``order`` and ``ids`` (in place) with ``scrub[j]`` set where
     their ``f`` has ``scrub_bit``; each other pair's index, order, id and code go to the
-    ``bad_*`` arrays, which must hold exactly as many as there are. ``hit`` (optional):
-    ``hit[rows[j]]`` set to 1 for every delivered pair (a row outside it is an IndexError).
-    ``perm`` (optional): a delivered pair's ``rows`` entry is replaced by ``perm`` at it
-    (firehose.entitlements: a rank becomes its row; ``hit`` is marked by rank). Returns how
-    many were delivered."""
-    cdef Py_ssize_t total = code.shape[0], i, j = 0, b = 0
-    cdef Py_ssize_t n_bad = bad_pos.shape[0], n_kept = total - n_bad
-    cdef Py_ssize_t n_hit = hit.shape[0] if hit is not None else 0
-    cdef bint wrong = n_bad > total, mark = hit is not None, outside = False
-    cdef bint remap = perm is not None
-    cdef Py_ssize_t n_perm = perm.shape[0] if perm is not None else 0
-    cdef const int64_t* pp = &perm[0] if perm is not None and n_perm else NULL
-    cdef uint8_t* hp = &hit[0] if hit is not None and n_hit else NULL
+    ``bad_*`` arrays, which must hold exactly as many as there are (counted first).
+    ``hit`` (optional): ``hit[rows[j]]`` set to 1 for every delivered pair (a row outside it
+    is an IndexError). ``perm`` (optional): a delivered pair's ``rows`` entry is replaced by
+    ``perm`` at it (firehose.entitlements: a rank becomes its row; ``hit`` is marked by
+    rank). Returns how many were delivered."""
+    cdef Py_ssize_t total = code.shape[0], i, j = 0, b = 0, kept = 0
+    cdef Py_ssize_t n_bad = bad_pos.shape[0]
+    cdef uint64_t n_hit = hit.shape[0] if hit is not None else 0
+    cdef uint64_t n_perm = perm.shape[0] if perm is not None else 0
+    cdef bint mark = hit is not None, remap = perm is not None, outside = False
+    cdef int64_t r
+    cdef int8_t k
     if rows.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
             or f.shape[0] < total:
         raise ValueError("pair arrays are shorter than code")
     if bad_order.shape[0] != n_bad or bad_ids.shape[0] != n_bad or bad_code.shape[0] != n_bad:
         raise ValueError("bad_* arrays differ in length")
-    if scrub.shape[0] < n_kept:
-        raise ValueError("scrub is too short")
+    if total == 0:
+        if n_bad:
+            raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
+        return 0
+    # raw pointers: the loop's stores cannot be taken for stores into the views' fields
+    cdef const int8_t* cp = &code[0]
     with nogil:
         for i in range(total):
-            if wrong:
-                break
-            if code[i] == 0:
-                if j == n_kept:
-                    wrong = True
-                    break
+            kept += cp[i] == 0
+    if kept != total - n_bad:
+        raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
+    if scrub.shape[0] < kept:
+        raise ValueError("scrub is too short")
+    cdef int64_t* rp = &rows[0]
+    cdef int64_t* op = &order[0]
+    cdef int64_t* ip = &ids[0]
+    cdef const uint8_t* fp = &f[0]
+    cdef uint8_t* sp = &scrub[0] if kept else NULL
+    cdef int64_t* bp = &bad_pos[0] if n_bad else NULL
+    cdef int64_t* bo = &bad_order[0] if n_bad else NULL
+    cdef int64_t* bi = &bad_ids[0] if n_bad else NULL
+    cdef int8_t* bc = &bad_code[0] if n_bad else NULL
+    cdef uint8_t* hp = &hit[0] if mark and n_hit else NULL
+    cdef const int64_t* pp = &perm[0] if remap and n_perm else NULL
+    with nogil:
+        for i in range(total):
+            k = cp[i]
+            if k == 0:
+                r = rp[i]
                 if mark:
-                    if <uint64_t>rows[i] >= <uint64_t>n_hit:
+                    if <uint64_t>r >= n_hit:
                         outside = True
                         break
-                    hp[rows[i]] = 1
+                    hp[r] = 1
                 if remap:
-                    if <uint64_t>rows[i] >= <uint64_t>n_perm:
+                    if <uint64_t>r >= n_perm:
                         outside = True
                         break
-                    rows[j] = pp[rows[i]]
-                elif j != i:
-                    rows[j] = rows[i]
-                if j != i:
-                    order[j] = order[i]
-                    ids[j] = ids[i]
-                scrub[j] = (f[i] & scrub_bit) != 0
+                    r = pp[r]
+                rp[j] = r
+                op[j] = op[i]
+                ip[j] = ip[i]
+                sp[j] = (fp[i] & scrub_bit) != 0
                 j += 1
             else:
-                if b == n_bad:
-                    wrong = True
-                    break
-                bad_pos[b] = i
-                bad_order[b] = order[i]
-                bad_ids[b] = ids[i]
-                bad_code[b] = code[i]
+                bp[b] = i
+                bo[b] = op[i]
+                bi[b] = ip[i]
+                bc[b] = k
                 b += 1
     if outside:
         raise IndexError("a delivered row is outside hit or perm")
-    if wrong or b != n_bad or j != n_kept:
-        raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
     return j
 
 
