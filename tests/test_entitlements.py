@@ -556,7 +556,7 @@ def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
     total = sum(len(r) for r in seats)
     ranks, order, ids = (np.full(total, -7, np.int64) for _ in range(3))
     f = np.zeros(total, np.uint8)
-    scratch = [None, np.empty(9 * n + 16, np.uint8)][seed % 2]
+    scratch = [None, np.empty(14 * n + 64, np.uint8)][seed % 2]
     _core.seat_pairs_by_rank(seats, ascending, rank, row_ids, flags, ranks, order, ids, f,
                              scratch)
     perm = np.argsort(rank)
@@ -765,8 +765,8 @@ def test_the_pair_layout_ignores_a_misaligned_or_short_scratch():
     row_ids, flags = rng.integers(0, 1 << 40, n), rng.integers(0, 256, n).astype(np.uint8)
     seats = [np.sort(rng.choice(n, 700, replace=False)).astype(np.int64)]
     outs = []
-    for scratch in (None, np.empty(9 * n + 17, np.uint8)[1:], np.empty(100, np.uint8),
-                    np.empty(9 * n + 16, np.uint8)):
+    for scratch in (None, np.empty(14 * n + 65, np.uint8)[1:], np.empty(100, np.uint8),
+                    np.empty(14 * n + 64, np.uint8)):
         out = [np.empty(700, np.int64) for _ in range(3)] + [np.empty(700, np.uint8)]
         _core.seat_pairs_by_rank(seats, np.ones(1, np.uint8), rank, row_ids, flags, *out,
                                  scratch)
@@ -1267,6 +1267,13 @@ def test_split_pairs_marks_hit_by_rank_and_replaces_delivered_ranks_by_rows():
                           np.empty(1, np.uint8), *(np.empty(0, t) for t in
                                                    (np.int64, np.int64, np.int64, np.int8)),
                           None, perm)
+    # no pairs: nothing delivered; room for denied pairs that are not there is refused
+    empty = [np.empty(0, t) for t in (np.int8, np.int64, np.int64, np.int64, np.uint8)]
+    no_bad = [np.empty(0, t) for t in (np.int64, np.int64, np.int64, np.int8)]
+    assert _core.split_pairs(*empty, 0x80, np.empty(0, np.uint8), *no_bad) == 0
+    with pytest.raises(ValueError):
+        _core.split_pairs(*empty, 0x80, np.empty(0, np.uint8),
+                          *(np.empty(1, t) for t in (np.int64, np.int64, np.int64, np.int8)))
 
 
 def test_merges_are_scheduled_per_size_class_and_survive_failures_and_reloads(tmp_path,

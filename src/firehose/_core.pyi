@@ -17,7 +17,8 @@ def seat_pairs_by_rank(seats: list, ascending: memoryview, rank: memoryview,
 
 def split_pairs(code: memoryview, rows: memoryview, order: memoryview, ids: memoryview,
                 f: memoryview, scrub_bit: int, scrub: memoryview, bad_pos: memoryview,
-                bad_order: memoryview, bad_ids: memoryview, bad_code: memoryview) -> int:
+                bad_order: memoryview, bad_ids: memoryview, bad_code: memoryview,
+                hit: memoryview | None = None, perm: memoryview | None = None) -> int:
     """Delivered pairs (code 0) to the front in place, the others copied out; returns how many
     were delivered (firehose.entitlements)."""
 

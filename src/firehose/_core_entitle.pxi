@@ -8,6 +8,7 @@ from libc.stdint cimport int8_t
 
 cdef extern from *:
     void __builtin_prefetch(const void* addr) nogil
+    int __builtin_ctzll(unsigned long long x) nogil
 
 
 cdef inline void _radix_pass(const uint64_t* src, uint64_t* dst, Py_ssize_t m, int shift,
@@ -48,6 +49,8 @@ cdef enum:
     _SMALL = 48            # a seat with fewer pairs is sorted by insertion
     _BUCKET_MAX = 32       # the bucket pass is kept while no bucket holds more pairs
     _AHEAD = 16            # pairs read ahead (prefetched) when reading by rank
+    _BITMAP_WORDS = 4      # the bitmap is used when the batch's 64-rank words are at most
+                           # this many per pair of the seat (1M rows: seats of 4k pairs up)
 
 
 def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[::1] rank,
@@ -69,19 +72,25 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     First the batch's ids and flags are laid out by rank (one pass over the rows).
     Each pair's key (rank << 32 | position) is then read: ascending seats block by block of
     rows, all seats in step, so that block's ranks are read from cache once per block
-    instead of once per seat. Each seat's keys are sorted in place or in a buffer the size
-    of the seat: by insertion when the seat is small; an ascending seat (distinct ranks) by
-    one counting pass into about as many buckets as pairs and an insertion pass within them;
-    another by an LSD radix sort on the rank's bits (two passes up to 4M rows, three
-    beyond). A seat whose ranks already ascend is not sorted. The sorted keys then read the
-    ids and flags laid out by rank in ascending rank order: no random reads.
+    instead of once per seat. A seat whose ranks already ascend is not sorted. An ascending
+    seat (distinct ranks) that is not small next to the batch is put in rank order through
+    a bitmap of the batch's ranks: each pair sets its rank's bit and leaves its position
+    under its rank (a table shared by the seats), then a scan of the bitmap's words between
+    the seat's lowest and highest rank meets the ranks in order. Other seats' keys are
+    sorted in a buffer the size of the seat: by insertion when the seat is small; an
+    ascending seat by one counting pass into about as many buckets as pairs and an
+    insertion pass within them; another by an LSD radix sort on the rank's bits (two passes
+    up to 4M rows, three beyond). The ranks in order then read the ids and flags laid out by
+    rank in ascending rank order: no random reads.
 
-    ``scratch`` (optional, at least ``9 * n + 16`` bytes) holds the batch by rank; a caller
-    that keeps it between batches spares the memory's first touch (page faults) each time."""
+    ``scratch`` (optional, at least ``14 * n + 64`` bytes) holds the batch by rank, the
+    positions by rank and the bitmap; a caller that keeps it between batches spares the
+    memory's first touch (page faults) each time."""
     cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, m, longest = 1
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
-    cdef uint64_t key, rk, last
+    cdef uint64_t key, rk, last, word
+    cdef Py_ssize_t w, wlo, whi
     cdef int passes = 0, p, bits = 0, digit
     cdef const int64_t[::1] seg
     if row_ids.shape[0] != n or flags.shape[0] != n or ascending.shape[0] != nseat:
@@ -114,16 +123,23 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef uint64_t* x
     cdef uint64_t* sorted_keys
     # a scratch too small or not 8-byte aligned is not used
-    cdef bint own = scratch is None or scratch.shape[0] < 9 * n + 16 \
+    cdef bint own = scratch is None or scratch.shape[0] < 14 * n + 64 \
         or (<size_t>&scratch[0]) % 8 != 0
+    cdef Py_ssize_t nwords = (n >> 6) + 2
     cdef int64_t* by_rank                  # each rank's id
+    cdef uint32_t* c_rank                  # a rank's position among the seat's pairs
+    cdef uint64_t* bitmap                  # the seat's ranks (all clear between seats)
     cdef uint8_t* f_rank
     if own:
         by_rank = <int64_t*>malloc(n * 8 + 8)
+        c_rank = <uint32_t*>malloc(n * 4 + 8)
+        bitmap = <uint64_t*>malloc(nwords * 8)
         f_rank = <uint8_t*>calloc(n + 1, 1)
     else:
         by_rank = <int64_t*>&scratch[0]
-        f_rank = &scratch[8 * n + 8]
+        c_rank = <uint32_t*>&scratch[8 * n + 8]
+        bitmap = <uint64_t*>&scratch[12 * n + 16]
+        f_rank = &scratch[12 * n + 16 + nwords * 8]
     cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
     cdef int64_t* bcount = <int64_t*>malloc(2 * longest * 8 + 16)
     cdef int64_t at, cnt, fullest
@@ -131,10 +147,11 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef int lb, shift
     cdef const int64_t** src = <const int64_t**>malloc(nseat * sizeof(void*) + 8)
     if mem == NULL or unsorted == NULL or a == NULL or t == NULL or by_rank == NULL \
-            or f_rank == NULL or count == NULL or src == NULL or bcount == NULL:
+            or f_rank == NULL or count == NULL or src == NULL or bcount == NULL \
+            or c_rank == NULL or bitmap == NULL:
         free(mem); free(unsorted); free(a); free(t); free(count); free(src); free(bcount)
         if own:
-            free(by_rank); free(f_rank)
+            free(by_rank); free(f_rank); free(c_rank); free(bitmap)
         raise MemoryError()
     # per seat: size, start in the outputs, read position, last rank
     cdef int64_t* size = mem
@@ -158,6 +175,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
             # the batch by rank: each rank's id and flags (a rank given twice leaves another
             # one unmarked: refused)
             memset(f_rank, 0, n)
+            memset(bitmap, 0, nwords * 8)
             for r in range(n):
                 rk = <uint64_t>rank[r]
                 if rk >= <uint64_t>n or f_rank[rk]:
@@ -226,6 +244,38 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                         a[c] = <uint64_t>order[lo + c]
                     _insertion_sort(a, m)
                     sorted_keys = a
+                elif ascending[s] and (n >> 6) <= _BITMAP_WORDS * m:
+                    # distinct rows, so distinct ranks: each sets its bit and leaves its
+                    # position under its rank; the bitmap's words between the seat's lowest
+                    # and highest rank, read in order, give the ranks in order (each word is
+                    # cleared as it is read: the bitmap is clear for the next seat)
+                    wlo = nwords
+                    whi = 0
+                    for c in range(m):
+                        key = <uint64_t>order[lo + c]
+                        rk = key >> 32
+                        w = <Py_ssize_t>(rk >> 6)
+                        bitmap[w] |= (<uint64_t>1) << (rk & 63)
+                        c_rank[rk] = <uint32_t>(key & <uint64_t>0xFFFFFFFF)
+                        if w < wlo:
+                            wlo = w
+                        if w > whi:
+                            whi = w
+                    c = lo
+                    for w in range(wlo, whi + 1):
+                        word = bitmap[w]
+                        if word == 0:
+                            continue
+                        bitmap[w] = 0
+                        while word:
+                            rk = (<uint64_t>w << 6) | <uint64_t>__builtin_ctzll(word)
+                            word &= word - 1
+                            order[c] = c_rank[rk]
+                            ranks[c] = <int64_t>rk
+                            ids[c] = by_rank[rk]
+                            f[c] = f_rank[rk]
+                            c += 1
+                    continue
                 else:
                     sorted_keys = NULL
                     if ascending[s]:
@@ -289,7 +339,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     finally:
         free(mem); free(unsorted); free(a); free(t); free(count); free(src); free(bcount)
         if own:
-            free(by_rank); free(f_rank)
+            free(by_rank); free(f_rank); free(c_rank); free(bitmap)
     if bad_rank:
         raise ValueError("rank is not a permutation of the batch's rows")
     if bad:
@@ -304,64 +354,75 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
     """Split the pairs by ``code`` (0: delivered), keeping their order: the delivered ones move
     to the front of ``rows``, ``order`` and ``ids`` (in place) with ``scrub[j]`` set where
     their ``f`` has ``scrub_bit``; each other pair's index, order, id and code go to the
-    ``bad_*`` arrays, which must hold exactly as many as there are. ``hit`` (optional):
-    ``hit[rows[j]]`` set to 1 for every delivered pair (a row outside it is an IndexError).
-    ``perm`` (optional): a delivered pair's ``rows`` entry is replaced by ``perm`` at it
-    (firehose.entitlements: a rank becomes its row; ``hit`` is marked by rank). Returns how
-    many were delivered."""
-    cdef Py_ssize_t total = code.shape[0], i, j = 0, b = 0
-    cdef Py_ssize_t n_bad = bad_pos.shape[0], n_kept = total - n_bad
-    cdef Py_ssize_t n_hit = hit.shape[0] if hit is not None else 0
-    cdef bint wrong = n_bad > total, mark = hit is not None, outside = False
-    cdef bint remap = perm is not None
-    cdef Py_ssize_t n_perm = perm.shape[0] if perm is not None else 0
-    cdef const int64_t* pp = &perm[0] if perm is not None and n_perm else NULL
-    cdef uint8_t* hp = &hit[0] if hit is not None and n_hit else NULL
+    ``bad_*`` arrays, which must hold exactly as many as there are (counted first).
+    ``hit`` (optional): ``hit[rows[j]]`` set to 1 for every delivered pair (a row outside it
+    is an IndexError). ``perm`` (optional): a delivered pair's ``rows`` entry is replaced by
+    ``perm`` at it (firehose.entitlements: a rank becomes its row; ``hit`` is marked by
+    rank). Returns how many were delivered."""
+    cdef Py_ssize_t total = code.shape[0], i, j = 0, b = 0, kept = 0
+    cdef Py_ssize_t n_bad = bad_pos.shape[0]
+    cdef uint64_t n_hit = hit.shape[0] if hit is not None else 0
+    cdef uint64_t n_perm = perm.shape[0] if perm is not None else 0
+    cdef bint mark = hit is not None, remap = perm is not None, outside = False
+    cdef int64_t r
+    cdef int8_t k
     if rows.shape[0] < total or order.shape[0] < total or ids.shape[0] < total \
             or f.shape[0] < total:
         raise ValueError("pair arrays are shorter than code")
     if bad_order.shape[0] != n_bad or bad_ids.shape[0] != n_bad or bad_code.shape[0] != n_bad:
         raise ValueError("bad_* arrays differ in length")
-    if scrub.shape[0] < n_kept:
-        raise ValueError("scrub is too short")
+    if total == 0:
+        if n_bad:
+            raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
+        return 0
+    # raw pointers: the loop's stores cannot be taken for stores into the views' fields
+    cdef const int8_t* cp = &code[0]
     with nogil:
         for i in range(total):
-            if wrong:
-                break
-            if code[i] == 0:
-                if j == n_kept:
-                    wrong = True
-                    break
+            kept += cp[i] == 0
+    if kept != total - n_bad:
+        raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
+    if scrub.shape[0] < kept:
+        raise ValueError("scrub is too short")
+    cdef int64_t* rp = &rows[0]
+    cdef int64_t* op = &order[0]
+    cdef int64_t* ip = &ids[0]
+    cdef const uint8_t* fp = &f[0]
+    cdef uint8_t* sp = &scrub[0] if kept else NULL
+    cdef int64_t* bp = &bad_pos[0] if n_bad else NULL
+    cdef int64_t* bo = &bad_order[0] if n_bad else NULL
+    cdef int64_t* bi = &bad_ids[0] if n_bad else NULL
+    cdef int8_t* bc = &bad_code[0] if n_bad else NULL
+    cdef uint8_t* hp = &hit[0] if mark and n_hit else NULL
+    cdef const int64_t* pp = &perm[0] if remap and n_perm else NULL
+    with nogil:
+        for i in range(total):
+            k = cp[i]
+            if k == 0:
+                r = rp[i]
                 if mark:
-                    if <uint64_t>rows[i] >= <uint64_t>n_hit:
+                    if <uint64_t>r >= n_hit:
                         outside = True
                         break
-                    hp[rows[i]] = 1
+                    hp[r] = 1
                 if remap:
-                    if <uint64_t>rows[i] >= <uint64_t>n_perm:
+                    if <uint64_t>r >= n_perm:
                         outside = True
                         break
-                    rows[j] = pp[rows[i]]
-                elif j != i:
-                    rows[j] = rows[i]
-                if j != i:
-                    order[j] = order[i]
-                    ids[j] = ids[i]
-                scrub[j] = (f[i] & scrub_bit) != 0
+                    r = pp[r]
+                rp[j] = r
+                op[j] = op[i]
+                ip[j] = ip[i]
+                sp[j] = (fp[i] & scrub_bit) != 0
                 j += 1
             else:
-                if b == n_bad:
-                    wrong = True
-                    break
-                bad_pos[b] = i
-                bad_order[b] = order[i]
-                bad_ids[b] = ids[i]
-                bad_code[b] = code[i]
+                bp[b] = i
+                bo[b] = op[i]
+                bi[b] = ip[i]
+                bc[b] = k
                 b += 1
     if outside:
         raise IndexError("a delivered row is outside hit or perm")
-    if wrong or b != n_bad or j != n_kept:
-        raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
     return j
 
 

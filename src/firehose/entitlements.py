@@ -914,7 +914,7 @@ class Entitlements:
         # position
         _core.seat_pairs_by_rank(arrays, asc, rank, ids, flags,
                                  ranks_p, order, ids_p, f,
-                                 self._arena.empty(9 * n + 16, np.uint8))
+                                 self._arena.empty(14 * n + 64, np.uint8))
 
         def rows_at(ranks):
             """The rows of these ranks (a seat's ranks ascend: a sequential read of perm;
