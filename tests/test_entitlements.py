@@ -757,10 +757,26 @@ def test_denied_rule_ids_with_narrow_dictionary_indices_and_a_null_id():
     assert rule_id_lists([(rules, np.array([0, 1]))]).to_pylist() == [["r5", None], ["r127"]]
 
 
-def test_the_pair_layout_ignores_a_misaligned_or_short_scratch():
+def test_a_seat_flagged_ascending_that_repeats_a_row_is_refused():
+    """The bitmap ordering (ascending seats of n/256 pairs or more) relies on distinct rows:
+    a repeated row would leave an output slot unwritten, so it is an error, not a loss."""
+    from firehose import _core
+    n = 1000
+    rank = np.arange(n, dtype=np.int64)[::-1].copy()         # rows ascend, ranks descend
+    seat = np.repeat(np.arange(0, 110, 2, dtype=np.int64), 2)        # 0, 0, 2, 2, ...
+    out = [np.full(len(seat), -7, np.int64) for _ in range(3)] + [np.empty(len(seat), np.uint8)]
+    with pytest.raises(ValueError, match="repeats a row"):
+        _core.seat_pairs_by_rank([seat], np.ones(1, np.uint8), rank, rank,
+                                 np.zeros(n, np.uint8), *out)
+    _core.seat_pairs_by_rank([seat], np.zeros(1, np.uint8), rank, rank,     # flagged rightly
+                             np.zeros(n, np.uint8), *out)
+    assert np.array_equal(out[0], np.sort(rank[seat]))
+
+
+@pytest.mark.parametrize("n", [4999, 5000])     # (odd n: the bitmap's place in the scratch)
+def test_the_pair_layout_ignores_a_misaligned_or_short_scratch(n):
     from firehose import _core
     rng = np.random.default_rng(3)
-    n = 5000
     rank = rng.permutation(n).astype(np.int64)
     row_ids, flags = rng.integers(0, 1 << 40, n), rng.integers(0, 256, n).astype(np.uint8)
     seats = [np.sort(rng.choice(n, 700, replace=False)).astype(np.int64)]

@@ -138,8 +138,8 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     else:
         by_rank = <int64_t*>&scratch[0]
         c_rank = <uint32_t*>&scratch[8 * n + 8]
-        bitmap = <uint64_t*>&scratch[12 * n + 16]
-        f_rank = &scratch[12 * n + 16 + nwords * 8]
+        bitmap = <uint64_t*>&scratch[12 * n + 16 + 4 * (n & 1)]     # (8-byte aligned)
+        f_rank = &scratch[12 * n + 16 + 4 * (n & 1) + nwords * 8]
     cdef int64_t* count = <int64_t*>malloc(passes * (1 << digit) * 8 + 8)
     cdef int64_t* bcount = <int64_t*>malloc(2 * longest * 8 + 16)
     cdef int64_t at, cnt, fullest
@@ -158,7 +158,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef int64_t* start = mem + nseat
     cdef int64_t* pos = mem + 2 * nseat
     cdef uint64_t* prev = <uint64_t*>(mem + 3 * nseat)
-    cdef bint bad = False, bad_rank = False
+    cdef bint bad = False, bad_rank = False, bad_asc = False
     try:
         lo = 0
         for s in range(nseat):
@@ -255,12 +255,17 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                         key = <uint64_t>order[lo + c]
                         rk = key >> 32
                         w = <Py_ssize_t>(rk >> 6)
+                        if bitmap[w] & ((<uint64_t>1) << (rk & 63)):
+                            bad_asc = True              # a row repeated: not ascending
+                            break
                         bitmap[w] |= (<uint64_t>1) << (rk & 63)
                         c_rank[rk] = <uint32_t>(key & <uint64_t>0xFFFFFFFF)
                         if w < wlo:
                             wlo = w
                         if w > whi:
                             whi = w
+                    if bad_asc:
+                        break
                     c = lo
                     for w in range(wlo, whi + 1):
                         word = bitmap[w]
@@ -342,6 +347,8 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
             free(by_rank); free(f_rank); free(c_rank); free(bitmap)
     if bad_rank:
         raise ValueError("rank is not a permutation of the batch's rows")
+    if bad_asc:
+        raise ValueError("a seat flagged ascending repeats a row")
     if bad:
         raise IndexError("a matched row is outside the batch")
 
