@@ -42,20 +42,23 @@ def test_feed_memory_1thread(benchmark, capture_bytes, session_results, dedupe):
               stats["lines"], **more)
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
 @pytest.mark.parametrize("kind", ["plain", "gz", "zst"])
-def test_iter_file(benchmark, request, kind, capture_bytes):
-    """iter_file end to end: read (and decompress), decode, drop each chunk's tables."""
+def test_iter_file(benchmark, request, kind, threads, capture_bytes):
+    """iter_file end to end: read (and decompress), decode, drop each chunk's tables; with
+    ``threads=2`` the library's parallel decode (segments taken by two worker threads, results
+    in file order, deduped across the file)."""
     path = request.getfixturevalue({"plain": "capture_path", "gz": "gz_path",
                                     "zst": "zst_path"}[kind])
 
     def run():
         dec = firehose.Decoder()
-        for _ in firehose.iter_file(path, decoder=dec):
+        for _ in firehose.iter_file(path, decoder=dec, threads=threads):
             pass
         return dec.stats
     stats = benchmark.pedantic(run, rounds=rounds(), iterations=1)
     put_rates(benchmark, stats["bytes"], stats["tweets"] + stats["duplicates"], stats["lines"],
-              file_MB=round(path.stat().st_size / 1e6, 1))
+              file_MB=round(path.stat().st_size / 1e6, 1), threads=threads)
 
 
 def two_threads(halves) -> list[dict]:
