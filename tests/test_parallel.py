@@ -268,3 +268,34 @@ def test_many_small_files_and_an_empty_one_with_a_projection(tmp_path):
         assert parts[-1].tweets.column_names == ["text", "line", "source_file"]
     _same(out[2][0], out[1][0], "small files")
     assert out[2][1:] == out[1][1:] and out[1][1]["duplicates"] > 50
+
+
+@pytest.mark.parametrize("case", ["first segment", "after one chunk", "mid-file"])
+def test_a_read_error_leaves_the_decoder_as_one_thread_does(tmp_path, case):
+    """A truncated gzip, cut inside the first segment, just after one clean chunk (the
+    one-segment shortcut) or mid-file, read by a decoder with another source's line pending:
+    the rows yielded before the InputError, and the decoder after it (stats, position,
+    sources, and the cut line it still holds, which a later finish() rejects), are one
+    thread's."""
+    long_line = b'{"id_str": "9", "text": "' + b"x" * 50_000 + b'"}\n'
+    data = generate_bytes(200, seed=8)
+    if case == "first segment":
+        data = long_line + data
+    raw = gzip.compress(data, 1)
+    cut = tmp_path / "cut.ndjson.gz"
+    chunk = {"first segment": 4096, "after one chunk": 300_000, "mid-file": 30_000}[case]
+    cut.write_bytes(raw[: len(raw) * 3 // 4])
+    got = {}
+    for threads in (1, 2):
+        dec = firehose.Decoder()
+        parts = [dec.feed(b'{"id_str": "7", "text": "pending"}', source="other")]
+        with pytest.raises(InputError):
+            for res in firehose.iter_file(cut, decoder=dec, threads=threads, chunk_size=chunk):
+                parts.append(res)
+        state = (_stats(dec), dec.position(), dec.sources)
+        parts.append(dec.finish())
+        got[threads] = (DecodeResult.concat(parts), state, _stats(dec))
+    _same(got[2][0], got[1][0], case)
+    assert got[2][1:] == got[1][1:], case
+    assert got[1][0].tweets.column("text")[0].as_py() == "pending"
+    assert got[1][0].rejects.num_rows >= 1                 # the cut line, rejected at finish

@@ -19,13 +19,15 @@ Decoder (the *front* decoder) would have given on its own:
 * stats: the workers' counts are added to the front decoder's (duplicates and late ids are
   counted by its dedupe memory);
 * ``on_error="raise"``: the first reject in file order raises, once the segments before it have
-  been yielded;
+  been yielded (which rows of the bad line's own segment or chunk come out before the error
+  depends on where the input was cut, as it does on one thread);
 * the ``source_file`` dictionary is the front decoder's (the workers register its sources).
 
 Results come one per segment (a sequential ``iter_file`` gives one per chunk read); the rows, in
 order, are the same, and between results ``position()`` is where one thread would resume. At
 most ``2 * threads`` segments are in flight, so memory stays bounded. A read error (a truncated
-or corrupt compressed file) comes after the results of every segment read before it. An input of
+or corrupt compressed file) comes after the results of every segment read before it, and the
+decoder then holds the cut line's bytes read so far as its pending line, as one thread's does. An input of
 one segment (a small file) is decoded by the front decoder on the caller's thread: starting
 workers would cost more than it saves.
 """
@@ -61,15 +63,17 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
     pool = None
     pending: deque = deque()
     try:
-        seg = next(segments, None)   # (a file that cannot be opened raises here, untouched)
-        if seg is None:                 # nothing to decode: what one thread's finish() gives
-            yield front.finish()
-            return
-        failed = None
-        try:
-            nxt = next(segments, None)
-        except Exception as e:      # reading failed: what was read comes first, as on one
-            nxt, failed = None, e   # thread (a bad line in it raises first)
+        seg, failed = _pull(segments)
+        if seg is None:
+            if failed is None:          # nothing to decode: what one thread's finish() gives
+                yield front.finish()
+                return
+            # reading failed before a whole line: one thread would have fed what was read
+            # (none, if the file could not be opened: the decoder is then untouched)
+            yield from _feed_read(front, name, failed)
+        nxt = None
+        if failed is None:
+            nxt, failed = _pull(segments)
         if nxt is None:
             # one segment (a small file): decoded here by the front decoder itself, as one
             # thread does; starting workers would cost more than it saves
@@ -79,7 +83,7 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
                 for piece, off in seg:
                     yield front.feed(piece, source=name, offset=off)
             if failed is not None:
-                raise failed
+                yield from _feed_read(front, name, failed)
             yield front.finish()
             return
 
@@ -142,16 +146,12 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
             if len(pending) >= 2 * threads:
                 yield take()
             seg, nxt = nxt, None
-            if seg is None:
-                try:
-                    seg = next(segments, None)
-                except Exception as e:     # (as above)
-                    failed = e
-                    break
+            if seg is None and failed is None:
+                seg, failed = _pull(segments)
         while pending:
             yield take()
         if failed is not None:
-            raise failed
+            yield from _feed_read(front, name, failed)
         front._end_source()             # as after one thread's finish()
     finally:
         for fut, _ in pending:
@@ -292,12 +292,46 @@ def _feed_mapped(dec, f, name: str, start: int, end: int):
         m.close()
 
 
+class _ReadFailed(Exception):
+    """Reading the input failed (``error``) after the pieces in ``carry`` were read: the start
+    of a line that no segment holds."""
+
+    def __init__(self, error: Exception, carry: list):
+        super().__init__(str(error))
+        self.error, self.carry = error, carry
+
+
+def _pull(segments):
+    """``(next segment or None, None)``, or ``(None, _ReadFailed)`` when reading failed."""
+    try:
+        return next(segments, None), None
+    except _ReadFailed as e:
+        return None, e
+
+
+def _feed_read(front, name: str, failed: _ReadFailed):
+    """What one thread does when reading fails: the bytes read since the last whole line are
+    fed (the front decoder holds them as its pending line; feeding the first of them ends the
+    source it was on, as one thread's first feed would), then the error is raised."""
+    for piece, off in failed.carry:
+        yield front.feed(piece, source=name, offset=off)
+    raise failed.error
+
+
 def _read_segments(chunks) -> Iterator[list[tuple[object, int]]]:
     """Segments of read (decompressed) chunks: each a list of ``(buffer, offset)`` pieces that
     ends just after a newline (the last one: at the end of the input). A piece is a view of a
-    chunk: nothing is copied."""
+    chunk: nothing is copied. A read error is raised as ``_ReadFailed`` with the pieces read
+    since the last segment."""
     carry: list[tuple[object, int]] = []
-    for chunk, off in chunks:
+    chunks = iter(chunks)
+    while True:
+        try:
+            chunk, off = next(chunks)
+        except StopIteration:
+            break
+        except Exception as e:
+            raise _ReadFailed(e, carry) from None
         nl = chunk.rfind(b"\n")
         if nl < 0:
             carry.append((chunk, off))
