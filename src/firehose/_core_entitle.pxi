@@ -378,17 +378,15 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
         raise ValueError("pair arrays are shorter than code")
     if bad_order.shape[0] != n_bad or bad_ids.shape[0] != n_bad or bad_code.shape[0] != n_bad:
         raise ValueError("bad_* arrays differ in length")
-    if total == 0:
-        if n_bad:
-            raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
-        return 0
     # raw pointers: the loop's stores cannot be taken for stores into the views' fields
-    cdef const int8_t* cp = &code[0]
+    cdef const int8_t* cp = &code[0] if total else NULL
     with nogil:
         for i in range(total):
             kept += cp[i] == 0
     if kept != total - n_bad:
         raise ValueError("bad_* arrays must hold exactly the pairs whose code is not 0")
+    if total == 0:
+        return 0
     if scrub.shape[0] < kept:
         raise ValueError("scrub is too short")
     cdef int64_t* rp = &rows[0]

@@ -33,10 +33,8 @@ workers would cost more than it saves.
 """
 from __future__ import annotations
 
-import mmap as _mmap
 import os
 import queue
-import stat
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -44,8 +42,9 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from .decoder import DecodeResult
 from .errors import InputError, ParseError
-from .reader import _plain_fd, read_chunks
+from .reader import map_range, open_mappable, read_chunks, unmap
 
 _SCAN = 1 << 16         # bytes read at a time looking for the newline that ends a segment
 
@@ -54,10 +53,8 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
                   threads: int) -> Iterator:
     """The results of decoding ``path`` (as source ``name``) on ``threads`` worker threads, in
     file order, as the Decoder ``front`` would have given them (see the module's doc)."""
-    from .decoder import Decoder, DecodeResult
-
     name = os.fspath(name)
-    f = _open_plain(path) if use_mmap else None
+    f = open_mappable(path) if use_mmap else None
     segments = (_mapped_segments(f, chunk_size) if f is not None
                 else _read_segments(read_chunks(path, chunk_size, readahead=readahead)))
     pool = None
@@ -77,52 +74,31 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
         if nxt is None:
             # one segment (a small file): decoded here by the front decoder itself, as one
             # thread does; starting workers would cost more than it saves
-            if f is not None:
-                yield _feed_mapped(front, f, name, seg[0], seg[1])
-            else:
-                for piece, off in seg:
-                    yield front.feed(piece, source=name, offset=off)
+            yield from _feed_segment(front, f, name, seg)
             if failed is not None:
                 yield from _feed_read(front, name, failed)
             yield front.finish()
             return
 
-        # the front decoder ends what it was decoding, as feeding a new source would
-        front._end_source()
+        # the front decoder switches to this source as one thread's first feed would (the
+        # source it was on ends; a cut line of this one left pending is decoded)
+        front._switch(name, 0)
         first = front._result()
         if not _empty(first):
             yield first
-        front._code(name)
-        lines = front._pos.get(name, (0, 0))[1]
-
-        cols = None
-        if front._names is not None:
-            cols = front._names + ([] if "id" in front._names else ["id"])
+        lines = front._eng.line_no
         decoders: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(threads):
-            d = Decoder(front.batch_size, dedupe=False, columns=cols, **front._limits)
-            # the front decoder's dictionary codes (shared: register_sources would rebuild
-            # the dictionary once per name)
-            d._sources, d._codes, d._srcdict = list(front._sources), dict(front._codes), \
-                front._srcdict
-            decoders.put(d)
+            decoders.put(front._worker())
 
         def work(seg):
             dec = decoders.get()
             try:
                 before = dec.stats
-                start = seg[0] if f is not None else seg[0][1]
-                dec.seek(name, start, 0)
-                out = []
-                if f is not None:
-                    out.append(_feed_mapped(dec, f, name, seg[0], seg[1]))
-                else:
-                    for piece, off in seg:
-                        out.append(dec.feed(piece, source=name, offset=off))
-                out.append(dec.finish())
+                dec.seek(name, seg[0], 0)
+                res = DecodeResult.concat(_feed_segment(dec, f, name, seg) + [dec.finish()])
                 after = dec.stats
-                return (DecodeResult.concat(out), {k: after[k] - before[k] for k in after},
-                        dec._pos[name][1])
+                return res, {k: after[k] - before[k] for k in after}, dec._pos[name][1]
             finally:
                 decoders.put(dec)
 
@@ -134,15 +110,13 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
             res, counts, n = fut.result()
             out = _merge(front, res, counts, lines)
             lines += n
-            front._cur = name
             front._offset = front._carry_off = end
             front._eng.line_no = lines
             return out
 
         pool = ThreadPoolExecutor(threads, thread_name_prefix="firehose-decode")
         while seg is not None:
-            end = seg[1] if f is not None else seg[-1][1] + len(seg[-1][0])
-            pending.append((pool.submit(work, seg), end))
+            pending.append((pool.submit(work, seg), seg[1]))
             if len(pending) >= 2 * threads:
                 yield take()
             seg, nxt = nxt, None
@@ -163,23 +137,42 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
             f.close()
 
 
+def _feed_segment(dec, f, name: str, seg) -> list:
+    """``dec.feed`` of a segment ``(start, end, pieces)``: its pieces, or (``pieces`` None)
+    the file's bytes ``start:end``, mapped for the call (read, if this file system cannot map
+    them). A list of results."""
+    start, end, pieces = seg
+    if pieces is not None:
+        return [dec.feed(piece, source=name, offset=off) for piece, off in pieces]
+    try:
+        m, view = map_range(f.fileno(), start, end - start)
+    except (OSError, ValueError, OverflowError):
+        data = os.pread(f.fileno(), end - start, start)
+        if len(data) != end - start:
+            raise InputError(f"{name}: ends at byte {start + len(data)}, before {end} "
+                             "(truncated while it was decoded)") from None
+        return [dec.feed(data, source=name, offset=start)]
+    try:
+        return [dec.feed(view, source=name, offset=start)]
+    finally:
+        unmap(m, view)
+
+
 def _merge(front, res, counts: dict, lines: int):
     """A worker's result of one segment, as the front decoder would have given it: deduped by
     the front's memory, lines numbered from ``lines``, counts added to its stats."""
-    from .decoder import DecodeResult
-
     tweets, comp, rejects = res.tweets, res.compliance, res.rejects
-    if front.dedupe and tweets.num_rows:
-        n = tweets.num_rows
+    n = tweets.num_rows
+    ids = tweets.column("id") if front.dedupe and n else None
+    if front._names is not None:
+        tweets = tweets.select(front._names)        # (the worker built the id too)
+    if ids is not None:
         keep = np.empty(n, np.uint8)
-        ids = tweets.column("id")
         admitted, pos = 0, 0
         for chunk in ids.chunks:
             m = len(chunk)
             admitted += front._eng.admit_ids(_int64s(chunk), keep[pos:pos + m])
             pos += m
-        if front._names is not None:
-            tweets = tweets.select(front._names)
         if admitted < n:
             # batch by batch: a RecordBatch filter costs half a Table's here
             mask = keep.view(np.bool_)
@@ -190,8 +183,6 @@ def _merge(front, res, counts: dict, lines: int):
                 pos += b.num_rows
             tweets = pa.Table.from_batches(batches, schema=tweets.schema)
         counts["tweets"] -= n - admitted
-    elif front._names is not None:
-        tweets = tweets.select(front._names)
     if lines:
         tweets, comp, rejects = (_shift_lines(t, lines) for t in (tweets, comp, rejects))
     for k, v in counts.items():
@@ -224,24 +215,8 @@ def _empty(res) -> bool:
     return not (res.tweets.num_rows or res.compliance.num_rows or res.rejects.num_rows)
 
 
-def _open_plain(path):
-    """The file at ``path`` opened unbuffered if it is a plain regular file that can be mapped,
-    else None (it is then read by ``read_chunks``)."""
-    name = os.fspath(path)
-    try:
-        if name == "-" or not stat.S_ISREG(os.stat(name).st_mode):
-            return None
-        f = open(name, "rb", buffering=0)
-    except OSError:
-        return None                     # (read_chunks says why it cannot be opened)
-    if not _plain_fd(f):
-        f.close()
-        return None
-    return f
-
-
-def _mapped_segments(f, chunk_size: int) -> Iterator[tuple[int, int]]:
-    """``(start, end)`` byte ranges of the file, about ``chunk_size`` each, every one but the
+def _mapped_segments(f, chunk_size: int) -> Iterator[tuple[int, int, None]]:
+    """``(start, end, None)``: byte ranges of the file, about ``chunk_size`` each, every one but the
     last ending just after a newline (a line longer than that makes its segment longer). The
     file is cut at the size it had when it was opened (a sequential read follows a file that
     grows; this does not)."""
@@ -254,7 +229,7 @@ def _mapped_segments(f, chunk_size: int) -> Iterator[tuple[int, int]]:
             end = size
         else:
             end = _after_newline(fd, end - 1, size)
-        yield pos, end
+        yield pos, end, None
         pos = end
 
 
@@ -269,27 +244,6 @@ def _after_newline(fd: int, pos: int, size: int) -> int:
             return pos + i + 1
         pos += len(block)
     return size
-
-
-def _feed_mapped(dec, f, name: str, start: int, end: int):
-    """``dec.feed`` of the file's bytes ``start:end``, mapped for the call (read, if this file
-    system cannot map them)."""
-    gran = _mmap.ALLOCATIONGRANULARITY
-    base = start - start % gran
-    try:
-        m = _mmap.mmap(f.fileno(), end - base, access=_mmap.ACCESS_READ, offset=base)
-    except (OSError, ValueError, OverflowError):
-        data = os.pread(f.fileno(), end - start, start)
-        if len(data) != end - start:
-            raise InputError(f"{name}: ends at byte {start + len(data)}, before {end} "
-                             "(truncated while it was decoded)") from None
-        return dec.feed(data, source=name, offset=start)
-    view = memoryview(m)[start - base:]
-    try:
-        return dec.feed(view, source=name, offset=start)
-    finally:
-        view.release()
-        m.close()
 
 
 class _ReadFailed(Exception):
@@ -318,11 +272,11 @@ def _feed_read(front, name: str, failed: _ReadFailed):
     raise failed.error
 
 
-def _read_segments(chunks) -> Iterator[list[tuple[object, int]]]:
-    """Segments of read (decompressed) chunks: each a list of ``(buffer, offset)`` pieces that
-    ends just after a newline (the last one: at the end of the input). A piece is a view of a
-    chunk: nothing is copied. A read error is raised as ``_ReadFailed`` with the pieces read
-    since the last segment."""
+def _read_segments(chunks) -> Iterator[tuple[int, int, list]]:
+    """Segments of read (decompressed) chunks: ``(start, end, pieces)``, the pieces a list of
+    ``(buffer, offset)`` that ends just after a newline (the last segment: at the end of the
+    input). A piece is a view of a chunk: nothing is copied. A read error is raised as
+    ``_ReadFailed`` with the pieces read since the last segment."""
     carry: list[tuple[object, int]] = []
     chunks = iter(chunks)
     while True:
@@ -337,7 +291,8 @@ def _read_segments(chunks) -> Iterator[list[tuple[object, int]]]:
             carry.append((chunk, off))
             continue
         view = memoryview(chunk)
-        yield carry + [(view[:nl + 1], off)]
+        pieces = carry + [(view[:nl + 1], off)]
+        yield pieces[0][1], off + nl + 1, pieces
         carry = [(view[nl + 1:], off + nl + 1)] if nl + 1 < len(chunk) else []
     if carry:
-        yield carry
+        yield carry[0][1], carry[-1][1] + len(carry[-1][0]), carry

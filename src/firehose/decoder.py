@@ -8,6 +8,7 @@ completed. See docs/fields.md for what is read and how.
 from __future__ import annotations
 
 import json
+import numbers
 import operator
 import os
 import re
@@ -105,8 +106,7 @@ class Decoder:
             self._columns = None if [TWEETS.names[i] for i in index] == names else names
             self._empty_t = pa.schema([TWEETS.field(n) for n in names]).empty_table()
             self._names = names
-        # what a parallel decode (``iter_file(threads=)``) gives its workers' decoders
-        self._limits = dict(max_line_bytes=max_line_bytes, max_depth=max_depth)
+        self._limits = dict(max_line_bytes=max_line_bytes, max_depth=max_depth)   # (_worker)
         self._eng = _core.Engine(batch_size=self.batch_size, max_line_bytes=max_line_bytes,
                                  max_depth=max_depth, dedupe=dedupe,
                                  window_ms=int(dedupe_window_hours * 3600 * 1000),
@@ -204,6 +204,18 @@ class Decoder:
                 return self._feed(view.tobytes(), source, offset)
             with view.cast("B") as data:    # one byte an item, whatever the exporter's format
                 return self._feed(data, source, offset)
+
+    def _worker(self) -> "Decoder":
+        """A decoder for a worker of a parallel decode (``iter_file(threads=)``): this one's
+        batch size, limits and source dictionary codes (shared, not registered name by
+        name), no dedupe (this one's memory admits the workers' ids in file order), and the
+        ``id`` column built whatever the projection."""
+        cols = None
+        if self._names is not None:
+            cols = self._names + ([] if "id" in self._names else ["id"])
+        w = Decoder(self.batch_size, dedupe=False, columns=cols, **self._limits)
+        w._sources, w._codes, w._srcdict = list(self._sources), dict(self._codes), self._srcdict
+        return w
 
     def _feed(self, data, source, offset) -> DecodeResult:
         """``feed`` of ``bytes`` or a one-dimensional memoryview of bytes."""
@@ -401,17 +413,13 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
     file is then cut at the size it had when it was opened. See ``firehose._parallel``."""
     dec = _decoder("iter_file", decoder, kwargs)
     name = source if source is not None else os.fspath(path)
-    try:
-        threads = operator.index(threads) if not isinstance(threads, bool) else 0
-    except TypeError:
-        threads = 0
-    if threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError("iter_file: threads must be a positive int")
     if operator.index(chunk_size) < 1:
         raise ValueError(f"iter_file: chunk_size must be positive, not {chunk_size!r}")
     if threads > 1:
         from ._parallel import iter_parallel
-        yield from iter_parallel(path, dec, name, chunk_size, readahead, mmap, threads)
+        yield from iter_parallel(path, dec, name, chunk_size, readahead, mmap, int(threads))
         return
     chunks = (map_chunks if mmap else read_chunks)(path, chunk_size, readahead=readahead)
     for chunk, offset in chunks:

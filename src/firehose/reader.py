@@ -162,6 +162,46 @@ def _plain_fd(f) -> bool:
     return not (head.startswith(_GZIP) or head.startswith(_ZSTD))
 
 
+def open_mappable(path):
+    """The file at ``path`` opened unbuffered if it is a plain (uncompressed, non-empty)
+    regular file, one that can be mapped; else None: anything else, a FIFO above all, is
+    left to ``iter_chunks`` to open once (a second open of a FIFO whose writer has gone waits
+    for ever), and so is a file that cannot be opened (``iter_chunks`` says why)."""
+    name = os.fspath(path)
+    try:
+        if name == "-" or not stat.S_ISREG(os.stat(name).st_mode):
+            return None
+        f = open(name, "rb", buffering=0)
+    except OSError:
+        return None
+    if not _plain_fd(f):
+        f.close()
+        return None
+    return f
+
+
+def map_range(fd: int, start: int, n: int):
+    """``(mapping, view)``: the file's bytes ``start:start + n`` mapped read-only, ``view`` a
+    memoryview of just them. OSError, ValueError or OverflowError when they cannot be mapped.
+    ``unmap`` undoes it."""
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    m = mmap.mmap(fd, start - base + n, access=mmap.ACCESS_READ, offset=base)
+    return m, memoryview(m)[start - base:]
+
+
+def unmap(m, view) -> None:
+    """Release ``view`` and close ``m`` (``map_range``'s); either is left to the garbage
+    collector while a consumer holds an export of the view or a view of the mapping."""
+    try:
+        view.release()
+    except BufferError:
+        pass
+    try:
+        m.close()
+    except BufferError:
+        pass
+
+
 def map_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
                readahead: int = 0) -> Iterator[tuple[object, int]]:
     """``iter_chunks`` without the copy: the same ``(chunk, offset)`` pairs, cut at the same
@@ -180,57 +220,32 @@ def map_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
     error on a mapped page, makes the process die of SIGBUS when it touches those pages (a
     property of memory mapping); ``iter_chunks`` (``iter_file(mmap=False)``) reads such files
     safely."""
-    name = os.fspath(path)
-    f = None
+    f = open_mappable(path)
+    if f is None:
+        yield from read_chunks(path, chunk_size, start, readahead)
+        return
     try:
-        regular = name != "-" and stat.S_ISREG(os.stat(name).st_mode)
-    except OSError:
-        regular = False                     # (iter_chunks says why it cannot be opened)
-    if regular:
-        # (anything else, a FIFO above all, is opened once, by iter_chunks: a second open
-        # of a FIFO whose writer has gone waits for ever)
-        try:
-            f = open(name, "rb", buffering=0)
-        except OSError as e:
-            raise InputError(f"{name}: cannot open: {e.strerror or e}") from None
-    try:
-        if f is None or not _plain_fd(f):
-            if f is not None:
-                f.close()
-                f = None
-            yield from read_chunks(path, chunk_size, start, readahead)
-            return
         fd = f.fileno()
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, start, 0, os.POSIX_FADV_SEQUENTIAL)
         offset = start
-        gran = mmap.ALLOCATIONGRANULARITY
         while True:
             size = os.fstat(fd).st_size      # sampled per chunk: a growing file is read on
             if offset >= size:
                 break
             n = min(chunk_size - offset % chunk_size, size - offset)
-            base = offset - offset % gran
             try:
-                m = mmap.mmap(fd, offset - base + n, access=mmap.ACCESS_READ, offset=base)
+                m, view = map_range(fd, offset, n)
             except (OSError, ValueError, OverflowError):
                 # not mappable after all (some file systems): read the rest
                 f.close()
                 f = None
                 yield from read_chunks(path, chunk_size, offset, readahead)
                 return
-            view = memoryview(m)[offset - base:]
             try:
                 yield view, offset
             finally:
-                try:
-                    view.release()
-                except BufferError:     # the consumer holds an export of it: it stays mapped
-                    pass
-                try:
-                    m.close()
-                except BufferError:     # the consumer holds a view: the view keeps it mapped
-                    pass
+                unmap(m, view)
             offset += n
     finally:
         if f is not None:
