@@ -471,10 +471,11 @@ def main(argv=None):
     version, run = PEERS[a.peer]()
     t_imp = time.perf_counter() - t_imp
     gc.collect()
+    settle = _settle()
     base = maxrss_bytes()
     base_now = rss_bytes()
     result = {"peer": a.peer, "version": version, "import_s": t_imp,
-              "baseline_rss": base, "baseline_rss_now": base_now}
+              "baseline_rss": base, "baseline_rss_now": base_now, "settle_s": settle}
 
     if a.sample_rss:
         result.update(_sample_rss(a.path))
@@ -499,6 +500,21 @@ def main(argv=None):
     if not a.no_checksum:
         result["checksum"] = checksum_of(a.peer, out, a.path)
     print(json.dumps(result))
+
+
+def _settle(limit: float = 2.0, step: float = 0.05) -> float:
+    """Wait, up to ``limit`` seconds, until the process is idle: importing numpy starts
+    OpenBLAS's thread pool, whose threads spin on the other core for ~0.1 s (measured: 0.07-0.12
+    s of CPU after ``import numpy``) before they sleep; a timing started at once shares the
+    machine with them (the first rep of a 2-thread peer lost a core for a third of its run).
+    Idle: less than 10% of one core used in a ``step``. Returns the time waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        c = time.process_time()
+        time.sleep(step)
+        if time.process_time() - c < 0.1 * step:
+            break
+    return time.perf_counter() - t0
 
 
 def _sample_rss(path):
