@@ -1359,3 +1359,38 @@ def test_merges_are_scheduled_per_size_class_and_survive_failures_and_reloads(tm
     add(400)
     capped.compact(1 << 30)
     assert capped._merges == [] and len(capped.files) == 2
+
+
+@pytest.mark.parametrize("spill", [False, True], ids=["in_memory", "slots"])
+def test_delivered_to_finds_each_id_in_every_seat_that_got_it(spill, tmp_path):
+    """The forward's lookup (ids sorted once, each run asked only about the ids in its range)
+    against a brute force: seats with several runs (sorted and unsorted batches, repeats,
+    late ids), asked about delivered ids, others, repeats, 0 and the null filler -1."""
+    rng = np.random.default_rng(7)
+    t0 = 1_650_000_000_000 - 1_288_834_974_657
+    for trial in range(20):
+        ent = Entitlements(compile_plans(cfg.from_dict({
+            "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
+            "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
+            "clients": {}}), today=dt.date(2026, 1, 1)), source="fh",
+            spill_dir=str(tmp_path / f"s{trial}") if spill else None, window_hours=1.0)
+        truth = {}
+        for c in range(int(rng.integers(1, 6))):
+            batches = []
+            for _ in range(int(rng.integers(1, 8))):
+                ms = t0 + rng.integers(0, 3_600_000, int(rng.integers(1, 300)))
+                ids = (ms << 22) | rng.integers(0, 4096, len(ms))
+                if rng.random() < 0.5:
+                    ids = np.sort(ids)
+                ent._remember(f"c{c}", ids)
+                batches.append(ids)
+            truth[f"c{c}"] = np.unique(np.concatenate(batches))
+        pool = np.concatenate(list(truth.values()))
+        edges = np.concatenate([[r[0], r[-1]] for c in truth for r in ent._runs(c)])
+        q = np.r_[rng.choice(pool, 50), (t0 + rng.integers(0, 3_600_000, 50)) << 22,
+                  [-1, -1, 0], rng.choice(edges, 10)]
+        rng.shuffle(q)
+        got = ent._delivered_to(q)
+        assert set(got) <= set(truth)
+        for c, ids in truth.items():
+            assert (got.get(c, np.zeros(len(q), bool)) == np.isin(q, ids)).all(), (trial, c)

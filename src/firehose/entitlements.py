@@ -1374,15 +1374,19 @@ class Entitlements:
         up in its own slot's runs only."""
         out = {}
         if self._delivered:
+            # the ids sorted once (a slot is a range of ids, so each slot's are a slice): a
+            # run is asked only about the ids within its range, in ascending order (a binary
+            # search of a large run per id, in random order, was a cache miss a step: 3.4 us
+            # an id, 0.6 s a batch's forward at 200 seats)
+            order = np.argsort(ids, kind="stable")
+            q_all = ids[order]
             if self._slot_ms is None:
-                groups = {0: (None, ids)}
+                groups = {0: (order, q_all)}
             else:
-                slot = (ids >> _SNOWFLAKE_SHIFT) // self._slot_ms
-                order = np.argsort(slot, kind="stable")
-                keys, first = np.unique(slot[order], return_index=True)
-                bounds = np.r_[first, len(ids)]
-                groups = {int(k): (order[a:b], ids[order[a:b]])
-                          for k, a, b in zip(keys.tolist(), bounds[:-1], bounds[1:])}
+                slot = (q_all >> _SNOWFLAKE_SHIFT) // self._slot_ms
+                cut = np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, len(ids)]
+                groups = {int(slot[a]): (order[a:b], q_all[a:b])
+                          for a, b in zip(cut[:-1].tolist(), cut[1:].tolist())}
             for client, slots in self._delivered.items():
                 m = None
                 for key, runs in slots.items():
@@ -1391,11 +1395,15 @@ class Entitlements:
                         continue
                     pos, q = got
                     for run in runs:
-                        hit = in_sorted(run, q)
+                        lo = int(np.searchsorted(q, run[0]))
+                        hi = int(np.searchsorted(q, run[-1], "right"))
+                        if lo == hi:
+                            continue
+                        hit = in_sorted(run, q[lo:hi])
                         if hit.any():
                             if m is None:
                                 m = np.zeros(len(ids), bool)
-                            m[hit if pos is None else pos[hit]] = True
+                            m[pos[lo:hi][hit]] = True
                 if m is not None:
                     out[client] = m
         if self._spill is not None:
