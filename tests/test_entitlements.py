@@ -1394,3 +1394,38 @@ def test_delivered_to_finds_each_id_in_every_seat_that_got_it(spill, tmp_path):
         assert set(got) <= set(truth)
         for c, ids in truth.items():
             assert (got.get(c, np.zeros(len(q), bool)) == np.isin(q, ids)).all(), (trial, c)
+
+
+def test_id_runs_stay_distinct_sorted_and_few():
+    """The delivered-id runs (_push_id_run): after every push, each run strictly ascends (a
+    pushed run's repeats go), the runs hold the ids pushed (a stream's each once), and there
+    are O(log n) of them; streams of
+    runs one after another (joined side by side), overlapping, repeating ids within a run,
+    out of order, and of mixed sizes."""
+    from firehose.entitlements import _push_id_run
+    rng = np.random.default_rng(11)
+    for case in range(60):
+        runs, seen, base = [], set(), 1 << 40
+        for b in range(int(rng.integers(1, 120))):
+            size = int(rng.choice([1, 2, 5, 50, 400]))
+            kind = case % 4
+            if kind == 0:          # a stream: each batch after the last
+                ids = base + np.sort(rng.choice(10 * size, size, replace=False))
+                base = int(ids[-1]) + 1
+            elif kind == 1:        # overlapping batches
+                ids = np.sort(rng.integers(0, 5000, size)) + (1 << 40)
+                ids = np.unique(ids)
+            elif kind == 2:        # a stream whose batches repeat ids within themselves
+                ids = base + np.sort(rng.integers(0, 3 * size, size))
+                base = int(ids[-1]) + 1
+            else:                  # batches out of order, apart
+                ids = (int(rng.integers(0, 1000)) << 20) + np.sort(rng.choice(1 << 20, size, replace=False))
+            _push_id_run(runs, ids.astype(np.int64))
+            seen.update(ids.tolist())
+            for r in runs:
+                assert len(r) and (np.diff(r) > 0).all(), (case, b)
+            allids = np.concatenate(runs)      # (two runs may share an id until joined)
+            assert set(allids.tolist()) == seen, (case, b)
+            if kind in (0, 2):                 # a stream's runs never share one
+                assert len(allids) == len(seen), (case, b)
+            assert len(runs) <= 3 * max(1, int(np.log2(max(len(seen), 2)))) + 4, (case, b, len(runs))

@@ -1289,10 +1289,9 @@ class Entitlements:
                               tid.min(), tid.max())
 
     def _remember(self, client: str, ids: np.ndarray, checked: bool = False) -> None:
-        """Keep the ids delivered to ``client`` as sorted runs of roughly doubling sizes (a
-        new run merges with the previous while that is not twice as long), so there are
-        O(log n) runs, membership is a binary search per run, and a batch costs about its own
-        size, not the whole history."""
+        """Keep the ids delivered to ``client`` as sorted runs of geometrically growing sizes
+        (:func:`_push_id_run`), so there are O(log n) runs, membership is a binary search per
+        run, and a batch costs about its own size, not the whole history."""
         if not len(ids):
             return
         slots = self._delivered.setdefault(client, {})
@@ -1323,7 +1322,7 @@ class Entitlements:
             big = max(range(len(pieces)), key=lambda i: len(pieces[i][1]))
             pieces = [(k, p if i == big else p.copy()) for i, (k, p) in enumerate(pieces)]
         for key, piece in pieces:
-            _push_run(slots.setdefault(key, []), piece, lambda a, b: _merged([a, b]), len)
+            _push_id_run(slots.setdefault(key, []), piece)
 
     def _runs(self, client: str) -> list[np.ndarray]:
         """Every run of ids delivered to ``client`` held in memory."""
@@ -1700,6 +1699,39 @@ def _push_run(runs: list, run, merge, size) -> None:
     while len(runs) > 1 and size(runs[-2]) <= 2 * size(runs[-1]):
         b, a = runs.pop(), runs.pop()
         runs.append(merge(a, b))
+
+
+_ID_RUN_FANIN = 4     # id runs merged this many at a time (see _push_id_run)
+
+
+def _push_id_run(runs: list, run: np.ndarray) -> None:
+    """Append a run of delivered ids (ascending; a repeated id goes first: every run strictly
+    ascends) to ``runs``; while the newest ``_ID_RUN_FANIN`` runs are of about one size (the
+    oldest of them at most twice the newest), they become one. A stream's runs lie one after
+    another in id order: then they are copied side by side once, not merged. Each id is
+    copied log4(n) times over its life, not log2(n) times as with pairwise merges (a replay's
+    steady state copied ~34M ids a batch at 200 seats, memory-bound: 0.15 -> 0.07 s a batch),
+    for up to ~3 runs a size instead of 1 (a lookup asks each run only about the ids within
+    its range)."""
+    strict = np.zeros(1, np.uint8)
+    _core.strictly_ascending([run], strict)
+    runs.append(run if strict[0] else _merged([run]))
+    k = _ID_RUN_FANIN
+    while len(runs) >= k and len(runs[-k]) <= 2 * len(runs[-1]):
+        tail = runs[-k:]
+        del runs[-k:]
+        runs.append(_joined(tail))
+
+
+def _joined(runs: list[np.ndarray]) -> np.ndarray:
+    """Strictly ascending runs as one: concatenated when each lies wholly after the one
+    before, else merged (an id in two runs once)."""
+    runs = [r for r in runs if len(r)]
+    if len(runs) < 2:
+        return runs[0] if runs else np.zeros(0, np.int64)
+    if all(runs[i][-1] < runs[i + 1][0] for i in range(len(runs) - 1)):
+        return np.concatenate(runs)
+    return _merged(runs)
 
 
 def _merged(runs: list[np.ndarray]) -> np.ndarray:
