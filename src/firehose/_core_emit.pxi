@@ -475,6 +475,100 @@ cdef inline uint64_t col_bits(int a, int b) noexcept nogil:
     return ((<uint64_t>1 << (b + 1)) - 1) & ~((<uint64_t>1 << a) - 1)
 
 
+cdef inline bint W_(uint64_t want, int col) noexcept nogil:
+    return (want >> col) & 1
+
+
+cdef inline void kt_set(uint8_t* kt, int row, int key, int child) noexcept nogil:
+    kt[(row << 8) + key] = KW | child
+
+
+cdef void ktab_build(uint8_t* kt, uint64_t want) noexcept nogil:
+    """The key table (fh_ps) of the projection ``want``: what the scan keeps of a message is
+    what classify and emit_* read of it for these columns, and in the objects under a few keys
+    (a v1.1 tweet's user, retweeted / quoted status, extended tweet, entities) only the
+    members the wanted columns read, the rest validated but skipped. Everything else (the
+    message level, v2 and Activity Streams objects, compliance messages) is as with all
+    columns. An object found under these keys is read by emit_v1 only, but for ``entities``
+    (emit_v2 reads a v2 tweet's: its keys are wanted too) and ``user`` (classify looks for a
+    message's, emit_v1 reads it: classify_v2's ``data.*.user`` is under ``data``, FULL)."""
+    cdef int k, r
+    cdef bint texts = (want & (col_bits(T_TEXT, T_TEXT) | col_bits(T_RT_TEXT, T_RT_TEXT)
+                              | col_bits(T_Q_TEXT, T_Q_TEXT))) != 0
+    cdef bint quote = (want & col_bits(T_Q_S, T_Q_TEXT)) != 0
+    kt_init(kt, KY_COUNT)
+    if want == ~(<uint64_t>0):
+        kt_lens(kt, KY_COUNT)
+        return
+    # a message: every numbered key (classification reads many), a few values restricted
+    kt_set(kt, CX_ROOT, KY_user, CX_USER)
+    kt_set(kt, CX_ROOT, KY_retweeted_status, CX_RT)
+    kt_set(kt, CX_ROOT, KY_quoted_status, CX_QS)
+    kt_set(kt, CX_ROOT, KY_extended_tweet, CX_ET)
+    kt_set(kt, CX_ROOT, KY_entities, CX_ENT)
+    kt_set(kt, CX_ROOT, KY_extended_entities, CX_ENT if W_(want, T_MEDIA) else CX_SKIP)
+    kt_set(kt, CX_ROOT, KY_place, CX_FULL if want & col_bits(T_PLACE_ID, T_PLACE_CC) else CX_SKIP)
+    kt_set(kt, CX_ROOT, KY_statuses, CX_ROOT)       # a page's messages
+    kt[(CX_ROOT << 8) + 255] = CX_SKIP                  # an unnumbered first member: not read
+    for r in range(CX_USER, CX_N):
+        for k in range(256):
+            kt[(r << 8) + k] = CX_SKIP
+    # a v1.1 user (the author, a retweet's, a quote's)
+    if want & (col_bits(T_AUTHOR_ID, T_AUTHOR_ID) | col_bits(T_RT_U, T_RT_U) | col_bits(T_Q_U, T_Q_U)):
+        kt_set(kt, CX_USER, KY_id, CX_FULL)
+        kt_set(kt, CX_USER, KY_id_str, CX_FULL)
+    if want & (col_bits(T_A_SN, T_A_SN) | col_bits(T_RT_SN, T_RT_SN)):
+        kt_set(kt, CX_USER, KY_screen_name, CX_FULL)
+    if W_(want, T_A_NAME): kt_set(kt, CX_USER, KY_name, CX_FULL)
+    if W_(want, T_A_DESC): kt_set(kt, CX_USER, KY_description, CX_FULL)
+    if W_(want, T_A_LOC): kt_set(kt, CX_USER, KY_location, CX_FULL)
+    if W_(want, T_A_FOL): kt_set(kt, CX_USER, KY_followers_count, CX_FULL)
+    if W_(want, T_A_VER): kt_set(kt, CX_USER, KY_verified, CX_FULL)
+    # a retweeted status: its id, user, text, and its quoted status (the quote's fallback)
+    if W_(want, T_RT_S):
+        kt_set(kt, CX_RT, KY_id, CX_FULL)
+        kt_set(kt, CX_RT, KY_id_str, CX_FULL)
+    if want & col_bits(T_RT_U, T_RT_SN):
+        kt_set(kt, CX_RT, KY_user, CX_USER)
+    if quote:
+        kt_set(kt, CX_RT, KY_quoted_status, CX_QS)
+    if W_(want, T_RT_TEXT):
+        kt_set(kt, CX_RT, KY_text, CX_FULL)
+        kt_set(kt, CX_RT, KY_full_text, CX_FULL)
+        kt_set(kt, CX_RT, KY_extended_tweet, CX_ET)
+    # a quoted status
+    if W_(want, T_Q_S):
+        kt_set(kt, CX_QS, KY_id, CX_FULL)
+        kt_set(kt, CX_QS, KY_id_str, CX_FULL)
+    if W_(want, T_Q_U):
+        kt_set(kt, CX_QS, KY_user, CX_USER)
+    if W_(want, T_Q_TEXT):
+        kt_set(kt, CX_QS, KY_text, CX_FULL)
+        kt_set(kt, CX_QS, KY_full_text, CX_FULL)
+        kt_set(kt, CX_QS, KY_extended_tweet, CX_ET)
+    # an extended tweet (the message's, a retweet's or quote's): its text, entities, media
+    if texts:
+        kt_set(kt, CX_ET, KY_full_text, CX_FULL)
+    if want & col_bits(T_HASH, T_MEDIA):
+        kt_set(kt, CX_ET, KY_entities, CX_ENT)
+    if W_(want, T_MEDIA):
+        kt_set(kt, CX_ET, KY_extended_entities, CX_ENT)
+    # entities (v1.1's; a v2 tweet's at the message level), extended entities
+    if W_(want, T_HASH):
+        kt_set(kt, CX_ENT, KY_hashtags, CX_FULL)
+    if want & col_bits(T_MENT, T_MENT_IDS):
+        kt_set(kt, CX_ENT, KY_user_mentions, CX_FULL)
+        kt_set(kt, CX_ENT, KY_mentions, CX_FULL)
+    if W_(want, T_CASH):
+        kt_set(kt, CX_ENT, KY_symbols, CX_FULL)
+        kt_set(kt, CX_ENT, KY_cashtags, CX_FULL)
+    if W_(want, T_URLS):
+        kt_set(kt, CX_ENT, KY_urls, CX_FULL)
+    if W_(want, T_MEDIA):
+        kt_set(kt, CX_ENT, KY_media, CX_FULL)
+    kt_lens(kt, KY_COUNT)
+
+
 cdef int lookup_kinds(uint64_t want) noexcept nogil:
     """Which kinds of v2 includes emit_v2 looks up for the columns in ``want`` (bit k - 1:
     L_USER, L_TWEET, L_MEDIA, L_PLACE as k): the others need not be indexed, as no wanted

@@ -272,10 +272,10 @@ static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int d
     }
 }
 
-static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
+static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all, const uint8_t* row);
 
 /* one value: the scalars in line, containers by FH_(fh_pv) */
-static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_pv_inl)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_pv_inl)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all, const uint8_t* row) {
     unsigned char c;
     if (pos >= ps->n) return -1;
     c = ps->s[pos];
@@ -284,14 +284,14 @@ static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_pv_inl)(fh
     if (c == 0x6E) return FH_(fh_plit)(ps, pos, 4, FJ_NULL);
     if (c == 0x74) return FH_(fh_plit)(ps, pos, 4, FJ_TRUE);
     if (c == 0x66) return FH_(fh_plit)(ps, pos, 5, FJ_FALSE);
-    return FH_(fh_pv)(ps, pos, depth, keep_all);
+    return FH_(fh_pv)(ps, pos, depth, keep_all, row);
 }
 
-static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all, const uint8_t* row) {
     const unsigned char* s = ps->s;
     Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
     uint32_t count = 0, kid;
-    unsigned char kfl, part = 0;
+    unsigned char kfl, part = 0, w;
     int closed = 0;
     fh_node* nd;
     pos = fh_open(ps, pos, depth, FJ_OBJ, &idx);
@@ -304,7 +304,6 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
         key:        /* pos is at the key's opening quote */
             kend = FH_(fh_sclose)(s, pos + 1, n, &kfl);
             if (kend < 0) return -1;
-            kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
             kstart = pos + 1;
             if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) {    /* ":" and no whitespace */
                 pos = kend + 2;
@@ -312,7 +311,12 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
                 pos = fh_colon(s, kend + 1, n);
                 if (pos < 0) return -1;
             }
-            if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
+            /* a key of a length no wanted key has is not numbered (skipped below: index 255) */
+            kid = kfl ? fh_knum_esc(s, kstart, kend)
+                : (fh_kt_len_wanted(row, kend - kstart) || count == 0 || keep_all)
+                    ? fh_key_fast(s + kstart, kend - kstart, s + n) : 0xFFFFFFFFu;
+            w = row[kid & 0xFFu];      /* (no key number: index 255, never wanted) */
+            if (!(w & FH_KW) && count > 0 && !keep_all) {
                 part = 2;       /* F_PART */
                 pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
                 if (pos < 0) return -1;
@@ -326,7 +330,8 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
                 nd->end = (uint32_t)kend;
                 nd->next = (uint32_t)(kidx + 1);
                 nd->count = kid;
-                pos = FH_(fh_pv_inl)(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
+                pos = FH_(fh_pv_inl)(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id,
+                                     ps->ktab + ((size_t)(w & 0x7F) << 8));
                 if (pos < 0) return -1;
                 count++;
             }
@@ -345,7 +350,7 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
     return fh_close(ps, idx, pos, count, part);
 }
 
-static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth) {
+static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth, const uint8_t* row) {
     const unsigned char* s = ps->s;
     Py_ssize_t n = ps->n, idx;
     uint32_t count = 0;
@@ -356,7 +361,7 @@ static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth) {
         pos++;
     } else {
         while (!closed) {
-            pos = FH_(fh_pv_inl)(ps, pos, depth + 1, 0);
+            pos = FH_(fh_pv_inl)(ps, pos, depth + 1, 0, row);
             if (pos < 0) return -1;
             count++;
             pos = fh_sep(s, pos, n, 0x5D, &closed);
@@ -367,10 +372,10 @@ static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth) {
 }
 
 /* pos < n: an object, an array, or no value */
-static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
+static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all, const uint8_t* row) {
     unsigned char c = ps->s[pos];
-    if (c == 0x7B) return FH_(fh_pobj)(ps, pos, depth, keep_all);
-    if (c == 0x5B) return FH_(fh_parr)(ps, pos, depth);
+    if (c == 0x7B) return FH_(fh_pobj)(ps, pos, depth, keep_all, row);
+    if (c == 0x5B) return FH_(fh_parr)(ps, pos, depth, row);
     return -1;
 }
 
@@ -379,7 +384,7 @@ static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int ke
 static FH_TGT Py_ssize_t FH_(fh_parse_open)(fh_ps* ps) {
     Py_ssize_t pos = fh_ws(ps->s, 0, ps->n);
     ps->len = 0;
-    pos = FH_(fh_pv_inl)(ps, pos, 1, 0);
+    pos = FH_(fh_pv_inl)(ps, pos, 1, 0, ps->ktab + ((size_t)FH_CX_ROOT << 8));
     if (pos < 0) return -1;
     return fh_ws(ps->s, pos, ps->n);
 }
