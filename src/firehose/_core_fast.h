@@ -292,7 +292,7 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
     Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
     uint32_t count = 0, kid;
     unsigned char kfl, part = 0, w;
-    int closed = 0;
+    int closed = 0, force = keep_all | row[FH_KT_FIRST];     /* keep the next member whatever its key */
     fh_node* nd;
     pos = fh_open(ps, pos, depth, FJ_OBJ, &idx);
     if (pos < 0) return -1;
@@ -313,10 +313,10 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
             }
             /* a key of a length no wanted key has is not numbered (skipped below: index 255) */
             kid = kfl ? fh_knum_esc(s, kstart, kend)
-                : (fh_kt_len_wanted(row, kend - kstart) || count == 0 || keep_all)
+                : (force || fh_kt_len_wanted(row, kend - kstart))
                     ? fh_key_fast(s + kstart, kend - kstart, s + n) : 0xFFFFFFFFu;
             w = row[kid & 0xFFu];      /* (no key number: index 255, never wanted) */
-            if (!(w & FH_KW) && count > 0 && !keep_all) {
+            if (!(w & FH_KW) && !force) {
                 part = 2;       /* F_PART */
                 pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
                 if (pos < 0) return -1;
@@ -334,6 +334,7 @@ static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int 
                                      ps->ktab + ((size_t)(w & 0x7F) << 8));
                 if (pos < 0) return -1;
                 count++;
+                force = keep_all;
             }
             if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
                 pos++;

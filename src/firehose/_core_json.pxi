@@ -691,7 +691,7 @@ cdef int parse_value(Tape* t, int depth, bint keep_all, const uint8_t* row) exce
                     pos = skip_ws(s, pos + 1, n)
                     t.pos = pos
                     w = row[kid & 0xFF]
-                    if not (w & KW) and count > 0 and not keep_all:
+                    if not (w & KW) and not keep_all and (count > 0 or not row[KT_FIRST]):
                         # no nodes: validate the value only
                         part = F_PART
                         if pos < n and s[pos] == 0x22:
@@ -926,13 +926,16 @@ cdef extern from *:
     /* Which object members get tape nodes, by context: a key table has a row of 256 bytes per
        context, indexed by key number (255: no number). An entry is FH_KW (the member is kept)
        | the context its value is scanned in (a member that is not wanted is kept all the same
-       when it is its object's first one, or its object's members are all kept: its value is
-       then scanned in the entry's context). FULL: every numbered key wanted, values FULL (all
-       columns: every row is FULL); SKIP: nothing wanted, values SKIP; the others are made by
-       a projection (ktab_build, _core_keys.pxi), the scan starting in ROOT. */
+       when it is its object's first one and the row's FH_KT_FIRST byte is 1, or its object's
+       members are all kept: its value is then scanned in the entry's context). FULL: every
+       numbered key wanted, values FULL, first members kept (all columns: every row is FULL);
+       SKIP: nothing wanted, not even a first member; the others are made by a projection
+       (ktab_build, _core_emit.pxi), the scan starting in ROOT. */
     enum { FH_CX_FULL = 0, FH_CX_SKIP, FH_CX_ROOT, FH_CX_USER, FH_CX_RT, FH_CX_QS, FH_CX_ET,
            FH_CX_ENT, FH_NCX };
     #define FH_KW 0x80
+    #define FH_KT_LENS 248     /* (fh_kt_lens) */
+    #define FH_KT_FIRST 252    /* a row's byte: 1 when an object's first member is kept whatever its key */
     static uint8_t FH_KT_ALL[FH_NCX * 256];
 
     /* every row FULL (but SKIP's) */
@@ -941,9 +944,10 @@ cdef extern from *:
         for (r = 0; r < FH_NCX; r++)
             for (k = 0; k < 256; k++)
                 t[r * 256 + k] = r == FH_CX_SKIP ? FH_CX_SKIP : (k < nkeys ? FH_KW | FH_CX_FULL : FH_CX_FULL);
+        for (r = 0; r < FH_NCX; r++)
+            t[r * 256 + FH_KT_FIRST] = r != FH_CX_SKIP;
     }
 
-    #define FH_KT_LENS 248     /* (fh_kt_lens) */
     static inline __attribute__((always_inline)) int fh_kt_len_wanted(const uint8_t* row, Py_ssize_t len) {
         uint32_t m;
         memcpy(&m, row + FH_KT_LENS, 4);
@@ -1314,6 +1318,7 @@ cdef extern from *:
     void kt_init "fh_kt_init"(uint8_t* t, int nkeys) noexcept nogil
     void kt_lens "fh_kt_lens"(uint8_t* t, int nkeys) noexcept nogil
     int KT_LENS "FH_KT_LENS"
+    int KT_FIRST "FH_KT_FIRST"
 
 
 cdef inline const uint8_t* tape_ktab(Tape* t) noexcept nogil:
