@@ -181,7 +181,7 @@ cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, P
     cdef fh_ps ps
     ps.max_depth = st.tape.max_depth
     ps.ky_id = KY_id
-    ps.ktab = tape_ktab(&st.tape)
+    ps.ktab = st.tape.ktab
     while p < end:
         if st.cols[0].n >= st.batch_size or st.ccols[0].n >= st.batch_size \
                 or st.bytes_since_flush > (1 << 30):
@@ -254,8 +254,10 @@ cdef class Engine:
             self.st.want = 1
             for i in self._which:
                 self.st.want |= (<uint64_t>1) << i
-        ktab_build(self.st.kt, self.st.want)
-        self.st.tape.ktab = self.st.kt
+        # (every column: no table, the scan that keeps every numbered key)
+        full = self.st.want & col_bits(0, T_NCOLS - 1) == col_bits(0, T_NCOLS - 1)
+        ktab_build(self.st.kt, ~(<uint64_t>0) if full else self.st.want)
+        self.st.tape.ktab = NULL if full else self.st.kt
         self.st.batch_size = batch_size
         self.st.max_line_bytes = max_line_bytes
         self.st.tape.max_depth = max_depth

@@ -786,7 +786,7 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     ps.max_depth = t.max_depth
     ps.ky_id = KY_id
     ps.oom = 0
-    ps.ktab = tape_ktab(t)
+    ps.ktab = t.ktab
     c = fh_parse_fast(&ps)
     t.nodes = <Node*>ps.nodes
     t.cap = ps.cap
@@ -918,7 +918,7 @@ cdef extern from *:
         int max_depth;
         uint32_t ky_id;
         int oom;
-        const uint8_t* ktab;    /* the key table (FH_NCX rows of 256, see below) */
+        const uint8_t* ktab;    /* the key table (FH_NCX rows of 256, see below); NULL: all columns' */
     } fh_ps;
 
     enum { FJ_OBJ = 1, FJ_ARR, FJ_STR, FJ_INT, FJ_FLT, FJ_TRUE, FJ_FALSE, FJ_NULL };
@@ -1270,18 +1270,19 @@ cdef extern from *:
         return 1;
     }
 
+    /* (and the tree of all columns when ps->ktab is NULL, else the projection's) */
     static inline int fh_parse_fast_sel(fh_ps* ps) {
     #if FH_HAVE_AVX2
-        if (FH_SIMD == 2) return fh_parse_fast_avx2(ps);
+        if (FH_SIMD == 2) return ps->ktab ? fh_parse_fast_proj_avx2(ps) : fh_parse_fast_avx2(ps);
     #endif
-        return fh_parse_fast(ps);
+        return ps->ktab ? fh_parse_fast_proj(ps) : fh_parse_fast(ps);
     }
 
     static inline Py_ssize_t fh_parse_open_sel(fh_ps* ps) {
     #if FH_HAVE_AVX2
-        if (FH_SIMD == 2) return fh_parse_open_avx2(ps);
+        if (FH_SIMD == 2) return ps->ktab ? fh_parse_open_proj_avx2(ps) : fh_parse_open_avx2(ps);
     #endif
-        return fh_parse_open(ps);
+        return ps->ktab ? fh_parse_open_proj(ps) : fh_parse_open(ps);
     }
     """
     ctypedef struct fh_node:
@@ -1410,7 +1411,7 @@ def _fast_scan_check(lines, int max_depth=64, const uint8_t[::1] ktab=None):
             ps.max_depth = max_depth
             ps.ky_id = KY_id
             ps.oom = 0
-            ps.ktab = tape_ktab(&t)
+            ps.ktab = t.ktab
             rf = fh_parse_fast(&ps)     # (the one simd_level says)
             a = <Node*>ps.nodes
             alen = ps.len
