@@ -241,20 +241,21 @@ static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_skip_inl)(
     return k ? pos + k : -1;
 }
 
-/* s[pos] is '{' or '[' */
+/* s[pos] is '{' or '[' (an object's members and an array's elements in loops of their own,
+   ,"key taken in one step as fh_pobj does) */
 static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int depth) {
     const unsigned char* s = ps->s;
     Py_ssize_t n = ps->n, k;
-    unsigned char c = s[pos], close, fl;
+    unsigned char fl;
     int closed = 0;
     if (depth > ps->max_depth) return -1;
-    close = c == 0x7B ? 0x7D : 0x5D;
-    pos = fh_ws(s, pos + 1, n);
-    if (pos >= n) return -1;
-    if (s[pos] == close) return pos + 1;
-    for (;;) {
-        if (c == 0x7B) {
+    if (s[pos] == 0x7B) {
+        pos = fh_ws(s, pos + 1, n);
+        if (pos >= n) return -1;
+        if (s[pos] == 0x7D) return pos + 1;
+        for (;;) {
             if (pos >= n || s[pos] != 0x22) return -1;
+        key:
             k = FH_(fh_sclose)(s, pos + 1, n, &fl);
             if (k < 0) return -1;
             if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
@@ -263,10 +264,25 @@ static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int d
                 pos = fh_colon(s, k + 1, n);
                 if (pos < 0) return -1;
             }
+            pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
+            if (pos < 0) return -1;
+            if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
+                pos++;
+                goto key;
+            }
+            if (pos < n && s[pos] == 0x7D) return pos + 1;
+            pos = fh_sep(s, pos, n, 0x7D, &closed);
+            if (pos < 0) return -1;
+            if (closed) return pos;
         }
+    }
+    pos = fh_ws(s, pos + 1, n);
+    if (pos >= n) return -1;
+    if (s[pos] == 0x5D) return pos + 1;
+    for (;;) {
         pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
         if (pos < 0) return -1;
-        pos = fh_sep(s, pos, n, close, &closed);
+        pos = fh_sep(s, pos, n, 0x5D, &closed);
         if (pos < 0) return -1;
         if (closed) return pos;
     }

@@ -29,6 +29,7 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
 #if FH_PROJ
     unsigned char w;
     int force = keep_all | row[FH_KT_FIRST];     /* keep the next member whatever its key */
+    const uint64_t lens = fh_kt_lens_of(row);
 #endif
     fh_node* nd;
     pos = fh_open(ps, pos, depth, FJ_OBJ, &idx);
@@ -51,7 +52,7 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
             }
             /* a key of a length no wanted key has is not numbered (skipped below: index 255) */
             kid = kfl ? fh_knum_esc(s, kstart, kend)
-                : (force || fh_kt_len_wanted(row, kend - kstart))
+                : (force || fh_kt_len_wanted(lens, kend - kstart))
                     ? fh_key_fast(s + kstart, kend - kstart, s + n) : 0xFFFFFFFFu;
             w = row[kid & 0xFFu];      /* (no key number: index 255, never wanted) */
             if (!(w & FH_KW) && !force) {

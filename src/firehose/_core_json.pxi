@@ -934,7 +934,7 @@ cdef extern from *:
     enum { FH_CX_FULL = 0, FH_CX_SKIP, FH_CX_ROOT, FH_CX_USER, FH_CX_RT, FH_CX_QS, FH_CX_ET,
            FH_CX_ENT, FH_NCX };
     #define FH_KW 0x80
-    #define FH_KT_LENS 248     /* (fh_kt_lens) */
+    #define FH_KT_LENS 240     /* (fh_kt_lens) */
     #define FH_KT_FIRST 252    /* a row's byte: 1 when an object's first member is kept whatever its key */
     static uint8_t FH_KT_ALL[FH_NCX * 256];
 
@@ -948,10 +948,16 @@ cdef extern from *:
             t[r * 256 + FH_KT_FIRST] = r != FH_CX_SKIP;
     }
 
-    static inline __attribute__((always_inline)) int fh_kt_len_wanted(const uint8_t* row, Py_ssize_t len) {
-        uint32_t m;
-        memcpy(&m, row + FH_KT_LENS, 4);
-        return (size_t)(len - 1) < 32u && ((m >> (len - 1)) & 1u);
+    /* a row's lengths of wanted keys (fh_kt_lens), loaded once an object */
+    static inline __attribute__((always_inline)) uint64_t fh_kt_lens_of(const uint8_t* row) {
+        uint64_t m;
+        memcpy(&m, row + FH_KT_LENS, 8);
+        return m;
+    }
+
+    /* may a key of len bytes be wanted? (len & 63: a longer key is numbered, and not found) */
+    static inline __attribute__((always_inline)) int fh_kt_len_wanted(uint64_t lens, Py_ssize_t len) {
+        return (int)((lens >> (len & 63)) & 1u);
     }
 
     static int fh_node_check(const void* p) {
@@ -1011,19 +1017,19 @@ cdef extern from *:
         return -1;
     }
 
-    /* Bytes FH_KT_LENS.. of a row (past every key number): bit n - 1 of a 32-bit word is set
+    /* Bytes FH_KT_LENS.. of a row (past every key number): bit n of a 64-bit word is set
        when a key of n bytes is wanted there, so a member whose (unescaped) key has another
        length is skipped without being numbered. fh_kt_lens sets them from the entries (the
        key numbers' lengths are FH_PK's: fh_pk_add first). */
     static void fh_kt_lens(uint8_t* t, int nkeys) {
         int r, k;
-        uint32_t m;
+        uint64_t m;
         for (r = 0; r < FH_NCX; r++) {
             m = 0;
             for (k = 0; k < nkeys; k++)
                 if ((t[r * 256 + k] & FH_KW) && FH_PK[k].len >= 1 && FH_PK[k].len <= 32)
-                    m |= (uint32_t)1 << (FH_PK[k].len - 1);
-            memcpy(t + r * 256 + FH_KT_LENS, &m, 4);
+                    m |= (uint64_t)1 << FH_PK[k].len;
+            memcpy(t + r * 256 + FH_KT_LENS, &m, 8);
         }
     }
 
