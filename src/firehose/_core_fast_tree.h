@@ -17,6 +17,10 @@ static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_T(fh_pv_inl)(f
     if (c == 0x6E) return FH_(fh_plit)(ps, pos, 4, FJ_NULL);
     if (c == 0x74) return FH_(fh_plit)(ps, pos, 4, FJ_TRUE);
     if (c == 0x66) return FH_(fh_plit)(ps, pos, 5, FJ_FALSE);
+#if FH_PROJ
+    if (row == ps->ktab)        /* FULL (row 0): the same as all columns' scan, without the table */
+        return FH_(fh_pv)(ps, pos, depth, keep_all);
+#endif
     return FH_T(fh_pv)(ps, pos, depth, keep_all FH_ROWA(row));
 }
 
