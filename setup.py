@@ -35,7 +35,7 @@ else:
 ext = Extension(
     "firehose._core",
     ["src/firehose/_core.pyx"],
-    depends=["src/firehose/_core_fast.h"],       # the fast scan, included twice (baseline, AVX2)
+    depends=["src/firehose/_core_fast.h", "src/firehose/_core_fast_tree.h"],   # the fast scan (twice: baseline, AVX2)
     include_dirs=[numpy.get_include(), pyarrow.get_include()],
     define_macros=macros,
     extra_compile_args=cflags,

@@ -931,3 +931,52 @@ def test_a_small_batch_after_a_large_one_does_not_keep_its_size():
     # (without the shrink: ~2.7 MB, the large batches' string and offset buffers; with it,
     # less than before the loop)
     assert grown < 1 << 20, f"{grown / 2**20:.1f} MiB held by eight one-row results"
+
+
+def test_fast_scan_with_a_projections_key_table_builds_the_tape_of_parse_value(simd):
+    """A projection's key table (which members get tape nodes, by context): the fast scan
+    with it accepts what parse_value accepts with it, with the same tape, over generated lines
+    of each dialect, v1.1 statuses with every skippable part, and mutations of both."""
+    import random
+    from firehose import _core
+    from firehose.testing import generate
+    try:
+        from test_differential import BENCH_COLUMNS, _skipped_part_lines
+    except ImportError:  # pragma: no cover - tests/ imported as a package
+        from tests.test_differential import BENCH_COLUMNS, _skipped_part_lines
+    lines = _skipped_part_lines()
+    for dialect in ("v1.1", "v2", "activity"):
+        lines += [l.rstrip(b"\n") for l in generate(150, seed=5, dialect=dialect, malformed_rate=0.1)]
+    lines = [l for l in lines if l.strip()]
+    names = schema.TWEETS.names
+    rng = random.Random(17)
+    projections = [BENCH_COLUMNS, ["id"], ["text"], ["author_name"], ["hashtags"],
+                   ["quoted_text"], ["retweeted_screen_name"], ["media_types"], ["place_id"],
+                   rng.sample(names, 6), rng.sample(names, 15)]
+    mutated = _mutations(lines, 3000, 23)
+    for cols in projections:
+        ktab = firehose.Decoder(columns=cols)._eng._key_table()
+        for depth in (64, 5):
+            both, neither, fast_only, slow_only, differ = _core._fast_scan_check(lines, depth, ktab)
+            assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 0, cols
+            both, neither, fast_only, slow_only, differ = _core._fast_scan_check(mutated, depth, ktab)
+            assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 0 and neither > 0, cols
+
+
+def test_key_tables_of_projections():
+    """All columns: no table (the scan keeps every numbered key), and a projection naming
+    every column is all columns; the benchmark's projection keeps a user's id, id_str,
+    screen_name and followers_count, a retweet's ids and quote, no user's other members."""
+    from firehose import _core
+    names = list(schema.TWEETS.names)
+    full = firehose.Decoder()._eng._key_table()
+    assert firehose.Decoder(columns=names[::-1])._eng._key_table() == full
+    bench = ["id", "created_at", "text", "lang", "author_id", "author_screen_name",
+             "author_followers_count", "hashtags", "retweeted_status_id", "quoted_status_id"]
+    kt = firehose.Decoder(columns=bench)._eng._key_table()
+    assert kt != full and len(kt) == 8 * 256
+    key = {n: i for i, n in enumerate(_core.KEY_NAMES)}
+    user, rt = kt[3 * 256:4 * 256], kt[4 * 256:5 * 256]
+    assert sorted(n for n, i in key.items() if user[i] & 0x80) == \
+        ["followers_count", "id", "id_str", "screen_name"]
+    assert sorted(n for n, i in key.items() if rt[i] & 0x80) == ["id", "id_str", "quoted_status"]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 
 import pytest
@@ -277,3 +278,112 @@ def test_fuzz_rows_match_reference(case):
     for kind in ("tweets", "compliance"):
         d = table_diff(getattr(got, kind), getattr(want, kind))
         assert d is None, f"{kind}: {d}\ninput: {data!r}"
+
+
+def _rich_status(i: int) -> dict:
+    """A v1.1 status with every part a projection's scan may skip (the user's other members,
+    a retweet's and a quote's, entities, extended tweet and entities, place, ...), each
+    holding a marker string ``"S_<part>"`` to put faults in."""
+    tid = 1_500_000_000_000_000_000 + i
+
+    def user(tag, uid):
+        return {"id": uid, "id_str": str(uid), "name": "N", "screen_name": f"sn{uid}",
+                "location": "L", "description": f"S_{tag}_desc", "followers_count": 5,
+                "verified": False, "url": "http:\\/\\/a", "profile_image_url": f"S_{tag}_img",
+                "entities": {"url": {"urls": [{"url": f"S_{tag}_ent", "indices": [0, 1]}]}},
+                "created_at": "Wed Aug 27 13:08:45 +0000 2008", "withheld_in_countries": []}
+
+    def ents(tag):
+        return {"hashtags": [{"text": f"h{tag}", "indices": [0, 2]}],
+                "user_mentions": [{"screen_name": "m", "id": 9, "id_str": "9",
+                                   "name": f"S_{tag}_ment"}],
+                "symbols": [{"text": "SYM"}], "urls": [{"url": "u", "expanded_url": f"S_{tag}_url"}],
+                "media": [{"id": 1, "type": "photo", "sizes": {"thumb": {"w": 1, "x": f"S_{tag}_med"}}}]}
+
+    quoted = {"created_at": "Wed Aug 27 13:08:45 +0000 2008", "id": tid - 2, "id_str": str(tid - 2),
+              "text": "S_qs_text", "user": user("qsu", 12), "entities": ents("qs"),
+              "extended_tweet": {"full_text": "S_qs_full", "entities": ents("qse")}}
+    return {
+        "created_at": "Wed Aug 27 13:08:45 +0000 2008", "id": tid, "id_str": str(tid),
+        "text": "tweet S_text", "source": "S_source", "truncated": True,
+        "in_reply_to_status_id": 5, "in_reply_to_status_id_str": "5",
+        "in_reply_to_user_id": 6, "in_reply_to_user_id_str": "6",
+        "in_reply_to_screen_name": "S_irt", "user": user("u", 7),
+        "geo": {"type": "Point", "coordinates": [1.5, 2.5], "x": "S_geo"},
+        "coordinates": {"type": "Point", "coordinates": [2.5, 1.5]},
+        "place": {"id": "S_place", "country_code": "US",
+                  "bounding_box": {"coordinates": [[[1, 2], [3, 4]]]}},
+        "retweeted_status": {"created_at": "Wed Aug 27 13:08:45 +0000 2008", "id": tid - 1,
+                             "id_str": str(tid - 1), "text": "S_rt_text", "user": user("rtu", 11),
+                             "quoted_status": quoted, "entities": ents("rt"),
+                             "extended_tweet": {"full_text": "S_rt_full", "entities": ents("rte")},
+                             "extended_entities": {"media": [{"type": "S_rt_xmed"}]}},
+        "quoted_status_id": tid - 2, "quoted_status_id_str": str(tid - 2), "quoted_status": quoted,
+        "extended_tweet": {"full_text": "S_full", "display_text_range": [0, 3],
+                           "entities": ents("ete"),
+                           "extended_entities": {"media": [{"type": "S_et_xmed"}]}},
+        "entities": ents("e"), "extended_entities": {"media": [{"id": 2, "type": "S_xmed"}]},
+        "lang": "en", "matching_rules": [{"tag": "S_rule", "id": 5, "id_str": "5"}],
+        "withheld_in_countries": ["DE"], "timestamp_ms": "1650000000000", "filter_level": "S_low",
+    }
+
+
+#: what goes in place of a marker's string: faults (each one's reject as without a projection)
+#: and valid odd JSON (rows as without a projection)
+_SKIPPED_PART_EDITS = [
+    b'"bad \\x escape"', b'"lone \\ud800 surrogate"', b'"\\udc00"', b'"\\u12G4"', b'"raw \xff"',
+    b'"\xed\xa0\x80"', b'"ctl \x01"', b"S_unquoted", b'"x" "y"', b'"x",', b"[1,2,]", b"{,}",
+    b'{"a" 1}', b"[" * 40 + b"]" * 40, b"[" * 70 + b"]" * 70, b"01", b"1.", b"-", b"tru", b"nul",
+    b'"cut', b"[1,2", b'{"a":1',
+    # valid
+    b'"\\ud83d\\ude00 \\u00e9 \\/ \\" \\\\ \\n"', b" [ 1 , { \"b\" : [ ] } , null ] ",
+    b'{"id": 1, "id": 2, "user": {"id": 3}, "hashtags": [{"text": "z"}]}',
+    b'{"scr\\u0065en_name": "esc", "screen_name": "dup"}', b"{}", b"[]", b"-0.5e+3", b"true",
+    b'"' + b"\\/" * 40 + b'"', '"raw é 中 😀"'.encode(),
+]
+
+
+def _skipped_part_lines() -> list[bytes]:
+    import json
+    base = json.dumps(_rich_status(0), separators=(",", ":")).encode()
+    markers = sorted(set(re.findall(rb'"S_[a-z_]+"', base)))
+    assert len(markers) >= 25
+    lines = [base]
+    for k, marker in enumerate(markers):
+        for j, edit in enumerate(_SKIPPED_PART_EDITS):
+            line = json.dumps(_rich_status(k * 100 + j), separators=(",", ":")).encode()
+            lines.append(line.replace(marker, edit, 1))
+        # duplicate keys and blanks around a marker's member
+        line = json.dumps(_rich_status(k * 100 + 99), separators=(",", ":")).encode()
+        lines.append(line.replace(marker, marker + b' , "id" : 1 , "screen_name":"d", "x" : ' + marker, 1))
+    lines.append(b"[" + base + b"," + base.replace(b'"id_str":"15', b'"id_str":"25', 1) + b"]")
+    lines.append(b'{"statuses":[' + base + b"]}")
+    lines.append(b'{"id":{"a":' + base + b"}}")
+    lines.append(b'{"place":' + base + b"}")          # an unwanted first member
+    lines.append(b'{"id":"5","text":"v2","author_id":"7","entities":{"hashtags":[{"tag":"h"}],'
+                 b'"mentions":[{"username":"m","id":"9"}],"urls":[{"url":"u"}],'
+                 b'"cashtags":[{"tag":"C"}]},"geo":{"place_id":"p"}}')
+    return lines
+
+
+def test_faults_in_parts_a_projection_skips_are_rejected_alike():
+    """A projection's scan skips (validated, no tape nodes) the parts of a message no wanted
+    column reads: a fault there rejects the line with the same reason, place and field as
+    without a projection, and odd but valid JSON there (duplicate keys, escaped keys, blanks,
+    deep nesting within max_depth) gives the same rows. Against the reference too."""
+    lines = _skipped_part_lines()
+    data = b"\n".join(lines) + b"\n"
+    names = firehose.schema.TWEETS.names
+    full = decode(fast(dedupe=False, max_depth=64), data, "skipped")
+    want = decode(ref(dedupe=False, max_depth=64), data, "skipped")
+    assert_same(full, want, "all columns")
+    assert full.rejects.num_rows > 300 and full.tweets.num_rows > 300
+    reasons = set(full.rejects.column("reason").to_pylist())
+    assert {"invalid_escape", "lone_surrogate", "invalid_utf8", "invalid_json", "too_deep"} <= reasons
+    rng = random.Random("skipped parts")
+    for cols in [BENCH_COLUMNS, *([c] for c in names), rng.sample(names, 5), rng.sample(names, 12)]:
+        got = decode(fast(dedupe=False, max_depth=64, columns=cols), data, "skipped")
+        assert got.tweets.equals(full.tweets.select(cols)), cols
+        assert got.compliance.equals(full.compliance), cols
+        assert got.rejects.equals(full.rejects), cols        # (field, detail and all)
+        assert got.stats == full.stats, cols

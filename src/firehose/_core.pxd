@@ -55,6 +55,7 @@ cdef struct Tape:
     Buf mem               # member tables of the cached objects (64 fixed slots, KY_ number -> value node)
     uint32_t cobj[64]     # direct-mapped by object node index
     Buf keybuf            # an escaped key, decoded to be numbered
+    const uint8_t* ktab   # the key table: which members get nodes (NULL: all columns'; fh_ps)
 
 # ---------------------------------------------------------------- dedupe
 cdef enum:
@@ -134,6 +135,7 @@ cdef struct State:
     int nexthot               # the entry to replace next (round robin)
     Bucket* hot_bucket    # the bucket of the last such id
     uint64_t want         # bit i: tweet column i is built and exported (see W())
+    uint8_t kt[2048]      # the key table of the projection (tape.ktab; ktab_build)
     # limits
     Py_ssize_t max_line_bytes
     Py_ssize_t batch_size

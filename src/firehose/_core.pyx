@@ -181,6 +181,7 @@ cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, P
     cdef fh_ps ps
     ps.max_depth = st.tape.max_depth
     ps.ky_id = KY_id
+    ps.ktab = st.tape.ktab
     while p < end:
         if st.cols[0].n >= st.batch_size or st.ccols[0].n >= st.batch_size \
                 or st.bytes_since_flush > (1 << 30):
@@ -253,6 +254,10 @@ cdef class Engine:
             self.st.want = 1
             for i in self._which:
                 self.st.want |= (<uint64_t>1) << i
+        # (every column: no table, the scan that keeps every numbered key)
+        full = self.st.want & col_bits(0, T_NCOLS - 1) == col_bits(0, T_NCOLS - 1)
+        ktab_build(self.st.kt, ~(<uint64_t>0) if full else self.st.want)
+        self.st.tape.ktab = NULL if full else self.st.kt
         self.st.batch_size = batch_size
         self.st.max_line_bytes = max_line_bytes
         self.st.tape.max_depth = max_depth
@@ -281,6 +286,10 @@ cdef class Engine:
         buf_free(&self.st.lookups)
         buf_free(&self.st.rejects)
         dedupe_free(&self.st)
+
+    def _key_table(self):
+        """For tests: the key table of this engine's projection (fh_ps, ktab_build)."""
+        return bytes(self.st.kt[:CX_N * 256])
 
     @property
     def line_no(self):

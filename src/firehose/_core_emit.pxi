@@ -475,6 +475,158 @@ cdef inline uint64_t col_bits(int a, int b) noexcept nogil:
     return ((<uint64_t>1 << (b + 1)) - 1) & ~((<uint64_t>1 << a) - 1)
 
 
+cdef inline bint W_(uint64_t want, int col) noexcept nogil:
+    return (want >> col) & 1
+
+
+cdef inline void kt_set(uint8_t* kt, int row, int key, int child) noexcept nogil:
+    kt[(row << 8) + key] = KW | child
+
+
+cdef void ktab_build(uint8_t* kt, uint64_t want) noexcept:
+    """The key table (fh_ps) of the projection ``want``: what the scan keeps of a message is
+    what classify and emit_* read of it for these columns, and in the objects under a few of
+    its keys (a v1.1 tweet's user, retweeted / quoted status, extended tweet, entities) only
+    the members the wanted columns read there; the rest is validated but skipped. Everything
+    below the other keys of a message (v2 and Activity Streams objects, compliance messages'
+    bodies) is as with all columns. An object under those few keys is read by emit_v1 only,
+    but for ``entities`` (emit_v2 reads a bare v2 tweet's: its keys are wanted too) and
+    ``user`` (classify looks for a message's: classify_v2's ``data.*.user`` is under
+    ``data``, FULL). A new read of a message's key in classify or emit_* must be added here.
+    Nothing reads the members of these objects by position (a message's first member and
+    ``data``'s are): the restricted rows keep no first member."""
+    cdef int k, r
+    cdef bint texts = (want & (col_bits(T_TEXT, T_TEXT) | col_bits(T_RT_TEXT, T_RT_TEXT)
+                              | col_bits(T_Q_TEXT, T_Q_TEXT))) != 0
+    cdef bint quote = (want & col_bits(T_Q_S, T_Q_TEXT)) != 0
+    kt_init(kt, KY_COUNT)
+    if want == ~(<uint64_t>0):
+        kt_lens(kt, KY_COUNT)
+        return
+    # a message (the line's value, a page's elements): the keys classify, classify_v2 and
+    # classify_act read (whatever the columns), and those emit_v1 / emit_v2 (a bare v2 tweet,
+    # an envelope) / emit_act read for the wanted columns; a few values restricted
+    for k in range(256):
+        kt[(CX_ROOT << 8) + k] = CX_SKIP    # (a first member not read: only its key is)
+    kt[(CX_ROOT << 8) + KT_FIRST] = 1       # (first_key, split_and_classify)
+    for k in (KY_data, KY_verb, KY_delete, KY_scrub_geo, KY_status_withheld, KY_user_withheld,
+              KY_limit, KY_warning, KY_disconnect, KY_info, KY_warn, KY_error, KY_action, KY_id,
+              KY_id_str, KY_reason, KY_created_at, KY_text, KY_full_text, KY_author_id,
+              KY_errors, KY_includes, KY_object, KY_withheld_in_countries, KY_timestampMs,
+              KY_postedTime, KY_actor, KY_target):
+        kt_set(kt, CX_ROOT, k, CX_FULL)
+    kt_set(kt, CX_ROOT, KY_statuses, CX_ROOT)       # a page's messages
+    kt_set(kt, CX_ROOT, KY_user, CX_USER)
+    kt_set(kt, CX_ROOT, KY_extended_tweet, CX_ET)   # (its presence picks the entities)
+    if W_(want, T_TEXT):
+        for k in (KY_note_tweet, KY_long_object, KY_body):
+            kt_set(kt, CX_ROOT, k, CX_FULL)
+    if W_(want, T_LANG):
+        kt_set(kt, CX_ROOT, KY_lang, CX_FULL)
+        kt_set(kt, CX_ROOT, KY_twitter_lang, CX_FULL)
+    if W_(want, T_SOURCE):
+        kt_set(kt, CX_ROOT, KY_source, CX_FULL)
+        kt_set(kt, CX_ROOT, KY_generator, CX_FULL)
+    if want & col_bits(T_A_SN, T_A_VER):
+        kt_set(kt, CX_ROOT, KY_author, CX_FULL)
+    if W_(want, T_IRT_S):
+        for k in (KY_in_reply_to_status_id, KY_in_reply_to_status_id_str, KY_inReplyTo):
+            kt_set(kt, CX_ROOT, k, CX_FULL)
+    if want & col_bits(T_IRT_U, T_IRT_SN):
+        kt_set(kt, CX_ROOT, KY_in_reply_to_user_id, CX_FULL)
+    if W_(want, T_IRT_U):
+        kt_set(kt, CX_ROOT, KY_in_reply_to_user_id_str, CX_FULL)
+    if W_(want, T_IRT_SN):
+        kt_set(kt, CX_ROOT, KY_in_reply_to_screen_name, CX_FULL)
+    if want & (col_bits(T_IRT_S, T_IRT_S) | col_bits(T_RT_S, T_Q_TEXT)):
+        kt_set(kt, CX_ROOT, KY_referenced_tweets, CX_FULL)
+    if want & col_bits(T_RT_S, T_Q_TEXT):    # (a quote's fallback: the retweet's quote)
+        kt_set(kt, CX_ROOT, KY_retweeted_status, CX_RT)
+    if quote:
+        kt_set(kt, CX_ROOT, KY_quoted_status, CX_QS)
+        kt_set(kt, CX_ROOT, KY_quoted_status_id, CX_FULL)
+        kt_set(kt, CX_ROOT, KY_quoted_status_id_str, CX_FULL)
+        kt_set(kt, CX_ROOT, KY_twitter_quoted_status, CX_FULL)
+    if want & col_bits(T_HASH, T_MEDIA):
+        kt_set(kt, CX_ROOT, KY_entities, CX_ENT)
+        for k in (KY_note_tweet, KY_long_object, KY_twitter_entities):
+            kt_set(kt, CX_ROOT, k, CX_FULL)
+    if W_(want, T_MEDIA):
+        kt_set(kt, CX_ROOT, KY_extended_entities, CX_ENT)
+        kt_set(kt, CX_ROOT, KY_attachments, CX_FULL)
+        kt_set(kt, CX_ROOT, KY_twitter_extended_entities, CX_FULL)
+    if W_(want, T_COORD):
+        kt_set(kt, CX_ROOT, KY_coordinates, CX_FULL)
+    if want & col_bits(T_COORD, T_PLACE_CC):
+        kt_set(kt, CX_ROOT, KY_geo, CX_FULL)
+    if want & col_bits(T_PLACE_ID, T_PLACE_CC):
+        kt_set(kt, CX_ROOT, KY_place, CX_FULL)
+        kt_set(kt, CX_ROOT, KY_location, CX_FULL)
+    if W_(want, T_WITHHELD):
+        kt_set(kt, CX_ROOT, KY_withheld, CX_FULL)
+    if W_(want, T_RULES):
+        kt_set(kt, CX_ROOT, KY_matching_rules, CX_FULL)
+        kt_set(kt, CX_ROOT, KY_gnip, CX_FULL)
+    for r in range(CX_USER, CX_N):      # (nothing read positionally: no first member kept)
+        for k in range(256):
+            kt[(r << 8) + k] = CX_SKIP
+        kt[(r << 8) + KT_FIRST] = 0
+    # a v1.1 user (the author, a retweet's, a quote's)
+    if want & (col_bits(T_AUTHOR_ID, T_AUTHOR_ID) | col_bits(T_RT_U, T_RT_U) | col_bits(T_Q_U, T_Q_U)):
+        kt_set(kt, CX_USER, KY_id, CX_FULL)
+        kt_set(kt, CX_USER, KY_id_str, CX_FULL)
+    if want & (col_bits(T_A_SN, T_A_SN) | col_bits(T_RT_SN, T_RT_SN)):
+        kt_set(kt, CX_USER, KY_screen_name, CX_FULL)
+    if W_(want, T_A_NAME): kt_set(kt, CX_USER, KY_name, CX_FULL)
+    if W_(want, T_A_DESC): kt_set(kt, CX_USER, KY_description, CX_FULL)
+    if W_(want, T_A_LOC): kt_set(kt, CX_USER, KY_location, CX_FULL)
+    if W_(want, T_A_FOL): kt_set(kt, CX_USER, KY_followers_count, CX_FULL)
+    if W_(want, T_A_VER): kt_set(kt, CX_USER, KY_verified, CX_FULL)
+    # a retweeted status: its id, user, text, and its quoted status (the quote's fallback)
+    if W_(want, T_RT_S):
+        kt_set(kt, CX_RT, KY_id, CX_FULL)
+        kt_set(kt, CX_RT, KY_id_str, CX_FULL)
+    if want & col_bits(T_RT_U, T_RT_SN):
+        kt_set(kt, CX_RT, KY_user, CX_USER)
+    if quote:
+        kt_set(kt, CX_RT, KY_quoted_status, CX_QS)
+    if W_(want, T_RT_TEXT):
+        kt_set(kt, CX_RT, KY_text, CX_FULL)
+        kt_set(kt, CX_RT, KY_full_text, CX_FULL)
+        kt_set(kt, CX_RT, KY_extended_tweet, CX_ET)
+    # a quoted status
+    if W_(want, T_Q_S):
+        kt_set(kt, CX_QS, KY_id, CX_FULL)
+        kt_set(kt, CX_QS, KY_id_str, CX_FULL)
+    if W_(want, T_Q_U):
+        kt_set(kt, CX_QS, KY_user, CX_USER)
+    if W_(want, T_Q_TEXT):
+        kt_set(kt, CX_QS, KY_text, CX_FULL)
+        kt_set(kt, CX_QS, KY_full_text, CX_FULL)
+        kt_set(kt, CX_QS, KY_extended_tweet, CX_ET)
+    # an extended tweet (the message's, a retweet's or quote's): its text, entities, media
+    if texts:
+        kt_set(kt, CX_ET, KY_full_text, CX_FULL)
+    if want & col_bits(T_HASH, T_MEDIA):
+        kt_set(kt, CX_ET, KY_entities, CX_ENT)
+    if W_(want, T_MEDIA):
+        kt_set(kt, CX_ET, KY_extended_entities, CX_ENT)
+    # entities (v1.1's; a v2 tweet's at the message level), extended entities
+    if W_(want, T_HASH):
+        kt_set(kt, CX_ENT, KY_hashtags, CX_FULL)
+    if want & col_bits(T_MENT, T_MENT_IDS):
+        kt_set(kt, CX_ENT, KY_user_mentions, CX_FULL)
+        kt_set(kt, CX_ENT, KY_mentions, CX_FULL)
+    if W_(want, T_CASH):
+        kt_set(kt, CX_ENT, KY_symbols, CX_FULL)
+        kt_set(kt, CX_ENT, KY_cashtags, CX_FULL)
+    if W_(want, T_URLS):
+        kt_set(kt, CX_ENT, KY_urls, CX_FULL)
+    if W_(want, T_MEDIA):
+        kt_set(kt, CX_ENT, KY_media, CX_FULL)
+    kt_lens(kt, KY_COUNT)
+
+
 cdef int lookup_kinds(uint64_t want) noexcept nogil:
     """Which kinds of v2 includes emit_v2 looks up for the columns in ``want`` (bit k - 1:
     L_USER, L_TWEET, L_MEDIA, L_PLACE as k): the others need not be indexed, as no wanted

@@ -241,20 +241,21 @@ static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_skip_inl)(
     return k ? pos + k : -1;
 }
 
-/* s[pos] is '{' or '[' */
+/* s[pos] is '{' or '[' (an object's members and an array's elements in loops of their own,
+   ,"key taken in one step as fh_pobj does) */
 static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int depth) {
     const unsigned char* s = ps->s;
     Py_ssize_t n = ps->n, k;
-    unsigned char c = s[pos], close, fl;
+    unsigned char fl;
     int closed = 0;
     if (depth > ps->max_depth) return -1;
-    close = c == 0x7B ? 0x7D : 0x5D;
-    pos = fh_ws(s, pos + 1, n);
-    if (pos >= n) return -1;
-    if (s[pos] == close) return pos + 1;
-    for (;;) {
-        if (c == 0x7B) {
+    if (s[pos] == 0x7B) {
+        pos = fh_ws(s, pos + 1, n);
+        if (pos >= n) return -1;
+        if (s[pos] == 0x7D) return pos + 1;
+        for (;;) {
             if (pos >= n || s[pos] != 0x22) return -1;
+        key:
             k = FH_(fh_sclose)(s, pos + 1, n, &fl);
             if (k < 0) return -1;
             if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
@@ -263,128 +264,46 @@ static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int d
                 pos = fh_colon(s, k + 1, n);
                 if (pos < 0) return -1;
             }
+            pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
+            if (pos < 0) return -1;
+            if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
+                pos++;
+                goto key;
+            }
+            if (pos < n && s[pos] == 0x7D) return pos + 1;
+            pos = fh_sep(s, pos, n, 0x7D, &closed);
+            if (pos < 0) return -1;
+            if (closed) return pos;
         }
+    }
+    pos = fh_ws(s, pos + 1, n);
+    if (pos >= n) return -1;
+    if (s[pos] == 0x5D) return pos + 1;
+    for (;;) {
         pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
         if (pos < 0) return -1;
-        pos = fh_sep(s, pos, n, close, &closed);
+        pos = fh_sep(s, pos, n, 0x5D, &closed);
         if (pos < 0) return -1;
         if (closed) return pos;
     }
 }
 
-static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all);
-
-/* one value: the scalars in line, containers by FH_(fh_pv) */
-static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_pv_inl)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
-    unsigned char c;
-    if (pos >= ps->n) return -1;
-    c = ps->s[pos];
-    if (c == 0x22) return FH_(fh_pstr)(ps, pos);
-    if (c == 0x2D || (unsigned)(c - 0x30) < 10u) return FH_(fh_pnum)(ps, pos);
-    if (c == 0x6E) return FH_(fh_plit)(ps, pos, 4, FJ_NULL);
-    if (c == 0x74) return FH_(fh_plit)(ps, pos, 4, FJ_TRUE);
-    if (c == 0x66) return FH_(fh_plit)(ps, pos, 5, FJ_FALSE);
-    return FH_(fh_pv)(ps, pos, depth, keep_all);
-}
-
-static FH_TGT Py_ssize_t FH_(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
-    const unsigned char* s = ps->s;
-    Py_ssize_t n = ps->n, idx, kidx, kend, kstart;
-    uint32_t count = 0, kid;
-    unsigned char kfl, part = 0;
-    int closed = 0;
-    fh_node* nd;
-    pos = fh_open(ps, pos, depth, FJ_OBJ, &idx);
-    if (pos < 0) return -1;
-    if (s[pos] == 0x7D) {
-        pos++;
-    } else {
-        while (!closed) {
-            if (pos >= n || s[pos] != 0x22) return -1;
-        key:        /* pos is at the key's opening quote */
-            kend = FH_(fh_sclose)(s, pos + 1, n, &kfl);
-            if (kend < 0) return -1;
-            kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
-            kstart = pos + 1;
-            if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) {    /* ":" and no whitespace */
-                pos = kend + 2;
-            } else {
-                pos = fh_colon(s, kend + 1, n);
-                if (pos < 0) return -1;
-            }
-            if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
-                part = 2;       /* F_PART */
-                pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
-                if (pos < 0) return -1;
-            } else {
-                if (ps->len >= ps->cap && fh_ps_grow(ps)) return -1;
-                kidx = ps->len++;
-                nd = &ps->nodes[kidx];
-                nd->type = FJ_STR;
-                nd->flags = kfl;
-                nd->start = (uint32_t)kstart;
-                nd->end = (uint32_t)kend;
-                nd->next = (uint32_t)(kidx + 1);
-                nd->count = kid;
-                pos = FH_(fh_pv_inl)(ps, pos, depth + 1, depth == 1 && kid == ps->ky_id);
-                if (pos < 0) return -1;
-                count++;
-            }
-            if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */
-                pos++;
-                goto key;
-            }
-            if (pos < n && s[pos] == 0x7D) {       /* the end, no whitespace before it */
-                pos++;
-                break;
-            }
-            pos = fh_sep(s, pos, n, 0x7D, &closed);
-            if (pos < 0) return -1;
-        }
-    }
-    return fh_close(ps, idx, pos, count, part);
-}
-
-static FH_TGT Py_ssize_t FH_(fh_parr)(fh_ps* ps, Py_ssize_t pos, int depth) {
-    const unsigned char* s = ps->s;
-    Py_ssize_t n = ps->n, idx;
-    uint32_t count = 0;
-    int closed = 0;
-    pos = fh_open(ps, pos, depth, FJ_ARR, &idx);
-    if (pos < 0) return -1;
-    if (s[pos] == 0x5D) {
-        pos++;
-    } else {
-        while (!closed) {
-            pos = FH_(fh_pv_inl)(ps, pos, depth + 1, 0);
-            if (pos < 0) return -1;
-            count++;
-            pos = fh_sep(s, pos, n, 0x5D, &closed);
-            if (pos < 0) return -1;
-        }
-    }
-    return fh_close(ps, idx, pos, count, 0);
-}
-
-/* pos < n: an object, an array, or no value */
-static FH_TGT Py_ssize_t FH_(fh_pv)(fh_ps* ps, Py_ssize_t pos, int depth, int keep_all) {
-    unsigned char c = ps->s[pos];
-    if (c == 0x7B) return FH_(fh_pobj)(ps, pos, depth, keep_all);
-    if (c == 0x5B) return FH_(fh_parr)(ps, pos, depth);
-    return -1;
-}
-
-/* one value at the start of s[:n] and the blanks after it: the position after them (the
-   caller says whether that is where the line ends), or -1 when there is no valid value */
-static FH_TGT Py_ssize_t FH_(fh_parse_open)(fh_ps* ps) {
-    Py_ssize_t pos = fh_ws(ps->s, 0, ps->n);
-    ps->len = 0;
-    pos = FH_(fh_pv_inl)(ps, pos, 1, 0);
-    if (pos < 0) return -1;
-    return fh_ws(ps->s, pos, ps->n);
-}
-
-/* the whole line: 0 when it is valid JSON (the tape is made), -1 otherwise */
-static FH_TGT int FH_(fh_parse_fast)(fh_ps* ps) {
-    return FH_(fh_parse_open)(ps) == ps->n ? 0 : -1;
-}
+/* the tree, twice: all columns, and a projection's key table (_core_fast_tree.h) */
+#define FH_PROJ 0
+#define FH_T(name) FH_(name)
+#define FH_ROWP
+#define FH_ROWA(x)
+#include "_core_fast_tree.h"
+#undef FH_PROJ
+#undef FH_T
+#undef FH_ROWP
+#undef FH_ROWA
+#define FH_PROJ 1
+#define FH_T(name) FH_(name##_proj)
+#define FH_ROWP , const uint8_t* row
+#define FH_ROWA(x) , x
+#include "_core_fast_tree.h"
+#undef FH_PROJ
+#undef FH_T
+#undef FH_ROWP
+#undef FH_ROWA

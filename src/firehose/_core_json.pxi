@@ -632,20 +632,22 @@ cdef int skip_value(Tape* t, int depth) except -1 nogil:
     return fail(t, E_JSON, pos)
 
 
-cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
+cdef int parse_value(Tape* t, int depth, bint keep_all, const uint8_t* row) except -1 nogil:
     """Parse one value at t.pos (whitespace already skipped).
 
-    Object members whose key has no KY_ number are validated but get no tape nodes (the
-    object's node has F_PART then), except an object's first member (classification reads
-    it) and, with ``keep_all``, every member of this object."""
+    Object members whose key has no KY_ number, or one ``row`` of the key table (the value's
+    context, fh_ps) does not want, are validated but get no tape nodes (the object's node has
+    F_PART then), except an object's first member (classification reads it) and, with
+    ``keep_all``, every member of this object. Arrays' elements are in ``row`` too."""
     cdef const unsigned char* s = t.s
     cdef Py_ssize_t n = t.n
     cdef Py_ssize_t pos = t.pos
     cdef Py_ssize_t idx, kidx, kend, kstart
     cdef uint32_t count = 0, kid
     cdef int r
-    cdef uint8_t part = 0, kfl
+    cdef uint8_t part = 0, kfl, w
     cdef unsigned char c, close
+    cdef const uint8_t* ktab = tape_ktab(t)
     if pos >= n:
         return fail(t, E_TRUNC, pos)
     c = s[pos]
@@ -688,7 +690,8 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                         return fail(t, E_JSON, pos)
                     pos = skip_ws(s, pos + 1, n)
                     t.pos = pos
-                    if kid == KY_NONE and count > 0 and not keep_all:
+                    w = row[kid & 0xFF]
+                    if not (w & KW) and not keep_all and (count > 0 or not row[KT_FIRST]):
                         # no nodes: validate the value only
                         part = F_PART
                         if pos < n and s[pos] == 0x22:
@@ -712,7 +715,8 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                         elif pos < n and (s[pos] == 0x2D or 0x30 <= s[pos] <= 0x39):
                             r = parse_number(t)
                         else:
-                            r = parse_value(t, depth + 1, depth == 1 and kid == KY_id)
+                            r = parse_value(t, depth + 1, depth == 1 and kid == KY_id,
+                                            ktab + ((w & 0x7F) << 8))
                         if r:
                             return r
                         count += 1
@@ -721,7 +725,7 @@ cdef int parse_value(Tape* t, int depth, bint keep_all) except -1 nogil:
                     if pos < n and s[pos] == 0x22:
                         r = parse_string(t)
                     else:
-                        r = parse_value(t, depth + 1, 0)
+                        r = parse_value(t, depth + 1, 0, row)
                     if r:
                         return r
                     count += 1
@@ -782,6 +786,7 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     ps.max_depth = t.max_depth
     ps.ky_id = KY_id
     ps.oom = 0
+    ps.ktab = t.ktab
     c = fh_parse_fast(&ps)
     t.nodes = <Node*>ps.nodes
     t.cap = ps.cap
@@ -805,7 +810,7 @@ cdef int parse_slow(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     tape_begin(t, s, n)
     t.len = 0
     t.pos = skip_ws(s, 0, n)
-    r = parse_value(t, 1, 0)
+    r = parse_value(t, 1, 0, tape_ktab(t) + (CX_ROOT << 8))
     if r:
         return r
     t.pos = skip_ws(s, t.pos, n)
@@ -913,9 +918,47 @@ cdef extern from *:
         int max_depth;
         uint32_t ky_id;
         int oom;
+        const uint8_t* ktab;    /* the key table (FH_NCX rows of 256, see below); NULL: all columns' */
     } fh_ps;
 
     enum { FJ_OBJ = 1, FJ_ARR, FJ_STR, FJ_INT, FJ_FLT, FJ_TRUE, FJ_FALSE, FJ_NULL };
+
+    /* Which object members get tape nodes, by context: a key table has a row of 256 bytes per
+       context, indexed by key number (255: no number). An entry is FH_KW (the member is kept)
+       | the context its value is scanned in (a member that is not wanted is kept all the same
+       when it is its object's first one and the row's FH_KT_FIRST byte is 1, or its object's
+       members are all kept: its value is then scanned in the entry's context). FULL: every
+       numbered key wanted, values FULL, first members kept (all columns: every row is FULL);
+       SKIP: nothing wanted, not even a first member; the others are made by a projection
+       (ktab_build, _core_emit.pxi), the scan starting in ROOT. */
+    enum { FH_CX_FULL = 0, FH_CX_SKIP, FH_CX_ROOT, FH_CX_USER, FH_CX_RT, FH_CX_QS, FH_CX_ET,
+           FH_CX_ENT, FH_NCX };
+    #define FH_KW 0x80
+    #define FH_KT_LENS 240     /* (fh_kt_lens) */
+    #define FH_KT_FIRST 252    /* a row's byte: 1 when an object's first member is kept whatever its key */
+    static uint8_t FH_KT_ALL[FH_NCX * 256];
+
+    /* every row FULL (but SKIP's) */
+    static void fh_kt_init(uint8_t* t, int nkeys) {
+        int r, k;
+        for (r = 0; r < FH_NCX; r++)
+            for (k = 0; k < 256; k++)
+                t[r * 256 + k] = r == FH_CX_SKIP ? FH_CX_SKIP : (k < nkeys ? FH_KW | FH_CX_FULL : FH_CX_FULL);
+        for (r = 0; r < FH_NCX; r++)
+            t[r * 256 + FH_KT_FIRST] = r != FH_CX_SKIP;
+    }
+
+    /* a row's lengths of wanted keys (fh_kt_lens), loaded once an object */
+    static inline __attribute__((always_inline)) uint64_t fh_kt_lens_of(const uint8_t* row) {
+        uint64_t m;
+        memcpy(&m, row + FH_KT_LENS, 8);
+        return m;
+    }
+
+    /* may a key of len bytes be wanted? (len & 63: a longer key is numbered, and not found) */
+    static inline __attribute__((always_inline)) int fh_kt_len_wanted(uint64_t lens, Py_ssize_t len) {
+        return (int)((lens >> (len & 63)) & 1u);
+    }
 
     static int fh_node_check(const void* p) {
         const fh_node* nd = (const fh_node*)p;
@@ -972,6 +1015,22 @@ cdef extern from *:
             if (i == FH_PN) { FH_PHK = k; return 0; }
         }
         return -1;
+    }
+
+    /* Bytes FH_KT_LENS.. of a row (past every key number): bit n of a 64-bit word is set
+       when a key of n bytes is wanted there, so a member whose (unescaped) key has another
+       length is skipped without being numbered. fh_kt_lens sets them from the entries (the
+       key numbers' lengths are FH_PK's: fh_pk_add first). */
+    static void fh_kt_lens(uint8_t* t, int nkeys) {
+        int r, k;
+        uint64_t m;
+        for (r = 0; r < FH_NCX; r++) {
+            m = 0;
+            for (k = 0; k < nkeys; k++)
+                if ((t[r * 256 + k] & FH_KW) && FH_PK[k].len >= 1 && FH_PK[k].len <= 32)
+                    m |= (uint64_t)1 << FH_PK[k].len;
+            memcpy(t + r * 256 + FH_KT_LENS, &m, 8);
+        }
     }
 
     /* the number of the key p[:len], or 0xFFFFFFFF; bytes up to lim may be read */
@@ -1217,18 +1276,19 @@ cdef extern from *:
         return 1;
     }
 
+    /* (and the tree of all columns when ps->ktab is NULL, else the projection's) */
     static inline int fh_parse_fast_sel(fh_ps* ps) {
     #if FH_HAVE_AVX2
-        if (FH_SIMD == 2) return fh_parse_fast_avx2(ps);
+        if (FH_SIMD == 2) return ps->ktab ? fh_parse_fast_proj_avx2(ps) : fh_parse_fast_avx2(ps);
     #endif
-        return fh_parse_fast(ps);
+        return ps->ktab ? fh_parse_fast_proj(ps) : fh_parse_fast(ps);
     }
 
     static inline Py_ssize_t fh_parse_open_sel(fh_ps* ps) {
     #if FH_HAVE_AVX2
-        if (FH_SIMD == 2) return fh_parse_open_avx2(ps);
+        if (FH_SIMD == 2) return ps->ktab ? fh_parse_open_proj_avx2(ps) : fh_parse_open_avx2(ps);
     #endif
-        return fh_parse_open(ps);
+        return ps->ktab ? fh_parse_open_proj(ps) : fh_parse_open(ps);
     }
     """
     ctypedef struct fh_node:
@@ -1242,6 +1302,7 @@ cdef extern from *:
         int max_depth
         uint32_t ky_id
         int oom
+        const uint8_t* ktab
     int fh_parse_fast "fh_parse_fast_sel"(fh_ps* ps) noexcept nogil
     Py_ssize_t fh_parse_open "fh_parse_open_sel"(fh_ps* ps) noexcept nogil
     int FH_SIMD
@@ -1249,6 +1310,27 @@ cdef extern from *:
     void fh_pk_add(const char* name, Py_ssize_t len, uint32_t id) noexcept nogil
     int fh_pk_build() noexcept nogil
     int fh_node_check(const void* p) noexcept nogil
+    enum:
+        CX_FULL "FH_CX_FULL"
+        CX_SKIP "FH_CX_SKIP"
+        CX_ROOT "FH_CX_ROOT"
+        CX_USER "FH_CX_USER"
+        CX_RT "FH_CX_RT"
+        CX_QS "FH_CX_QS"
+        CX_ET "FH_CX_ET"
+        CX_ENT "FH_CX_ENT"
+        CX_N "FH_NCX"
+        KW "FH_KW"
+    uint8_t FH_KT_ALL[]
+    void kt_init "fh_kt_init"(uint8_t* t, int nkeys) noexcept nogil
+    void kt_lens "fh_kt_lens"(uint8_t* t, int nkeys) noexcept nogil
+    int KT_LENS "FH_KT_LENS"
+    int KT_FIRST "FH_KT_FIRST"
+
+
+cdef inline const uint8_t* tape_ktab(Tape* t) noexcept nogil:
+    """The tape's key table (all columns' when none was set)."""
+    return t.ktab if t.ktab != NULL else FH_KT_ALL
 
 
 cdef int fast_layout_check() except -1:
@@ -1276,6 +1358,9 @@ cdef int fast_keys_init(names) except -1:
     return 0
 
 fast_keys_init(KEY_NAMES)
+assert KY_COUNT <= KT_LENS
+kt_init(FH_KT_ALL, KY_COUNT)
+kt_lens(FH_KT_ALL, KY_COUNT)
 import os as _os
 
 FH_SIMD = 1 if _os.environ.get("FIREHOSE_SIMD", "").lower() in ("sse2", "baseline") else fh_simd_best()
@@ -1300,9 +1385,10 @@ assert J_OBJ == 1 and J_ARR == 2 and J_STR == 3 and J_INT == 4 and J_FLT == 5 an
     and J_FALSE == 7 and J_NULL == 8 and F_PART == 2 and F_ESC == 1
 
 
-def _fast_scan_check(lines, int max_depth=64):
+def _fast_scan_check(lines, int max_depth=64, const uint8_t[::1] ktab=None):
     """For tests: scan each line (bytes) with the fast scan and with utf8_check + parse_slow
-    (what parse_line does with a line the fast scan rejects) and compare.
+    (what parse_line does with a line the fast scan rejects) and compare, with the key table
+    ``ktab`` (an Engine's ``_key_table()``; default all columns').
     Returns (accepted by both, rejected by both, fast only, slow only, tapes differing): the
     last three must be 0 except "slow only" (the fast scan may be stricter; never laxer)."""
     cdef Tape t
@@ -1316,6 +1402,10 @@ def _fast_scan_check(lines, int max_depth=64):
     both = neither = fast_only = slow_only = differ = 0
     memset(&t, 0, sizeof(Tape))
     t.max_depth = max_depth
+    if ktab is not None:
+        if ktab.shape[0] != CX_N * 256:
+            raise ValueError("ktab: not a key table")
+        t.ktab = &ktab[0]
     try:
         for line in lines:
             s = <const unsigned char*>(<char*>line)
@@ -1327,6 +1417,7 @@ def _fast_scan_check(lines, int max_depth=64):
             ps.max_depth = max_depth
             ps.ky_id = KY_id
             ps.oom = 0
+            ps.ktab = t.ktab
             rf = fh_parse_fast(&ps)     # (the one simd_level says)
             a = <Node*>ps.nodes
             alen = ps.len
