@@ -888,9 +888,14 @@ class Entitlements:
             # below, as in a batch out of id order
             dup_ids = n > 1 and bool((ids[1:] == ids[:-1]).any())
         else:
-            perm = np.argsort(ids, kind="stable")
+            # the rows in id order (stably) and each row's rank: rank[perm] = 0..n-1
+            perm = self._arena.empty(n, np.int64)
             rank = self._arena.empty(n, np.int64)
-            dup_ids = _core.id_ranks(perm, ids, rank)       # rank[perm] = 0..n-1
+            dup = _core.id_order(ids, perm, rank)
+            if dup < 0:         # ids spread over more than a 64-bit key leaves to the row
+                perm = np.argsort(ids, kind="stable")
+                dup = _core.id_ranks(perm, ids, rank)
+            dup_ids = bool(dup)
 
         # ---- every seat's pairs, concatenated in seat order, each seat's in id order
         seats = sorted(matches.items())
@@ -1339,7 +1344,8 @@ class Entitlements:
             else:
                 # a batch's ids ascend (its rows by rank): a stable sort by author is enough
                 run = np.empty(len(author), np.int64), np.empty(len(author), np.int64)
-                _core.sort_pairs_by_key(author, tid, *run)
+                _core.sort_pairs_by_key(author, tid, *run,
+                                        self._arena.empty(32 * len(author) + 16, np.uint8))
             _push_run(runs, run, _merged_pairs, lambda r: len(r[0]))
         self._pending_authors = []
         return runs
