@@ -49,6 +49,7 @@ cdef enum:
     _SMALL = 48            # a seat with fewer pairs is sorted by insertion
     _BUCKET_MAX = 32       # the bucket pass is kept while no bucket holds more pairs
     _AHEAD = 16            # pairs read ahead (prefetched) when reading by rank
+    _WORDS_AHEAD = 4       # bitmap words read ahead (their first rank prefetched)
     _BITMAP_WORDS = 4      # the bitmap is used when the batch's 64-rank words are at most
                            # this many per pair of the seat (1M rows: seats of 4k pairs up)
 
@@ -89,7 +90,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, m, longest = 1
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
-    cdef uint64_t key, rk, last, word
+    cdef uint64_t key, rk, last, word, ahead
     cdef Py_ssize_t w, wlo, whi
     cdef int passes = 0, p, bits = 0, digit
     cdef const int64_t[::1] seg
@@ -272,6 +273,16 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                         if word == 0:
                             continue
                         bitmap[w] = 0
+                        if w + _WORDS_AHEAD <= whi:
+                            # the first rank a few words on: its id, flags and position
+                            # fetched ahead (the ranks ascend, with gaps no prefetcher sees)
+                            ahead = bitmap[w + _WORDS_AHEAD]
+                            if ahead:
+                                rk = (<uint64_t>(w + _WORDS_AHEAD) << 6) \
+                                    | <uint64_t>__builtin_ctzll(ahead)
+                                __builtin_prefetch(&by_rank[rk])
+                                __builtin_prefetch(&c_rank[rk])
+                                __builtin_prefetch(&f_rank[rk])
                         while word:
                             rk = (<uint64_t>w << 6) | <uint64_t>__builtin_ctzll(word)
                             word &= word - 1
@@ -664,7 +675,7 @@ def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] 
     (int32, its entries' codes), ``orders[p]`` (int64) the lists chosen, in output order.
     Writes the output's offsets (``out_offsets``: one more than all chosen lists, from 0)
     and returns its entries (int64): each chosen list's codes plus ``bases[p]``."""
-    cdef Py_ssize_t nparts = len(offsets), p, j, m, lo, c
+    cdef Py_ssize_t nparts = len(offsets), p, j, m, mo, lo, c
     cdef int64_t total = 0, o, a, b
     cdef const int32_t[::1] off
     cdef const int32_t[::1] code
@@ -683,7 +694,12 @@ def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] 
         off = offsets[p]
         code = codes[p]
         order = orders[p]
-        for j in range(order.shape[0]):
+        mo = order.shape[0]
+        for j in range(mo):
+            # (the chosen lists are in id order, not list order: their offsets and then
+            # their codes are fetched ahead)
+            if j + _AHEAD < mo and <uint64_t>order[j + _AHEAD] < <uint64_t>off.shape[0]:
+                __builtin_prefetch(&off[order[j + _AHEAD]])
             o = order[j]
             if o < 0 or o + 1 >= off.shape[0]:
                 raise IndexError("a chosen list outside its list array")
@@ -699,13 +715,19 @@ def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] 
     out = np.empty(total, np.int64)
     cdef int64_t[::1] dst = out
     cdef int64_t at = 0, base
+    cdef const int32_t* cp
     for p in range(nparts):
         off = offsets[p]
         code = codes[p]
         order = orders[p]
         base = bases[p]
+        mo = order.shape[0]
+        cp = &code[0] if code.shape[0] else NULL
         with nogil:
-            for j in range(order.shape[0]):
+            for j in range(mo):
+                if j + _AHEAD < mo and cp != NULL:
+                    # (offsets checked in pass 1; a prefetch past the codes is harmless)
+                    __builtin_prefetch(cp + off[order[j + _AHEAD]])
                 o = order[j]
                 for c in range(off[o], off[o + 1]):
                     dst[at] = code[c] + base
