@@ -1515,3 +1515,29 @@ def test_the_core_sorts_pairs_by_key_stably_over_the_bits_that_vary(n):
             ko, vo = np.full(n, 3, np.int64), np.full(n, 3, np.int64)
             _core.sort_pairs_by_key(key, val, ko, vo, scratch)
             assert np.array_equal(ko, key[want]) and np.array_equal(vo, val[want])
+
+
+@pytest.mark.parametrize("n", [0, 1, 17, 5000])
+def test_the_core_gathers_the_marked_rows_in_mark_order(n):
+    """gather_marked against numpy: the marked positions' rows (through perm, or themselves)
+    with their two values, none, one, all marked; a perm outside the values, or outputs of
+    the wrong length, are refused."""
+    from firehose import _core
+    rng = np.random.default_rng(n)
+    a = rng.integers(_I64.min, _I64.max, n, endpoint=True)
+    b = rng.integers(-5, 5, n)
+    perm = rng.permutation(n).astype(np.int64)
+    for mark in (rng.random(n) < 0.3, np.zeros(n, bool), np.ones(n, bool)):
+        for p in (perm, None):
+            rows = np.flatnonzero(mark) if p is None else p[np.flatnonzero(mark)]
+            ao, bo = np.full(len(rows), 9, np.int64), np.full(len(rows), 9, np.int64)
+            assert _core.gather_marked(mark.view(np.uint8), p, a, b, ao, bo) == len(rows)
+            assert np.array_equal(ao, a[rows]) and np.array_equal(bo, b[rows])
+    if n:
+        mark = np.ones(n, np.uint8)
+        with pytest.raises(ValueError):
+            _core.gather_marked(mark, perm, a, b, np.empty(n - 1, np.int64),
+                                np.empty(n - 1, np.int64))
+        with pytest.raises(IndexError):
+            _core.gather_marked(mark, perm + n, a, b, np.empty(n, np.int64),
+                                np.empty(n, np.int64))

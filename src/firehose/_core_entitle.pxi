@@ -411,8 +411,14 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
     cdef int8_t* bc = &bad_code[0] if n_bad else NULL
     cdef uint8_t* hp = &hit[0] if mark and n_hit else NULL
     cdef const int64_t* pp = &perm[0] if remap and n_perm else NULL
+    cdef int64_t ahead
     with nogil:
         for i in range(total):
+            if remap and i + _AHEAD < total:
+                # a seat's ranks ascend with gaps: its rows in perm are fetched ahead
+                ahead = rp[i + _AHEAD]
+                if <uint64_t>ahead < n_perm:
+                    __builtin_prefetch(&pp[ahead])
             k = cp[i]
             if k == 0:
                 r = rp[i]
@@ -1195,3 +1201,71 @@ def strictly_ascending(list arrays, uint8_t[::1] out):
                         up = 0
                         break
         out[i] = up
+
+
+def gather_marked(const uint8_t[::1] mark, const int64_t[::1] perm, const int64_t[::1] a,
+                  const int64_t[::1] b, int64_t[::1] a_out, int64_t[::1] b_out):
+    """For every ``i`` (ascending) with ``mark[i]`` non-zero, the row ``perm[i]`` (``i``
+    itself when ``perm`` is None): its ``a`` and ``b`` appended to ``a_out`` and ``b_out``,
+    which must hold exactly as many (firehose.entitlements: the (author, id) of the rows
+    delivered to any seat, in id order). Returns how many."""
+    cdef Py_ssize_t n = mark.shape[0], i, k = 0, m = 0, j
+    cdef bint remap = perm is not None, bad = False
+    cdef int64_t r
+    if a.shape[0] != b.shape[0] or a_out.shape[0] != b_out.shape[0]:
+        raise ValueError("a and b, a_out and b_out must be as long as each other")
+    if remap and perm.shape[0] != n:
+        raise ValueError("perm must be as long as mark")
+    if not remap and a.shape[0] < n:
+        raise ValueError("a and b are shorter than mark")
+    cdef const uint8_t* mp = &mark[0] if n else NULL
+    with nogil:
+        for i in range(n):
+            m += mp[i] != 0
+    if m != a_out.shape[0]:
+        raise ValueError("a_out and b_out must hold exactly the marked rows")
+    if m == 0:
+        return 0
+    cdef const int64_t* pp = &perm[0] if remap else NULL
+    cdef const int64_t* ap = &a[0] if a.shape[0] else NULL
+    cdef const int64_t* bp = &b[0] if b.shape[0] else NULL
+    cdef uint64_t na = a.shape[0]
+    cdef int64_t* ao = &a_out[0]
+    cdef int64_t* bo = &b_out[0]
+    cdef int64_t* ahead = <int64_t*>malloc(_AHEAD * sizeof(int64_t))
+    if ahead == NULL:
+        raise MemoryError()
+    with nogil:
+        if not remap:
+            for i in range(n):
+                if mp[i]:
+                    ao[k] = ap[i]
+                    bo[k] = bp[i]
+                    k += 1
+        else:
+            # the rows come in id order, random in the batch: each is fetched when found
+            # and read _AHEAD marked rows later (``ahead``: a ring of the rows found)
+            j = 0
+            for i in range(n):
+                if not mp[i]:
+                    continue
+                r = pp[i]
+                if <uint64_t>r >= na:
+                    bad = True
+                    break
+                __builtin_prefetch(&ap[r])
+                __builtin_prefetch(&bp[r])
+                if j - k == _AHEAD:
+                    ao[k] = ap[ahead[k % _AHEAD]]
+                    bo[k] = bp[ahead[k % _AHEAD]]
+                    k += 1
+                ahead[j % _AHEAD] = r
+                j += 1
+            while k < j and not bad:
+                ao[k] = ap[ahead[k % _AHEAD]]
+                bo[k] = bp[ahead[k % _AHEAD]]
+                k += 1
+    free(ahead)
+    if bad:
+        raise IndexError("perm names a row outside a and b")
+    return k

@@ -1022,10 +1022,12 @@ class Entitlements:
                 self._remember(client, got[ka:kb], checked=ascending[s])
         new_pairs = 0
         if n_kept:
-            # (author, id) of each row delivered to any seat, once: the author index
-            at = rows_at(np.flatnonzero(hit))          # those rows, in id order
-            self._pending_authors.append((authors[at], ids[at]))
-            new_pairs = len(at)
+            # (author, id) of each row delivered to any seat, once, in id order: the author
+            # index (gathered by the core in one pass, the rows fetched ahead)
+            new_pairs = int(np.count_nonzero(hit))
+            pend = np.empty(new_pairs, np.int64), np.empty(new_pairs, np.int64)
+            _core.gather_marked(hit.view(np.uint8), perm, authors, ids, *pend)
+            self._pending_authors.append(pend)
             if len(self._pending_authors) > _PENDING_BATCHES:
                 self._author_runs()
         if self._spill is not None and n:
