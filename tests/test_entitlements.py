@@ -1241,6 +1241,16 @@ def test_the_core_says_which_seats_rows_strictly_ascend():
     assert out.tolist() == [1, 1, 1, 0, 0, 1]
     with pytest.raises(ValueError):
         _core.strictly_ascending(arrays, out[:-1])
+    # (read in blocks of 1024: a repeat or a step down at either side of a block's edge,
+    # first or last)
+    for m in (1024, 1025, 2048, 2049, 5000):
+        for at in sorted({1, 1023, 1024, 1025, 2047, 2048, m - 1} & set(range(1, m))):
+            for step in (0, -1):
+                a = np.arange(m, dtype=np.int64) * 3 + _I64.min // 2
+                a[at] = a[at - 1] + step
+                out = np.full(2, 7, np.uint8)
+                _core.strictly_ascending([a, a[:at]], out)
+                assert out.tolist() == [0, 1], (m, at, step)
 
 
 def test_compliance_sets_sharing_one_table_screen_as_each_alone():
