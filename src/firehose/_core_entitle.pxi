@@ -91,6 +91,9 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
     cdef uint64_t key, rk, last, word, ahead
+    cdef int64_t lim
+    cdef const int64_t* row
+    cdef uint8_t down
     cdef Py_ssize_t w, wlo, whi
     cdef int passes = 0, p, bits = 0, digit
     cdef const int64_t[::1] seg
@@ -205,27 +208,33 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
             b0 = 0
             while b0 < n and not bad and not bad_rank:     # ascending seats: block by block
                 end = b0 + _BLOCK
+                lim = end if end < n else n                # rows [0, lim): one unsigned test
                 for s in range(nseat):
                     if not ascending[s]:
                         continue
                     c = pos[s]
+                    m = size[s]
                     lo = start[s]
                     last = prev[s]
-                    while c < size[s]:
-                        r = src[s][c]
-                        if r >= end:
-                            break
-                        if r < 0 or r >= n:
-                            bad = True
-                            break
+                    down = 0
+                    row = src[s]
+                    while c < m:
+                        r = row[c]
+                        if <uint64_t>r >= <uint64_t>lim:
+                            if r < 0 or r >= n:
+                                bad = True
+                            break                          # (or the block's end)
                         rk = <uint64_t>rank[r]
-                        if rk < last:
-                            unsorted[s] = 1
+                        down |= rk < last
                         last = rk
                         order[lo + c] = <int64_t>((rk << 32) | <uint64_t>c)
                         c += 1
+                    if down:
+                        unsorted[s] = 1
                     pos[s] = c
                     prev[s] = last
+                    if bad:
+                        break
                 b0 = end
             if not bad and not bad_rank:
                 for s in range(nseat):
