@@ -892,7 +892,7 @@ class Entitlements:
             perm = self._arena.empty(n, np.int64)
             rank = self._arena.empty(n, np.int64)
             dup = _core.id_order(ids, perm, rank)
-            if dup < 0:         # ids spread over more than a 64-bit key leaves to the row
+            if dup < 0:         # ids too far apart to share a 64-bit key with the row
                 perm = np.argsort(ids, kind="stable")
                 dup = _core.id_ranks(perm, ids, rank)
             dup_ids = bool(dup)
@@ -1026,7 +1026,8 @@ class Entitlements:
             # index (gathered by the core in one pass, the rows fetched ahead)
             new_pairs = int(np.count_nonzero(hit))
             pend = np.empty(new_pairs, np.int64), np.empty(new_pairs, np.int64)
-            _core.gather_marked(hit.view(np.uint8), perm, authors, ids, *pend)
+            _core.gather_marked(hit.view(np.uint8), perm, np.ascontiguousarray(authors, np.int64),
+                                ids, *pend)
             self._pending_authors.append(pend)
             if len(self._pending_authors) > _PENDING_BATCHES:
                 self._author_runs()
