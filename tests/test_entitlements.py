@@ -526,17 +526,20 @@ def test_the_state_survives_a_checkpoint_in_both_formats():
         Entitlements(p, source="fh").load_state(b"not arrow")
 
 
-@pytest.mark.parametrize("seed", range(9))
+@pytest.mark.parametrize("seed", range(12))
 def test_the_core_lays_each_seats_pairs_out_by_rank_and_splits_them(seed):
     """seat_pairs_by_rank against a sort of each seat's positions by (rank, position), on
     seats ascending or not, with rows matched twice, small and large seats and batches whose
-    ranks need one, two or three radix passes; split_pairs against boolean selections."""
+    ranks need one, two or three radix passes, or none (a batch in id order: the identity);
+    split_pairs against boolean selections."""
     from firehose import _core
     rng = np.random.default_rng(seed)
     n = 4_200_000 if seed == 8 else int(rng.choice([1, 5, 300, 5000, 40000]))
     rank = rng.permutation(n).astype(np.int64)
     if seed in (3, 7):          # newest first: a seat's run of neighbouring rows crowds buckets
         rank = np.arange(n, dtype=np.int64)[::-1].copy()
+    if seed >= 9:               # in id order: a seat's rows are its ranks
+        rank = np.arange(n, dtype=np.int64)
     row_ids = rng.integers(0, 1 << 40, n)
     flags = rng.integers(0, 256, n).astype(np.uint8)
     seats = []
@@ -1238,6 +1241,16 @@ def test_the_core_says_which_seats_rows_strictly_ascend():
     assert out.tolist() == [1, 1, 1, 0, 0, 1]
     with pytest.raises(ValueError):
         _core.strictly_ascending(arrays, out[:-1])
+    # (read in blocks of 1024: a repeat or a step down at either side of a block's edge,
+    # first or last)
+    for m in (1024, 1025, 2048, 2049, 5000):
+        for at in sorted({1, 1023, 1024, 1025, 2047, 2048, m - 1} & set(range(1, m))):
+            for step in (0, -1):
+                a = np.arange(m, dtype=np.int64) * 3 + _I64.min // 2
+                a[at] = a[at - 1] + step
+                out = np.full(2, 7, np.uint8)
+                _core.strictly_ascending([a, a[:at]], out)
+                assert out.tolist() == [0, 1], (m, at, step)
 
 
 def test_compliance_sets_sharing_one_table_screen_as_each_alone():
@@ -1429,3 +1442,112 @@ def test_id_runs_stay_distinct_sorted_and_few():
             if kind in (0, 2):                 # a stream's runs never share one
                 assert len(allids) == len(seen), (case, b)
             assert len(runs) <= 3 * max(1, int(np.log2(max(len(seen), 2)))) + 4, (case, b, len(runs))
+
+
+@pytest.mark.parametrize("n", [300, 20000])
+def test_a_seat_flagged_ascending_wrongly_is_still_laid_out_by_rank(n):
+    """A seat flagged ascending whose rows are not (out of order, or a row twice) is still
+    put in rank order, ranks the identity (a batch in id order) or not, where it is not
+    refused (a row repeated in the bitmap's reach)."""
+    from firehose import _core
+    rng = np.random.default_rng(n)
+    row_ids = rng.integers(0, 1 << 40, n)
+    flags = rng.integers(0, 256, n).astype(np.uint8)
+    for rank in (np.arange(n, dtype=np.int64), rng.permutation(n).astype(np.int64)):
+        for seat in (np.arange(n, dtype=np.int64)[::-3].copy(),
+                     np.sort(rng.choice(n, 40, replace=False))[::-1].copy(),
+                     np.array([1, 5, 5, 9], np.int64)):
+            m = len(seat)
+            out = [np.full(m, -7, np.int64) for _ in range(3)] + [np.empty(m, np.uint8)]
+            try:
+                _core.seat_pairs_by_rank([seat], np.ones(1, np.uint8), rank, row_ids, flags,
+                                         *out, np.empty(14 * n + 64, np.uint8))
+            except ValueError as e:             # a repeat in the bitmap's reach
+                assert "repeats a row" in str(e) and len(set(seat.tolist())) < m
+                continue
+            pos = np.array(sorted(range(m), key=lambda i: (rank[seat[i]], i)), np.int64)
+            assert np.array_equal(out[1], pos)
+            assert np.array_equal(out[0], rank[seat[pos]])
+            assert np.array_equal(out[2], row_ids[seat[pos]])
+            assert np.array_equal(out[3], flags[seat[pos]])
+
+
+_I64 = np.iinfo(np.int64)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 1000, 100_000])
+def test_the_core_orders_a_batch_by_id_stably(n):
+    """id_order against numpy's stable argsort: ids random over a snowflake's few minutes,
+    repeated, all equal, ascending, descending, negative, at both ends of int64 (spread too
+    wide for a key beside the row: -1, nothing promised)."""
+    from firehose import _core
+    rng = np.random.default_rng(n)
+    cases = [rng.integers(1 << 60, (1 << 60) + (1 << 38), n), rng.integers(-3, 3, n),
+             np.full(n, 7), np.arange(n) * 1000, (np.arange(n) * -5)[::-1].copy(),
+             rng.integers(_I64.max - (1 << 30), _I64.max, n, endpoint=True),
+             rng.integers(_I64.min, _I64.min + (1 << 30), n, endpoint=True),
+             np.where(rng.random(n) < 0.5, 5, 5 + (1 << 40)),
+             rng.integers(_I64.min, _I64.max, n, endpoint=True)]
+    for ids in cases:
+        ids = np.ascontiguousarray(ids, np.int64)
+        perm, rank = np.full(n, -7, np.int64), np.full(n, -7, np.int64)
+        dup = _core.id_order(ids, perm, rank)
+        spread = int(ids.max()) - int(ids.min()) if n else 0
+        if spread.bit_length() + (n - 1).bit_length() > 64:
+            assert dup == -1
+            continue
+        want = np.argsort(ids, kind="stable")
+        assert np.array_equal(perm, want)
+        assert np.array_equal(rank[perm], np.arange(n))
+        assert dup == (len(np.unique(ids)) < n)
+    with pytest.raises(ValueError):
+        _core.id_order(np.zeros(3, np.int64), np.empty(2, np.int64), np.empty(3, np.int64))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 5000, 300_000])
+def test_the_core_sorts_pairs_by_key_stably_over_the_bits_that_vary(n):
+    """sort_pairs_by_key against a stable argsort: keys over all of int64 (both ends),
+    negative, all equal, varying only in high bits or around a gap of constant bits; with
+    no scratch, a short one (ignored) and a long enough one."""
+    from firehose import _core
+    rng = np.random.default_rng(n)
+    cases = [rng.integers(_I64.min, _I64.max, n, endpoint=True), np.full(n, -9),
+             rng.choice(np.array([_I64.min, _I64.max, 0, -1, 1]), n),
+             rng.integers(0, 4, n) << 61, (rng.integers(0, 4, n) << 50) | rng.integers(0, 8, n),
+             rng.integers(-50, 50, n), np.where(rng.random(n) < 0.5, rng.integers(0, 1000, n),
+                                                rng.integers(1 << 60, 1 << 61, n))]
+    for key in cases:
+        key = np.ascontiguousarray(key, np.int64)
+        val = rng.integers(_I64.min, _I64.max, n, endpoint=True)
+        want = np.argsort(key, kind="stable")
+        for scratch in (None, np.empty(max(0, 32 * n - 1), np.uint8),
+                        np.empty(32 * n + 16, np.uint8)):
+            ko, vo = np.full(n, 3, np.int64), np.full(n, 3, np.int64)
+            _core.sort_pairs_by_key(key, val, ko, vo, scratch)
+            assert np.array_equal(ko, key[want]) and np.array_equal(vo, val[want])
+
+
+@pytest.mark.parametrize("n", [0, 1, 17, 5000])
+def test_the_core_gathers_the_marked_rows_in_mark_order(n):
+    """gather_marked against numpy: the marked positions' rows (through perm, or themselves)
+    with their two values, none, one, all marked; a perm outside the values, or outputs of
+    the wrong length, are refused."""
+    from firehose import _core
+    rng = np.random.default_rng(n)
+    a = rng.integers(_I64.min, _I64.max, n, endpoint=True)
+    b = rng.integers(-5, 5, n)
+    perm = rng.permutation(n).astype(np.int64)
+    for mark in (rng.random(n) < 0.3, np.zeros(n, bool), np.ones(n, bool)):
+        for p in (perm, None):
+            rows = np.flatnonzero(mark) if p is None else p[np.flatnonzero(mark)]
+            ao, bo = np.full(len(rows), 9, np.int64), np.full(len(rows), 9, np.int64)
+            assert _core.gather_marked(mark.view(np.uint8), p, a, b, ao, bo) == len(rows)
+            assert np.array_equal(ao, a[rows]) and np.array_equal(bo, b[rows])
+    if n:
+        mark = np.ones(n, np.uint8)
+        with pytest.raises(ValueError):
+            _core.gather_marked(mark, perm, a, b, np.empty(n - 1, np.int64),
+                                np.empty(n - 1, np.int64))
+        with pytest.raises(IndexError):
+            _core.gather_marked(mark, perm + n, a, b, np.empty(n, np.int64),
+                                np.empty(n, np.int64))

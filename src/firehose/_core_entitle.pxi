@@ -49,6 +49,7 @@ cdef enum:
     _SMALL = 48            # a seat with fewer pairs is sorted by insertion
     _BUCKET_MAX = 32       # the bucket pass is kept while no bucket holds more pairs
     _AHEAD = 16            # pairs read ahead (prefetched) when reading by rank
+    _WORDS_AHEAD = 4       # bitmap words read ahead (their first rank prefetched)
     _BITMAP_WORDS = 4      # the bitmap is used when the batch's 64-rank words are at most
                            # this many per pair of the seat (1M rows: seats of 4k pairs up)
 
@@ -89,7 +90,10 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef Py_ssize_t n = rank.shape[0], nseat = len(seats), s, m, longest = 1
     cdef Py_ssize_t lo, c, k
     cdef int64_t r, end, b0, total = 0
-    cdef uint64_t key, rk, last, word
+    cdef uint64_t key, rk, last, word, ahead
+    cdef int64_t lim
+    cdef const int64_t* row
+    cdef uint8_t down
     cdef Py_ssize_t w, wlo, whi
     cdef int passes = 0, p, bits = 0, digit
     cdef const int64_t[::1] seg
@@ -204,27 +208,33 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
             b0 = 0
             while b0 < n and not bad and not bad_rank:     # ascending seats: block by block
                 end = b0 + _BLOCK
+                lim = end if end < n else n                # rows [0, lim): one unsigned test
                 for s in range(nseat):
                     if not ascending[s]:
                         continue
                     c = pos[s]
+                    m = size[s]
                     lo = start[s]
                     last = prev[s]
-                    while c < size[s]:
-                        r = src[s][c]
-                        if r >= end:
-                            break
-                        if r < 0 or r >= n:
-                            bad = True
-                            break
+                    down = 0
+                    row = src[s]
+                    while c < m:
+                        r = row[c]
+                        if <uint64_t>r >= <uint64_t>lim:
+                            if r < 0 or r >= n:
+                                bad = True
+                            break                          # (or the block's end)
                         rk = <uint64_t>rank[r]
-                        if rk < last:
-                            unsorted[s] = 1
+                        down |= rk < last
                         last = rk
                         order[lo + c] = <int64_t>((rk << 32) | <uint64_t>c)
                         c += 1
+                    if down:
+                        unsorted[s] = 1
                     pos[s] = c
                     prev[s] = last
+                    if bad:
+                        break
                 b0 = end
             if not bad and not bad_rank:
                 for s in range(nseat):
@@ -272,6 +282,16 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
                         if word == 0:
                             continue
                         bitmap[w] = 0
+                        if w + _WORDS_AHEAD <= whi:
+                            # the first rank a few words on: its id, flags and position
+                            # fetched ahead (the ranks ascend, with gaps no prefetcher sees)
+                            ahead = bitmap[w + _WORDS_AHEAD]
+                            if ahead:
+                                rk = (<uint64_t>(w + _WORDS_AHEAD) << 6) \
+                                    | <uint64_t>__builtin_ctzll(ahead)
+                                __builtin_prefetch(&by_rank[rk])
+                                __builtin_prefetch(&c_rank[rk])
+                                __builtin_prefetch(&f_rank[rk])
                         while word:
                             rk = (<uint64_t>w << 6) | <uint64_t>__builtin_ctzll(word)
                             word &= word - 1
@@ -400,8 +420,14 @@ def split_pairs(const int8_t[::1] code, int64_t[::1] rows, int64_t[::1] order,
     cdef int8_t* bc = &bad_code[0] if n_bad else NULL
     cdef uint8_t* hp = &hit[0] if mark and n_hit else NULL
     cdef const int64_t* pp = &perm[0] if remap and n_perm else NULL
+    cdef int64_t ahead
     with nogil:
         for i in range(total):
+            if remap and i + _AHEAD < total:
+                # a seat's ranks ascend with gaps: its rows in perm are fetched ahead
+                ahead = rp[i + _AHEAD]
+                if <uint64_t>ahead < n_perm:
+                    __builtin_prefetch(&pp[ahead])
             k = cp[i]
             if k == 0:
                 r = rp[i]
@@ -664,7 +690,7 @@ def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] 
     (int32, its entries' codes), ``orders[p]`` (int64) the lists chosen, in output order.
     Writes the output's offsets (``out_offsets``: one more than all chosen lists, from 0)
     and returns its entries (int64): each chosen list's codes plus ``bases[p]``."""
-    cdef Py_ssize_t nparts = len(offsets), p, j, m, lo, c
+    cdef Py_ssize_t nparts = len(offsets), p, j, m, mo, lo, c
     cdef int64_t total = 0, o, a, b
     cdef const int32_t[::1] off
     cdef const int32_t[::1] code
@@ -683,7 +709,12 @@ def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] 
         off = offsets[p]
         code = codes[p]
         order = orders[p]
-        for j in range(order.shape[0]):
+        mo = order.shape[0]
+        for j in range(mo):
+            # (the chosen lists are in id order, not list order: their offsets and then
+            # their codes are fetched ahead)
+            if j + _AHEAD < mo and <uint64_t>order[j + _AHEAD] < <uint64_t>off.shape[0]:
+                __builtin_prefetch(&off[order[j + _AHEAD]])
             o = order[j]
             if o < 0 or o + 1 >= off.shape[0]:
                 raise IndexError("a chosen list outside its list array")
@@ -699,13 +730,19 @@ def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] 
     out = np.empty(total, np.int64)
     cdef int64_t[::1] dst = out
     cdef int64_t at = 0, base
+    cdef const int32_t* cp
     for p in range(nparts):
         off = offsets[p]
         code = codes[p]
         order = orders[p]
         base = bases[p]
+        mo = order.shape[0]
+        cp = &code[0] if code.shape[0] else NULL
         with nogil:
-            for j in range(order.shape[0]):
+            for j in range(mo):
+                if j + _AHEAD < mo and cp != NULL:
+                    # (offsets checked in pass 1; a prefetch past the codes is harmless)
+                    __builtin_prefetch(cp + off[order[j + _AHEAD]])
                 o = order[j]
                 for c in range(off[o], off[o + 1]):
                     dst[at] = code[c] + base
@@ -713,61 +750,201 @@ def gather_list_codes(list offsets, list codes, list orders, const int64_t[::1] 
     return out
 
 
+cdef extern from *:
+    int __builtin_clzll(unsigned long long x) nogil
+
+ctypedef struct _kv:
+    uint64_t k
+    int64_t v
+
+
+cdef inline void _digits(uint64_t vary, int widest, int* low, int* passes,
+                         int* digit) noexcept nogil:
+    """The radix passes over the bits that vary (``vary`` != 0: the OR of the keys XOR their
+    AND): from its lowest set bit to its highest, as few passes of at most ``widest`` bits as
+    cover them, digits as narrow as those passes allow."""
+    cdef int lo = __builtin_ctzll(vary), span = 64 - __builtin_clzll(vary) - lo
+    low[0] = lo
+    passes[0] = (span + widest - 1) // widest
+    digit[0] = (span + passes[0] - 1) // passes[0]
+
+
 def sort_pairs_by_key(const int64_t[::1] key, const int64_t[::1] val,
-                      int64_t[::1] key_out, int64_t[::1] val_out):
+                      int64_t[::1] key_out, int64_t[::1] val_out, uint8_t[::1] scratch=None):
     """(key, value) pairs sorted by key, stably (pairs with equal keys keep their order: a
-    caller whose values ascend gets them by key, then value): an LSD radix sort on the key's
-    bits, 11 at a time, a pass skipped where every key has the same digit."""
+    caller whose values ascend gets them by key, then value): an LSD radix sort of the pairs
+    (each key beside its value: one write stream per bucket) on the key bits that vary
+    (the OR of the keys XOR their AND: from the lowest such bit to the highest, in passes of
+    at most 11 bits; a pass is skipped where every key has the same digit).
+
+    ``scratch`` (optional, at least ``32 * n + 16`` bytes): the two buffers of pairs the
+    passes move between; a caller's numpy buffer is on huge pages where the system gives
+    them (a scatter into 2048 buckets over 4 KB pages misses the TLB on most writes), and
+    kept between calls it spares the first touch."""
     cdef Py_ssize_t n = key.shape[0], i
-    cdef int p, d, passes = 6
-    cdef uint64_t k, flip = <uint64_t>1 << 63
+    cdef int p, d, passes = 0, digit = 1, low = 0, nb, shift
+    cdef uint64_t k, flip = <uint64_t>1 << 63, o = 0, a = ~(<uint64_t>0), mask
     cdef int64_t at, c
     if val.shape[0] != n or key_out.shape[0] != n or val_out.shape[0] != n:
         raise ValueError("key, val and the outputs must be as long as each other")
     if n == 0:
         return
-    cdef uint64_t* ka = <uint64_t*>malloc(n * 8)
-    cdef uint64_t* kb = <uint64_t*>malloc(n * 8)
-    cdef int64_t* va = <int64_t*>malloc(n * 8)
-    cdef int64_t* vb = <int64_t*>malloc(n * 8)
-    cdef int64_t* count = <int64_t*>calloc(passes * 2048, 8)
-    cdef uint64_t* ks
-    cdef uint64_t* kd
-    cdef int64_t* vs
-    cdef int64_t* vd
-    cdef int64_t* cnt
-    if ka == NULL or kb == NULL or va == NULL or vb == NULL or count == NULL:
-        free(ka); free(kb); free(va); free(vb); free(count)
+    with nogil:
+        for i in range(n):
+            k = <uint64_t>key[i]
+            o |= k
+            a &= k
+    if o == a:                                     # one key: the pairs as they are
+        with nogil:
+            memcpy(&key_out[0], &key[0], n * 8)
+            memcpy(&val_out[0], &val[0], n * 8)
+        return
+    _digits(o ^ a, _MAX_DIGIT, &low, &passes, &digit)
+    nb = 1 << digit
+    mask = <uint64_t>(nb - 1)
+    cdef bint own = scratch is None or <size_t>scratch.shape[0] < <size_t>(32 * n + 16)
+    cdef char* mem
+    if own:
+        mem = <char*>malloc(32 * n + 16)
+    else:
+        mem = <char*>&scratch[0]
+    cdef int64_t* count = <int64_t*>calloc(passes * nb, 8)
+    if mem == NULL or count == NULL:
+        if own:
+            free(mem)
+        free(count)
         raise MemoryError()
+    cdef _kv* ka = <_kv*>(mem + (-<size_t>mem & 15))          # (16-byte aligned)
+    cdef _kv* kb = ka + n
+    cdef _kv* ks
+    cdef _kv* kd
+    cdef _kv* tmp
+    cdef int64_t* cnt
     with nogil:
         for i in range(n):
             k = <uint64_t>key[i] ^ flip            # signed order as unsigned
-            ka[i] = k
-            va[i] = val[i]
+            ka[i].k = k
+            ka[i].v = val[i]
             for p in range(passes):
-                count[p * 2048 + <int>((k >> (11 * p)) & 2047)] += 1
-        ks, kd, vs, vd = ka, kb, va, vb
+                count[(p << digit) + <int>((k >> (low + p * digit)) & mask)] += 1
+        ks = ka
+        kd = kb
         for p in range(passes):
-            cnt = count + p * 2048
-            if cnt[<int>((ks[0] >> (11 * p)) & 2047)] == n:
+            cnt = count + (p << digit)
+            shift = low + p * digit
+            if cnt[<int>((ks[0].k >> shift) & mask)] == n:
                 continue                           # one digit everywhere: nothing moves
             at = 0
-            for d in range(2048):
+            for d in range(nb):
                 c = cnt[d]
                 cnt[d] = at
                 at += c
             for i in range(n):
-                k = ks[i]
-                d = <int>((k >> (11 * p)) & 2047)
-                kd[cnt[d]] = k
-                vd[cnt[d]] = vs[i]
+                d = <int>((ks[i].k >> shift) & mask)
+                kd[cnt[d]] = ks[i]
                 cnt[d] += 1
-            ks, kd = kd, ks
-            vs, vd = vd, vs
+            tmp = ks
+            ks = kd
+            kd = tmp
         for i in range(n):
-            key_out[i] = <int64_t>(ks[i] ^ flip)
-            val_out[i] = vs[i]
-    free(ka); free(kb); free(va); free(vb); free(count)
+            key_out[i] = <int64_t>(ks[i].k ^ flip)
+            val_out[i] = ks[i].v
+    if own:
+        free(mem)
+    free(count)
+
+
+def id_order(const int64_t[::1] ids, int64_t[::1] perm, int64_t[::1] rank):
+    """The batch's rows in id order, stably (``np.argsort(ids, kind="stable")``) into
+    ``perm``, and ``rank[perm[k]] = k``; returns 1 when two rows share an id, 0 when none
+    do, or -1, having written nothing useful, when the ids' spread and the row number do not
+    fit one 64-bit key together (the caller sorts another way).
+
+    Each row becomes one key, (id - smallest id) above the row: distinct keys, ordered as
+    (id, row), sorted by an LSD radix sort over the id bits that vary (passes of at most 11
+    bits) between ``perm`` and ``rank``, then unpacked. A 1M-row batch of a few minutes of
+    snowflake ids (38 bits of spread) takes 4 passes; numpy's stable argsort (a timsort)
+    took ~3x the instructions."""
+    cdef Py_ssize_t n = ids.shape[0], i
+    cdef int64_t lo, hi, v, at, c
+    cdef uint64_t spread, vary, o = 0, a = ~(<uint64_t>0), k, rmask, last
+    cdef int rb = 0, passes = 0, digit = 1, low = 0, nb, p, d, shift
+    cdef bint dup = False
+    if perm.shape[0] != n or rank.shape[0] != n:
+        raise ValueError("ids, perm and rank must be as long as each other")
+    if n == 0:
+        return 0
+    lo = hi = ids[0]
+    with nogil:
+        for i in range(n):
+            v = ids[i]
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+    spread = <uint64_t>hi - <uint64_t>lo
+    while rb < 64 and ((<uint64_t>(n - 1)) >> rb) != 0:
+        rb += 1
+    if spread and 64 - __builtin_clzll(spread) + rb > 64:
+        return -1
+    rmask = ((<uint64_t>1) << rb) - 1 if rb else 0
+    if spread:
+        with nogil:
+            for i in range(n):
+                k = <uint64_t>ids[i] - <uint64_t>lo
+                o |= k
+                a &= k
+        vary = (o ^ a) << rb
+        _digits(vary, _MAX_DIGIT, &low, &passes, &digit)
+    nb = 1 << digit
+    cdef int64_t* count = <int64_t*>calloc(passes * nb + 1, 8)
+    if count == NULL:
+        raise MemoryError()
+    cdef uint64_t* src
+    cdef uint64_t* dst
+    cdef uint64_t* tmp
+    cdef int64_t* cnt
+    cdef uint64_t dmask = <uint64_t>(nb - 1)
+    with nogil:
+        # the keys start where the passes' ping-pong ends in ``perm``
+        src = <uint64_t*>&perm[0] if passes % 2 == 0 else <uint64_t*>&rank[0]
+        dst = <uint64_t*>&rank[0] if passes % 2 == 0 else <uint64_t*>&perm[0]
+        for i in range(n):
+            k = ((<uint64_t>ids[i] - <uint64_t>lo) << rb) | <uint64_t>i
+            src[i] = k
+            for p in range(passes):
+                count[(p << digit) + <int>((k >> (low + p * digit)) & dmask)] += 1
+        for p in range(passes):
+            cnt = count + (p << digit)
+            shift = low + p * digit
+            if cnt[<int>((src[0] >> shift) & dmask)] == n:
+                # one digit everywhere: nothing moves (copied to keep the parity)
+                memcpy(dst, src, n * 8)
+            else:
+                at = 0
+                for d in range(nb):
+                    c = cnt[d]
+                    cnt[d] = at
+                    at += c
+                for i in range(n):
+                    k = src[i]
+                    d = <int>((k >> shift) & dmask)
+                    dst[cnt[d]] = k
+                    cnt[d] += 1
+            tmp = src
+            src = dst
+            dst = tmp
+        # src is perm: unpacked in place; rank is free
+        last = src[0] >> rb
+        for i in range(n):
+            k = src[i]
+            if i and (k >> rb) == last:
+                dup = True
+            last = k >> rb
+            perm[i] = <int64_t>(k & rmask)
+            rank[<Py_ssize_t>(k & rmask)] = i
+    free(count)
+    return 1 if dup else 0
 
 
 def merge_pairs(const int64_t[::1] ka, const int64_t[::1] va, const int64_t[::1] kb,
@@ -1015,10 +1192,10 @@ cdef void _merge_by_heap(const int64_t** src, const int64_t* end, Py_ssize_t k,
 def strictly_ascending(list arrays, uint8_t[::1] out):
     """``out[i]`` = 1 where ``arrays[i]`` (int64) strictly ascends (fewer than two values
     do), else 0: one pass per array, no temporaries."""
-    cdef Py_ssize_t k = len(arrays), i, j, m
+    cdef Py_ssize_t k = len(arrays), i, j, m, lo, hi
     cdef const int64_t[::1] v
     cdef const int64_t* p
-    cdef uint8_t up
+    cdef uint8_t up, down
     if out.shape[0] != k:
         raise ValueError("out must be as long as arrays")
     for i in range(k):
@@ -1028,8 +1205,81 @@ def strictly_ascending(list arrays, uint8_t[::1] out):
         if m > 1:
             p = &v[0]
             with nogil:
-                for j in range(1, m):
-                    if p[j] <= p[j - 1]:
-                        up = 0
-                        break
+                # blocks of 1024 without a branch per value (vectorised), a verdict per block
+                lo = 1
+                while lo < m and up:
+                    hi = lo + 1024 if m - lo > 1024 else m
+                    down = 0
+                    for j in range(lo, hi):
+                        down |= p[j] <= p[j - 1]
+                    up = not down
+                    lo = hi
         out[i] = up
+
+
+def gather_marked(const uint8_t[::1] mark, const int64_t[::1] perm, const int64_t[::1] a,
+                  const int64_t[::1] b, int64_t[::1] a_out, int64_t[::1] b_out):
+    """For every ``i`` (ascending) with ``mark[i]`` non-zero, the row ``perm[i]`` (``i``
+    itself when ``perm`` is None): its ``a`` and ``b`` appended to ``a_out`` and ``b_out``,
+    which must hold exactly as many (firehose.entitlements: the (author, id) of the rows
+    delivered to any seat, in id order). Returns how many."""
+    cdef Py_ssize_t n = mark.shape[0], i, k = 0, m = 0, j
+    cdef bint remap = perm is not None, bad = False
+    cdef int64_t r
+    if a.shape[0] != b.shape[0] or a_out.shape[0] != b_out.shape[0]:
+        raise ValueError("a and b, a_out and b_out must be as long as each other")
+    if remap and perm.shape[0] != n:
+        raise ValueError("perm must be as long as mark")
+    if not remap and a.shape[0] < n:
+        raise ValueError("a and b are shorter than mark")
+    cdef const uint8_t* mp = &mark[0] if n else NULL
+    with nogil:
+        for i in range(n):
+            m += mp[i] != 0
+    if m != a_out.shape[0]:
+        raise ValueError("a_out and b_out must hold exactly the marked rows")
+    if m == 0:
+        return 0
+    cdef const int64_t* pp = &perm[0] if remap else NULL
+    cdef const int64_t* ap = &a[0] if a.shape[0] else NULL
+    cdef const int64_t* bp = &b[0] if b.shape[0] else NULL
+    cdef uint64_t na = a.shape[0]
+    cdef int64_t* ao = &a_out[0]
+    cdef int64_t* bo = &b_out[0]
+    cdef int64_t* ahead = <int64_t*>malloc(_AHEAD * sizeof(int64_t))
+    if ahead == NULL:
+        raise MemoryError()
+    with nogil:
+        if not remap:
+            for i in range(n):
+                if mp[i]:
+                    ao[k] = ap[i]
+                    bo[k] = bp[i]
+                    k += 1
+        else:
+            # the rows come in id order, random in the batch: each is fetched when found
+            # and read _AHEAD marked rows later (``ahead``: a ring of the rows found)
+            j = 0
+            for i in range(n):
+                if not mp[i]:
+                    continue
+                r = pp[i]
+                if <uint64_t>r >= na:
+                    bad = True
+                    break
+                __builtin_prefetch(&ap[r])
+                __builtin_prefetch(&bp[r])
+                if j - k == _AHEAD:
+                    ao[k] = ap[ahead[k % _AHEAD]]
+                    bo[k] = bp[ahead[k % _AHEAD]]
+                    k += 1
+                ahead[j % _AHEAD] = r
+                j += 1
+            while k < j and not bad:
+                ao[k] = ap[ahead[k % _AHEAD]]
+                bo[k] = bp[ahead[k % _AHEAD]]
+                k += 1
+    free(ahead)
+    if bad:
+        raise IndexError("perm names a row outside a and b")
+    return k

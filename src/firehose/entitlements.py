@@ -888,9 +888,14 @@ class Entitlements:
             # below, as in a batch out of id order
             dup_ids = n > 1 and bool((ids[1:] == ids[:-1]).any())
         else:
-            perm = np.argsort(ids, kind="stable")
+            # the rows in id order (stably) and each row's rank: rank[perm] = 0..n-1
+            perm = self._arena.empty(n, np.int64)
             rank = self._arena.empty(n, np.int64)
-            dup_ids = _core.id_ranks(perm, ids, rank)       # rank[perm] = 0..n-1
+            dup = _core.id_order(ids, perm, rank)
+            if dup < 0:         # ids too far apart to share a 64-bit key with the row
+                perm = np.argsort(ids, kind="stable")
+                dup = _core.id_ranks(perm, ids, rank)
+            dup_ids = bool(dup)
 
         # ---- every seat's pairs, concatenated in seat order, each seat's in id order
         seats = sorted(matches.items())
@@ -1017,10 +1022,13 @@ class Entitlements:
                 self._remember(client, got[ka:kb], checked=ascending[s])
         new_pairs = 0
         if n_kept:
-            # (author, id) of each row delivered to any seat, once: the author index
-            at = rows_at(np.flatnonzero(hit))          # those rows, in id order
-            self._pending_authors.append((authors[at], ids[at]))
-            new_pairs = len(at)
+            # (author, id) of each row delivered to any seat, once, in id order: the author
+            # index (gathered by the core in one pass, the rows fetched ahead)
+            new_pairs = int(np.count_nonzero(hit))
+            pend = np.empty(new_pairs, np.int64), np.empty(new_pairs, np.int64)
+            _core.gather_marked(hit.view(np.uint8), perm, np.ascontiguousarray(authors, np.int64),
+                                ids, *pend)
+            self._pending_authors.append(pend)
             if len(self._pending_authors) > _PENDING_BATCHES:
                 self._author_runs()
         if self._spill is not None and n:
@@ -1339,7 +1347,8 @@ class Entitlements:
             else:
                 # a batch's ids ascend (its rows by rank): a stable sort by author is enough
                 run = np.empty(len(author), np.int64), np.empty(len(author), np.int64)
-                _core.sort_pairs_by_key(author, tid, *run)
+                _core.sort_pairs_by_key(author, tid, *run,
+                                        self._arena.empty(32 * len(author) + 16, np.uint8))
             _push_run(runs, run, _merged_pairs, lambda r: len(r[0]))
         self._pending_authors = []
         return runs
