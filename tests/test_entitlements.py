@@ -1551,3 +1551,15 @@ def test_the_core_gathers_the_marked_rows_in_mark_order(n):
         with pytest.raises(IndexError):
             _core.gather_marked(mark, perm + n, a, b, np.empty(n, np.int64),
                                 np.empty(n, np.int64))
+
+
+@pytest.mark.parametrize("spill", [False, True], ids=["in_memory", "slots"])
+def test_delivered_to_no_ids(spill, tmp_path):
+    """A lookup of no ids finds nothing (with slots it indexed an empty array)."""
+    ent = Entitlements(compile_plans(cfg.from_dict({
+        "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
+        "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
+        "clients": {}}), today=dt.date(2026, 1, 1)), source="fh",
+        spill_dir=str(tmp_path / "s") if spill else None, window_hours=1.0)
+    ent._remember("a", np.array([5 << 22, 6 << 22], np.int64), checked=True)
+    assert ent._delivered_to(np.zeros(0, np.int64)) == {}
