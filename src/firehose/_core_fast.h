@@ -258,12 +258,8 @@ static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int d
         key:
             k = FH_(fh_sclose)(s, pos + 1, n, &fl);
             if (k < 0) return -1;
-            if (k + 2 < n && s[k + 1] == 0x3A && s[k + 2] > 0x20) {     /* ":" and no whitespace */
-                pos = k + 2;
-            } else {
-                pos = fh_colon(s, k + 1, n);
-                if (pos < 0) return -1;
-            }
+            pos = fh_key_colon(s, k, n);
+            if (pos < 0) return -1;
             pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
             if (pos < 0) return -1;
             if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */

@@ -48,12 +48,8 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
             if (kend < 0) return -1;
 #if FH_PROJ
             kstart = pos + 1;
-            if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) {    /* ":" and no whitespace */
-                pos = kend + 2;
-            } else {
-                pos = fh_colon(s, kend + 1, n);
-                if (pos < 0) return -1;
-            }
+            pos = fh_key_colon(s, kend, n);
+            if (pos < 0) return -1;
             /* a key of a length no wanted key has is not numbered (skipped below: index 255) */
             kid = kfl ? fh_knum_esc(s, kstart, kend)
                 : (force || fh_kt_len_wanted(lens, kend - kstart))
@@ -63,12 +59,8 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
 #else
             kid = kfl ? fh_knum_esc(s, pos + 1, kend) : fh_key_fast(s + pos + 1, kend - pos - 1, s + n);
             kstart = pos + 1;
-            if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) {    /* ":" and no whitespace */
-                pos = kend + 2;
-            } else {
-                pos = fh_colon(s, kend + 1, n);
-                if (pos < 0) return -1;
-            }
+            pos = fh_key_colon(s, kend, n);
+            if (pos < 0) return -1;
             if (kid == 0xFFFFFFFFu && count > 0 && !keep_all) {
 #endif
                 part = 2;       /* F_PART */

@@ -1242,6 +1242,13 @@ cdef extern from *:
         return pos;
     }
 
+    /* after a key that closes at kend: its value's first byte (most often the ":" right after
+       the key and no whitespace), or -1 */
+    static inline __attribute__((always_inline)) Py_ssize_t fh_key_colon(const unsigned char* s, Py_ssize_t kend, Py_ssize_t n) {
+        if (kend + 2 < n && s[kend + 1] == 0x3A && s[kend + 2] > 0x20) return kend + 2;
+        return fh_colon(s, kend + 1, n);
+    }
+
     /* the scan itself, twice: the baseline, and the AVX2 one where the compiler can target it */
     #define FH_(name) name
     #define FH_TGT
