@@ -299,3 +299,20 @@ def test_a_read_error_leaves_the_decoder_as_one_thread_does(tmp_path, case):
     assert got[2][1:] == got[1][1:], case
     assert got[1][0].tweets.column("text")[0].as_py() == "pending"
     assert got[1][0].rejects.num_rows >= 1                 # the cut line, rejected at finish
+
+
+def test_default_segment_size(tmp_path, monkeypatch):
+    """Without chunk_size, two threads cut the file in reader.PARALLEL_SEGMENT segments (one
+    result each) and one thread reads DEFAULT_CHUNK chunks; a chunk_size given is used."""
+    import firehose.decoder as D
+    data = generate_bytes(600, seed=4)
+    path = tmp_path / "s.ndjson"
+    path.write_bytes(data)
+    monkeypatch.setattr(D, "PARALLEL_SEGMENT", len(data) // 4 + 1)
+    monkeypatch.setattr(D, "DEFAULT_CHUNK", len(data) // 2 + 1)
+    two = [r for r in firehose.iter_file(path, threads=2) if r.tweets.num_rows]
+    one = [r for r in firehose.iter_file(path) if r.tweets.num_rows]
+    given = [r for r in firehose.iter_file(path, threads=2, chunk_size=len(data) // 3 + 1)
+             if r.tweets.num_rows]
+    assert (len(two), len(one), len(given)) == (4, 2, 3)
+    assert sum(r.tweets.num_rows for r in two) == sum(r.tweets.num_rows for r in one)

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from . import _core
 from .errors import ParseError
-from .reader import DEFAULT_CHUNK, map_chunks, read_chunks
+from .reader import DEFAULT_CHUNK, PARALLEL_SEGMENT, map_chunks, read_chunks
 from .schema import COMPLIANCE, REJECTS, TWEETS
 
 __all__ = ["Decoder", "DecodeResult", "decode_file", "iter_file"]
@@ -393,7 +393,7 @@ def _unify(batches, schema, full, empty) -> pa.Table:
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT_CHUNK,
+def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int | None = None,
               source: str | None = None, readahead: int = 2, mmap: bool = True,
               threads: int = 1, **kwargs) -> Iterator[DecodeResult]:
     """Stream a capture (plain, .gz or .zst) through a Decoder, yielding a result per chunk.
@@ -406,6 +406,8 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
     decoded is then an ``InputError``, where a mapping kills the process with SIGBUS. The
     source's last line is flushed at the end; the decoder stays usable.
 
+    ``chunk_size``: 4 MiB (``reader.DEFAULT_CHUNK``); 8 MiB with ``threads`` > 1
+    (``reader.PARALLEL_SEGMENT``: each segment has costs of its own).
     ``threads`` > 1 decodes segments of about ``chunk_size`` bytes (cut after a newline) on
     that many worker threads, each taking the next segment as it comes free, and yields a
     result per segment in file order: the same rows, line numbers, dedupe (first wins, by the
@@ -415,6 +417,8 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int = DEFAULT
     name = source if source is not None else os.fspath(path)
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError("iter_file: threads must be a positive int")
+    if chunk_size is None:
+        chunk_size = PARALLEL_SEGMENT if threads > 1 else DEFAULT_CHUNK
     if operator.index(chunk_size) < 1:
         raise ValueError(f"iter_file: chunk_size must be positive, not {chunk_size!r}")
     if threads > 1:

@@ -37,7 +37,7 @@ import sys
 from collections import Counter
 
 from .errors import InputError
-from .reader import DEFAULT_CHUNK, expand_paths
+from .reader import expand_paths
 from .schema import DIALECTS
 
 __all__ = ["survey", "format_report", "REPORT_KEYS"]
@@ -177,7 +177,7 @@ def _compression(path: str) -> tuple[str, int | None]:
     return kind, size
 
 
-def survey(paths, *, chunk_size: int = DEFAULT_CHUNK, dedupe: bool = True,
+def survey(paths, *, chunk_size: int | None = None, dedupe: bool = True,
            dedupe_window_hours: float = 48.0, samples: int = 5, top: int = 5,
            threads: int = 1) -> dict:
     """Stream the captures at ``paths`` (files, globs, ``-`` for stdin) through one Decoder and
