@@ -95,7 +95,7 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
     cdef const int64_t* row
     cdef uint8_t down
     cdef Py_ssize_t w, wlo, whi
-    cdef int passes = 0, p, bits = 0, digit
+    cdef int passes = 0, p, bits = 0, digit = 1, low = 0
     cdef const int64_t[::1] seg
     if row_ids.shape[0] != n or flags.shape[0] != n or ascending.shape[0] != nseat:
         raise ValueError("rank, row_ids and flags must be as long as the batch, ascending as seats")
@@ -115,10 +115,9 @@ def seat_pairs_by_rank(list seats, const uint8_t[::1] ascending, const int64_t[:
         return
     while bits < 64 and (<uint64_t>1 << bits) < <uint64_t>n:
         bits += 1
-    # as few passes as digits of <= 11 bits allow, digits as small as those passes allow
-    # (1M rows: two passes of 10 bits)
-    passes = (bits + _MAX_DIGIT - 1) // _MAX_DIGIT
-    digit = (bits + passes - 1) // passes if passes else 1
+    # the rank's bits (1M rows: two passes of 10 bits)
+    if bits:
+        _digits((<uint64_t>1 << bits) - 1, _MAX_DIGIT, &low, &passes, &digit)
     views = [None] * nseat                                 # keeps the buffers alive
     cdef int64_t* mem = <int64_t*>malloc(nseat * 4 * sizeof(int64_t) + 8)
     cdef uint8_t* unsorted = <uint8_t*>calloc(nseat + 1, 1)
