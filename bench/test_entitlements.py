@@ -198,11 +198,12 @@ def test_entitlements_steady_state_20_batches_of_new_ids(benchmark, batch):
 @pytest.mark.parametrize("spill", [False, True], ids=["in_memory", "spill_1h"])
 def test_delivered_memory_over_64_batches_of_new_ids(benchmark, spill, tmp_path):
     """What the benchmarks above hide by re-applying one batch: in a replay every batch's ids
-    are new, and each seat's delivered ids (kept for forwarding deletes) are merged as runs of
-    doubling size, so in memory the cost per batch grows with log2(batches) and the memory
-    without bound. 200 seats x 35k new ids a batch (the benchmark batch's deliveries), 64
-    batches of 3 minutes of tweet time each (1M tweets: the firehose's rate). ``spill_1h``:
-    a one-hour window, older deliveries moved to files (a quarter hour at a time)."""
+    are new, and what was delivered to whom (kept for forwarding deletes) grows by a block a
+    batch (the ids delivered to any seat and, for each, its seats), so in memory without
+    bound. 200 seats x 35k new ids a batch (the benchmark batch's deliveries), 64 batches of
+    3 minutes of tweet time each (1M tweets: the firehose's rate), each kept as apply() keeps
+    it. ``spill_1h``: a one-hour window, older deliveries moved to files (a quarter hour at a
+    time)."""
     import os
 
     import numpy as np
@@ -215,22 +216,28 @@ def test_delivered_memory_over_64_batches_of_new_ids(benchmark, spill, tmp_path)
     t0_ms, batch_ms = 1_650_000_000_000 - 1_288_834_974_657, 180_000
     per_seat = [np.sort(np.random.default_rng(c).choice(1_000_000, 35_000, replace=False))
                 .astype(np.int64) for c in range(N_CLIENTS)]
+    # the batch's ranks 0..1M-1, those delivered to any seat marked
+    pairs = np.concatenate(per_seat)
+    starts = np.r_[0, np.cumsum([len(x) for x in per_seat])].astype(np.int64)
+    hit = np.zeros(1_000_000, bool)
+    hit[pairs] = True
+    marked = np.flatnonzero(hit)
+    clients = [f"c{c}" for c in range(N_CLIENTS)]
     times = []
 
     def run():
-        ent._delivered.clear()
+        ent._blocks.clear()
         times.clear()
         for b in range(64):
             t0 = time.perf_counter()
             base = t0_ms + b * batch_ms
-            for c, x in enumerate(per_seat):
-                ids = ((base + x * batch_ms // 1_000_000) << 22) | x
-                ent._remember(f"c{c}", ids, checked=True)
+            ids = ((base + marked * batch_ms // 1_000_000) << 22) | marked
+            ent._remember_batch(ids, hit, clients, starts, pairs)
             if spill:
                 ent._maybe_spill(base + batch_ms // 2)
             times.append(time.perf_counter() - t0)
     benchmark.pedantic(run, rounds=1, iterations=1)
-    held = sum(len(r) for c in ent._delivered for r in ent._runs(c)) * 8
+    held = sum(b.ids.nbytes + b.off.nbytes + b.codes.nbytes for b in ent._blocks)
     on_disk = sum(os.path.getsize(p) for p in (tmp_path / "spill").iterdir()) if spill else 0
     benchmark.extra_info.update(batches=64, seats=N_CLIENTS, ids_per_seat_batch=35_000,
                                 mean_s_per_batch=sum(times) / len(times),

@@ -485,7 +485,7 @@ def _state_of(ent):
     users = {k: np.unique(np.concatenate(v)).tolist() for k, v in ent._delivered_users.items()}
     authors = sorted({(int(a), int(t)) for run in ent._author_runs() for a, t in zip(*run)})
     return (ent.batch, dict(ent._day_counts), dict(ent._group_counts),
-            {k: np.unique(np.concatenate(ent._runs(k))).tolist() for k in ent._delivered}, users,
+            {k: v.tolist() for k, v in ent._held_ids().items()}, users,
             authors)
 
 
@@ -948,7 +948,7 @@ def test_forwarding_is_exact_after_old_deliveries_move_to_the_spill(seed, merge,
         # nothing older than the window and a quarter is left in memory
         if k >= 6:
             limit = _snowflake(minute - 75, 0)
-            assert all(r.min() >= limit for c in ent._delivered for r in ent._runs(c))
+            assert all(b.ids[0] >= limit for b in ent._blocks)
             assert all(t.min() >= limit for _, t in ent._author_runs() if len(t))
         # deletes of tweets from any time, delivered or not
         pool = sorted(set().union(*got_ids.values()))
@@ -997,11 +997,10 @@ def test_a_late_tweet_keeps_no_batch_buffer_alive(tmp_path):
                        spill_dir=str(tmp_path / "s"), window_hours=1.0)
     d = tweets(*[tw(_snowflake(120, k)) for k in range(50)], tw(_snowflake(100, 999)))
     ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
-    slots = ent._delivered["a"]
-    assert len(slots) == 2
-    late = slots[min(slots)]
-    assert [r.tolist() for r in late] == [[_snowflake(100, 999)]]
-    assert all(r.base is None or r.base.size <= 2 * r.size for r in late)
+    assert len(ent._blocks) == 2
+    late = min(ent._blocks, key=lambda b: b.slot)
+    assert late.ids.tolist() == [_snowflake(100, 999)] and late.off.tolist() == [0, 1]
+    assert all(r.base is None or r.base.size <= 2 * r.size for r in late[1:])
 
 
 def test_a_state_made_without_syncing_lists_the_files_to_sync(tmp_path):
@@ -1192,7 +1191,7 @@ def test_a_state_relying_on_spilled_files_needs_them(tmp_path):
     for t in (old, new):
         d = tweets(tw(t))
         ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
-    assert ent._spill.files and [r.tolist() for r in ent._runs("a")] == [[new]]
+    assert ent._spill.files and {k: v.tolist() for k, v in ent._held_ids().items()} == {"a": [new]}
     data = ent.state_to_bytes()
     with pytest.raises(StateError, match="spill_dir"):
         Entitlements(plans, source="fh").load_state(data)
@@ -1206,29 +1205,90 @@ def test_a_state_relying_on_spilled_files_needs_them(tmp_path):
         Entitlements(plans, source="fh", spill_dir=str(tmp_path / "s")).load_state(data)
 
 
-@pytest.mark.parametrize("spread", [60, 1 << 40, 1 << 62], ids=["narrow", "snowflake", "wide"])
-def test_the_core_merges_runs_into_one_id_order_with_the_run_of_each(spread):
-    """merge_runs against a stable argsort: ids in order, equal ids in run order, each with
-    its run; ids spread over more than 64 bits with the run index (``wide``) take the heap
-    path. A run out of order is refused."""
+@pytest.mark.parametrize("remap", [False, True], ids=["ranks", "rows"])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_the_core_regroups_delivered_pairs_by_rank(remap, dtype):
+    """seats_by_rank against a brute force: for each marked rank, in ascending order, the
+    codes of the seats whose pairs hold it, in seat order (a rank twice in a seat: twice);
+    pairs given as rows with their ranks (a batch out of id order). A pair whose rank is not
+    marked or outside, starts that do not fit, a code too wide: refused."""
     from firehose import _core
-    rng = np.random.default_rng(spread % 1000)
-    for _ in range(40):
-        runs = [np.sort(rng.integers(-spread, spread, int(rng.integers(0, 60))))
-                for _ in range(int(rng.integers(1, 70)))]
-        total = sum(len(r) for r in runs)
-        ids, run = np.full(total + 2, -7, np.int64), np.full(total + 2, -7, np.int32)
-        assert _core.merge_runs(runs, ids, run) == total
-        flat = np.concatenate(runs)
-        of = np.concatenate([np.full(len(r), k, np.int32) for k, r in enumerate(runs)])
-        o = np.argsort(flat, kind="stable")
-        assert np.array_equal(ids[:total], flat[o]) and np.array_equal(run[:total], of[o])
-        assert (ids[total:] == -7).all() and (run[total:] == -7).all()
-    with pytest.raises(ValueError, match="ascending"):
-        _core.merge_runs([np.array([1, 5]), np.array([4, 3])], np.empty(4, np.int64),
-                         np.empty(4, np.int32))
-    with pytest.raises(ValueError, match="shorter"):
-        _core.merge_runs([np.array([1, 5])], np.empty(1, np.int64), np.empty(2, np.int32))
+    rng = np.random.default_rng(3 + remap)
+    for _ in range(60):
+        n = int(rng.integers(1, 400))
+        S = int(rng.integers(0, 12))
+        seats = [np.sort(rng.choice(n, int(rng.integers(0, n + 1)), replace=rng.random() < 0.2))
+                 for _ in range(S)]
+        hit = np.zeros(n, np.uint8)
+        for x in seats:
+            hit[x] = 1
+        hit[rng.choice(n, n // 10)] |= rng.random() < 0.3     # marked, delivered to none
+        starts = np.r_[0, np.cumsum([len(x) for x in seats])].astype(np.int64)
+        ranks = np.concatenate(seats + [np.zeros(0, np.int64)]).astype(np.int64)
+        codes_of = rng.choice(70000 if dtype is np.int32 else 65536, S, replace=False)
+        perm = rng.permutation(n).astype(np.int64)       # row perm[k] has rank k
+        rank_of = np.empty(n, np.int64)
+        rank_of[perm] = np.arange(n)
+        pairs = perm[ranks] if remap else ranks
+        m = int(np.count_nonzero(hit))
+        off, codes = np.full(m + 1, -9, np.int64), np.full(len(ranks), 9, dtype)
+        assert _core.seats_by_rank(starts, codes_of.astype(np.int64), pairs,
+                                   rank_of if remap else None, hit, off, codes) == m
+        for k, r in enumerate(np.flatnonzero(hit).tolist()):
+            want = [int(codes_of[s]) for s in range(S) for _ in range(int((seats[s] == r).sum()))]
+            assert codes[off[k]:off[k + 1]].tolist() == want
+        assert off[0] == 0 and off[-1] == len(ranks)
+    one = np.array([0, 1], np.int64)
+    with pytest.raises(IndexError):          # rank 1 not marked
+        _core.seats_by_rank(one, np.array([0], np.int64), np.array([1], np.int64), None,
+                            np.array([1, 0], np.uint8), np.empty(2, np.int64),
+                            np.empty(1, dtype))
+    with pytest.raises(IndexError):          # outside rank_of
+        _core.seats_by_rank(one, np.array([0], np.int64), np.array([5], np.int64),
+                            np.arange(2, dtype=np.int64), np.array([1, 1], np.uint8),
+                            np.empty(3, np.int64), np.empty(1, dtype))
+    with pytest.raises(ValueError, match="one more"):
+        _core.seats_by_rank(one, np.array([0, 1], np.int64), np.array([0], np.int64), None,
+                            np.array([1], np.uint8), np.empty(2, np.int64), np.empty(1, dtype))
+    with pytest.raises(ValueError, match="exactly one"):
+        _core.seats_by_rank(one, np.array([0], np.int64), np.array([0], np.int64), None,
+                            np.array([1], np.uint8), np.empty(2, np.int64), np.empty(2, dtype))
+    if dtype is np.uint16:
+        with pytest.raises(ValueError, match="does not fit"):
+            _core.seats_by_rank(one, np.array([70000], np.int64), np.array([0], np.int64),
+                                None, np.array([1], np.uint8), np.empty(2, np.int64),
+                                np.empty(1, dtype))
+
+
+def test_a_spilled_file_of_the_earlier_format_is_read(tmp_path):
+    """A state of an earlier version names a delivered file of one row per (id, seat),
+    sorted by id, the seat dictionary-encoded: a resumed run forwards deletes from it."""
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p") + seat("b", "p"))
+    plans = compile_plans(config, today=dt.date(2026, 1, 1))
+    ent = Entitlements(plans, source="fh", spill_dir=str(tmp_path / "s"), window_hours=1.0)
+    old, new = _snowflake(0, 1), _snowflake(600, 1)
+    for t in (old, new):
+        d = tweets(tw(t, "alpha beta"), tw(t + 1, "alpha"))
+        routed = {"a": (np.array([0, 1]), pa.array([["r"], ["r"]])),
+                  "b": (np.array([0]), pa.array([["r"]]))}
+        ent.apply(d.tweets, routed)
+    (name, lo, hi), = [(n, lo, hi) for k, n, lo, hi in ent._spill.files if k == "delivered"]
+    assert (lo, hi) == (old, old + 1)
+    # the file rewritten as the earlier version wrote it
+    path = tmp_path / "s" / name
+    pa.ipc.new_file(str(path), pa.schema([("tweet_id", pa.int64()), (
+        "client", pa.dictionary(pa.int32(), pa.string()))])).close()
+    table = pa.table({"tweet_id": pa.array([old, old, old + 1], pa.int64()),
+                      "client": pa.DictionaryArray.from_arrays(pa.array([1, 0, 1], pa.int32()),
+                                                               pa.array(["b", "a"]))})
+    with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+        w.write_table(table)
+    again = Entitlements(plans, source="fh", spill_dir=str(tmp_path / "s"))
+    again.load_state(ent.state_to_bytes())
+    fwd = again.forward(tweets(*[{"delete": {"status": {"id_str": str(t)}}}
+                                 for t in (old, old + 1, new, new + 1, 5)]).compliance)
+    assert {c: t.column("tweet_id").to_pylist() for c, t in fwd.items()} == \
+        {"a": [old, old + 1, new, new + 1], "b": [old, new]}
 
 
 def test_the_core_says_which_seats_rows_strictly_ascend():
@@ -1399,7 +1459,7 @@ def test_delivered_to_finds_each_id_in_every_seat_that_got_it(spill, tmp_path):
                 batches.append(ids)
             truth[f"c{c}"] = np.unique(np.concatenate(batches))
         pool = np.concatenate(list(truth.values()))
-        edges = np.concatenate([[r[0], r[-1]] for c in truth for r in ent._runs(c)])
+        edges = np.concatenate([[b.ids[0], b.ids[-1]] for b in ent._blocks])
         q = np.r_[rng.choice(pool, 50), (t0 + rng.integers(0, 3_600_000, 50)) << 22,
                   [-1, -1, 0], rng.choice(edges, 10)]
         rng.shuffle(q)
@@ -1407,41 +1467,6 @@ def test_delivered_to_finds_each_id_in_every_seat_that_got_it(spill, tmp_path):
         assert set(got) <= set(truth)
         for c, ids in truth.items():
             assert (got.get(c, np.zeros(len(q), bool)) == np.isin(q, ids)).all(), (trial, c)
-
-
-def test_id_runs_stay_distinct_sorted_and_few():
-    """The delivered-id runs (_push_id_run): after every push, each run strictly ascends (a
-    pushed run's repeats go), the runs hold the ids pushed (a stream's each once), and there
-    are O(log n) of them; streams of
-    runs one after another (joined side by side), overlapping, repeating ids within a run,
-    out of order, and of mixed sizes."""
-    from firehose.entitlements import _push_id_run
-    rng = np.random.default_rng(11)
-    for case in range(60):
-        runs, seen, base = [], set(), 1 << 40
-        for b in range(int(rng.integers(1, 120))):
-            size = int(rng.choice([1, 2, 5, 50, 400]))
-            kind = case % 4
-            if kind == 0:          # a stream: each batch after the last
-                ids = base + np.sort(rng.choice(10 * size, size, replace=False))
-                base = int(ids[-1]) + 1
-            elif kind == 1:        # overlapping batches
-                ids = np.sort(rng.integers(0, 5000, size)) + (1 << 40)
-                ids = np.unique(ids)
-            elif kind == 2:        # a stream whose batches repeat ids within themselves
-                ids = base + np.sort(rng.integers(0, 3 * size, size))
-                base = int(ids[-1]) + 1
-            else:                  # batches out of order, apart
-                ids = (int(rng.integers(0, 1000)) << 20) + np.sort(rng.choice(1 << 20, size, replace=False))
-            _push_id_run(runs, ids.astype(np.int64))
-            seen.update(ids.tolist())
-            for r in runs:
-                assert len(r) and (np.diff(r) > 0).all(), (case, b)
-            allids = np.concatenate(runs)      # (two runs may share an id until joined)
-            assert set(allids.tolist()) == seen, (case, b)
-            if kind in (0, 2):                 # a stream's runs never share one
-                assert len(allids) == len(seen), (case, b)
-            assert len(runs) <= 3 * max(1, int(np.log2(max(len(seen), 2)))) + 4, (case, b, len(runs))
 
 
 @pytest.mark.parametrize("n", [300, 20000])
@@ -1561,5 +1586,5 @@ def test_delivered_to_no_ids(spill, tmp_path):
         "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
         "clients": {}}), today=dt.date(2026, 1, 1)), source="fh",
         spill_dir=str(tmp_path / "s") if spill else None, window_hours=1.0)
-    ent._remember("a", np.array([5 << 22, 6 << 22], np.int64), checked=True)
+    ent._remember("a", np.array([5 << 22, 6 << 22], np.int64))
     assert ent._delivered_to(np.zeros(0, np.int64)) == {}

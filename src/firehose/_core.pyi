@@ -75,13 +75,15 @@ def merge_pairs(ka: memoryview, va: memoryview, kb: memoryview, vb: memoryview,
                 ko: memoryview, vo: memoryview) -> int:
     """Two runs of (key, value) pairs sorted by key then value merged, repeats once."""
 
-def merge_runs(runs: list, ids_out: memoryview, run_out: memoryview) -> int:
-    """Ascending int64 runs merged into one (ids and, per id, its run's index; equal ids in
-    run order) by pairwise merges of packed keys (firehose.entitlements' spill)."""
-
 def simd_level(level: int | None = None) -> int: ...
 def find_newline(buf: bytes | bytearray | memoryview) -> int:
     """The index of the first newline byte of a contiguous buffer, or -1."""
 def json_path_parts(line: bytes, col: int) -> tuple[list, int]:
     """(keys and indices from the top, levels in all) of the place at byte ``col`` of a line
     (firehose.decoder.json_path_at)."""
+
+def seats_by_rank(starts: memoryview, seat_codes: memoryview, pairs: memoryview,
+                  rank_of: memoryview | None, hit: memoryview, off: memoryview,
+                  codes: memoryview) -> int:
+    """The delivered pairs' seats regrouped by marked rank, as a CSR index (off, codes);
+    returns the number of marked ranks (firehose.entitlements)."""

@@ -36,7 +36,7 @@ import re
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -419,8 +419,11 @@ class _Spill:
     ``directory``, read through memory maps (the pages a lookup touches, not the files, are
     what it costs; the kernel keeps or drops them as memory allows).
 
-    ``delivered-<seq>.arrow``: (tweet_id, client) for every seat a tweet went to, sorted by
-    id then client, the client dictionary-encoded; ``authors-<seq>.arrow``: (author_id,
+    ``delivered-<seq>.arrow``: the delivery blocks of a slot (see :class:`_Block`), a record
+    batch each: ``tweet_id`` ascending and ``clients``, the seats it went to as a list of
+    codes, their names in the schema's metadata (``clients``, JSON). (Files of earlier
+    versions, (tweet_id, client) per seat a tweet went to, sorted by id, the client
+    dictionary-encoded, are read as one block.) ``authors-<seq>.arrow``: (author_id,
     tweet_id) of every delivered row, sorted by author then id. Each file is written once,
     atomically and synced, before a checkpoint can name it; a checkpoint lists the files it
     relies on with their id range (``lo``, ``hi``).
@@ -451,7 +454,7 @@ class _Spill:
         self._lock = threading.Lock()       # the pipeline's committer marks and deletes
 
     def write(self, kind: str, table: pa.Table, lo: int, hi: int) -> None:
-        """A new file of ``kind``: ``table``, as one record batch."""
+        """A new file of ``kind``: ``table``, a record batch per chunk."""
         self.seq += 1
         name = f"{kind}-{self.seq:06d}.arrow"
         if not os.path.isdir(self.directory):
@@ -464,7 +467,8 @@ class _Spill:
         try:
             with open(tmp, "wb") as f:
                 with pa.ipc.new_file(f, table.schema) as w:
-                    w.write_table(table, max_chunksize=len(table))
+                    for batch in table.to_batches():
+                        w.write_batch(batch)
             os.replace(tmp, path)
         except OSError as e:
             _unlink(tmp)
@@ -472,6 +476,22 @@ class _Spill:
         self.files.append((kind, name, int(lo), int(hi)))
         with self._lock:
             self._unsynced.append(path)
+
+    def write_blocks(self, blocks: list, names: list[str]) -> None:
+        """A new ``delivered`` file of these blocks, as they are (no copy but the seat codes
+        when they must widen to the file's type), ``names`` naming their seat codes."""
+        wide = any(b.codes.dtype != np.uint16 for b in blocks)
+        ctype = pa.int32() if wide else pa.uint16()
+        schema = pa.schema([("tweet_id", pa.int64()), ("clients", pa.large_list(ctype))],
+                           metadata={"clients": json.dumps(names)})
+        batches = [pa.record_batch([
+            pa.array(b.ids, pa.int64()),
+            pa.LargeListArray.from_arrays(pa.array(b.off, pa.int64()),
+                                          pa.array(b.codes.astype(ctype.to_pandas_dtype(),
+                                                                  copy=False), ctype))],
+            schema=schema) for b in blocks]
+        self.write("delivered", pa.Table.from_batches(batches, schema),
+                   min(int(b.ids[0]) for b in blocks), max(int(b.ids[-1]) for b in blocks))
 
     def unsynced(self) -> list[str]:
         with self._lock:
@@ -528,13 +548,31 @@ class _Spill:
             raise StateError(f"{path}: a spilled delivery index cannot be read: {e}") from None
 
     def _columns(self, name: str) -> tuple:
-        """A delivered file: (tweet ids, client codes, clients), one batch."""
+        """A delivered file: (blocks, each (ids, off, codes); their first ids; their last
+        ids; the seat names of the codes)."""
         got = self._maps.get(name)
         if got is None:
-            b = pa.Table.from_batches(self._read(name)).combine_chunks()   # (never empty)
-            a, c = b.column(0).chunk(0), b.column(1).chunk(0)
-            got = self._maps[name] = (a.to_numpy(), c.indices.to_numpy(),
-                                      c.dictionary.to_pylist())
+            batches = [b for b in self._read(name) if b.num_rows]
+            if batches and pa.types.is_dictionary(batches[0].schema.field(1).type):
+                # an earlier version's file: a row per (id, seat), sorted by id
+                b = pa.Table.from_batches(batches).combine_chunks()
+                tid, c = b.column(0).chunk(0).to_numpy(), b.column(1).chunk(0)
+                first = np.r_[0, np.flatnonzero(tid[1:] != tid[:-1]) + 1]
+                blocks = [(tid[first], np.r_[first, len(tid)].astype(np.int64),
+                           c.indices.to_numpy())]
+                names = c.dictionary.to_pylist()
+            else:
+                try:
+                    names = json.loads(batches[0].schema.metadata[b"clients"]) \
+                        if batches else []
+                except (KeyError, TypeError, ValueError) as e:
+                    raise StateError(f"{os.path.join(self.directory, name)}: a spilled "
+                                     f"delivery index names no clients: {e}") from None
+                blocks = [(b.column(0).to_numpy(), b.column(1).offsets.to_numpy(),
+                           b.column(1).values.to_numpy()) for b in batches]
+            got = self._maps[name] = (
+                blocks, np.array([ids[0] for ids, _, _ in blocks], np.int64),
+                np.array([ids[-1] for ids, _, _ in blocks], np.int64), names)
         return got
 
     def _author_parts(self, name: str) -> tuple:
@@ -575,24 +613,20 @@ class _Spill:
             if _SPILL_NAME.match(name) and name not in keep:
                 _unlink(os.path.join(self.directory, name))
 
-    def seats(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """(client, positions in ``ids`` delivered to it) from the spilled files."""
-        out: list[tuple[str, np.ndarray]] = []
-        order = np.argsort(ids, kind="stable")      # ascending: each map read in order, and
-        srt = ids[order]                            # a file's ids are one slice of them
+    def hits(self, q: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+        """Where the ascending ids ``q`` were delivered, from the spilled files: per file
+        that has any, (seat codes, indices in ``q``, the file's seat names)."""
+        out = []
         for kind, name, lo, hi in self.files:
             if kind != "delivered":
                 continue
-            a, b = np.searchsorted(srt, lo, "left"), np.searchsorted(srt, hi, "right")
+            a, b = np.searchsorted(q, lo, "left"), np.searchsorted(q, hi, "right")
             if a == b:
                 continue
-            tid, code, clients = self._columns(name)
-            at, pos = _ranges(tid, srt[a:b])
-            if not len(at):
-                continue
-            c = code[at]
-            for k in np.unique(c).tolist():
-                out.append((clients[k], order[a + pos[c == k]]))
+            blocks, first, last, names = self._columns(name)
+            seat, at = _block_hits(blocks, first, last, q[a:b])
+            if len(seat):
+                out.append((seat, at + a, names))
         return out
 
     def tweets_by(self, users: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -785,6 +819,46 @@ def _ranges(run: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(total), which
 
 
+class _Block(NamedTuple):
+    """What one batch delivered in one slot of tweet time: ``ids`` ascending (distinct but
+    for an id a batch held twice) and the seats of ``ids[k]``, ``codes[off[k]:off[k + 1]]``
+    (codes of the owner's seat names; a CSR index). A batch of 1M tweets delivered to 200
+    seats, 7M (seat, id) pairs, holds 8 bytes an id and 2 a pair (~30 MB): per seat sorted
+    runs held 8 a pair (56 MB) and had to be merged as batches came."""
+    slot: int
+    ids: np.ndarray
+    off: np.ndarray
+    codes: np.ndarray
+
+
+def _block_hits(blocks, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Where the ascending ids ``q`` were delivered in ``blocks`` (each (ids, off, codes)
+    last three, ``lo``/``hi`` their first and last ids): (seat code, index in ``q``) for every
+    seat an id went to, in any order. Each block is asked about the slice of ``q`` within
+    its range only."""
+    a = np.searchsorted(q, lo, "left")
+    b = np.searchsorted(q, hi, "right")
+    seats, at = [], []
+    for i in np.flatnonzero(b > a).tolist():
+        blk = blocks[i]
+        ids, off, codes = blk[-3], blk[-2], blk[-1]
+        pos, which = _ranges(ids, q[a[i]:b[i]])
+        if not len(pos):
+            continue
+        start = off[pos]
+        count = off[pos + 1] - start
+        total = int(count.sum())
+        if not total:
+            continue
+        seats.append(codes[np.repeat(start - (np.cumsum(count) - count), count)
+                           + np.arange(total)])
+        at.append(np.repeat(which + a[i], count))
+    if not seats:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(seats), np.concatenate(at)
+
+
 class Entitlements:
     """Applies a PlanSet batch by batch; keeps the cap counters and what was delivered to whom
     (to forward later deletes and user events to exactly those clients).
@@ -805,9 +879,15 @@ class Entitlements:
         self.source = source
         self._day_counts: dict[tuple[str, int], int] = {}
         self._group_counts: dict[tuple[str, int], int] = {}
-        # ids delivered per client: per slot of tweet time (a quarter of the window, when
-        # there is a spill; else one slot), sorted runs of roughly doubling sizes
-        self._delivered: dict[str, dict[int, list[np.ndarray]]] = {}
+        # what was delivered to whom (to forward deletes): a block per batch and slot of
+        # tweet time (a quarter of the window, when there is a spill; else one slot), each
+        # the distinct ids delivered to any seat and, for each, the seats' codes (see
+        # _Block); nothing is merged as batches come, a lookup searches the blocks whose id
+        # range holds an id
+        self._blocks: list[_Block] = []
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None    # the blocks' lo, hi
+        self._seat_code: dict[str, int] = {}
+        self._seat_names: list[str] = []
         # authors delivered per client, as checkpoints before the author index kept them
         # (loaded, consulted and saved again; nothing new is added)
         self._delivered_users: dict[str, list[np.ndarray]] = {}
@@ -1016,10 +1096,6 @@ class Entitlements:
                 for (r, pol), cnt in by_reason.items():
                     audit.append(base + ("denied", r, pol, cnt))
                 denial_parts.append((rules, bad_order[ba:bb]))
-            if kb > ka:
-                # a seat whose rows came ascending has its ids in id order already (a
-                # repeated id stays until its run is merged); others are checked
-                self._remember(client, got[ka:kb], checked=ascending[s])
         new_pairs = 0
         if n_kept:
             # (author, id) of each row delivered to any seat, once, in id order: the author
@@ -1031,6 +1107,8 @@ class Entitlements:
             self._pending_authors.append(pend)
             if len(self._pending_authors) > _PENDING_BATCHES:
                 self._author_runs()
+            self._remember_batch(pend[1], hit, names, kept_at, rows_k,
+                                 None if perm is None else rank)
         if self._spill is not None and n:
             # the batch's time: its median id's (a stray id far ahead cannot move it)
             mid = ids[n // 2] if perm is None else ids[perm[n // 2]]
@@ -1118,10 +1196,10 @@ class Entitlements:
         vals = [np.array([r[3] for r in rows], np.int64)]
         kind_parts = [np.array(kind_idx, np.int8)]
         name_parts = [np.array(name_idx, np.int32)]
-        held = {c: self._runs(c) for c in self._delivered}
+        held = self._held_ids()
         for label, store in (("delivered", held), ("delivered_user", self._delivered_users)):
             for client in sorted(store):
-                got = _merged(store[client])
+                got = store[client] if label == "delivered" else _merged(store[client])
                 keys.append(got)
                 vals.append(np.zeros(len(got), np.int64))
                 kind_parts.append(np.full(len(got), kinds.index(label), np.int8))
@@ -1171,26 +1249,27 @@ class Entitlements:
         meta = table.schema.metadata or {}
         self.batch = int(meta.get(b"batch", b"0"))
         self._day_counts, self._group_counts = {}, {}
-        self._delivered, self._delivered_users = {}, {}
+        self._blocks, self._bounds, self._delivered_users = [], None, {}
         self._authors, self._pending_authors = [], []
         code = {k: i for i, k in enumerate(kinds)}
         for label, counts in (("day", self._day_counts), ("group", self._group_counts)):
             for i in np.flatnonzero(kind_codes == code.get(label, -1)).tolist():
                 counts[(names[name_codes[i]], int(key[i]))] = int(value[i])
-        for label, store in (("delivered", self._delivered),
-                             ("delivered_user", self._delivered_users)):
-            sel = np.flatnonzero(kind_codes == code.get(label, -1))
-            if not len(sel):
-                continue
+        sel = np.flatnonzero(kind_codes == code.get("delivered", -1))
+        if len(sel):
+            # the (client, id) rows as one block (split by slot)
+            seat = np.full(len(names), -1, np.int64)
+            for k in np.unique(name_codes[sel]).tolist():
+                seat[k] = self._code(names[k])
+            self._add_pairs(key[sel], seat[name_codes[sel]])
+        sel = np.flatnonzero(kind_codes == code.get("delivered_user", -1))
+        if len(sel):
             who, ids = name_codes[sel], key[sel]
             order = np.argsort(who, kind="stable")
             who, ids = who[order], ids[order]
             cuts = np.flatnonzero(who[1:] != who[:-1]) + 1
             for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(who)].tolist()):
-                if label == "delivered":
-                    self._remember(names[who[lo]], np.sort(ids[lo:hi]))
-                else:
-                    store[names[who[lo]]] = [np.sort(ids[lo:hi])]
+                self._delivered_users[names[who[lo]]] = [np.sort(ids[lo:hi])]
         sel = np.flatnonzero(kind_codes == code.get("author", -1))
         if len(sel):
             self._authors = [_sorted_pairs(key[sel], value[sel])]
@@ -1239,40 +1318,23 @@ class Entitlements:
         self.close()
 
     def _spill_slots(self, before: int) -> None:
-        """The delivered ids of slots before ``before`` (and the author pairs of ids as old)
-        out of memory into one file each of the spill: (id, client) sorted by id, (author,
-        id) sorted by author. Whole runs go: nothing kept is copied. Late tweets (slots
-        spilled before, delivered since) go to a file of their own: in with the rest they
-        would stretch its id range over the past, and a file is searched by every id in its
-        range."""
+        """The delivery blocks of slots before ``before`` (and the author pairs of ids as old)
+        out of memory into one file each of the spill (see :class:`_Spill`): the blocks as
+        they are, (author, id) sorted by author. Late tweets (slots spilled before, delivered
+        since) go to a file of their own: in with the rest they would stretch its id range
+        over the past, and a file is searched by every id in its range."""
         prev = self._evicted_ms
-        groups: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
-        for client in sorted(self._delivered):
-            slots = self._delivered[client]
-            for late in (False, True):
-                old = [run for slot in sorted(slots) if slot < before
-                       and late == (prev is not None and slot * self._slot_ms < prev)
-                       for run in slots[slot]]
-                if old:
-                    groups[late][0].append(_merged(old))
-                    groups[late][1].append(client)
-            for slot in [s for s in slots if s < before]:
-                del slots[slot]
-            if not slots:
-                del self._delivered[client]
-        for ids, names in groups.values():
-            if not ids:
-                continue
-            # one run by id, then client: merged by the core (an argsort and two gathers
-            # took 4x as long)
-            total = sum(len(a) for a in ids)
-            tid, code = np.empty(total, np.int64), np.empty(total, np.int32)
-            _core.merge_runs(ids, tid, code)
-            del ids[:]
-            self._spill.write("delivered", pa.table({
-                "tweet_id": pa.array(tid, pa.int64()),
-                "client": pa.DictionaryArray.from_arrays(code, pa.array(names, pa.string()))}),
-                tid[0], tid[-1])
+        groups: dict[bool, list[_Block]] = {False: [], True: []}
+        keep = []
+        for blk in self._blocks:
+            if blk.slot < before:
+                groups[prev is not None and blk.slot * self._slot_ms < prev].append(blk)
+            else:
+                keep.append(blk)
+        self._blocks, self._bounds = keep, None
+        for blocks in groups.values():
+            if blocks:
+                self._spill.write_blocks(blocks, self._seat_names)
         limit = max(before * self._slot_ms, 0) << _SNOWFLAKE_SHIFT
         old_a, old_t, keep_a = [], [], []
         for author, tid in self._author_runs():
@@ -1296,44 +1358,91 @@ class Entitlements:
                                                    "tweet_id": pa.array(tid, pa.int64())}),
                               tid.min(), tid.max())
 
-    def _remember(self, client: str, ids: np.ndarray, checked: bool = False) -> None:
-        """Keep the ids delivered to ``client`` as sorted runs of geometrically growing sizes
-        (:func:`_push_id_run`), so there are O(log n) runs, membership is a binary search per
-        run, and a batch costs about its own size, not the whole history."""
+    def _code(self, client: str) -> int:
+        """The client's seat code in the delivery blocks (given on first sight, kept)."""
+        got = self._seat_code.get(client)
+        if got is None:
+            got = self._seat_code[client] = len(self._seat_names)
+            self._seat_names.append(client)
+        return got
+
+    def _code_dtype(self):
+        """Seat codes take two bytes while there are at most 65536 seats, else four."""
+        return np.uint16 if len(self._seat_names) <= 0x10000 else np.int32
+
+    def _add_block(self, ids: np.ndarray, off: np.ndarray, codes: np.ndarray) -> None:
+        """Keep a block (ascending ``ids``, the seats of ``ids[k]`` being ``codes[off[k]:
+        off[k + 1]]``), cut where the ids cross into another slot (a slot leaves memory
+        whole). A piece is a view of the caller's arrays, which it keeps alive; a late
+        tweet's piece may sit in an old slot until the slot is spilled: all pieces but the
+        largest are copied."""
         if not len(ids):
             return
-        slots = self._delivered.setdefault(client, {})
-        ids = np.asarray(ids, np.int64)
-        # apply() passes its delivered ids in id order (``checked``); others are sorted when
-        # they are not in order (a repeated id goes in _push_id_run, which checks each run).
-        # A run apply() passes is a slice of the batch's delivered ids: until it is joined
-        # (or a checkpoint rewrites the runs) it keeps that whole array alive, so the arena
-        # cannot hand it out again: up to three batches' (runs join four at a time; copying
-        # each run instead measured no better in the steady-state benchmark).
-        if len(ids) > 1 and not checked and (ids[1:] < ids[:-1]).any():
-            ids = np.sort(ids)
-        # a run holds one slot's ids (a slot leaves memory whole)
-        pieces = [(0, ids)]
-        if self._slot_ms is not None:
-            first = (int(ids[0]) >> _SNOWFLAKE_SHIFT) // self._slot_ms
-            if first != (int(ids[-1]) >> _SNOWFLAKE_SHIFT) // self._slot_ms:
-                slot = (ids >> _SNOWFLAKE_SHIFT) // self._slot_ms
-                cut = np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, len(ids)]
-                pieces = [(int(slot[a]), ids[a:b]) for a, b in zip(cut[:-1], cut[1:])]
-            else:
-                pieces = [(first, ids)]
-        if len(pieces) > 1:
-            # a piece is a view of the caller's array (apply(): the batch's pairs buffer),
-            # which it keeps alive until its run merges; a late tweet's piece may sit in an
-            # old slot until the slot is spilled: all but the largest are copied
-            big = max(range(len(pieces)), key=lambda i: len(pieces[i][1]))
-            pieces = [(k, p if i == big else p.copy()) for i, (k, p) in enumerate(pieces)]
-        for key, piece in pieces:
-            _push_id_run(slots.setdefault(key, []), piece)
+        self._bounds = None
+        if self._slot_ms is None:
+            self._blocks.append(_Block(0, ids, off, codes))
+            return
+        first = (int(ids[0]) >> _SNOWFLAKE_SHIFT) // self._slot_ms
+        if first == (int(ids[-1]) >> _SNOWFLAKE_SHIFT) // self._slot_ms:
+            self._blocks.append(_Block(first, ids, off, codes))
+            return
+        slot = (ids >> _SNOWFLAKE_SHIFT) // self._slot_ms
+        cut = np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, len(ids)]
+        big = int(np.argmax(np.diff(cut)))
+        for j, (a, b) in enumerate(zip(cut[:-1].tolist(), cut[1:].tolist())):
+            o = off[a:b + 1]
+            piece_ids, piece_codes = ids[a:b], codes[o[0]:o[-1]]
+            if j != big:
+                piece_ids, piece_codes = piece_ids.copy(), piece_codes.copy()
+            self._blocks.append(_Block(int(slot[a]), piece_ids, o - o[0], piece_codes))
 
-    def _runs(self, client: str) -> list[np.ndarray]:
-        """Every run of ids delivered to ``client`` held in memory."""
-        return [run for runs in self._delivered.get(client, {}).values() for run in runs]
+    def _remember_batch(self, ids: np.ndarray, hit: np.ndarray, clients: list[str],
+                        starts: np.ndarray, pairs: np.ndarray,
+                        rank_of: np.ndarray | None = None) -> None:
+        """A batch's block of the delivery memory: ``ids``, those of the ranks ``hit``
+        marks (in rank order, the batch's id order), and for each, the seats it went to:
+        ``clients[s]`` got ``pairs[starts[s]:starts[s + 1]]``, ranks (or rows, with their
+        ranks in ``rank_of``). The core regroups the pairs by rank (each seat's ids kept as
+        a sorted run and merged with the earlier ones as batches came cost ~3x as much, in
+        bursts, and twice the memory)."""
+        seat_codes = np.array([self._code(client) for client in clients], np.int64)
+        off = np.empty(len(ids) + 1, np.int64)
+        seat_of = np.empty(int(starts[-1]), self._code_dtype())
+        _core.seats_by_rank(starts, seat_codes, pairs, rank_of, hit.view(np.uint8), off,
+                            seat_of)
+        self._add_block(ids, off, seat_of)
+
+    def _add_pairs(self, tid: np.ndarray, seat: np.ndarray) -> None:
+        """(tweet id, seat code) pairs in any order, repeats allowed, kept as a block."""
+        if not len(tid):
+            return
+        o = np.lexsort((seat, tid))
+        tid, seat = tid[o], seat[o]
+        keep = np.ones(len(tid), bool)
+        keep[1:] = (tid[1:] != tid[:-1]) | (seat[1:] != seat[:-1])
+        tid, seat = tid[keep], seat[keep]
+        first = np.r_[0, np.flatnonzero(tid[1:] != tid[:-1]) + 1]
+        self._add_block(tid[first], np.r_[first, len(tid)].astype(np.int64),
+                        seat.astype(self._code_dtype()))
+
+    def _remember(self, client: str, ids) -> None:
+        """Record ``ids`` as delivered to ``client`` (checkpoints of older formats; tests)."""
+        ids = np.asarray(ids, np.int64)
+        self._add_pairs(ids, np.full(len(ids), self._code(client), np.int64))
+
+    def _held_ids(self) -> dict[str, np.ndarray]:
+        """client -> the distinct ids delivered to it that memory holds, ascending."""
+        if not self._blocks:
+            return {}
+        tid = np.concatenate([np.repeat(b.ids, np.diff(b.off)) for b in self._blocks])
+        seat = np.concatenate([b.codes.astype(np.int64) for b in self._blocks])
+        o = np.lexsort((tid, seat))
+        tid, seat = tid[o], seat[o]
+        keep = np.ones(len(tid), bool)
+        keep[1:] = (tid[1:] != tid[:-1]) | (seat[1:] != seat[:-1])
+        tid, seat = tid[keep], seat[keep]
+        cut = np.r_[0, np.flatnonzero(seat[1:] != seat[:-1]) + 1, len(seat)].tolist()
+        return {self._seat_names[seat[a]]: tid[a:b] for a, b in zip(cut[:-1], cut[1:])}
 
     def _author_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The author index with the pending batches sorted in: runs of (author, tweet id)
@@ -1377,55 +1486,42 @@ class Entitlements:
         return hit
 
     def _delivered_to(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """client -> where ``ids`` were delivered to it (memory and spill). Each id is looked
-        up in its own slot's runs only."""
-        out = {}
-        if self._delivered and len(ids):
-            # the ids sorted once (a slot is a range of ids, so each slot's are a slice): a
-            # run is asked only about the ids within its range, in ascending order (a binary
-            # search of a large run per id, in random order, was a cache miss a step: 3.4 us
-            # an id, 0.6 s a batch's forward at 200 seats)
-            order = np.argsort(ids, kind="stable")
-            q_all = ids[order]
-            if self._slot_ms is None:
-                groups = {0: (order, q_all)}
-            else:
-                slot = (q_all >> _SNOWFLAKE_SHIFT) // self._slot_ms
-                cut = np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, len(ids)]
-                groups = {int(slot[a]): (order[a:b], q_all[a:b])
-                          for a, b in zip(cut[:-1].tolist(), cut[1:].tolist())}
-            for client, slots in self._delivered.items():
-                m = None
-                for key, runs in slots.items():
-                    got = groups.get(key)
-                    if got is None:
-                        continue
-                    pos, q = got
-                    for run in runs:
-                        lo = int(np.searchsorted(q, run[0]))
-                        hi = int(np.searchsorted(q, run[-1], "right"))
-                        if lo == hi:
-                            continue
-                        hit = in_sorted(run, q[lo:hi])
-                        if hit.any():
-                            if m is None:
-                                m = np.zeros(len(ids), bool)
-                            m[pos[lo:hi][hit]] = True
-                if m is not None:
-                    out[client] = m
+        """client -> where ``ids`` were delivered to it (memory and spill). The ids are
+        sorted once; a block is asked only about the ids within its range, in ascending
+        order (a binary search of a large array per id, in random order, was a cache miss a
+        step), and answers for every seat at once."""
+        out: dict[str, np.ndarray] = {}
+        if not len(ids):
+            return out
+        order = np.argsort(ids, kind="stable")
+        q = ids[order]
+        found = []
+        if self._blocks:
+            if self._bounds is None:
+                self._bounds = (np.array([b.ids[0] for b in self._blocks], np.int64),
+                                np.array([b.ids[-1] for b in self._blocks], np.int64))
+            found.append((*_block_hits(self._blocks, *self._bounds, q), self._seat_names))
         if self._spill is not None:
-            for client, pos in self._spill.seats(ids):
+            found += self._spill.hits(q)
+        for seat, at, names in found:
+            if not len(seat):
+                continue
+            o = np.argsort(seat, kind="stable")
+            seat, pos = seat[o], order[at[o]]
+            cut = np.r_[0, np.flatnonzero(seat[1:] != seat[:-1]) + 1, len(seat)].tolist()
+            for a, b in zip(cut[:-1], cut[1:]):
+                client = names[seat[a]]
                 m = out.get(client)
                 if m is None:
                     m = out[client] = np.zeros(len(ids), bool)
-                m[pos] = True
+                m[pos[a:b]] = True
         return out
 
     def forward(self, compliance: pa.Table) -> dict[str, pa.Table]:
         """The compliance events each client must be sent: deletes (and drops, user deletes
         and withholdings) of tweets or authors it was delivered. Call with each batch's
         compliance table before or after :meth:`apply`; the state is updated separately."""
-        if compliance.num_rows == 0 or not (self._delivered or self._delivered_users
+        if compliance.num_rows == 0 or not (self._blocks or self._delivered_users
                                             or (self._spill is not None and self._spill.files)):
             return {}
         tid = compliance.column("tweet_id")
@@ -1707,47 +1803,6 @@ def _push_run(runs: list, run, merge, size) -> None:
     while len(runs) > 1 and size(runs[-2]) <= 2 * size(runs[-1]):
         b, a = runs.pop(), runs.pop()
         runs.append(merge(a, b))
-
-
-_ID_RUN_FANIN = 4     # id runs merged this many at a time (see _push_id_run)
-
-
-def _push_id_run(runs: list, run: np.ndarray) -> None:
-    """Append a run of delivered ids (ascending; a repeated id goes first: every run strictly
-    ascends) to ``runs``; while the newest ``_ID_RUN_FANIN`` runs are of about one size (the
-    oldest of them at most twice the newest), they become one. A stream's runs lie one after
-    another in id order: then they are copied side by side once, not merged (a run that
-    overlaps the one before, of about its size, is merged with it at once, as before). Each id is
-    copied log4(n) times over its life, not log2(n) times as with pairwise merges (a replay's
-    steady state copied ~34M ids a batch at 200 seats, memory-bound: 0.15 -> 0.07 s a batch),
-    for up to ~3 runs a size instead of 1 (a lookup asks each run only about the ids within
-    its range)."""
-    strict = np.zeros(1, np.uint8)
-    _core.strictly_ascending([run], strict)
-    runs.append(run if strict[0] else _merged([run]))
-    k = _ID_RUN_FANIN
-    while len(runs) > 1:
-        a, b = runs[-2], runs[-1]
-        if a[-1] >= b[0] and len(a) <= 2 * len(b):
-            # runs that overlap (re-sent or late ids) merge in pairs at once: the merge
-            # drops the ids they share, and a run that is a view of apply()'s buffer lets
-            # it go for the next batch
-            del runs[-2:]
-            runs.append(_merged([a, b]))
-        elif len(runs) >= k and len(runs[-k]) <= 2 * len(runs[-1]):
-            tail = runs[-k:]
-            del runs[-k:]
-            runs.append(_joined(tail))
-        else:
-            break
-
-
-def _joined(runs: list[np.ndarray]) -> np.ndarray:
-    """Strictly ascending runs (none empty) as one: concatenated when each lies wholly after
-    the one before, else merged (an id in two runs once)."""
-    if all(runs[i][-1] < runs[i + 1][0] for i in range(len(runs) - 1)):
-        return np.concatenate(runs)
-    return _merged(runs)
 
 
 def _merged(runs: list[np.ndarray]) -> np.ndarray:
