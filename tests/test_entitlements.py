@@ -1578,6 +1578,38 @@ def test_the_core_gathers_the_marked_rows_in_mark_order(n):
                                 np.empty(n, np.int64))
 
 
+def test_small_delivery_blocks_merge_and_large_ones_stay(monkeypatch):
+    """Blocks under _BLOCK_PAIRS seat pairs merge with the newest of their slot while it is
+    not twice as large (small batches: few blocks to search), larger ones stay as they came;
+    what is held and found is the same either way. The author index likewise."""
+    import firehose.entitlements as E
+    monkeypatch.setattr(E, "_BLOCK_PAIRS", 64)
+    monkeypatch.setattr(E, "_AUTHOR_RUN_PAIRS", 64)
+    rng = np.random.default_rng(5)
+    for size, most in ((3, 12), (40, 60), (100, 60)):
+        ent = Entitlements(compile_plans(cfg.from_dict({
+            "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
+            "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
+            "clients": {}}), today=dt.date(2026, 1, 1)), source="fh")
+        truth: dict[str, set] = {}
+        for b in range(60):
+            ids = np.unique(rng.integers(0, 3000, size)) + (1 << 40)    # overlapping
+            client = f"c{b % 3}"
+            ent._remember(client, ids)
+            truth.setdefault(client, set()).update(ids.tolist())
+            ent._pending_authors.append((ids % 7, ids))
+            ent._author_runs()
+        assert len(ent._blocks) <= most, (size, len(ent._blocks))
+        assert all(len(b.codes) <= 64 for b in ent._blocks) or size == 100
+        if size == 100:           # above the cap: one block a batch, one author run each
+            assert len(ent._blocks) == 60 and len(ent._authors) == 60
+        assert {k: set(v.tolist()) for k, v in ent._held_ids().items()} == truth
+        q = np.arange(3000, dtype=np.int64) + (1 << 40)
+        got = ent._delivered_to(q)
+        for c, ids in truth.items():
+            assert (got[c] == np.isin(q, list(ids))).all()
+
+
 @pytest.mark.parametrize("spill", [False, True], ids=["in_memory", "slots"])
 def test_delivered_to_no_ids(spill, tmp_path):
     """A lookup of no ids finds nothing (with slots it indexed an empty array)."""

@@ -84,6 +84,6 @@ def json_path_parts(line: bytes, col: int) -> tuple[list, int]:
 
 def seats_by_rank(starts: memoryview, seat_codes: memoryview, pairs: memoryview,
                   rank_of: memoryview | None, hit: memoryview, off: memoryview,
-                  codes: memoryview) -> int:
+                  codes: memoryview, scratch: memoryview | None = None) -> int:
     """The delivered pairs' seats regrouped by marked rank, as a CSR index (off, codes);
     returns the number of marked ranks (firehose.entitlements)."""

@@ -309,6 +309,11 @@ _SNOWFLAKE_SHIFT = 22   # a snowflake id's time: its bits from 22 up (millisecon
 #: tweet time of deliveries kept in memory (with a spill directory) for forwarding
 DEFAULT_WINDOW_HOURS = 6.0
 _PENDING_BATCHES = 4    # batches of delivered (author, id) pairs held before they are sorted
+#: blocks of the delivery memory (seat pairs) and runs of the author index (pairs) smaller
+#: than these are merged as they come (small batches: a live stream's); larger ones are kept
+#: as they are, and a lookup searches each (merging them doubled, in bursts, a stream's cost)
+_BLOCK_PAIRS = 1 << 22
+_AUTHOR_RUN_PAIRS = 1 << 20
 _RULE_IDS = pa.list_(pa.string())       # a denial's rules: the ids of the seat's that matched
 DENIALS = pa.schema([
     ("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
@@ -831,6 +836,25 @@ class _Block(NamedTuple):
     codes: np.ndarray
 
 
+def _merged_blocks(a: _Block, b: _Block) -> _Block:
+    """Two blocks of one slot as one (ids ascending, an id in both kept twice, each with its
+    own seats): side by side when one lies wholly before the other, else by a stable sort."""
+    if b.ids[-1] < a.ids[0]:
+        a, b = b, a
+    codes = np.concatenate([a.codes, b.codes])
+    if a.ids[-1] < b.ids[0]:
+        return _Block(a.slot, np.concatenate([a.ids, b.ids]),
+                      np.concatenate([a.off, b.off[1:] + a.off[-1]]), codes)
+    ids = np.concatenate([a.ids, b.ids])
+    o = np.argsort(ids, kind="stable")
+    start = np.concatenate([a.off[:-1], b.off[:-1] + a.off[-1]])[o]
+    count = np.concatenate([np.diff(a.off), np.diff(b.off)])[o]
+    total = int(count.sum())
+    at = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(total)
+    return _Block(a.slot, ids[o], np.r_[0, np.cumsum(count)].astype(np.int64),
+                  codes[at].astype(codes.dtype, copy=False))
+
+
 def _block_hits(blocks, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Where the ascending ids ``q`` were delivered in ``blocks`` (each (ids, off, codes)
@@ -1205,12 +1229,9 @@ class Entitlements:
                 kind_parts.append(np.full(len(got), kinds.index(label), np.int8))
                 name_parts.append(np.full(len(got), names.setdefault(client, len(names)),
                                           np.int32))
-        # the author index, one run: key the author, value the tweet id
-        runs = self._author_runs()
-        while len(runs) > 1:
-            b, a = runs.pop(), runs.pop()
-            runs.append(_merged_pairs(a, b))
-        for author, tid in runs:
+        # the author index: key the author, value the tweet id (its runs one after another:
+        # load_state sorts them into one)
+        for author, tid in self._author_runs():
             keys.append(author)
             vals.append(tid)
             kind_parts.append(np.full(len(author), kinds.index("author"), np.int8))
@@ -1351,12 +1372,13 @@ class Entitlements:
         self._authors = keep_a
         runs = [(a, t) for a, t in zip(old_a, old_t) if len(a)]
         if runs:
-            # each run's old pairs are still sorted: merged pairwise (a lexsort of them all
-            # took 2.5x as long)
-            author, tid = _merged_runs_of_pairs(runs)
-            self._spill.write("authors", pa.table({"author_id": pa.array(author, pa.int64()),
-                                                   "tweet_id": pa.array(tid, pa.int64())}),
-                              tid.min(), tid.max())
+            # each run's old pairs are still sorted: a record batch each, as they are (the
+            # spill's merges of authors files, a few chunks a batch, put them in one order;
+            # merging them here cost the batch that spills ~0.5 s at 1M tweets a batch)
+            self._spill.write("authors", pa.Table.from_batches(
+                [pa.record_batch([pa.array(a, pa.int64()), pa.array(t, pa.int64())],
+                                 schema=_AUTHORS) for a, t in runs]),
+                min(int(t.min()) for _, t in runs), max(int(t.max()) for _, t in runs))
 
     def _code(self, client: str) -> int:
         """The client's seat code in the delivery blocks (given on first sight, kept)."""
@@ -1380,11 +1402,11 @@ class Entitlements:
             return
         self._bounds = None
         if self._slot_ms is None:
-            self._blocks.append(_Block(0, ids, off, codes))
+            self._append_block(_Block(0, ids, off, codes))
             return
         first = (int(ids[0]) >> _SNOWFLAKE_SHIFT) // self._slot_ms
         if first == (int(ids[-1]) >> _SNOWFLAKE_SHIFT) // self._slot_ms:
-            self._blocks.append(_Block(first, ids, off, codes))
+            self._append_block(_Block(first, ids, off, codes))
             return
         slot = (ids >> _SNOWFLAKE_SHIFT) // self._slot_ms
         cut = np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, len(ids)]
@@ -1394,7 +1416,28 @@ class Entitlements:
             piece_ids, piece_codes = ids[a:b], codes[o[0]:o[-1]]
             if j != big:
                 piece_ids, piece_codes = piece_ids.copy(), piece_codes.copy()
-            self._blocks.append(_Block(int(slot[a]), piece_ids, o - o[0], piece_codes))
+            self._append_block(_Block(int(slot[a]), piece_ids, o - o[0], piece_codes))
+
+    def _append_block(self, blk: _Block) -> None:
+        """Keep ``blk``, merged with the newest block of its slot (among the last few) while
+        that is not twice as large and the two hold at most ``_BLOCK_PAIRS`` seat pairs: small
+        batches' blocks grow geometrically, each pair copied log2(_BLOCK_PAIRS) times at
+        most, so there are O(history / _BLOCK_PAIRS) blocks to search; a 1M-tweet batch's
+        block (7M pairs at 200 seats) is kept as it came."""
+        blocks = self._blocks
+        while True:
+            j = len(blocks) - 1
+            while j >= max(0, len(blocks) - 8) and blocks[j].slot != blk.slot:
+                j -= 1
+            if j < max(0, len(blocks) - 8):
+                break
+            prev = blocks[j]
+            if len(prev.codes) > 2 * len(blk.codes) \
+                    or len(prev.codes) + len(blk.codes) > _BLOCK_PAIRS:
+                break
+            del blocks[j]
+            blk = _merged_blocks(prev, blk)
+        blocks.append(blk)
 
     def _remember_batch(self, ids: np.ndarray, hit: np.ndarray, clients: list[str],
                         starts: np.ndarray, pairs: np.ndarray,
@@ -1409,7 +1452,7 @@ class Entitlements:
         off = np.empty(len(ids) + 1, np.int64)
         seat_of = np.empty(int(starts[-1]), self._code_dtype())
         _core.seats_by_rank(starts, seat_codes, pairs, rank_of, hit.view(np.uint8), off,
-                            seat_of)
+                            seat_of, self._arena.empty(len(hit) + 1, np.int64))
         self._add_block(ids, off, seat_of)
 
     def _add_pairs(self, tid: np.ndarray, seat: np.ndarray) -> None:
@@ -1447,7 +1490,7 @@ class Entitlements:
     def _author_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The author index with the pending batches sorted in: runs of (author, tweet id)
         pairs sorted by author then id, a new run merged with the previous while that is not
-        twice as long (as the delivered ids)."""
+        twice as long, up to ``_AUTHOR_RUN_PAIRS`` (a 1M-tweet batch's run is not merged)."""
         runs = self._authors
         for author, tid in self._pending_authors:
             if len(tid) > 1 and not (tid[1:] >= tid[:-1]).all():
@@ -1457,7 +1500,7 @@ class Entitlements:
                 run = np.empty(len(author), np.int64), np.empty(len(author), np.int64)
                 _core.sort_pairs_by_key(author, tid, *run,
                                         self._arena.empty(32 * len(author) + 16, np.uint8))
-            _push_run(runs, run, _merged_pairs, lambda r: len(r[0]))
+            _push_run(runs, run, _merged_pairs, lambda r: len(r[0]), _AUTHOR_RUN_PAIRS)
         self._pending_authors = []
         return runs
 
@@ -1796,11 +1839,14 @@ def _merged_runs_of_pairs(runs: list[tuple[np.ndarray, np.ndarray]]
     return author, tid
 
 
-def _push_run(runs: list, run, merge, size) -> None:
+def _push_run(runs: list, run, merge, size, cap: int) -> None:
     """Append a sorted run to ``runs``, merging it with the previous while that is not twice
-    as long: O(log n) runs, and a batch costs about its own size, not the whole history."""
+    as long and the two hold at most ``cap``: runs below ``cap`` are O(log n), each item
+    copied log2(cap) times at most; beyond it a run stays as it came (a batch costs its own
+    size, and a lookup one search a run)."""
     runs.append(run)
-    while len(runs) > 1 and size(runs[-2]) <= 2 * size(runs[-1]):
+    while len(runs) > 1 and size(runs[-2]) <= 2 * size(runs[-1]) \
+            and size(runs[-2]) + size(runs[-1]) <= cap:
         b, a = runs.pop(), runs.pop()
         runs.append(merge(a, b))
 
