@@ -916,7 +916,7 @@ class Entitlements:
         # (loaded, consulted and saved again; nothing new is added)
         self._delivered_users: dict[str, list[np.ndarray]] = {}
         # who wrote what was delivered: (author, tweet id) of every row delivered to any
-        # seat, as runs sorted by author then id (doubling sizes); a batch's pairs wait
+        # seat, as runs sorted by author then id (see _push_run); a batch's pairs wait
         # unsorted until a user event asks, or a few batches at most
         self._authors: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_authors: list[tuple[np.ndarray, np.ndarray]] = []
