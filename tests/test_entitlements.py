@@ -1000,7 +1000,8 @@ def test_a_late_tweet_keeps_no_batch_buffer_alive(tmp_path):
     assert len(ent._blocks) == 2
     late = min(ent._blocks, key=lambda b: b.slot)
     assert late.ids.tolist() == [_snowflake(100, 999)] and late.off.tolist() == [0, 1]
-    assert all(r.base is None or r.base.size <= 2 * r.size for r in late[1:])
+    assert all(r.base is None or r.base.size <= 2 * r.size
+               for r in (late.ids, late.off, late.codes))
 
 
 def test_a_state_made_without_syncing_lists_the_files_to_sync(tmp_path):
@@ -1015,13 +1016,99 @@ def test_a_state_made_without_syncing_lists_the_files_to_sync(tmp_path):
         ent.apply(d.tweets, Router.from_config(config).route(d.tweets).by_client)
     ent.state_to_bytes(sync=False)
     paths = ent.unsynced_files()
+    # (the spilled slot's files, and the blocks in memory, written for this state)
     assert sorted(os.path.basename(p) for p in paths) == ["authors-000002.arrow",
-                                                          "delivered-000001.arrow"]
+                                                          "delivered-000001.arrow",
+                                                          "held-000003.arrow",
+                                                          "held_authors-000004.arrow"]
     assert all(os.path.exists(p) for p in paths) and ent.unsynced_files() == paths
     ent.mark_synced(paths[:1])
     assert ent.unsynced_files() == paths[1:]
     ent.state_to_bytes()
     assert ent.unsynced_files() == []
+
+
+def test_a_state_writes_only_the_blocks_no_state_has_named(tmp_path, monkeypatch):
+    """With a spill directory a state names the delivery blocks in memory by their held file
+    and record batch, writing the blocks no earlier state named (one held file a state, none
+    when nothing is new); a held file none of whose blocks is still in memory (merged, or its
+    slot spilled) is retired by the next state and deleted once that is durable. A state
+    loads back the same deliveries, into a run whose seat codes differ."""
+    import firehose.entitlements as E
+    monkeypatch.setattr(E, "_BLOCK_PAIRS", 4)       # blocks of 2 pairs merge in pairs
+    config = cfg.loads(BASE + org("p", ["media"]) + seat("a", "p") + seat("b", "p")
+                       + seat("c", "p"))
+    plans = compile_plans(config, today=dt.date(2026, 1, 1))
+    spill = tmp_path / "s"
+    ent = Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
+    truth: dict[str, set] = {}
+
+    def batch(minute, who):
+        ids = [_snowflake(minute, k) for k in range(2)]
+        d = tweets(*[tw(t) for t in ids])
+        routed = {c: (np.array([0, 1]), pa.array([["r1"], ["r1"]])) for c in who}
+        ent.apply(d.tweets, routed)
+        for c in who:
+            truth.setdefault(c, set()).update(ids)
+
+    def held():
+        return sorted(n for k, n, _, _ in ent._spill.files if k == "held")
+
+    def check(e):
+        assert {k: set(v.tolist()) for k, v in e._held_ids().items() if len(v)} == \
+            {c: {t for t in ids if t >= _snowflake(first_kept, 0)} for c, ids in truth.items()
+             if any(t >= _snowflake(first_kept, 0) for t in ids)}
+        q = np.array(sorted(set().union(*truth.values())), np.int64)
+        got = e._delivered_to(q)
+        assert {c: set(q[m].tolist()) for c, m in got.items()} == truth
+
+    first_kept = 0
+    batch(0, ["a"])
+    s1 = ent.state_to_bytes()
+    assert len(held()) == 1 and all(b.src == held()[0] for b in ent._blocks)
+    assert ent.state_to_bytes() and len(held()) == 1          # nothing new: nothing written
+    batch(1, ["b", "c"])                         # 4 pairs: not merged with the first block
+    s2 = ent.state_to_bytes()
+    assert len(held()) == 2 and [b.part for b in ent._blocks] == [0, 0]
+    assert {b.src for b in ent._blocks} == set(held())
+    # resumed from s2 into a run that knows other seats first: codes differ, same answers
+    other = Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
+    other._code("c"), other._code("zz")
+    other.load_state(s2)
+    check(other)
+    check(ent)
+    # an hour and more later: the first slots leave memory for delivered files; their held
+    # files are retired by the next state and deleted once it is durable
+    first_kept = 90
+    batch(90, ["a", "b"])
+    batch(91, ["c"])
+    assert min(int(b.ids[0]) for b in ent._blocks) >= _snowflake(90, 0)
+    old = held()
+    s3 = ent.state_to_bytes()
+    assert not set(old) & set(held()) and set(old) <= set(ent._spill.retired)
+    assert all(n.startswith("held") for n in ent._spill.retired)     # (and author runs')
+    for n in old:                                # s1, s2 still name them until s3 is durable
+        assert (spill / n).exists()
+    ent.remove_retired(ent.retired_files())
+    assert not any((spill / n).exists() for n in old)
+    check(ent)
+    again = Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
+    again.load_state(s3, clean=True)
+    check(again)
+    from firehose.errors import StateError
+    with pytest.raises(StateError):             # s1's held file is gone
+        Entitlements(plans, source="fh", spill_dir=str(spill)).load_state(s1)
+    # a block a state named merges with a new one: the merged block is written by the next
+    # state; the held file keeps its other block, so it stays
+    kept = held()
+    batch(92, ["a"])
+    assert len(ent._blocks) == 2 and ent._blocks[-1].src is None
+    s4 = ent.state_to_bytes()
+    assert set(kept) < set(held()) and not [n for n in ent._spill.retired
+                                            if n.startswith("held-")]
+    last = Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
+    last.load_state(s4)
+    check(last)
 
 
 def test_merged_authors_files_are_deleted_only_after_a_state_without_them(tmp_path,

@@ -35,6 +35,7 @@ import os
 import re
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
@@ -416,7 +417,7 @@ class _Arena:
 
 
 _AUTHORS = pa.schema([("author_id", pa.int64()), ("tweet_id", pa.int64())])
-_SPILL_NAME = re.compile(r"^\.?(delivered|authors)-(\d+)\.arrow(\.tmp)?$")
+_SPILL_NAME = re.compile(r"^\.?(delivered|authors|held|held_authors)-(\d+)\.arrow(\.tmp)?$")
 
 
 class _Spill:
@@ -458,7 +459,7 @@ class _Spill:
         self._merges: list[_Merge] = []     # the authors merges in progress
         self._lock = threading.Lock()       # the pipeline's committer marks and deletes
 
-    def write(self, kind: str, table: pa.Table, lo: int, hi: int) -> None:
+    def write(self, kind: str, table: pa.Table, lo: int, hi: int) -> str:
         """A new file of ``kind``: ``table``, a record batch per chunk."""
         self.seq += 1
         name = f"{kind}-{self.seq:06d}.arrow"
@@ -481,10 +482,12 @@ class _Spill:
         self.files.append((kind, name, int(lo), int(hi)))
         with self._lock:
             self._unsynced.append(path)
+        return name
 
-    def write_blocks(self, blocks: list, names: list[str]) -> None:
-        """A new ``delivered`` file of these blocks, as they are (no copy but the seat codes
-        when they must widen to the file's type), ``names`` naming their seat codes."""
+    def write_blocks(self, blocks: list, names: list[str], kind: str = "delivered") -> str:
+        """A new ``delivered`` (or ``held``) file of these blocks, as they are (no copy but
+        the seat codes when they must widen to the file's type), ``names`` naming their seat
+        codes. Returns its name."""
         wide = any(b.codes.dtype != np.uint16 for b in blocks)
         ctype = pa.int32() if wide else pa.uint16()
         schema = pa.schema([("tweet_id", pa.int64()), ("clients", pa.large_list(ctype))],
@@ -495,8 +498,23 @@ class _Spill:
                                           pa.array(b.codes.astype(ctype.to_pandas_dtype(),
                                                                   copy=False), ctype))],
             schema=schema) for b in blocks]
-        self.write("delivered", pa.Table.from_batches(batches, schema),
-                   min(int(b.ids[0]) for b in blocks), max(int(b.ids[-1]) for b in blocks))
+        return self.write(kind, pa.Table.from_batches(batches, schema),
+                          min(int(b.ids[0]) for b in blocks),
+                          max(int(b.ids[-1]) for b in blocks))
+
+    def retire(self, names) -> None:
+        """Files no longer needed by this run's state (a ``held`` file whose blocks all left
+        memory): no longer named, deleted once a state made after this is durable."""
+        gone = set(names)
+        if not gone:
+            return
+        self.files = [f for f in self.files if f[1] not in gone]
+        for name in gone:
+            self._maps.pop(name, None)
+        paths = {os.path.join(self.directory, n) for n in gone}
+        with self._lock:
+            self._unsynced = [p for p in self._unsynced if p not in paths]
+            self.retired += sorted(gone)
 
     def unsynced(self) -> list[str]:
         with self._lock:
@@ -553,8 +571,8 @@ class _Spill:
             raise StateError(f"{path}: a spilled delivery index cannot be read: {e}") from None
 
     def _columns(self, name: str) -> tuple:
-        """A delivered file: (blocks, each (ids, off, codes); their first ids; their last
-        ids; the seat names of the codes)."""
+        """A delivered or held file: (its blocks, each a record batch (slot -1: unknown);
+        their first ids; their last ids; the seat names of the codes)."""
         got = self._maps.get(name)
         if got is None:
             batches = [b for b in self._read(name) if b.num_rows]
@@ -563,8 +581,8 @@ class _Spill:
                 b = pa.Table.from_batches(batches).combine_chunks()
                 tid, c = b.column(0).chunk(0).to_numpy(), b.column(1).chunk(0)
                 first = np.r_[0, np.flatnonzero(tid[1:] != tid[:-1]) + 1]
-                blocks = [(tid[first], np.r_[first, len(tid)].astype(np.int64),
-                           c.indices.to_numpy())]
+                blocks = [_Block(-1, tid[first], np.r_[first, len(tid)].astype(np.int64),
+                                 c.indices.to_numpy())]
                 names = c.dictionary.to_pylist()
             else:
                 try:
@@ -573,11 +591,11 @@ class _Spill:
                 except (KeyError, TypeError, ValueError) as e:
                     raise StateError(f"{os.path.join(self.directory, name)}: a spilled "
                                      f"delivery index names no clients: {e}") from None
-                blocks = [(b.column(0).to_numpy(), b.column(1).offsets.to_numpy(),
-                           b.column(1).values.to_numpy()) for b in batches]
+                blocks = [_Block(-1, b.column(0).to_numpy(), b.column(1).offsets.to_numpy(),
+                                 b.column(1).values.to_numpy()) for b in batches]
             got = self._maps[name] = (
-                blocks, np.array([ids[0] for ids, _, _ in blocks], np.int64),
-                np.array([ids[-1] for ids, _, _ in blocks], np.int64), names)
+                blocks, np.array([b.ids[0] for b in blocks], np.int64),
+                np.array([b.ids[-1] for b in blocks], np.int64), names)
         return got
 
     def _author_parts(self, name: str) -> tuple:
@@ -606,7 +624,8 @@ class _Spill:
             self.retired = [] if clean else list(retired)
             self._releasable, self._unsynced = [], []
         for kind, name, _, _ in files:
-            self._author_parts(name) if kind == "authors" else self._columns(name)
+            self._author_parts(name) if kind in ("authors", "held_authors") \
+                else self._columns(name)
         if not clean:
             return
         try:
@@ -834,6 +853,8 @@ class _Block(NamedTuple):
     ids: np.ndarray
     off: np.ndarray
     codes: np.ndarray
+    src: str | None = None      # the spill's ``held`` file holding it (a checkpoint named it)
+    part: int = -1              # and its record batch there
 
 
 def _merged_blocks(a: _Block, b: _Block) -> _Block:
@@ -857,8 +878,8 @@ def _merged_blocks(a: _Block, b: _Block) -> _Block:
 
 def _block_hits(blocks, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Where the ascending ids ``q`` were delivered in ``blocks`` (each (ids, off, codes)
-    last three, ``lo``/``hi`` their first and last ids): (seat code, index in ``q``) for every
+    """Where the ascending ids ``q`` were delivered in ``blocks`` (``lo``/``hi`` their first
+    and last ids): (seat code, index in ``q``) for every
     seat an id went to, in any order. Each block is asked about the slice of ``q`` within
     its range only."""
     a = np.searchsorted(q, lo, "left")
@@ -866,7 +887,7 @@ def _block_hits(blocks, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
     seats, at = [], []
     for i in np.flatnonzero(b > a).tolist():
         blk = blocks[i]
-        ids, off, codes = blk[-3], blk[-2], blk[-1]
+        ids, off, codes = blk.ids, blk.off, blk.codes
         pos, which = _ranges(ids, q[a[i]:b[i]])
         if not len(pos):
             continue
@@ -920,6 +941,10 @@ class Entitlements:
         # unsorted until a user event asks, or a few batches at most
         self._authors: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_authors: list[tuple[np.ndarray, np.ndarray]] = []
+        # runs a state named: id of the run's author array -> (a weak reference to it, its
+        # held_authors file, record batch); the reference tells a run from a later one that
+        # happens to get the same id
+        self._author_held: dict[int, tuple] = {}
         self._constants: tuple[int, pa.Array] | None = None
         self._arena = _Arena()
         self.batch = 0
@@ -1199,13 +1224,42 @@ class Entitlements:
         deletes) and the author index (kind ``author``: key the author, value the tweet id;
         for forwarding user events), as Arrow IPC: with :meth:`load_state` a resumed run
         carries on exactly.
-        One row per counter and per remembered id; ``kind`` and ``name`` are dictionary
-        columns (millions of ids: no string per row), ids sorted per client."""
+        One row per counter and per (client, id) delivered (kind ``delivered``: in no
+        particular order); ``kind`` and ``name`` are dictionary columns (millions of ids: no
+        string per row)."""
         rows = [("day", k[0], k[1], v) for k, v in sorted(self._day_counts.items())]
         rows += [("group", k[0], k[1], v) for k, v in sorted(self._group_counts.items())]
         kinds = ["day", "group", "delivered", "delivered_user", "author", "spilled_delivered",
-                 "spilled_authors", "retired_file"]
+                 "spilled_authors", "retired_file", "spilled_held", "held_block",
+                 "spilled_held_authors", "held_authors_run"]
         if self._spill is not None:
+            # the delivery blocks go to files once: those no state has named yet are written
+            # to one ``held`` file, and the state names each block's file and record batch
+            # (a checkpoint costs the deliveries since the last, not the whole window); a
+            # held file none of whose blocks is still in memory is retired
+            new = [i for i, b in enumerate(self._blocks) if b.src is None]
+            if new:
+                name = self._spill.write_blocks([self._blocks[i] for i in new],
+                                                self._seat_names, kind="held")
+                for part, i in enumerate(new):
+                    self._blocks[i] = self._blocks[i]._replace(src=name, part=part)
+            # the author index's runs likewise, to ``held_authors`` files
+            runs = self._author_runs()
+            held = self._author_held
+            new = [(a, t) for a, t in runs if id(a) not in held or held[id(a)][0]() is not a]
+            if new:
+                name = self._spill.write("held_authors", pa.Table.from_batches(
+                    [pa.record_batch([pa.array(a, pa.int64()), pa.array(t, pa.int64())],
+                                     schema=_AUTHORS) for a, t in new]),
+                    min(int(t.min()) for _, t in new), max(int(t.max()) for _, t in new))
+                for part, (a, _) in enumerate(new):
+                    held[id(a)] = (weakref.ref(a), name, part)
+            held = self._author_held = {id(a): held[id(a)] for a, _ in runs}
+            live = {b.src for b in self._blocks} | {h[1] for h in held.values()}
+            self._spill.retire([n for k, n, _, _ in self._spill.files
+                                if k in ("held", "held_authors") and n not in live])
+            rows += [("held_block", b.src, b.part, b.slot) for b in self._blocks]
+            rows += [("held_authors_run",) + held[id(a)][1:] + (0,) for a, _ in runs]
             # the spill's files (name, lo, hi), made durable before this checkpoint names them
             # (or, ``sync=False``, by the caller: see unsynced_files); and those merged away,
             # to delete once this state is durable
@@ -1220,18 +1274,25 @@ class Entitlements:
         vals = [np.array([r[3] for r in rows], np.int64)]
         kind_parts = [np.array(kind_idx, np.int8)]
         name_parts = [np.array(name_idx, np.int32)]
-        held = self._held_ids()
-        for label, store in (("delivered", held), ("delivered_user", self._delivered_users)):
-            for client in sorted(store):
-                got = store[client] if label == "delivered" else _merged(store[client])
-                keys.append(got)
-                vals.append(np.zeros(len(got), np.int64))
-                kind_parts.append(np.full(len(got), kinds.index(label), np.int8))
-                name_parts.append(np.full(len(got), names.setdefault(client, len(names)),
-                                          np.int32))
-        # the author index: key the author, value the tweet id (its runs one after another:
-        # load_state sorts them into one)
-        for author, tid in self._author_runs():
+        if self._blocks and self._spill is None:
+            # a row per (seat, id) of every block held, as the blocks hold them (no sort:
+            # load_state sorts them into a block again)
+            name_of = np.array([names.setdefault(c, len(names)) for c in self._seat_names],
+                               np.int32)
+            for b in self._blocks:
+                keys.append(np.repeat(b.ids, np.diff(b.off)))
+                vals.append(np.zeros(len(b.codes), np.int64))
+                kind_parts.append(np.full(len(b.codes), kinds.index("delivered"), np.int8))
+                name_parts.append(name_of[b.codes])
+        for client in sorted(self._delivered_users):
+            got = _merged(self._delivered_users[client])
+            keys.append(got)
+            vals.append(np.zeros(len(got), np.int64))
+            kind_parts.append(np.full(len(got), kinds.index("delivered_user"), np.int8))
+            name_parts.append(np.full(len(got), names.setdefault(client, len(names)), np.int32))
+        # without a spill, the author index: key the author, value the tweet id (its runs one
+        # after another: load_state sorts them into one)
+        for author, tid in (self._author_runs() if self._spill is None else ()):
             keys.append(author)
             vals.append(tid)
             kind_parts.append(np.full(len(author), kinds.index("author"), np.int8))
@@ -1271,7 +1332,7 @@ class Entitlements:
         self.batch = int(meta.get(b"batch", b"0"))
         self._day_counts, self._group_counts = {}, {}
         self._blocks, self._bounds, self._delivered_users = [], None, {}
-        self._authors, self._pending_authors = [], []
+        self._authors, self._pending_authors, self._author_held = [], [], {}
         code = {k: i for i, k in enumerate(kinds)}
         for label, counts in (("day", self._day_counts), ("group", self._group_counts)):
             for i in np.flatnonzero(kind_codes == code.get(label, -1)).tolist():
@@ -1304,6 +1365,29 @@ class Entitlements:
                    for i in np.flatnonzero(kind_codes == code.get("retired_file", -1)).tolist()]
         if self._spill is not None:
             self._spill.restore(files, spill.get("seq", 0), retired, clean=clean)
+            # the blocks the state names, read back from their held files (memory-mapped)
+            for i in np.flatnonzero(kind_codes == code.get("held_block", -1)).tolist():
+                src, part = names[name_codes[i]], int(key[i])
+                blocks, _, _, seat_names = self._spill._columns(src)
+                if not 0 <= part < len(blocks):
+                    raise StateError(f"entitlement state names block {part} of {src}, "
+                                     f"which holds {len(blocks)}")
+                b = blocks[part]
+                # the file's seat codes as this run's (as they are when they agree: the
+                # codes stay mapped, not copied)
+                code_of = np.array([self._code(c) for c in seat_names], np.int64)
+                codes = b.codes
+                if (code_of != np.arange(len(code_of))).any():
+                    codes = code_of[codes].astype(self._code_dtype())
+                self._blocks.append(_Block(int(value[i]), b.ids, b.off, codes, src, part))
+            for i in np.flatnonzero(kind_codes == code.get("held_authors_run", -1)).tolist():
+                src, part = names[name_codes[i]], int(key[i])
+                parts = self._spill._author_parts(src)[0]
+                if not 0 <= part < len(parts):
+                    raise StateError(f"entitlement state names run {part} of {src}, "
+                                     f"which holds {len(parts)}")
+                self._authors.append(parts[part])
+                self._author_held[id(parts[part][0])] = (weakref.ref(parts[part][0]), src, part)
         elif files:
             raise StateError("the entitlement state relies on spilled delivery files "
                              f"({files[0][1]}, ...): give Entitlements the spill_dir they are in")
@@ -1474,7 +1558,8 @@ class Entitlements:
         self._add_pairs(ids, np.full(len(ids), self._code(client), np.int64))
 
     def _held_ids(self) -> dict[str, np.ndarray]:
-        """client -> the distinct ids delivered to it that memory holds, ascending."""
+        """client -> the distinct ids delivered to it that memory holds, ascending (for
+        inspection and tests: a sort of every pair held)."""
         if not self._blocks:
             return {}
         tid = np.concatenate([np.repeat(b.ids, np.diff(b.off)) for b in self._blocks])
@@ -1500,7 +1585,8 @@ class Entitlements:
                 run = np.empty(len(author), np.int64), np.empty(len(author), np.int64)
                 _core.sort_pairs_by_key(author, tid, *run,
                                         self._arena.empty(32 * len(author) + 16, np.uint8))
-            _push_run(runs, run, _merged_pairs, lambda r: len(r[0]), _AUTHOR_RUN_PAIRS)
+            if len(run[0]):
+                _push_run(runs, run, _merged_pairs, lambda r: len(r[0]), _AUTHOR_RUN_PAIRS)
         self._pending_authors = []
         return runs
 
