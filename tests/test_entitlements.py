@@ -1109,6 +1109,14 @@ def test_a_state_writes_only_the_blocks_no_state_has_named(tmp_path, monkeypatch
     last = Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=1.0)
     last.load_state(s4)
     check(last)
+    # resumed with a longer window: the blocks' slots are the new window's (a slot number
+    # of the old size would keep a block in memory for ever)
+    wide = Entitlements(plans, source="fh", spill_dir=str(spill), window_hours=8.0)
+    wide.load_state(s4)
+    assert {b.slot for b in wide._blocks} == {(int(b.ids[0]) >> 22) // wide._slot_ms
+                                              for b in wide._blocks}
+    wide._maybe_spill((_snowflake(92 + 9 * 60, 0) >> 22) + 1)
+    assert wide._blocks == []
 
 
 def test_merged_authors_files_are_deleted_only_after_a_state_without_them(tmp_path,
@@ -1325,7 +1333,27 @@ def test_the_core_regroups_delivered_pairs_by_rank(remap, dtype):
             want = [int(codes_of[s]) for s in range(S) for _ in range(int((seats[s] == r).sum()))]
             assert codes[off[k]:off[k + 1]].tolist() == want
         assert off[0] == 0 and off[-1] == len(ranks)
+    # a batch past the core's rank window (16384), seats whose ranks do not ascend (rows
+    # repeated by id reordered by match position): the same seats per rank, in any order
+    n = 50_000
+    seats = [rng.choice(n, int(rng.integers(0, 3000))) for _ in range(7)]
+    hit = np.zeros(n, np.uint8)
+    for x in seats:
+        hit[x] = 1
+    starts = np.r_[0, np.cumsum([len(x) for x in seats])].astype(np.int64)
+    ranks = np.concatenate(seats).astype(np.int64)
+    m = int(np.count_nonzero(hit))
+    off, codes = np.empty(m + 1, np.int64), np.empty(len(ranks), dtype)
+    assert _core.seats_by_rank(starts, np.arange(7, dtype=np.int64), ranks, None, hit, off,
+                               codes, np.full(n + 5, 77, np.int64)) == m
+    for k, r in enumerate(np.flatnonzero(hit).tolist()[::97]):
+        k = k * 97
+        want = sorted(s for s in range(7) for _ in range(int((seats[s] == r).sum())))
+        assert sorted(codes[off[k]:off[k + 1]].tolist()) == want
     one = np.array([0, 1], np.int64)
+    with pytest.raises(IndexError):          # no ranks at all
+        _core.seats_by_rank(one, np.array([0], np.int64), np.array([0], np.int64), None,
+                            np.zeros(0, np.uint8), np.empty(1, np.int64), np.empty(1, dtype))
     with pytest.raises(IndexError):          # rank 1 not marked
         _core.seats_by_rank(one, np.array([0], np.int64), np.array([1], np.int64), None,
                             np.array([1, 0], np.uint8), np.empty(2, np.int64),

@@ -1106,7 +1106,8 @@ def seats_by_rank(const int64_t[::1] starts, const int64_t[::1] seat_codes,
     ``hit`` marks the ranks delivered to any seat (every pair's rank must be marked). For the
     ``m`` marked ranks in ascending order, ``off`` (m + 1 entries) and ``codes`` (one per
     pair) come out as a CSR index: the seats of the ``k``-th marked rank are ``codes[off[k]:
-    off[k + 1]]``, ``seat_codes[s]`` each, in seat order. Returns ``m``. ``scratch``
+    off[k + 1]]``, ``seat_codes[s]`` each (in seat order while each seat's ranks ascend;
+    else in no fixed order). Returns ``m``. ``scratch``
     (optional, at least ``len(hit) + 1`` entries, overwritten) spares an allocation: memory
     new to the process costs a page fault a page, ~10 ms for the 8 MB of a 1M-tweet batch.
 
@@ -1142,6 +1143,8 @@ def seats_by_rank(const int64_t[::1] starts, const int64_t[::1] seat_codes,
             m += hp[i] != 0
     if off.shape[0] != m + 1:
         raise ValueError("off must hold one more entry than the marked ranks")
+    if n == 0 and total:
+        raise IndexError("a delivered pair's rank is outside hit (which is empty)")
     if total == 0:
         off[:] = 0
         return m

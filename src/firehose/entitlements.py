@@ -430,7 +430,9 @@ class _Spill:
     codes, their names in the schema's metadata (``clients``, JSON). (Files of earlier
     versions, (tweet_id, client) per seat a tweet went to, sorted by id, the client
     dictionary-encoded, are read as one block.) ``authors-<seq>.arrow``: (author_id,
-    tweet_id) of every delivered row, sorted by author then id. Each file is written once,
+    tweet_id) of every delivered row, sorted by author then id. ``held-<seq>.arrow`` and
+    ``held_authors-<seq>.arrow``: the blocks and author runs still in memory that a checkpoint
+    names (same layouts; see :meth:`Entitlements.state_to_bytes`). Each file is written once,
     atomically and synced, before a checkpoint can name it; a checkpoint lists the files it
     relies on with their id range (``lo``, ``hi``).
 
@@ -454,7 +456,8 @@ class _Spill:
         self.seq = 0
         self._maps: dict[str, tuple] = {}
         self._unsynced: list[str] = []      # written, not yet known durable
-        self.retired: list[str] = []        # merged away, to delete after the next checkpoint
+        self.retired: list[str] = []        # merged away or no longer held, to delete after
+                                            # the next checkpoint
         self._releasable: list[str] = []    # those retired before the last state was made
         self._merges: list[_Merge] = []     # the authors merges in progress
         self._lock = threading.Lock()       # the pipeline's committer marks and deletes
@@ -844,8 +847,9 @@ def _ranges(run: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Block(NamedTuple):
-    """What one batch delivered in one slot of tweet time: ``ids`` ascending (distinct but
-    for an id a batch held twice) and the seats of ``ids[k]``, ``codes[off[k]:off[k + 1]]``
+    """What one batch (or a few small ones, merged) delivered in one slot of tweet time:
+    ``ids`` ascending (an id may repeat: a batch held it twice, or merged blocks both did;
+    lookups find every occurrence) and the seats of ``ids[k]``, ``codes[off[k]:off[k + 1]]``
     (codes of the owner's seat names; a CSR index). A batch of 1M tweets delivered to 200
     seats, 7M (seat, id) pairs, holds 8 bytes an id and 2 a pair (~30 MB): per seat sorted
     runs held 8 a pair (56 MB) and had to be merged as batches came."""
@@ -1209,8 +1213,8 @@ class Entitlements:
             self._spill.mark_synced(paths)
 
     def retired_files(self) -> list[str]:
-        """The spill files merged away before the last :meth:`state_to_bytes`, which that
-        state no longer names (earlier states may): once the caller has made that state
+        """The spill files merged away (or held files whose blocks all left memory) before the
+        last :meth:`state_to_bytes`, which that state no longer names (earlier states may): once the caller has made that state
         durable, :meth:`remove_retired` deletes them. (A state also lists them, so a resumed
         run deletes what a crash left.)"""
         return self._spill.releasable() if self._spill is not None else []
@@ -1366,6 +1370,7 @@ class Entitlements:
         if self._spill is not None:
             self._spill.restore(files, spill.get("seq", 0), retired, clean=clean)
             # the blocks the state names, read back from their held files (memory-mapped)
+            code_of: dict[str, np.ndarray | None] = {}
             for i in np.flatnonzero(kind_codes == code.get("held_block", -1)).tolist():
                 src, part = names[name_codes[i]], int(key[i])
                 blocks, _, _, seat_names = self._spill._columns(src)
@@ -1373,13 +1378,18 @@ class Entitlements:
                     raise StateError(f"entitlement state names block {part} of {src}, "
                                      f"which holds {len(blocks)}")
                 b = blocks[part]
-                # the file's seat codes as this run's (as they are when they agree: the
-                # codes stay mapped, not copied)
-                code_of = np.array([self._code(c) for c in seat_names], np.int64)
-                codes = b.codes
-                if (code_of != np.arange(len(code_of))).any():
-                    codes = code_of[codes].astype(self._code_dtype())
-                self._blocks.append(_Block(int(value[i]), b.ids, b.off, codes, src, part))
+                if src not in code_of:
+                    # the file's seat codes as this run's (None when they agree: the codes
+                    # then stay mapped, not copied)
+                    got = np.array([self._code(c) for c in seat_names], np.int64)
+                    code_of[src] = got if (got != np.arange(len(got))).any() else None
+                codes = b.codes if code_of[src] is None \
+                    else code_of[src][b.codes].astype(self._code_dtype())
+                # the slot from the ids (a block lies in one slot), not the state's: a run
+                # resumed with another window has slots of another size
+                slot = 0 if self._slot_ms is None \
+                    else (int(b.ids[-1]) >> _SNOWFLAKE_SHIFT) // self._slot_ms
+                self._blocks.append(_Block(slot, b.ids, b.off, codes, src, part))
             for i in np.flatnonzero(kind_codes == code.get("held_authors_run", -1)).tolist():
                 src, part = names[name_codes[i]], int(key[i])
                 parts = self._spill._author_parts(src)[0]
