@@ -223,8 +223,8 @@ def test_segments_in_flight_are_bounded(monkeypatch, capture):
     pulled = []
     real = _parallel._mapped_segments
 
-    def counting(f, chunk_size):
-        for seg in real(f, chunk_size):
+    def counting(f, *args):
+        for seg in real(f, *args):
             pulled.append(seg)
             yield seg
 

@@ -47,6 +47,9 @@ from .errors import InputError, ParseError
 from .reader import map_range, open_mappable, read_chunks, unmap
 
 _SCAN = 1 << 16         # bytes read at a time looking for the newline that ends a segment
+#: the smallest tail segment (``_mapped_segments``): a segment costs ~0.4 ms of its own (a
+#: mapping, a worker's finish, the caller's merge), about the time 1 MiB takes to decode
+_TAIL_MIN = 2 << 20
 
 
 def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_mmap: bool,
@@ -55,7 +58,7 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
     file order, as the Decoder ``front`` would have given them (see the module's doc)."""
     name = os.fspath(name)
     f = open_mappable(path) if use_mmap else None
-    segments = (_mapped_segments(f, chunk_size) if f is not None
+    segments = (_mapped_segments(f, chunk_size, threads) if f is not None
                 else _read_segments(read_chunks(path, chunk_size, readahead=readahead)))
     pool = None
     pending: deque = deque()
@@ -215,16 +218,23 @@ def _empty(res) -> bool:
     return not (res.tweets.num_rows or res.compliance.num_rows or res.rejects.num_rows)
 
 
-def _mapped_segments(f, chunk_size: int) -> Iterator[tuple[int, int, None]]:
+def _mapped_segments(f, chunk_size: int, threads: int = 1) -> Iterator[tuple[int, int, None]]:
     """``(start, end, None)``: byte ranges of the file, about ``chunk_size`` each, every one but the
     last ending just after a newline (a line longer than that makes its segment longer). The
     file is cut at the size it had when it was opened (a sequential read follows a file that
-    grows; this does not)."""
+    grows; this does not).
+
+    The tail is cut finer: once fewer than ``threads`` whole segments are left, a segment is
+    what is left over ``threads`` (not below ``_TAIL_MIN``), so the workers run out of work
+    at about the same time. With whole segments to the end, one worker decoded the last
+    segment while the others had nothing left: on 2 threads and 8 MiB segments that idle
+    core was 0.2-7 ms at the end of a 300 MB file (2.5 ms on average; 0.1-1.3 ms cut finer,
+    for two more segments)."""
     fd = f.fileno()
     size = os.fstat(fd).st_size
     pos = 0
     while pos < size:
-        end = pos + chunk_size
+        end = pos + min(chunk_size, max(_TAIL_MIN, (size - pos) // threads))
         if end >= size:
             end = size
         else:
