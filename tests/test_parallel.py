@@ -223,8 +223,8 @@ def test_segments_in_flight_are_bounded(monkeypatch, capture):
     pulled = []
     real = _parallel._mapped_segments
 
-    def counting(f, chunk_size):
-        for seg in real(f, chunk_size):
+    def counting(f, *args):
+        for seg in real(f, *args):
             pulled.append(seg)
             yield seg
 
@@ -316,3 +316,34 @@ def test_default_segment_size(tmp_path, monkeypatch):
              if r.tweets.num_rows]
     assert (len(two), len(one), len(given)) == (4, 2, 3)
     assert sum(r.tweets.num_rows for r in two) == sum(r.tweets.num_rows for r in one)
+
+
+def test_keep_rows_is_arrows_filter():
+    """The core's keep_rows (the parallel dedupe's row filter) gives Arrow's filter on every
+    column type of both tables (nulls, bools, dictionaries, structs, lists of strings and of
+    structs), keeping none, some, all but one or all rows; a sliced array goes to Arrow."""
+    import numpy as np
+    from firehose._core import keep_rows
+    dec = firehose.Decoder(dedupe=False)
+    parts = [dec.feed(generate_bytes(3000, seed=7)), dec.finish()]
+    tables = [DecodeResult.concat(parts).tweets, DecodeResult.concat(parts).compliance]
+    rng = np.random.default_rng(1)
+    for table in tables:
+        batch = table.combine_chunks().to_batches()[0]
+        n = batch.num_rows
+        masks = [np.zeros(n, np.uint8), np.ones(n, np.uint8)]
+        masks += [(rng.random(n) >= p).astype(np.uint8) for p in (0.02, 0.5, 0.98)]
+        masks.append(np.ones(n, np.uint8))
+        masks[-1][n // 2] = 0
+        for keep in masks:
+            want_mask = pa.array(keep.view(np.bool_))
+            for name, col in zip(batch.schema.names, batch.columns):
+                got = keep_rows(col, keep, int(keep.sum()))
+                got.validate(full=True)
+                assert got.equals(col.filter(want_mask)), name
+    col = tables[0].column("text").combine_chunks().slice(5, 100)
+    keep = np.ones(100, np.uint8)
+    keep[3] = 0
+    assert keep_rows(col, keep, 99).equals(col.filter(pa.array(keep.view(np.bool_))))
+    with pytest.raises(ValueError):
+        keep_rows(col, keep[:50], 49)

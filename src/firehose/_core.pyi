@@ -5,6 +5,10 @@ import pyarrow as pa
 
 REASONS: tuple[str, ...]
 
+def keep_rows(arr: pa.Array, keep: memoryview, kept: int) -> pa.Array:
+    """arr with the rows where keep[i] (uint8) is 1, ``kept`` of them: arr.filter(keep)
+    (firehose._parallel's dedupe)."""
+
 def partition_ids(ids: memoryview, n: int, out: memoryview) -> None:
     """out[i] = XXH3_64(int64 ids[i] as 8 little-endian bytes) % n (firehose.dist)."""
 

@@ -27,6 +27,7 @@ include "_core_dedupe.pxi"
 include "_core_emit.pxi"
 include "_core_match.pxi"
 include "_core_partition.pxi"
+include "_core_keep.pxi"
 include "_core_entitle.pxi"
 
 

@@ -34,7 +34,7 @@ workers would cost more than it saves.
 from __future__ import annotations
 
 import os
-import queue
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -42,11 +42,15 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from ._core import keep_rows
 from .decoder import DecodeResult
 from .errors import InputError, ParseError
 from .reader import map_range, open_mappable, read_chunks, unmap
 
 _SCAN = 1 << 16         # bytes read at a time looking for the newline that ends a segment
+#: the smallest tail segment (``_mapped_segments``): a segment costs ~0.4 ms of its own (a
+#: mapping, a worker's finish, the caller's merge), about the time 1 MiB takes to decode
+_TAIL_MIN = 2 << 20
 
 
 def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_mmap: bool,
@@ -55,7 +59,7 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
     file order, as the Decoder ``front`` would have given them (see the module's doc)."""
     name = os.fspath(name)
     f = open_mappable(path) if use_mmap else None
-    segments = (_mapped_segments(f, chunk_size) if f is not None
+    segments = (_mapped_segments(f, chunk_size, threads) if f is not None
                 else _read_segments(read_chunks(path, chunk_size, readahead=readahead)))
     pool = None
     pending: deque = deque()
@@ -87,20 +91,24 @@ def iter_parallel(path, front, name: str, chunk_size: int, readahead: int, use_m
         if not _empty(first):
             yield first
         lines = front._eng.line_no
-        decoders: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(threads):
-            decoders.put(front._worker())
+        # each worker thread's own decoder, made on that thread when it takes its first
+        # segment: making them here first (~0.2 ms each) held back the first segment
+        local = threading.local()
 
         def work(seg):
-            dec = decoders.get()
-            try:
-                before = dec.stats
-                dec.seek(name, seg[0], 0)
-                res = DecodeResult.concat(_feed_segment(dec, f, name, seg) + [dec.finish()])
-                after = dec.stats
-                return res, {k: after[k] - before[k] for k in after}, dec._pos[name][1]
-            finally:
-                decoders.put(dec)
+            dec = getattr(local, "dec", None)
+            if dec is None:
+                dec = local.dec = front._worker()
+            before = dec.stats
+            dec.seek(name, seg[0], 0)
+            parts = _feed_segment(dec, f, name, seg)
+            last = dec.finish()
+            if len(parts) == 1 and _empty(last):
+                res = parts[0]      # (the usual segment, ended by a newline: nothing to join)
+            else:
+                res = DecodeResult.concat(parts + [last])
+            after = dec.stats
+            return res, {k: after[k] - before[k] for k in after}, dec._pos[name][1]
 
         def take():
             """The oldest segment's result, made the front decoder's; the front then stands
@@ -164,7 +172,7 @@ def _merge(front, res, counts: dict, lines: int):
     tweets, comp, rejects = res.tweets, res.compliance, res.rejects
     n = tweets.num_rows
     ids = tweets.column("id") if front.dedupe and n else None
-    if front._names is not None:
+    if front._names is not None and "id" not in front._names:
         tweets = tweets.select(front._names)        # (the worker built the id too)
     if ids is not None:
         keep = np.empty(n, np.uint8)
@@ -174,13 +182,18 @@ def _merge(front, res, counts: dict, lines: int):
             admitted += front._eng.admit_ids(_int64s(chunk), keep[pos:pos + m])
             pos += m
         if admitted < n:
-            # batch by batch: a RecordBatch filter costs half a Table's here
-            mask = keep.view(np.bool_)
+            # batch by batch, column by column, by the core's keep_rows: Arrow's filter took
+            # twice as long here, and its first call in a process loads Arrow's compute
+            # functions (~30 ms)
             batches, pos = [], 0
             for b in tweets.to_batches():
-                m = mask[pos:pos + b.num_rows]
-                batches.append(b if m.all() else b.filter(pa.array(m)))
-                pos += b.num_rows
+                m = keep[pos:pos + b.num_rows]
+                k = int(np.count_nonzero(m))
+                if k < b.num_rows:
+                    b = pa.RecordBatch.from_arrays([keep_rows(c, m, k) for c in b.columns],
+                                                   schema=b.schema)
+                batches.append(b)
+                pos += len(m)
             tweets = pa.Table.from_batches(batches, schema=tweets.schema)
         counts["tweets"] -= n - admitted
     if lines:
@@ -202,12 +215,15 @@ def _int64s(chunk) -> np.ndarray:
 
 def _shift_lines(table: pa.Table, lines: int) -> pa.Table:
     """``table`` with ``lines`` added to its ``line`` column (NumPy: an Arrow kernel call
-    costs ~0.1 ms a segment here)."""
+    costs ~0.1 ms a segment here). The sums become Arrow arrays over their NumPy buffers:
+    ``pa.array`` of a NumPy array imports numpy.ma on its first call in a process, ~6 ms on
+    the caller's thread (the first parallel decode's second segment)."""
     i = table.schema.get_field_index("line")
     if i < 0 or not table.num_rows:
         return table
-    col = pa.chunked_array([pa.array(_int64s(c) + lines) for c in table.column(i).chunks],
-                           pa.int64())
+    sums = [_int64s(c) + lines for c in table.column(i).chunks]
+    col = pa.chunked_array([pa.Array.from_buffers(pa.int64(), len(v), [None, pa.py_buffer(v)])
+                            for v in sums], pa.int64())
     return table.set_column(i, table.schema.field(i), col)
 
 
@@ -215,16 +231,23 @@ def _empty(res) -> bool:
     return not (res.tweets.num_rows or res.compliance.num_rows or res.rejects.num_rows)
 
 
-def _mapped_segments(f, chunk_size: int) -> Iterator[tuple[int, int, None]]:
+def _mapped_segments(f, chunk_size: int, threads: int = 1) -> Iterator[tuple[int, int, None]]:
     """``(start, end, None)``: byte ranges of the file, about ``chunk_size`` each, every one but the
     last ending just after a newline (a line longer than that makes its segment longer). The
     file is cut at the size it had when it was opened (a sequential read follows a file that
-    grows; this does not)."""
+    grows; this does not).
+
+    The tail is cut finer: once fewer than ``threads`` whole segments are left, a segment is
+    what is left over ``threads`` (not below ``_TAIL_MIN``), so the workers run out of work
+    at about the same time. With whole segments to the end, one worker decoded the last
+    segment while the others had nothing left: on 2 threads and 8 MiB segments that idle
+    core was 0.2-7 ms at the end of a 300 MB file (2.5 ms on average; 0.1-1.3 ms cut finer,
+    for two more segments)."""
     fd = f.fileno()
     size = os.fstat(fd).st_size
     pos = 0
     while pos < size:
-        end = pos + chunk_size
+        end = pos + min(chunk_size, max(_TAIL_MIN, (size - pos) // threads))
         if end >= size:
             end = size
         else:

@@ -409,7 +409,7 @@ class _InputFailure(click.ClickException):
 @click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
               help="How many languages to list.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
-              hidden=True, help="Bytes read (decompressed) per step [4 MiB; 8 MiB segments "
+              hidden=True, help="Bytes read (decompressed) per step [4 MiB; 12 MiB segments "
               "with --threads > 1].")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Decode each capture on this many threads (the same report).")

@@ -406,7 +406,7 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int | None = 
     decoded is then an ``InputError``, where a mapping kills the process with SIGBUS. The
     source's last line is flushed at the end; the decoder stays usable.
 
-    ``chunk_size``: 4 MiB (``reader.DEFAULT_CHUNK``); 8 MiB with ``threads`` > 1
+    ``chunk_size``: 4 MiB (``reader.DEFAULT_CHUNK``); 12 MiB with ``threads`` > 1
     (``reader.PARALLEL_SEGMENT``: each segment has costs of its own).
     ``threads`` > 1 decodes segments of about ``chunk_size`` bytes (cut after a newline) on
     that many worker threads, each taking the next segment as it comes free, and yields a
