@@ -347,3 +347,12 @@ def test_keep_rows_is_arrows_filter():
     assert keep_rows(col, keep, 99).equals(col.filter(pa.array(keep.view(np.bool_))))
     with pytest.raises(ValueError):
         keep_rows(col, keep[:50], 49)
+    with pytest.raises(ValueError, match="marks 99"):     # kept must be the count (buffers)
+        keep_rows(col, keep, 98)
+    with pytest.raises(ValueError, match="marks 99"):
+        keep_rows(col, keep, 100)
+    # an ordered dictionary stays ordered
+    d = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0, 1], pa.int32()), pa.array(["a", "b"]),
+                                       ordered=True)
+    got = keep_rows(d, np.array([1, 0, 1, 1], np.uint8), 3)
+    assert got.type == d.type and got.equals(d.filter(pa.array([True, False, True, True])))

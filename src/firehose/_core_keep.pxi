@@ -82,14 +82,20 @@ for _name in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "U
 
 def keep_rows(arr, const uint8_t[::1] keep, Py_ssize_t kept):
     """``arr`` (a pyarrow Array of ``len(keep)`` rows) with the rows where ``keep[i]`` is 1,
-    ``kept`` of them: ``arr.filter(keep)`` (firehose._parallel's dedupe)."""
-    cdef Py_ssize_t n = len(arr), nruns, nvals, ones, r
+    ``kept`` of them: ``arr.filter(keep)`` (firehose._parallel's dedupe). ``kept`` must be
+    the number of non-zero ``keep`` entries (checked: the buffers are sized by it)."""
+    cdef Py_ssize_t n = len(arr), nruns, nvals, ones, r, count = 0, i
     cdef Py_ssize_t* runs
     cdef Py_ssize_t* spans
     cdef uint8_t[::1] ck
     cdef int kind
     if keep.shape[0] != n:
         raise ValueError("keep_rows: keep and the array differ in length")
+    with nogil:
+        for i in range(n):
+            count += keep[i] != 0
+    if count != kept:
+        raise ValueError(f"keep_rows: keep marks {count} rows, not kept={kept}")
     if kept == n:
         return arr
     t = arr.type
@@ -98,7 +104,7 @@ def keep_rows(arr, const uint8_t[::1] keep, Py_ssize_t kept):
         return arr.filter(pa.array(np.asarray(keep).view(np.bool_)))
     if kind == 1:
         return pa.DictionaryArray.from_arrays(keep_rows(arr.indices, keep, kept),
-                                              arr.dictionary)
+                                              arr.dictionary, ordered=t.ordered)
     runs = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
     spans = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
     if runs == NULL or spans == NULL:

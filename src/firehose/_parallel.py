@@ -1,7 +1,8 @@
 """Decoding one capture on several threads: ``iter_file(path, threads=N)``.
 
-The capture is cut into segments of about ``chunk_size`` bytes, each ending just after a
-newline (or at the end of the input). Worker threads take the next segment as they come free
+The capture is cut into segments of at most ``chunk_size`` bytes, each ending just after a
+newline (or at the end of the input); a plain file's are smaller where less than ``threads``
+segments' worth is left (see ``_mapped_segments``). Worker threads take the next segment as they come free
 (a faster core does more: on a machine whose cores run at different speeds from moment to
 moment, fixed halves would wait for the slower one) and decode it with a Decoder of their own;
 the core releases the GIL, so the workers run in parallel. A plain file is memory-mapped by

@@ -408,9 +408,11 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int | None = 
 
     ``chunk_size``: 4 MiB (``reader.DEFAULT_CHUNK``); 12 MiB with ``threads`` > 1
     (``reader.PARALLEL_SEGMENT``: each segment has costs of its own).
-    ``threads`` > 1 decodes segments of about ``chunk_size`` bytes (cut after a newline) on
-    that many worker threads, each taking the next segment as it comes free, and yields a
-    result per segment in file order: the same rows, line numbers, dedupe (first wins, by the
+    ``threads`` > 1 decodes segments of at most ``chunk_size`` bytes (cut after a newline;
+    for a plain file, smaller where less than ``threads`` segments' worth is left, so that
+    the threads finish together: a file under ``chunk_size`` still comes in several) on that
+    many worker threads, each taking the next segment as it comes free, and yields a result
+    per segment in file order: the same rows, line numbers, dedupe (first wins, by the
     decoder's memory, in file order), stats and errors as one thread would give. A plain
     file is then cut at the size it had when it was opened. See ``firehose._parallel``."""
     dec = _decoder("iter_file", decoder, kwargs)
