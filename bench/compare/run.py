@@ -76,8 +76,9 @@ def snapshot_package() -> Path:
     import importlib.util
     import shutil
     import tempfile
+    global _MEASURED
     spec = importlib.util.find_spec("firehose")
-    src = Path(spec.origin).parent
+    src = _MEASURED = Path(spec.origin).parent
     tmp = tempfile.mkdtemp(prefix="firehose-bench-")
     import atexit
     atexit.register(shutil.rmtree, tmp, True)
@@ -89,11 +90,16 @@ def snapshot_package() -> Path:
     return dst
 
 
+_MEASURED: Path | None = None     # the package snapshot_package copied
+
+
 def build_info() -> str:
-    """Which core was measured: git commit (+dirty) and a hash of the compiled extension."""
+    """Which core was measured: the git commit (+dirty) of the checkout the measured package
+    came from (named when it is not this one: a PYTHONPATH pointing elsewhere) and a hash of
+    the compiled extension."""
     import hashlib
     import importlib.util
-    repo = HERE.parent.parent
+    repo = _MEASURED if _MEASURED is not None else HERE.parent.parent
     try:
         head = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"],
                               capture_output=True, text=True).stdout.strip()
@@ -102,7 +108,11 @@ def build_info() -> str:
     spec = importlib.util.find_spec("firehose._core")
     so = Path(spec.origin) if spec and spec.origin else None
     digest = hashlib.sha1(so.read_bytes()).hexdigest()[:12] if so and so.exists() else "?"
-    return f"commit {head or '?'}, _core {so.name if so else '?'} sha1 {digest}"
+    where = ""
+    here = (HERE.parent.parent / "src" / "firehose").resolve()
+    if _MEASURED is not None and _MEASURED.resolve() != here:
+        where = f" (from {_MEASURED})"
+    return f"commit {head or '?'}{where}, _core {so.name if so else '?'} sha1 {digest}"
 
 
 def _busy_jiffies() -> tuple[int, int]:
