@@ -146,7 +146,7 @@ def test_entitlements_steady_state_20_batches_of_new_ids(benchmark, batch):
     time per 1M tweets over the 20 (the amortised cost the target is about), its median and
     minimum, and the best mean of 5 consecutive batches (one author-sort cycle: the least
     disturbed by other load). Then the CPU time of forwarding 30k deletes against that
-    history (``forward_30k_deletes_cpu_s``; each seat's delivered ids are searched)."""
+    history (``forward_30k_deletes_cpu_s``; each batch's delivery block is searched)."""
     import numpy as np
     tweets, compliance, words = batch
     # a deduped stream has no id twice: the generator's re-sent duplicates (2%) go, and copy

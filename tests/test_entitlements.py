@@ -1549,6 +1549,17 @@ def test_merges_are_scheduled_per_size_class_and_survive_failures_and_reloads(tm
     assert capped._merges == [] and len(capped.files) == 2
 
 
+def _bare_ent(spill_dir=None) -> Entitlements:
+    """An Entitlements of no seats (its delivery memory filled by hand), a one-hour window,
+    spilling to ``spill_dir`` when given."""
+    plans = compile_plans(cfg.from_dict({
+        "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
+        "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
+        "clients": {}}), today=dt.date(2026, 1, 1))
+    return Entitlements(plans, source="fh", window_hours=1.0,
+                        spill_dir=str(spill_dir) if spill_dir is not None else None)
+
+
 @pytest.mark.parametrize("spill", [False, True], ids=["in_memory", "slots"])
 def test_delivered_to_finds_each_id_in_every_seat_that_got_it(spill, tmp_path):
     """The forward's lookup (ids sorted once, each run asked only about the ids in its range)
@@ -1557,11 +1568,7 @@ def test_delivered_to_finds_each_id_in_every_seat_that_got_it(spill, tmp_path):
     rng = np.random.default_rng(7)
     t0 = 1_650_000_000_000 - 1_288_834_974_657
     for trial in range(20):
-        ent = Entitlements(compile_plans(cfg.from_dict({
-            "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
-            "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
-            "clients": {}}), today=dt.date(2026, 1, 1)), source="fh",
-            spill_dir=str(tmp_path / f"s{trial}") if spill else None, window_hours=1.0)
+        ent = _bare_ent(tmp_path / f"s{trial}" if spill else None)
         truth = {}
         for c in range(int(rng.integers(1, 6))):
             batches = []
@@ -1702,10 +1709,7 @@ def test_small_delivery_blocks_merge_and_large_ones_stay(monkeypatch):
     monkeypatch.setattr(E, "_AUTHOR_RUN_PAIRS", 64)
     rng = np.random.default_rng(5)
     for size, most in ((3, 12), (40, 60), (100, 60)):
-        ent = Entitlements(compile_plans(cfg.from_dict({
-            "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
-            "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
-            "clients": {}}), today=dt.date(2026, 1, 1)), source="fh")
+        ent = _bare_ent()
         truth: dict[str, set] = {}
         for b in range(60):
             ids = np.unique(rng.integers(0, 3000, size)) + (1 << 40)    # overlapping
@@ -1728,10 +1732,6 @@ def test_small_delivery_blocks_merge_and_large_ones_stay(monkeypatch):
 @pytest.mark.parametrize("spill", [False, True], ids=["in_memory", "slots"])
 def test_delivered_to_no_ids(spill, tmp_path):
     """A lookup of no ids finds nothing (with slots it indexed an empty array)."""
-    ent = Entitlements(compile_plans(cfg.from_dict({
-        "sources": {"fh": {"licence": "lic"}}, "licences": {"lic": {}},
-        "field_groups": {"core": ["id"]}, "organisations": {"o": {"categories": ["media"]}},
-        "clients": {}}), today=dt.date(2026, 1, 1)), source="fh",
-        spill_dir=str(tmp_path / "s") if spill else None, window_hours=1.0)
+    ent = _bare_ent(tmp_path / "s" if spill else None)
     ent._remember("a", np.array([5 << 22, 6 << 22], np.int64))
     assert ent._delivered_to(np.zeros(0, np.int64)) == {}

@@ -866,9 +866,9 @@ def id_order(const int64_t[::1] ids, int64_t[::1] perm, int64_t[::1] rank):
     snowflake ids (38 bits of spread) takes 4 passes; numpy's stable argsort (a timsort)
     took ~3x the instructions."""
     cdef Py_ssize_t n = ids.shape[0], i
-    cdef int64_t lo, hi, v, at, c
+    cdef int64_t lo, hi, v
     cdef uint64_t spread, vary, o = 0, a = ~(<uint64_t>0), k, rmask, last
-    cdef int rb = 0, passes = 0, digit = 1, low = 0, nb, p, d, shift
+    cdef int rb = 0, passes = 0, digit = 1, low = 0, nb, p, shift
     cdef bint dup = False
     if perm.shape[0] != n or rank.shape[0] != n:
         raise ValueError("ids, perm and rank must be as long as each other")
@@ -921,16 +921,7 @@ def id_order(const int64_t[::1] ids, int64_t[::1] perm, int64_t[::1] rank):
                 # one digit everywhere: nothing moves (copied to keep the parity)
                 memcpy(dst, src, n * 8)
             else:
-                at = 0
-                for d in range(nb):
-                    c = cnt[d]
-                    cnt[d] = at
-                    at += c
-                for i in range(n):
-                    k = src[i]
-                    d = <int>((k >> shift) & dmask)
-                    dst[cnt[d]] = k
-                    cnt[d] += 1
+                _radix_pass(src, dst, n, shift, cnt, nb)
             tmp = src
             src = dst
             dst = tmp

@@ -1,13 +1,14 @@
 """Decoding one capture on several threads: ``iter_file(path, threads=N)``.
 
 The capture is cut into segments of at most ``chunk_size`` bytes, each ending just after a
-newline (or at the end of the input); a plain file's are smaller where less than ``threads``
-segments' worth is left (see ``_mapped_segments``). Worker threads take the next segment as they come free
-(a faster core does more: on a machine whose cores run at different speeds from moment to
-moment, fixed halves would wait for the slower one) and decode it with a Decoder of their own;
-the core releases the GIL, so the workers run in parallel. A plain file is memory-mapped by
-the worker, segment by segment; other inputs (compressed files, stdin, ``mmap=False``) are read
-and decompressed on the caller's thread, or ``readahead`` chunks ahead in another.
+newline (or at the end of the input); a plain file's are smaller where less than
+``threads`` segments' worth is left (see ``_mapped_segments``). Worker threads take the next
+segment as they come free (a faster core does more: on a machine whose cores run at
+different speeds from moment to moment, fixed halves would wait for the slower one) and
+decode it with a Decoder of their own; the core releases the GIL, so the workers run in
+parallel. A plain file is memory-mapped by the worker, segment by segment; other inputs
+(compressed files, stdin, ``mmap=False``) are read and decompressed on the caller's thread,
+or ``readahead`` chunks ahead in another.
 
 The caller's thread takes the results back in file order and makes them what the caller's
 Decoder (the *front* decoder) would have given on its own:
@@ -233,8 +234,8 @@ def _empty(res) -> bool:
 
 
 def _mapped_segments(f, chunk_size: int, threads: int = 1) -> Iterator[tuple[int, int, None]]:
-    """``(start, end, None)``: byte ranges of the file, about ``chunk_size`` each, every one but the
-    last ending just after a newline (a line longer than that makes its segment longer). The
+    """``(start, end, None)``: byte ranges of the file, at most ``chunk_size`` each, every one
+    but the last ending just after a newline (a line longer than that makes its segment longer). The
     file is cut at the size it had when it was opened (a sequential read follows a file that
     grows; this does not).
 

@@ -506,8 +506,9 @@ class _Spill:
                           max(int(b.ids[-1]) for b in blocks))
 
     def retire(self, names) -> None:
-        """Files no longer needed by this run's state (a ``held`` file whose blocks all left
-        memory): no longer named, deleted once a state made after this is durable."""
+        """Files no longer needed by this run's state (merged away, or a held file whose
+        blocks all left memory): no longer named, deleted once a state made after this is
+        durable (one no state named yet needs no syncing)."""
         gone = set(names)
         if not gone:
             return
@@ -583,9 +584,7 @@ class _Spill:
                 # an earlier version's file: a row per (id, seat), sorted by id
                 b = pa.Table.from_batches(batches).combine_chunks()
                 tid, c = b.column(0).chunk(0).to_numpy(), b.column(1).chunk(0)
-                first = np.r_[0, np.flatnonzero(tid[1:] != tid[:-1]) + 1]
-                blocks = [_Block(-1, tid[first], np.r_[first, len(tid)].astype(np.int64),
-                                 c.indices.to_numpy())]
+                blocks = [_Block(-1, *_csr(tid, c.indices.to_numpy()))]
                 names = c.dictionary.to_pylist()
             else:
                 try:
@@ -596,9 +595,7 @@ class _Spill:
                                      f"delivery index names no clients: {e}") from None
                 blocks = [_Block(-1, b.column(0).to_numpy(), b.column(1).offsets.to_numpy(),
                                  b.column(1).values.to_numpy()) for b in batches]
-            got = self._maps[name] = (
-                blocks, np.array([b.ids[0] for b in blocks], np.int64),
-                np.array([b.ids[-1] for b in blocks], np.int64), names)
+            got = self._maps[name] = (blocks, *_bounds(blocks), names)
         return got
 
     def _author_parts(self, name: str) -> tuple:
@@ -724,17 +721,10 @@ class _Spill:
 
     def _swap(self, merge: "_Merge") -> None:
         """A finished merge's file replaces its inputs, which are retired."""
-        names = {f[1] for f in merge.picked}
-        self.files = [f for f in self.files if f[1] not in names]
+        self.retire({f[1] for f in merge.picked})
         self.files.append(("authors", merge.name, merge.lo, merge.hi))
-        for name in names:
-            self._maps.pop(name, None)
-        done = {os.path.join(self.directory, n) for n in names}
         with self._lock:
-            # a file merged away before any state named it needs no syncing
-            self._unsynced = [p for p in self._unsynced if p not in done]
             self._unsynced.append(os.path.join(self.directory, merge.name))
-            self.retired += sorted(names)
 
     def abandon(self) -> None:
         """Drop the merges in progress (their temporary files go; their inputs stay)."""
@@ -842,8 +832,37 @@ def _ranges(run: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     total = int(n.sum())
     if not total:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    which = np.repeat(np.arange(len(keys)), n)
-    return np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(total), which
+    return _spans(lo, n, total), np.repeat(np.arange(len(keys)), n)
+
+
+def _spans(start: np.ndarray, count: np.ndarray, total: int) -> np.ndarray:
+    """The positions ``start[i] .. start[i] + count[i] - 1`` of every span, one after another
+    (``total``: the counts' sum)."""
+    return np.repeat(start - (np.cumsum(count) - count), count) + np.arange(total)
+
+
+def _csr(tid: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tweet id, seat code) pairs sorted by id as a block's (ids, off, codes)."""
+    first = np.r_[0, np.flatnonzero(tid[1:] != tid[:-1]) + 1]
+    return tid[first], np.r_[first, len(tid)].astype(np.int64), codes
+
+
+def _bounds(blocks) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks' first ids and last ids (what :func:`_block_hits` asks about)."""
+    return (np.array([b.ids[0] for b in blocks], np.int64),
+            np.array([b.ids[-1] for b in blocks], np.int64))
+
+
+def _pair_ids(blk) -> np.ndarray:
+    """A block's id for each of its (seat, id) pairs, aligned with its codes."""
+    return np.repeat(blk.ids, np.diff(blk.off))
+
+
+def _mergeable(older: int, newer: int, cap: int) -> bool:
+    """Whether a run (or block) of ``newer`` items merges with the one before, of ``older``:
+    while that is not twice as large and the two hold at most ``cap`` (runs under ``cap`` grow
+    geometrically, an item copied log2(cap) times at most; larger ones stay as they came)."""
+    return older <= 2 * newer and older + newer <= cap
 
 
 class _Block(NamedTuple):
@@ -874,10 +893,8 @@ def _merged_blocks(a: _Block, b: _Block) -> _Block:
     o = np.argsort(ids, kind="stable")
     start = np.concatenate([a.off[:-1], b.off[:-1] + a.off[-1]])[o]
     count = np.concatenate([np.diff(a.off), np.diff(b.off)])[o]
-    total = int(count.sum())
-    at = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(total)
     return _Block(a.slot, ids[o], np.r_[0, np.cumsum(count)].astype(np.int64),
-                  codes[at].astype(codes.dtype, copy=False))
+                  codes[_spans(start, count, len(codes))])
 
 
 def _block_hits(blocks, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
@@ -900,8 +917,7 @@ def _block_hits(blocks, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
         total = int(count.sum())
         if not total:
             continue
-        seats.append(codes[np.repeat(start - (np.cumsum(count) - count), count)
-                           + np.arange(total)])
+        seats.append(codes[_spans(start, count, total)])
         at.append(np.repeat(which + a[i], count))
     if not seats:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -1214,9 +1230,9 @@ class Entitlements:
 
     def retired_files(self) -> list[str]:
         """The spill files merged away (or held files whose blocks all left memory) before the
-        last :meth:`state_to_bytes`, which that state no longer names (earlier states may): once the caller has made that state
-        durable, :meth:`remove_retired` deletes them. (A state also lists them, so a resumed
-        run deletes what a crash left.)"""
+        last :meth:`state_to_bytes`, which that state no longer names (earlier states may):
+        once the caller has made that state durable, :meth:`remove_retired` deletes them. (A
+        state also lists them, so a resumed run deletes what a crash left.)"""
         return self._spill.releasable() if self._spill is not None else []
 
     def remove_retired(self, paths) -> None:
@@ -1262,7 +1278,7 @@ class Entitlements:
             live = {b.src for b in self._blocks} | {h[1] for h in held.values()}
             self._spill.retire([n for k, n, _, _ in self._spill.files
                                 if k in ("held", "held_authors") and n not in live])
-            rows += [("held_block", b.src, b.part, b.slot) for b in self._blocks]
+            rows += [("held_block", b.src, b.part, 0) for b in self._blocks]
             rows += [("held_authors_run",) + held[id(a)][1:] + (0,) for a, _ in runs]
             # the spill's files (name, lo, hi), made durable before this checkpoint names them
             # (or, ``sync=False``, by the caller: see unsynced_files); and those merged away,
@@ -1284,7 +1300,7 @@ class Entitlements:
             name_of = np.array([names.setdefault(c, len(names)) for c in self._seat_names],
                                np.int32)
             for b in self._blocks:
-                keys.append(np.repeat(b.ids, np.diff(b.off)))
+                keys.append(_pair_ids(b))
                 vals.append(np.zeros(len(b.codes), np.int64))
                 kind_parts.append(np.full(len(b.codes), kinds.index("delivered"), np.int8))
                 name_parts.append(name_of[b.codes])
@@ -1513,11 +1529,11 @@ class Entitlements:
             self._append_block(_Block(int(slot[a]), piece_ids, o - o[0], piece_codes))
 
     def _append_block(self, blk: _Block) -> None:
-        """Keep ``blk``, merged with the newest block of its slot (among the last few) while
-        that is not twice as large and the two hold at most ``_BLOCK_PAIRS`` seat pairs: small
-        batches' blocks grow geometrically, each pair copied log2(_BLOCK_PAIRS) times at
-        most, so there are O(history / _BLOCK_PAIRS) blocks to search; a 1M-tweet batch's
-        block (7M pairs at 200 seats) is kept as it came."""
+        """Keep ``blk``, merged with the newest block of its slot (among the last few) as
+        :func:`_mergeable` says, in seat pairs up to ``_BLOCK_PAIRS``: small batches' blocks
+        grow geometrically, so there are O(history / _BLOCK_PAIRS) blocks to search; a
+        1M-tweet batch's block (7M pairs at 200 seats) is kept as it came. (The newest block
+        of the slot, not the newest: a late tweet's piece comes between a slot's blocks.)"""
         blocks = self._blocks
         while True:
             j = len(blocks) - 1
@@ -1526,8 +1542,7 @@ class Entitlements:
             if j < max(0, len(blocks) - 8):
                 break
             prev = blocks[j]
-            if len(prev.codes) > 2 * len(blk.codes) \
-                    or len(prev.codes) + len(blk.codes) > _BLOCK_PAIRS:
+            if not _mergeable(len(prev.codes), len(blk.codes), _BLOCK_PAIRS):
                 break
             del blocks[j]
             blk = _merged_blocks(prev, blk)
@@ -1557,10 +1572,7 @@ class Entitlements:
         tid, seat = tid[o], seat[o]
         keep = np.ones(len(tid), bool)
         keep[1:] = (tid[1:] != tid[:-1]) | (seat[1:] != seat[:-1])
-        tid, seat = tid[keep], seat[keep]
-        first = np.r_[0, np.flatnonzero(tid[1:] != tid[:-1]) + 1]
-        self._add_block(tid[first], np.r_[first, len(tid)].astype(np.int64),
-                        seat.astype(self._code_dtype()))
+        self._add_block(*_csr(tid[keep], seat[keep].astype(self._code_dtype())))
 
     def _remember(self, client: str, ids) -> None:
         """Record ``ids`` as delivered to ``client`` (checkpoints of older formats; tests)."""
@@ -1572,7 +1584,7 @@ class Entitlements:
         inspection and tests: a sort of every pair held)."""
         if not self._blocks:
             return {}
-        tid = np.concatenate([np.repeat(b.ids, np.diff(b.off)) for b in self._blocks])
+        tid = np.concatenate([_pair_ids(b) for b in self._blocks])
         seat = np.concatenate([b.codes.astype(np.int64) for b in self._blocks])
         o = np.lexsort((tid, seat))
         tid, seat = tid[o], seat[o]
@@ -1596,7 +1608,7 @@ class Entitlements:
                 _core.sort_pairs_by_key(author, tid, *run,
                                         self._arena.empty(32 * len(author) + 16, np.uint8))
             if len(run[0]):
-                _push_run(runs, run, _merged_pairs, lambda r: len(r[0]), _AUTHOR_RUN_PAIRS)
+                _push_run(runs, run)
         self._pending_authors = []
         return runs
 
@@ -1637,8 +1649,7 @@ class Entitlements:
         found = []
         if self._blocks:
             if self._bounds is None:
-                self._bounds = (np.array([b.ids[0] for b in self._blocks], np.int64),
-                                np.array([b.ids[-1] for b in self._blocks], np.int64))
+                self._bounds = _bounds(self._blocks)
             found.append((*_block_hits(self._blocks, *self._bounds, q), self._seat_names))
         if self._spill is not None:
             found += self._spill.hits(q)
@@ -1935,16 +1946,14 @@ def _merged_runs_of_pairs(runs: list[tuple[np.ndarray, np.ndarray]]
     return author, tid
 
 
-def _push_run(runs: list, run, merge, size, cap: int) -> None:
-    """Append a sorted run to ``runs``, merging it with the previous while that is not twice
-    as long and the two hold at most ``cap``: runs below ``cap`` are O(log n), each item
-    copied log2(cap) times at most; beyond it a run stays as it came (a batch costs its own
-    size, and a lookup one search a run)."""
+def _push_run(runs: list, run) -> None:
+    """Append a sorted run of (author, tweet id) pairs to the author index's ``runs``, merged
+    with the previous as :func:`_mergeable` says, up to ``_AUTHOR_RUN_PAIRS`` pairs (a batch
+    costs about its own size, and a lookup one search a run)."""
     runs.append(run)
-    while len(runs) > 1 and size(runs[-2]) <= 2 * size(runs[-1]) \
-            and size(runs[-2]) + size(runs[-1]) <= cap:
+    while len(runs) > 1 and _mergeable(len(runs[-2][0]), len(runs[-1][0]), _AUTHOR_RUN_PAIRS):
         b, a = runs.pop(), runs.pop()
-        runs.append(merge(a, b))
+        runs.append(_merged_pairs(a, b))
 
 
 def _merged(runs: list[np.ndarray]) -> np.ndarray:
