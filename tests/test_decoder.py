@@ -516,6 +516,32 @@ def test_fast_scan_escape_runs_agree_with_parse_value():
     _fast_scan_check_each_build(_escape_run_lines(6000, 5), 1001)
 
 
+def _surrogate_pair_lines():
+    """Runs of surrogate pairs (emoji) and of other escapes that put a pair across every
+    32-byte block boundary, each run also with one pair broken at each place: a lone high or
+    low one, the two reversed, a high one before a non-surrogate escape or a low one with a
+    bad digit. The AVX2 scan takes a block up to a pair its end would cut, or up to an escape
+    it does not take, and the byte scan goes on from there."""
+    pair, other = b"\\ud83d\\ude00", b"\\u00e9"
+    broken = (b"\\ud83d", b"\\ude00", b"\\ude00\\ud83d", b"\\ud83d\\u00e9", b"\\ud83d\\udeZ0",
+              b"\\ud83d\\/", b"\\ud83d\\ud83d")
+    out = []
+    for pad in range(0, 40):
+        for unit in (pair, pair + b" ", pair + other, pair + b"\\/"):
+            run = [unit] * 12
+            out.append(b'{"id":1,"k":"' + b"p" * pad + b"".join(run) + b'"}')
+            for at in range(0, 12, 3):
+                for bad in broken:
+                    r = list(run)
+                    r[at] = bad
+                    out.append(b'{"id":1,"k":"' + b"p" * pad + b"".join(r) + b'"}')
+    return out
+
+
+def test_fast_scan_surrogate_pairs_at_every_block_offset():
+    _fast_scan_check_each_build(_surrogate_pair_lines(), 160)
+
+
 def test_fast_scan_builds_agree_on_every_string_edge():
     _fast_scan_check_each_build(_string_edge_lines(), 1)
 

@@ -25,7 +25,7 @@ static FH_TGT inline Py_ssize_t FH_(fh_esc_blocks)(const unsigned char* s, Py_ss
     const __m256i lo_t = _mm256_setr_epi8(0, 0, 13, 0, 8, 8, 4, 0, 0, 0, 0, 0, 2, 0, 4, 1,
                                           0, 0, 13, 0, 8, 8, 4, 0, 0, 0, 0, 0, 2, 0, 4, 1);
     const __m256i nib = _mm256_set1_epi8(0x0F);
-    uint64_t bs, fe, E, S, Q, T, R, Sr, Er, U, hx, SU, LO;
+    uint64_t bs, fe, E, S, Q, T, R, Sr, Er, U, hx, SU, LO, HI, Bad;
     unsigned z;
     while (p + 32 <= n) {
         __m256i x = _mm256_loadu_si256((const __m256i*)(s + p));
@@ -48,26 +48,38 @@ static FH_TGT inline Py_ssize_t FH_(fh_esc_blocks)(const unsigned char* s, Py_ss
         R = (1ULL << z) - 1;                                    /* the bytes taken */
         Sr = S & R;
         if (Sr) {
+            /* the escapes not taken, by their u or escaped byte (Bad): the block is taken up
+               to the first of them, which starts the next block (or, first in its block, is
+               left to the byte scan). Giving the block up whole instead cost a block a pair
+               of surrogates that the block's end would have cut (emoji-dense text: 3x) */
             Er = Sr << 1;
-            if ((uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(
+            Bad = Er & (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(
                     _mm256_shuffle_epi8(hi_t, _mm256_and_si256(_mm256_srli_epi16(x, 4), nib)),
-                    _mm256_shuffle_epi8(lo_t, _mm256_and_si256(x, nib))), _mm256_setzero_si256())) & Er)
-                break;  /* not an escape character */
+                    _mm256_shuffle_epi8(lo_t, _mm256_and_si256(x, nib))), _mm256_setzero_si256()));
+                        /* not an escape character */
             U = Er & (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, _mm256_set1_epi8(0x75)));
             if (U) {    /* \u: four hex digits after the u; surrogates paired */
                 hx = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(
                     _mm256_and_si256(_mm256_cmpgt_epi8(x, _mm256_set1_epi8(0x2F)), _mm256_cmpgt_epi8(_mm256_set1_epi8(0x3A), x)),
                     _mm256_and_si256(_mm256_cmpgt_epi8(lc, _mm256_set1_epi8(0x60)), _mm256_cmpgt_epi8(_mm256_set1_epi8(0x67), lc))));
-                if (U & ~((hx >> 1) & (hx >> 2) & (hx >> 3) & (hx >> 4)))
-                    break;
+                Bad |= U & ~((hx >> 1) & (hx >> 2) & (hx >> 3) & (hx >> 4));
                 /* D8-DF: a first digit d and a second one above 7 (8 9 a-f, all hex here) */
                 SU = U & ((uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(lc, _mm256_set1_epi8(0x64))) >> 1);
                 if (SU) {
                     SU &= (uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi8(x, _mm256_set1_epi8(0x37))) >> 2;
                     LO = SU & ((uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi8(lc, _mm256_set1_epi8(0x62))) >> 2);
-                    if (((SU & ~LO) << 6) != LO)    /* each high one then a low one, no other low */
-                        break;
+                    HI = SU & ~LO;
+                    /* a high one needs a low one (taken, all hex) 6 bytes on, a low one a high
+                       one 6 bytes before: a pair cut by the block's end is not taken */
+                    Bad |= (HI & ~((LO & ~Bad) >> 6)) | (LO & ~(HI << 6));
                 }
+            }
+            if (Bad) {
+                z = (unsigned)__builtin_ctzll(Bad) - 1;         /* its backslash */
+                if (z == 0)
+                    break;
+                p += z;
+                continue;
             }
         }
         if (T) {
