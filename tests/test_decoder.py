@@ -989,6 +989,70 @@ def test_fast_scan_with_a_projections_key_table_builds_the_tape_of_parse_value(s
             assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 0 and neither > 0, cols
 
 
+def _key_memory_lines():
+    """A v1.1 status again and again (the key memory learns its keys), each time with one key
+    changed just so: a byte changed, one longer or shorter (a prefix of the next key, the key
+    plus a byte), escaped, spaced from its colon, without its colon, the line cut right after
+    the key or near it (fewer than 32 bytes left), a blank after the colon, a key closing early."""
+    from firehose.testing import generate
+    base = [l.rstrip(b"\n") for l in generate(40, seed=11) if l.startswith(b'{"created_at"')][:3]
+    out = []
+    for line in base:
+        keys = [k for k in (b'"id"', b'"id_str"', b'"text"', b'"user"', b'"screen_name"',
+                            b'"followers_count"', b'"entities"', b'"hashtags"', b'"lang"',
+                            b'"retweeted_status"', b'"quoted_status_id"') if k + b":" in line]
+        for k in keys:
+            at = line.index(k + b":")
+            body = k[1:-1]
+            variants = [k[:2] + bytes([k[2] ^ 1]) + k[3:], b'"' + body + b'x"', b'"' + body[:-1] + b'"',
+                        b'"' + body[:1] + b"\\u%04x" % body[1] + body[2:] + b'"', k + b" ", k + b"\t"]
+            out += [line, line]
+            for v in variants:
+                out.append(line[:at] + v + line[at + len(k):])
+            out.append(line[:at] + k + b": " + line[at + len(k) + 1:])      # a blank after it
+            out.append(line[:at] + k + line[at + len(k) + 1:])              # no colon
+            out.append(line[:at] + k[:-1] + b'":"' + line[at + len(k) + 1:])  # a string value closing it
+            for cut in (len(k), len(k) + 1, len(k) + 5, len(k) + 30, len(k) + 31, len(k) + 33):
+                out.append(line[:at + cut])
+    return out
+
+
+def test_fast_scan_key_memory_takes_only_the_same_key(simd):
+    """The projection's key memory (fh_kp): a key is taken from it only when the line's bytes
+    are that key and its colon; near misses, escapes and cut lines are read and judged as
+    without it (against parse_value, with the memory and without)."""
+    from firehose import _core
+    try:
+        from test_differential import BENCH_COLUMNS
+    except ImportError:  # pragma: no cover - tests/ imported as a package
+        from tests.test_differential import BENCH_COLUMNS
+    lines = _key_memory_lines()
+    assert len(lines) > 300
+    for cols in (BENCH_COLUMNS, ["id"], ["author_screen_name", "hashtags"], ["quoted_status_id"]):
+        ktab = firehose.Decoder(columns=cols)._eng._key_table()
+        with_memory = _core._fast_scan_check(lines, 64, ktab, True)
+        without = _core._fast_scan_check(lines, 64, ktab, False)
+        both, neither, fast_only, slow_only, differ = with_memory
+        assert (fast_only, slow_only, differ) == (0, 0, 0), cols
+        assert both > 100 and neither > 100
+        assert with_memory == without
+
+
+def test_decoding_with_the_key_memory_matches_the_reference():
+    """Whole decodes of those lines with projections: the reference's rows and rejects."""
+    try:
+        from test_differential import BENCH_COLUMNS, fast, ref, decode, assert_same
+    except ImportError:  # pragma: no cover - tests/ imported as a package
+        from tests.test_differential import BENCH_COLUMNS, fast, ref, decode, assert_same
+    data = b"\n".join(_key_memory_lines()) + b"\n"
+    want = decode(ref(dedupe=False), data, "kp")
+    assert want.tweets.num_rows > 100 and want.rejects.num_rows > 100
+    for cols in (BENCH_COLUMNS, ["id", "author_screen_name"]):
+        got = decode(fast(dedupe=False, columns=cols), data, "kp")
+        assert_same(got, type(want)(want.tweets.select(cols), want.compliance, want.rejects,
+                                    want.stats), f"columns {cols}")
+
+
 def test_key_tables_of_projections():
     """All columns: no table (the scan keeps every numbered key), and a projection naming
     every column is all columns; the benchmark's projection keeps a user's id, id_str,

@@ -56,6 +56,7 @@ cdef struct Tape:
     uint32_t cobj[64]     # direct-mapped by object node index
     Buf keybuf            # an escaped key, decoded to be numbered
     const uint8_t* ktab   # the key table: which members get nodes (NULL: all columns'; fh_ps)
+    void* kp              # the fast scan's key memory (fh_kp*, fh_kp_new; NULL: none)
 
 # ---------------------------------------------------------------- dedupe
 cdef enum:

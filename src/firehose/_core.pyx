@@ -183,6 +183,7 @@ cdef Py_ssize_t run_lines(State* st, const unsigned char* s, Py_ssize_t start, P
     ps.max_depth = st.tape.max_depth
     ps.ky_id = KY_id
     ps.ktab = st.tape.ktab
+    ps.kp = <fh_kp*>st.tape.kp
     while p < end:
         if st.cols[0].n >= st.batch_size or st.ccols[0].n >= st.batch_size \
                 or st.bytes_since_flush > (1 << 30):
@@ -259,6 +260,11 @@ cdef class Engine:
         full = self.st.want & col_bits(0, T_NCOLS - 1) == col_bits(0, T_NCOLS - 1)
         ktab_build(self.st.kt, ~(<uint64_t>0) if full else self.st.want)
         self.st.tape.ktab = NULL if full else self.st.kt
+        if not full:
+            # the projection's key memory (the scan of all columns has no key table to use it)
+            self.st.tape.kp = fh_kp_new()
+            if self.st.tape.kp == NULL:
+                raise MemoryError()
         self.st.batch_size = batch_size
         self.st.max_line_bytes = max_line_bytes
         self.st.tape.max_depth = max_depth
@@ -279,6 +285,7 @@ cdef class Engine:
         for i in range(C_NCOLS):
             col_free(&self.st.ccols[i])
         free(self.st.tape.nodes)
+        free(self.st.tape.kp)
         buf_free(&self.st.tape.mem)
         buf_free(&self.st.tape.keybuf)
         buf_free(&self.st.scratch)

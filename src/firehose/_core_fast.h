@@ -232,6 +232,21 @@ static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_plit)(fh_p
     return pos + ln;
 }
 
+/* do the first len bytes at p (32 readable) equal an entry's (fh_kp, len < 32)? */
+static FH_TGT inline __attribute__((always_inline)) int FH_(fh_kp_eq)(const unsigned char* p, const unsigned char* b, unsigned len) {
+#if FH_AVX2
+    uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(
+        _mm256_loadu_si256((const __m256i*)p), _mm256_loadu_si256((const __m256i*)b)));
+    return (~m & ((1u << len) - 1u)) == 0;
+#elif defined(__SSE2__)
+    uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i*)p), _mm_loadu_si128((const __m128i*)b)))
+        | ((uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i*)(p + 16)), _mm_loadu_si128((const __m128i*)(b + 16)))) << 16);
+    return (~m & ((1u << len) - 1u)) == 0;
+#else
+    return memcmp(p, b, len) == 0;
+#endif
+}
+
 static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int depth);
 
 /* one value validated and skipped: the scalars in line (most skipped values: strings,

@@ -34,6 +34,12 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
     unsigned char w;
     int force = keep_all | row[FH_KT_FIRST];     /* keep the next member whatever its key */
     const uint64_t lens = fh_kt_lens_of(row);
+    /* the key memory of this context (see fh_kp), and the slot of the next key */
+    fh_kp* kpt = ps->kp ? ps->kp + (size_t)((row - ps->ktab) >> 8) * FH_KP_N : NULL;
+    const fh_kp* ke;
+    fh_kp* kl;
+    unsigned kh = 0, kn;
+    Py_ssize_t kq;
 #endif
     fh_node* nd;
     pos = fh_open(ps, pos, depth, FJ_OBJ, &idx);
@@ -44,6 +50,22 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
         while (!closed) {
             if (pos >= n || s[pos] != 0x22) return -1;
         key:        /* pos is at the key's opening quote */
+#if FH_PROJ
+            if (kpt) {
+                ke = &kpt[kh];
+                if (ke->len && pos + 32 <= n && FH_(fh_kp_eq)(s + pos, ke->b, ke->len)) {
+                    /* the key the memory says, with its colon: numbered as below would */
+                    kstart = pos + 1;
+                    kend = kstart + ke->klen;
+                    kfl = 0;
+                    kid = (force || fh_kt_len_wanted(lens, ke->klen)) ? ke->kid : 0xFFFFFFFFu;
+                    kh = ke->hn;
+                    pos += ke->len;             /* (< n: len < 32) */
+                    if (s[pos] <= 0x20) pos = fh_ws(s, pos, n);
+                    goto keyed;
+                }
+            }
+#endif
             kend = FH_(fh_sclose)(s, pos + 1, n, &kfl);
             if (kend < 0) return -1;
 #if FH_PROJ
@@ -54,6 +76,21 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
             kid = kfl ? fh_knum_esc(s, kstart, kend)
                 : (force || fh_kt_len_wanted(lens, kend - kstart))
                     ? fh_key_fast(s + kstart, kend - kstart, s + n) : 0xFFFFFFFFu;
+            if (kpt) {      /* the memory learns the key (one without escapes, its colon next) */
+                kn = fh_kp_hash(s + kstart, kend - kstart);
+                kq = kend + 2 - (kstart - 1);               /* quote, key, quote, colon */
+                if (!kfl && kq < 32 && kstart - 1 + 32 <= n && s[kend + 1] == 0x3A) {
+                    kl = &kpt[kh];
+                    memcpy(kl->b, s + kstart - 1, 32);
+                    kl->len = (uint8_t)kq;
+                    kl->klen = (uint8_t)(kend - kstart);
+                    kl->kid = (force || fh_kt_len_wanted(lens, kend - kstart)) ? kid
+                        : fh_key_fast(s + kstart, kend - kstart, s + n);
+                    kl->hn = (uint8_t)kn;
+                }
+                kh = kn;
+            }
+        keyed:
             w = row[kid & 0xFFu];      /* (no key number: index 255, never wanted) */
             if (!(w & FH_KW) && !force) {
 #else

@@ -787,6 +787,7 @@ cdef int parse_line(Tape* t, const unsigned char* s, Py_ssize_t n) except -1 nog
     ps.ky_id = KY_id
     ps.oom = 0
     ps.ktab = t.ktab
+    ps.kp = <fh_kp*>t.kp
     c = fh_parse_fast(&ps)
     t.nodes = <Node*>ps.nodes
     t.cap = ps.cap
@@ -919,7 +920,25 @@ cdef extern from *:
         uint32_t ky_id;
         int oom;
         const uint8_t* ktab;    /* the key table (FH_NCX rows of 256, see below); NULL: all columns' */
+        struct fh_kp* kp;       /* the projection's key memory (FH_NCX * FH_KP_N), or NULL */
     } fh_ps;
+
+    /* The projection's key memory: which key came after which, per context. Every v1.1 status
+       has its keys in the same order, so the key after a given key is most often the one that
+       followed it last time. An entry holds that key's bytes as they stood in the line, from
+       its opening quote through the colon right after its closing one (at most 31 bytes, no
+       backslash: a key without escapes), its number and the slot of the key after it. A key
+       is taken from the memory when the line's next bytes are exactly those (one compare):
+       the same key, closed at the same place, followed by its colon, so it numbers the same;
+       the scan then goes on from where the entry says, without waiting for the key's bytes.
+       Otherwise the key is read as before and the entry learns it. A slot is a hash of the
+       key before (slot 0 for an object's first key): a clash only costs misses. */
+    #define FH_KP_N 64
+    typedef struct fh_kp { unsigned char b[32]; uint32_t kid; uint8_t len, klen, hn, pad; } fh_kp;
+
+    static inline __attribute__((always_inline)) unsigned fh_kp_hash(const unsigned char* k, Py_ssize_t len) {
+        return (unsigned)(len * 11 + k[0] * 3 + k[len > 0 ? len - 1 : 0] * 7 + k[len >> 1]) & (FH_KP_N - 1);
+    }
 
     enum { FJ_OBJ = 1, FJ_ARR, FJ_STR, FJ_INT, FJ_FLT, FJ_TRUE, FJ_FALSE, FJ_NULL };
 
@@ -1275,6 +1294,12 @@ cdef extern from *:
        FIREHOSE_SIMD=sse2 or _core.simd_level(1) forces the baseline) */
     static int FH_SIMD = 1;
 
+    /* a key memory for the fast scan (fh_ps.kp): NULL when out of memory (the scan then goes
+       without) */
+    static fh_kp* fh_kp_new(void) {
+        return (fh_kp*)calloc(FH_NCX * FH_KP_N, sizeof(fh_kp));
+    }
+
     static int fh_simd_best(void) {
     #if FH_HAVE_AVX2
         __builtin_cpu_init();
@@ -1300,6 +1325,9 @@ cdef extern from *:
     """
     ctypedef struct fh_node:
         pass
+    ctypedef struct fh_kp:
+        pass
+    fh_kp* fh_kp_new() noexcept nogil
     ctypedef struct fh_ps:
         const unsigned char* s
         Py_ssize_t n
@@ -1310,6 +1338,7 @@ cdef extern from *:
         uint32_t ky_id
         int oom
         const uint8_t* ktab
+        fh_kp* kp
     int fh_parse_fast "fh_parse_fast_sel"(fh_ps* ps) noexcept nogil
     Py_ssize_t fh_parse_open "fh_parse_open_sel"(fh_ps* ps) noexcept nogil
     int FH_SIMD
@@ -1392,12 +1421,14 @@ assert J_OBJ == 1 and J_ARR == 2 and J_STR == 3 and J_INT == 4 and J_FLT == 5 an
     and J_FALSE == 7 and J_NULL == 8 and F_PART == 2 and F_ESC == 1
 
 
-def _fast_scan_check(lines, int max_depth=64, const uint8_t[::1] ktab=None):
+def _fast_scan_check(lines, int max_depth=64, const uint8_t[::1] ktab=None, bint keys=True):
     """For tests: scan each line (bytes) with the fast scan and with utf8_check + parse_slow
     (what parse_line does with a line the fast scan rejects) and compare, with the key table
     ``ktab`` (an Engine's ``_key_table()``; default all columns').
     Returns (accepted by both, rejected by both, fast only, slow only, tapes differing): the
-    last three must be 0 except "slow only" (the fast scan may be stricter; never laxer)."""
+    last three must be 0 except "slow only" (the fast scan may be stricter; never laxer).
+    ``keys``: the fast scan keeps a key memory across the lines, as a decoder does (it is used
+    with a key table only)."""
     cdef Tape t
     cdef fh_ps ps
     cdef Node* a
@@ -1413,6 +1444,10 @@ def _fast_scan_check(lines, int max_depth=64, const uint8_t[::1] ktab=None):
         if ktab.shape[0] != CX_N * 256:
             raise ValueError("ktab: not a key table")
         t.ktab = &ktab[0]
+    if keys:
+        t.kp = fh_kp_new()
+        if t.kp == NULL:
+            raise MemoryError()
     try:
         for line in lines:
             s = <const unsigned char*>(<char*>line)
@@ -1425,6 +1460,7 @@ def _fast_scan_check(lines, int max_depth=64, const uint8_t[::1] ktab=None):
             ps.ky_id = KY_id
             ps.oom = 0
             ps.ktab = t.ktab
+            ps.kp = <fh_kp*>t.kp
             rf = fh_parse_fast(&ps)     # (the one simd_level says)
             a = <Node*>ps.nodes
             alen = ps.len
@@ -1456,6 +1492,7 @@ def _fast_scan_check(lines, int max_depth=64, const uint8_t[::1] ktab=None):
                 free(ps.nodes)
     finally:
         free(t.nodes)
+        free(t.kp)
         buf_free(&t.mem)
         buf_free(&t.keybuf)
     return both, neither, fast_only, slow_only, differ
