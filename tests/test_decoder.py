@@ -4,6 +4,7 @@ real corpora is tests/test_differential.py."""
 from __future__ import annotations
 
 import gzip
+import os
 import json
 import sys
 import threading
@@ -834,6 +835,59 @@ def test_a_mapped_file_gives_what_read_chunks_give(tmp_path):
         with pytest.raises(ValueError, match="released"):
             bytes(kept[0])
         assert _all(firehose.iter_file(path, chunk_size=size, readahead=0)).tweets.num_rows == 2998
+
+
+@pytest.mark.parametrize("readahead", [0, 1, 3])
+def test_read_into_chunks_gives_what_read_chunks_give(tmp_path, readahead):
+    """Chunks read into buffers used again and again: the same bytes at the same offsets as
+    fresh reads, with and without the read-ahead thread (its ring of buffers: a chunk is only
+    read into again once the consumer has asked for the one after the next ``readahead``),
+    and the decode of the file the same whatever the chunk size (lines cut by chunks carried)."""
+    from firehose.reader import iter_chunks, read_into_chunks
+    data = _bad_line_data(3000)
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(data)
+    want = _all(firehose.iter_file(path, mmap=True, readahead=0))
+    for size, start in ((50_000, 0), (4096 * 3, 0), (65_537, 0), (65_537, 70_001), (1 << 22, 0), (7, 0)):
+        read = [(bytes(c), o) for c, o in iter_chunks(path, size, start=start)]
+        got = []
+        for c, o in read_into_chunks(path, size, start=start, readahead=readahead):
+            assert isinstance(c, memoryview)
+            got.append((bytes(c), o))
+        assert got == read
+        if size >= 4096:
+            res = _all(firehose.iter_file(path, chunk_size=size, readahead=readahead))
+            assert res.tweets.equals(want.tweets) and res.rejects.equals(want.rejects)
+            assert res.tweets.num_rows == 2998
+    # the default (mmap=None) reads on one thread; mmap=False too
+    for mmap in (None, False):
+        assert _all(firehose.iter_file(path, mmap=mmap, chunk_size=10_000)).tweets.equals(want.tweets)
+
+
+def test_read_into_chunks_reads_on_a_growing_file_and_stops_at_a_truncated_one(tmp_path):
+    from firehose.reader import read_into_chunks
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(tweet(0) * 100)
+    it = read_into_chunks(path, 4096)
+    got = [bytes(next(it)[0])]
+    with open(path, "ab") as f:
+        f.write(tweet(1) * 100)
+    got += [bytes(c) for c, _ in it]
+    assert b"".join(got) == path.read_bytes()
+    it = read_into_chunks(path, 4096)
+    first = bytes(next(it)[0])
+    os.truncate(path, 5000)                     # (a mapping would die of SIGBUS here)
+    assert first + b"".join(bytes(c) for c, _ in it) == path.read_bytes()
+
+
+def test_read_into_chunks_reads_what_it_cannot_map(tmp_path):
+    from firehose.reader import read_into_chunks
+    data = _bad_line_data(500)
+    (tmp_path / "c.ndjson.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "e.ndjson").write_bytes(b"")
+    chunks = list(read_into_chunks(tmp_path / "c.ndjson.gz", 10_000))
+    assert all(isinstance(c, bytes) for c, _ in chunks) and b"".join(c for c, _ in chunks) == data
+    assert list(read_into_chunks(tmp_path / "e.ndjson", 10_000)) == []
 
 
 def test_map_chunks_reads_what_it_cannot_map(tmp_path):

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from . import _core
 from .errors import ParseError
-from .reader import DEFAULT_CHUNK, PARALLEL_SEGMENT, map_chunks, read_chunks
+from .reader import DEFAULT_CHUNK, PARALLEL_SEGMENT, map_chunks, read_into_chunks
 from .schema import COMPLIANCE, REJECTS, TWEETS
 
 __all__ = ["Decoder", "DecodeResult", "decode_file", "iter_file"]
@@ -394,16 +394,18 @@ def _unify(batches, schema, full, empty) -> pa.Table:
 
 
 def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int | None = None,
-              source: str | None = None, readahead: int = 2, mmap: bool = True,
+              source: str | None = None, readahead: int = 2, mmap: bool | None = None,
               threads: int = 1, **kwargs) -> Iterator[DecodeResult]:
     """Stream a capture (plain, .gz or .zst) through a Decoder, yielding a result per chunk.
 
     Pass ``decoder`` to share dedupe state across files; otherwise a new one is made with
-    ``kwargs``. A plain file is memory-mapped chunk by chunk and decoded where it lies (no
-    copy, no thread: see ``reader.map_chunks``); compressed files and stdin are read and
-    decompressed ``readahead`` chunks ahead in a thread (0: inline). ``mmap=False`` reads a
-    plain file too (``reader.iter_chunks``): a file truncated, or an I/O error, while it is
-    decoded is then an ``InputError``, where a mapping kills the process with SIGBUS. The
+    ``kwargs``. Files and stdin are read ``readahead`` chunks ahead in a thread (0: inline),
+    compressed ones decompressed there. On one thread a plain file is read into buffers used
+    again and again (``reader.read_into_chunks``; a copy into memory that stays in the cache
+    costs less than mapping the file); with ``threads`` > 1 its segments are mapped. ``mmap``
+    says it instead: ``True`` maps a plain file (``reader.map_chunks``, no copy, no thread: a
+    file truncated, or an I/O error, while it is decoded then kills the process with SIGBUS),
+    ``False`` reads it (an ``InputError`` then), ``None`` (the default) as above. The
     source's last line is flushed at the end; the decoder stays usable.
 
     ``chunk_size``: 4 MiB (``reader.DEFAULT_CHUNK``); 12 MiB with ``threads`` > 1
@@ -425,9 +427,10 @@ def iter_file(path, *, decoder: Decoder | None = None, chunk_size: int | None = 
         raise ValueError(f"iter_file: chunk_size must be positive, not {chunk_size!r}")
     if threads > 1:
         from ._parallel import iter_parallel
-        yield from iter_parallel(path, dec, name, chunk_size, readahead, mmap, int(threads))
+        yield from iter_parallel(path, dec, name, chunk_size, readahead, mmap is not False,
+                                 int(threads))
         return
-    chunks = (map_chunks if mmap else read_chunks)(path, chunk_size, readahead=readahead)
+    chunks = (map_chunks if mmap else read_into_chunks)(path, chunk_size, readahead=readahead)
     for chunk, offset in chunks:
         yield dec.feed(chunk, source=name, offset=offset)
     yield dec.finish()
@@ -444,7 +447,7 @@ def _decoder(who: str, decoder: Decoder | None, kwargs: dict) -> Decoder:
     return decoder
 
 
-def decode_file(path, *, mmap: bool = True, threads: int = 1, **kwargs) -> DecodeResult:
+def decode_file(path, *, mmap: bool | None = None, threads: int = 1, **kwargs) -> DecodeResult:
     """Decode a whole capture file into three tables (tweets, compliance, rejects).
     ``mmap`` and ``threads``: as for :func:`iter_file`."""
     dec = _decoder("decode_file", kwargs.pop("decoder", None), kwargs)
