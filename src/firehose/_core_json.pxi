@@ -1294,8 +1294,8 @@ cdef extern from *:
        FIREHOSE_SIMD=sse2 or _core.simd_level(1) forces the baseline) */
     static int FH_SIMD = 1;
 
-    /* a key memory for the fast scan (fh_ps.kp): NULL when out of memory (the scan then goes
-       without) */
+    /* a key memory for the fast scan (fh_ps.kp): NULL when out of memory (the callers raise
+       MemoryError) */
     static fh_kp* fh_kp_new(void) {
         return (fh_kp*)calloc(FH_NCX * FH_KP_N, sizeof(fh_kp));
     }

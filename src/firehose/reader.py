@@ -263,9 +263,10 @@ def map_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
 def read_into_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
                      readahead: int = 0) -> Iterator[tuple[object, int]]:
     """``iter_chunks`` into buffers used again and again: the same ``(chunk, offset)`` pairs,
-    cut at the same places, but for a plain regular file each chunk is a ``memoryview`` of a
-    buffer this reads the file into (``readinto``) rather than fresh ``bytes``. Other inputs
-    are read by ``read_chunks``, as by ``map_chunks``.
+    cut at the same places (a file that grows while it is read may be cut sooner), but for a
+    plain regular file each chunk is a ``memoryview`` of a buffer this reads the file into
+    (``preadv``) rather than fresh ``bytes``. Other inputs are read by ``read_chunks``, as by
+    ``map_chunks``.
 
     Like ``map_chunks``' views, a chunk is valid until the next one is asked for: the buffer
     under it is then read into again. (``Decoder.feed`` keeps no reference to what it is
@@ -283,26 +284,33 @@ def read_into_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
         yield from read_chunks(path, chunk_size, start, readahead)
         return
     name = os.fspath(path)
+    try:
+        if os.fstat(f.fileno()).st_size - start <= chunk_size:
+            readahead = 0       # one chunk: a thread would cost more than it overlaps
+    except OSError:
+        pass
     nbuf = readahead + 2 if readahead > 0 else 1
 
     def chunks():
-        bufs = [bytearray(chunk_size) for _ in range(nbuf)]
-        views = [memoryview(b) for b in bufs]
-        fd = f.fileno()
+        # buffers made as they are first needed, each no larger than what is left of the file
+        # (grown if the file grows): a small file costs a small buffer, not 4 x 4 MiB zeroed
+        bufs: list = [None] * nbuf
         offset, i = start, 0
         try:
+            fd = f.fileno()
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, start, 0, os.POSIX_FADV_SEQUENTIAL)
             while True:
                 want = chunk_size - offset % chunk_size
-                view = views[i]
+                left = os.fstat(fd).st_size - offset    # (per chunk: a growing file is read on)
+                need = min(want, left) if left > 0 else min(want, 1 << 16)
+                view = bufs[i]
+                if view is None or len(view) < need:
+                    view = bufs[i] = memoryview(bytearray(need))
+                need = min(want, len(view))
                 got = 0
-                while got < want:
-                    try:
-                        k = os.preadv(fd, [view[got:want]], offset + got)
-                    except OSError as e:
-                        raise InputError(f"{name}: read failed at byte {offset + got}: "
-                                         f"{e.strerror or e}") from None
+                while got < need:
+                    k = _pread_into(fd, view[got:need], offset + got, name)
                     if not k:
                         break
                     got += k
@@ -318,6 +326,21 @@ def read_into_chunks(path, chunk_size: int = DEFAULT_CHUNK, start: int = 0,
         yield from prefetch(chunks(), readahead)
     else:
         yield from chunks()
+
+
+def _pread_into(fd: int, view, offset: int, name: str) -> int:
+    """Read into ``view`` at ``offset`` of the file: the bytes read (0 at its end)."""
+    try:
+        if _PREADV:
+            return os.preadv(fd, [view], offset)
+        data = os.pread(fd, len(view), offset)
+    except OSError as e:
+        raise InputError(f"{name}: read failed at byte {offset}: {e.strerror or e}") from None
+    view[:len(data)] = data
+    return len(data)
+
+
+_PREADV = hasattr(os, "preadv")     # (Linux, the BSDs; not every macOS build)
 
 
 _DONE = object()
