@@ -864,16 +864,10 @@ def test_read_into_chunks_gives_what_read_chunks_give(tmp_path, readahead):
         assert _all(firehose.iter_file(path, mmap=mmap, chunk_size=10_000)).tweets.equals(want.tweets)
 
 
-def test_read_into_chunks_reads_on_a_growing_file_and_stops_at_a_truncated_one(tmp_path):
+def test_read_into_chunks_stops_at_a_truncated_file(tmp_path):
     from firehose.reader import read_into_chunks
     path = tmp_path / "c.ndjson"
     path.write_bytes(tweet(0) * 100)
-    it = read_into_chunks(path, 4096)
-    got = [bytes(next(it)[0])]
-    with open(path, "ab") as f:
-        f.write(tweet(1) * 100)
-    got += [bytes(c) for c, _ in it]
-    assert b"".join(got) == path.read_bytes()
     it = read_into_chunks(path, 4096)
     first = bytes(next(it)[0])
     os.truncate(path, 5000)                     # (a mapping would die of SIGBUS here)
@@ -892,25 +886,18 @@ def test_read_into_chunks_sizes_its_buffers_by_the_file(tmp_path):
         assert chunks[0][1] == path.read_bytes()
 
 
-def test_read_into_chunks_reads_what_it_cannot_map(tmp_path):
-    from firehose.reader import read_into_chunks
+@pytest.mark.parametrize("reader", ["map_chunks", "read_into_chunks"])
+def test_what_cannot_be_mapped_is_read(tmp_path, reader):
+    """Compressed (and empty) files go to read_chunks, with or without read-ahead."""
+    from firehose import reader as readers
+    chunks_of = getattr(readers, reader)
     data = _bad_line_data(500)
     (tmp_path / "c.ndjson.gz").write_bytes(gzip.compress(data))
     (tmp_path / "e.ndjson").write_bytes(b"")
-    chunks = list(read_into_chunks(tmp_path / "c.ndjson.gz", 10_000))
+    chunks = list(chunks_of(tmp_path / "c.ndjson.gz", 10_000))
     assert all(isinstance(c, bytes) for c, _ in chunks) and b"".join(c for c, _ in chunks) == data
-    assert list(read_into_chunks(tmp_path / "e.ndjson", 10_000)) == []
-
-
-def test_map_chunks_reads_what_it_cannot_map(tmp_path):
-    from firehose.reader import map_chunks
-    data = _bad_line_data(500)
-    (tmp_path / "c.ndjson.gz").write_bytes(gzip.compress(data))
-    (tmp_path / "e.ndjson").write_bytes(b"")
-    chunks = list(map_chunks(tmp_path / "c.ndjson.gz", 10_000))
-    assert all(isinstance(c, bytes) for c, _ in chunks) and b"".join(c for c, _ in chunks) == data
-    assert list(map_chunks(tmp_path / "e.ndjson", 10_000)) == []
-    assert list(map_chunks(tmp_path / "c.ndjson.gz", 10_000, readahead=2))[-1][1] == chunks[-1][1]
+    assert list(chunks_of(tmp_path / "e.ndjson", 10_000)) == []
+    assert list(chunks_of(tmp_path / "c.ndjson.gz", 10_000, readahead=2))[-1][1] == chunks[-1][1]
 
 
 def test_a_view_kept_by_the_consumer_keeps_its_chunk_mapped(tmp_path):
@@ -923,11 +910,12 @@ def test_a_view_kept_by_the_consumer_keeps_its_chunk_mapped(tmp_path):
     assert b"".join(bytes(k) for k in kept[:1]) == path.read_bytes()[:100]
 
 
-def test_a_growing_plain_file_is_read_on(tmp_path):
-    from firehose.reader import map_chunks
+@pytest.mark.parametrize("reader", ["map_chunks", "read_into_chunks"])
+def test_a_growing_plain_file_is_read_on(tmp_path, reader):
+    from firehose import reader as readers
     path = tmp_path / "c.ndjson"
     path.write_bytes(tweet(0) * 100)
-    it = map_chunks(path, 4096)
+    it = getattr(readers, reader)(path, 4096)
     got = [bytes(next(it)[0])]
     with open(path, "ab") as f:
         f.write(tweet(1) * 100)
