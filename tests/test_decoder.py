@@ -1092,6 +1092,24 @@ def test_fast_scan_key_memory_takes_only_the_same_key(simd):
         assert with_memory == without
 
 
+def test_key_memory_numbers_a_kept_first_key_learned_where_it_was_skipped(simd):
+    """An entry learned for a key where it was skipped unnumbered (its length wanted nowhere in
+    the row) must not give that key its number where it is kept whatever it is (an object's
+    first member): the entry's slot is the previous key's, so such a key lands in slot 0 (an
+    object's first key) after a key whose slot is 0. Many previous keys make some land there."""
+    from firehose import _core
+    lines = []
+    for b in (b"retweeted_status", b"quoted_status", b"extended_tweet", b"entities", b"favorited",
+              b"truncated", b"display_text_range", b"possibly_sensitive", b"timestamp_ms"):
+        for i in range(600):
+            lines.append(b'{"a%d":1,"%s":2,"id":%d,"text":"t"}' % (i, b, i + 1))
+            lines.append(b'{"%s":1,"id":%d,"text":"t"}' % (b, i + 1))
+    for cols in (["id"], ["text"], ["author_id"]):
+        ktab = firehose.Decoder(columns=cols)._eng._key_table()
+        both, neither, fast_only, slow_only, differ = _core._fast_scan_check(lines, 64, ktab)
+        assert (fast_only, slow_only, differ) == (0, 0, 0) and both == len(lines), cols
+
+
 def test_decoding_with_the_key_memory_matches_the_reference():
     """Whole decodes of those lines with projections: the reference's rows and rejects."""
     try:

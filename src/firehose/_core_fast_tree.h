@@ -53,7 +53,8 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
 #if FH_PROJ
             if (kpt) {
                 ke = &kpt[kh];
-                if (ke->len && pos + 32 <= n && FH_(fh_kp_eq)(s + pos, ke->b, ke->len)) {
+                if (ke->len && pos + 32 <= n && FH_(fh_kp_eq)(s + pos, ke->b, ke->len)
+                        && (ke->kk || !(force || fh_kt_len_wanted(lens, ke->klen)))) {
                     /* the key the memory says, with its colon: numbered as below would */
                     kstart = pos + 1;
                     kend = kstart + ke->klen;
@@ -84,8 +85,8 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
                     memcpy(kl->b, s + kstart - 1, 32);
                     kl->len = (uint8_t)kq;
                     kl->klen = (uint8_t)(kend - kstart);
-                    kl->kid = (force || fh_kt_len_wanted(lens, kend - kstart)) ? kid
-                        : fh_key_fast(s + kstart, kend - kstart, s + n);
+                    kl->kid = kid;
+                    kl->kk = (uint8_t)(force || fh_kt_len_wanted(lens, kend - kstart));
                     kl->hn = (uint8_t)kn;
                 }
                 kh = kn;
