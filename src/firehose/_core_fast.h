@@ -277,16 +277,43 @@ static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int d
     int closed = 0;
     if (depth > ps->max_depth) return -1;
     if (s[pos] == 0x7B) {
+        /* the key memory of skipped objects (fh_kp; only keys: nothing is numbered here) */
+        fh_kp* kpt = ps->kp ? ps->kp + (size_t)FH_NCX * FH_KP_N : NULL;
+        fh_kp* ke;
+        unsigned kh = 0;
         pos = fh_ws(s, pos + 1, n);
         if (pos >= n) return -1;
         if (s[pos] == 0x7D) return pos + 1;
         for (;;) {
             if (pos >= n || s[pos] != 0x22) return -1;
         key:
+            ke = NULL;
+            if (kpt && pos + 32 <= n) {
+                ke = &kpt[kh];
+                if (ke->len && FH_(fh_kp_eq)(s + pos, ke->b, ke->len)) {
+                    kh = ke->hn;
+                    pos += ke->len;             /* (< n: len < 32) */
+                    if (s[pos] <= 0x20) pos = fh_ws(s, pos, n);
+                    goto value;
+                }
+            }
             k = FH_(fh_sclose)(s, pos + 1, n, &fl);
             if (k < 0) return -1;
+            if (kpt) {
+                unsigned kn = fh_kp_hash(s + pos + 1, k - pos - 1);
+                if (ke && !fl && k + 2 - pos < 32 && s[k + 1] == 0x3A) {
+                    memcpy(ke->b, s + pos, 32);
+                    ke->len = (uint8_t)(k + 2 - pos);
+                    ke->klen = (uint8_t)(k - pos - 1);
+                    ke->kid = 0xFFFFFFFFu;
+                    ke->kk = 0;
+                    ke->hn = (uint8_t)kn;
+                }
+                kh = kn;
+            }
             pos = fh_key_colon(s, k, n);
             if (pos < 0) return -1;
+        value:
             pos = FH_(fh_skip_inl)(ps, pos, depth + 1);
             if (pos < 0) return -1;
             if (pos + 1 < n && s[pos] == 0x2C && s[pos + 1] == 0x22) {     /* ,"key (most) */

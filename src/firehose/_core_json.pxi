@@ -920,7 +920,8 @@ cdef extern from *:
         uint32_t ky_id;
         int oom;
         const uint8_t* ktab;    /* the key table (FH_NCX rows of 256, see below); NULL: all columns' */
-        struct fh_kp* kp;       /* the projection's key memory (FH_NCX * FH_KP_N), or NULL */
+        struct fh_kp* kp;       /* the projection's key memory ((FH_NCX + 1) * FH_KP_N: a region
+                                   per context and one for skipped objects), or NULL */
     } fh_ps;
 
     /* The projection's key memory: which key came after which, per context. Every v1.1 status
@@ -1310,7 +1311,7 @@ cdef extern from *:
     /* a key memory for the fast scan (fh_ps.kp): NULL when out of memory (the callers raise
        MemoryError) */
     static fh_kp* fh_kp_new(void) {
-        return (fh_kp*)calloc(FH_NCX * FH_KP_N, sizeof(fh_kp));
+        return (fh_kp*)calloc((FH_NCX + 1) * FH_KP_N, sizeof(fh_kp));     /* (+1: skipped objects') */
     }
 
     static int fh_simd_best(void) {
