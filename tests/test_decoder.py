@@ -543,6 +543,36 @@ def test_fast_scan_surrogate_pairs_at_every_block_offset():
     _fast_scan_check_each_build(_surrogate_pair_lines(), 160)
 
 
+def _slash_escape_lines():
+    """Strings whose escapes are all \\/ (v1.1's URLs), long and short, with the string at every
+    offset of the 32-byte steps, and each with one \\/ at each place turned into another escape
+    (valid or not), a doubled backslash, an escaped quote, a control or non-ASCII byte: the
+    AVX2 scan takes such strings 32 bytes a step and hands anything else to the byte scan."""
+    url = b"https:\\/\\/pbs.twimg.com\\/profile_images\\/1234567890\\/abcdefgh_normal.jpg"
+    out = []
+    for pad in range(0, 34):
+        for body in (url, url[:20], url[:31], url + url):
+            out.append(b'{"id":1,"k":"' + b"p" * pad + body + b'"}')
+            at = 0
+            while True:
+                at = body.find(b"\\/", at)
+                if at < 0:
+                    break
+                for bad in (b"\\x", b"\\\\", b'\\"', b"\\u00e9", b"\\", b"\x01/", b"\xc3\xa9"):
+                    out.append(b'{"id":1,"k":"' + b"p" * pad + body[:at] + bad + body[at + 2:] + b'"}')
+                at += 2
+    return out
+
+
+def test_fast_scan_slash_escapes_at_every_offset():
+    lines = _slash_escape_lines()
+    _fast_scan_check_each_build(lines, 100)
+    from firehose import _core
+    ktab = firehose.Decoder(columns=["id"])._eng._key_table()
+    both, neither, fast_only, slow_only, differ = _core._fast_scan_check(lines, 64, ktab)
+    assert (fast_only, slow_only, differ) == (0, 0, 0) and both > 100 and neither > 100
+
+
 def test_fast_scan_builds_agree_on_every_string_edge():
     _fast_scan_check_each_build(_string_edge_lines(), 1)
 

@@ -165,6 +165,36 @@ static FH_TGT inline Py_ssize_t FH_(fh_sfast)(const unsigned char* s, Py_ssize_t
     }
 }
 
+/* fh_sfast for a string whose only escapes are \/ (v1.1's URLs: https:\/\/t.co\/...):
+   32 bytes a step, a block taken whole up to the closing quote when each of its backslashes
+   is followed by a slash inside it and it has no control or non-ASCII byte; anything else
+   goes to fh_sfast from that block's start (never inside an escape). The closing quote, or
+   what fh_sfast returns. */
+static FH_TGT Py_ssize_t FH_(fh_sslash)(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
+#if FH_AVX2
+    unsigned mq, mb, mc, ms, lim, bk;
+    while (p + 32 <= n) {
+        __m256i x = _mm256_loadu_si256((const __m256i*)(s + p));
+        mq = (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, _mm256_set1_epi8(0x22)));
+        mb = (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, _mm256_set1_epi8(0x5C)));
+        mc = (unsigned)_mm256_movemask_epi8(_mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x));
+        ms = (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, _mm256_set1_epi8(0x2F)));
+        lim = mq ? (1u << __builtin_ctz(mq)) - 1u : 0xFFFFFFFFu;      /* the bytes before the quote */
+        bk = mb & lim;
+        /* a control or non-ASCII byte, a backslash not followed by a slash (the one before
+           the quote escapes it), a backslash last in a block the string goes on past */
+        if ((mc & lim) || ((bk << 1) & ~ms) || (bk >> 31))
+            break;
+        if (bk)
+            *fl = 1;
+        if (mq)
+            return p + __builtin_ctz(mq);
+        p += 32;
+    }
+#endif
+    return FH_(fh_sfast)(s, p, n, fl);
+}
+
 /* p just after an opening quote: the closing quote, or -1; *fl = 1 with escapes */
 static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_sclose)(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, unsigned char* fl) {
     *fl = 0;
@@ -177,8 +207,8 @@ static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_sclose)(co
         if (mq && (mo == 0 || __builtin_ctz(mq) < __builtin_ctz(mo)))
             return p + __builtin_ctz(mq);
         if ((mq | mo) == 0)
-            p += 32;
-        return FH_(fh_sfast)(s, p, n, fl);
+            return FH_(fh_sfast)(s, p + 32, n, fl);
+        return FH_(fh_sslash)(s, p, n, fl);     /* a backslash (or a byte below 0x20) first */
     }
 #endif
 #if defined(__SSE2__)
