@@ -155,7 +155,7 @@ def _feed_segment(dec, f, name: str, seg) -> list:
     if pieces is not None:
         return [dec.feed(piece, source=name, offset=off) for piece, off in pieces]
     try:
-        m, view = map_range(f.fileno(), start, end - start)
+        m, view = map_range(f.fileno(), start, end - start, populate=True)
     except (OSError, ValueError, OverflowError):
         data = os.pread(f.fileno(), end - start, start)
         if len(data) != end - start:

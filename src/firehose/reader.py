@@ -188,12 +188,18 @@ def open_mappable(path):
     return f
 
 
-def map_range(fd: int, start: int, n: int):
+def map_range(fd: int, start: int, n: int, populate: bool = False):
     """``(mapping, view)``: the file's bytes ``start:start + n`` mapped read-only, ``view`` a
     memoryview of just them. OSError, ValueError or OverflowError when they cannot be mapped.
-    ``unmap`` undoes it."""
+    ``unmap`` undoes it. ``populate``: the page tables are filled by the call (MAP_POPULATE,
+    where there is one) rather than fault by fault as the bytes are read: the parallel
+    decode's segments, 2 threads over 300 MB, 8 of 9 alternated runs faster, median -2%."""
     base = start - start % mmap.ALLOCATIONGRANULARITY
-    m = mmap.mmap(fd, start - base + n, access=mmap.ACCESS_READ, offset=base)
+    if populate and hasattr(mmap, "MAP_POPULATE"):
+        m = mmap.mmap(fd, start - base + n, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                      prot=mmap.PROT_READ, offset=base)
+    else:
+        m = mmap.mmap(fd, start - base + n, access=mmap.ACCESS_READ, offset=base)
     return m, memoryview(m)[start - base:]
 
 
