@@ -94,8 +94,9 @@ static FH_TGT inline Py_ssize_t FH_(fh_esc_blocks)(const unsigned char* s, Py_ss
 }
 #endif
 
-/* fh_str_end for the fast scan: the closing quote or -1, *fl = 1 when there are escapes
-   (*fl must be 0 on entry). Accepts what fh_str_end accepts when the string's bytes are also
+/* fh_str_end for the fast scan: the closing quote or -1, *fl set to 1 when there are escapes
+   (never cleared: the caller sets it to 0 first, or to 1 when fh_sslash has seen one).
+   Accepts what fh_str_end accepts when the string's bytes are also
    valid UTF-8 (as utf8_check says: the fast scan checks the UTF-8 of the line's strings,
    and a non-ASCII byte anywhere else is invalid JSON). A run of escapes
    (CJK text, emoji pairs) is checked without going back to the 16-byte steps; the AVX2

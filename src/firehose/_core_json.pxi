@@ -1441,8 +1441,11 @@ def _fast_scan_check(lines, int max_depth=64, const uint8_t[::1] ktab=None, bint
     ``ktab`` (an Engine's ``_key_table()``; default all columns').
     Returns (accepted by both, rejected by both, fast only, slow only, tapes differing): the
     last three must be 0 except "slow only" (the fast scan may be stricter; never laxer).
-    ``keys``: the fast scan keeps a key memory across the lines, as a decoder does (it is used
-    with a key table only)."""
+    ``keys``: the fast scan keeps a key memory across the lines, as a decoder with a
+    projection does (with ``ktab`` None the objects skipped whole use it too, which a decoder
+    of all columns, having none, never does). The tapes are compared down to each node's
+    flags: that is the test that a string's escape flag (F_ESC) is set, since the string
+    writers decode escapes whatever the flag says and only the str_view readers depend on it."""
     cdef Tape t
     cdef fh_ps ps
     cdef Node* a

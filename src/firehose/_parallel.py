@@ -155,7 +155,9 @@ def _feed_segment(dec, f, name: str, seg) -> list:
     if pieces is not None:
         return [dec.feed(piece, source=name, offset=off) for piece, off in pieces]
     try:
-        m, view = map_range(f.fileno(), start, end - start, populate=True)
+        # (populated in the call, up to 64 MiB: a larger segment, chunk_size set so, would be
+        # read whole before its decode starts instead of as it goes)
+        m, view = map_range(f.fileno(), start, end - start, populate=end - start <= 64 << 20)
     except (OSError, ValueError, OverflowError):
         data = os.pread(f.fileno(), end - start, start)
         if len(data) != end - start:
