@@ -263,8 +263,12 @@ static FH_TGT inline __attribute__((always_inline)) Py_ssize_t FH_(fh_plit)(fh_p
     return pos + ln;
 }
 
-/* do the first len bytes at p (32 readable) equal an entry's (fh_kp, len < 32)? */
-static FH_TGT inline __attribute__((always_inline)) int FH_(fh_kp_eq)(const unsigned char* p, const unsigned char* b, unsigned len) {
+/* is the key of entry e (fh_kp; none when e->len is 0) at p, its first e->len bytes (32
+   readable)? */
+static FH_TGT inline __attribute__((always_inline)) int FH_(fh_kp_at)(const fh_kp* e, const unsigned char* p) {
+    const unsigned char* b = e->b;
+    unsigned len = e->len;
+    if (!len) return 0;
 #if FH_AVX2
     uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(
         _mm256_loadu_si256((const __m256i*)p), _mm256_loadu_si256((const __m256i*)b)));
@@ -321,7 +325,7 @@ static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int d
             ke = NULL;
             if (kpt && pos + 32 <= n) {
                 ke = &kpt[kh];
-                if (ke->len && FH_(fh_kp_eq)(s + pos, ke->b, ke->len)) {
+                if (FH_(fh_kp_at)(ke, s + pos)) {
                     kh = ke->hn;
                     pos += ke->len;             /* (< n: len < 32) */
                     if (s[pos] <= 0x20) pos = fh_ws(s, pos, n);
@@ -332,14 +336,7 @@ static FH_TGT Py_ssize_t FH_(fh_skip_container)(fh_ps* ps, Py_ssize_t pos, int d
             if (k < 0) return -1;
             if (kpt) {
                 unsigned kn = fh_kp_hash(s + pos + 1, k - pos - 1);
-                if (ke && !fl && k + 2 - pos < 32 && s[k + 1] == 0x3A) {
-                    memcpy(ke->b, s + pos, 32);
-                    ke->len = (uint8_t)(k + 2 - pos);
-                    ke->klen = (uint8_t)(k - pos - 1);
-                    ke->kid = 0xFFFFFFFFu;
-                    ke->kk = 0;
-                    ke->hn = (uint8_t)kn;
-                }
+                if (ke) fh_kp_learn(ke, s + pos, k - pos - 1, fl, 0xFFFFFFFFu, 0, kn);
                 kh = kn;
             }
             pos = fh_key_colon(s, k, n);

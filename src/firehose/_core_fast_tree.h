@@ -36,10 +36,9 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
     const uint64_t lens = fh_kt_lens_of(row);
     /* the key memory of this context (see fh_kp), and the slot of the next key */
     fh_kp* kpt = ps->kp ? ps->kp + (size_t)((row - ps->ktab) >> 8) * FH_KP_N : NULL;
-    const fh_kp* ke;
-    fh_kp* kl;
+    fh_kp* ke;
     unsigned kh = 0, kn;
-    Py_ssize_t kq;
+    int numbered;       /* (a key of a length no wanted key has is not numbered) */
 #endif
     fh_node* nd;
     pos = fh_open(ps, pos, depth, FJ_OBJ, &idx);
@@ -51,19 +50,22 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
             if (pos >= n || s[pos] != 0x22) return -1;
         key:        /* pos is at the key's opening quote */
 #if FH_PROJ
-            if (kpt) {
+            ke = NULL;
+            if (kpt && pos + 32 <= n) {
                 ke = &kpt[kh];
-                if (ke->len && pos + 32 <= n && FH_(fh_kp_eq)(s + pos, ke->b, ke->len)
-                        && (ke->kk || !(force || fh_kt_len_wanted(lens, ke->klen)))) {
-                    /* the key the memory says, with its colon: numbered as below would */
-                    kstart = pos + 1;
-                    kend = kstart + ke->klen;
-                    kfl = 0;
-                    kid = (force || fh_kt_len_wanted(lens, ke->klen)) ? ke->kid : 0xFFFFFFFFu;
-                    kh = ke->hn;
-                    pos += ke->len;             /* (< n: len < 32) */
-                    if (s[pos] <= 0x20) pos = fh_ws(s, pos, n);
-                    goto keyed;
+                if (FH_(fh_kp_at)(ke, s + pos)) {
+                    numbered = force || fh_kt_len_wanted(lens, ke->len - 3);
+                    if (ke->kk || !numbered) {
+                        /* the key the memory says, with its colon: numbered as below would */
+                        kstart = pos + 1;
+                        kend = pos + ke->len - 2;
+                        kfl = 0;
+                        kid = numbered ? ke->kid : 0xFFFFFFFFu;
+                        kh = ke->hn;
+                        pos += ke->len;             /* (< n: len < 32) */
+                        if (s[pos] <= 0x20) pos = fh_ws(s, pos, n);
+                        goto keyed;
+                    }
                 }
             }
 #endif
@@ -74,21 +76,12 @@ static FH_TGT Py_ssize_t FH_T(fh_pobj)(fh_ps* ps, Py_ssize_t pos, int depth, int
             pos = fh_key_colon(s, kend, n);
             if (pos < 0) return -1;
             /* a key of a length no wanted key has is not numbered (skipped below: index 255) */
+            numbered = force || fh_kt_len_wanted(lens, kend - kstart);
             kid = kfl ? fh_knum_esc(s, kstart, kend)
-                : (force || fh_kt_len_wanted(lens, kend - kstart))
-                    ? fh_key_fast(s + kstart, kend - kstart, s + n) : 0xFFFFFFFFu;
-            if (kpt) {      /* the memory learns the key (one without escapes, its colon next) */
+                : numbered ? fh_key_fast(s + kstart, kend - kstart, s + n) : 0xFFFFFFFFu;
+            if (kpt) {      /* the memory learns the key */
                 kn = fh_kp_hash(s + kstart, kend - kstart);
-                kq = kend + 2 - (kstart - 1);               /* quote, key, quote, colon */
-                if (!kfl && kq < 32 && kstart - 1 + 32 <= n && s[kend + 1] == 0x3A) {
-                    kl = &kpt[kh];
-                    memcpy(kl->b, s + kstart - 1, 32);
-                    kl->len = (uint8_t)kq;
-                    kl->klen = (uint8_t)(kend - kstart);
-                    kl->kid = kid;
-                    kl->kk = (uint8_t)(force || fh_kt_len_wanted(lens, kend - kstart));
-                    kl->hn = (uint8_t)kn;
-                }
+                if (ke) fh_kp_learn(ke, s + kstart - 1, kend - kstart, kfl, kid, numbered, kn);
                 kh = kn;
             }
         keyed:

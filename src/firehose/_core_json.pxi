@@ -940,7 +940,20 @@ cdef extern from *:
        wants is not numbered there (kk 0), and such an entry serves only where the key is not
        kept whatever it is (force: an object's first member, or every member). */
     #define FH_KP_N 128
-    typedef struct fh_kp { unsigned char b[32]; uint32_t kid; uint8_t len, klen, hn, kk; } fh_kp;
+    typedef struct fh_kp { unsigned char b[32]; uint32_t kid; uint8_t len, hn, kk; } fh_kp;
+
+    /* the entry e learns the key whose opening quote is at q (32 bytes readable there), klen
+       bytes long, when it has no escapes (fl 0), its colon right after it, and it fits (quote,
+       key, quote and colon under 32 bytes: len; the key's length is len - 3) */
+    static inline __attribute__((always_inline)) void fh_kp_learn(fh_kp* e, const unsigned char* q, Py_ssize_t klen,
+                                   unsigned char fl, uint32_t kid, int kk, unsigned hn) {
+        if (fl || klen + 3 >= 32 || q[klen + 2] != 0x3A) return;
+        memcpy(e->b, q, 32);
+        e->len = (uint8_t)(klen + 3);
+        e->kid = kid;
+        e->kk = (uint8_t)kk;
+        e->hn = (uint8_t)hn;
+    }
 
     /* a key's slot: its first and last 8 bytes and its length, mixed */
     static inline __attribute__((always_inline)) unsigned fh_kp_hash(const unsigned char* k, Py_ssize_t len) {
