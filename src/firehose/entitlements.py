@@ -315,6 +315,7 @@ _PENDING_BATCHES = 4    # batches of delivered (author, id) pairs held before th
 #: as they are, and a lookup searches each (merging them doubled, in bursts, a stream's cost)
 _BLOCK_PAIRS = 1 << 22
 _AUTHOR_RUN_PAIRS = 1 << 20
+_BLOCK_LOOKBACK = 8     # the newest blocks searched for the one of a new block's slot
 _RULE_IDS = pa.list_(pa.string())       # a denial's rules: the ids of the seat's that matched
 DENIALS = pa.schema([
     ("batch", pa.int64()), ("client", pa.string()), ("tweet_id", pa.int64()),
@@ -504,6 +505,12 @@ class _Spill:
         return self.write(kind, pa.Table.from_batches(batches, schema),
                           min(int(b.ids[0]) for b in blocks),
                           max(int(b.ids[-1]) for b in blocks))
+
+    def write_runs(self, kind: str, runs: list) -> str:
+        """A new ``authors`` (or ``held_authors``) file of these sorted (author, tweet id)
+        runs, a record batch each, as they are. Returns its name."""
+        return self.write(kind, pa.Table.from_batches([_author_batch(a, t) for a, t in runs]),
+                          min(int(t.min()) for _, t in runs), max(int(t.max()) for _, t in runs))
 
     def retire(self, names) -> None:
         """Files no longer needed by this run's state (merged away, or a held file whose
@@ -789,9 +796,7 @@ class _Merge:
                         for (a, t), c in zip(self.parts, self.bounds) if c[j + 1] > c[j]]
                 if runs:
                     author, tid = _merged_runs_of_pairs(runs)
-                    self._writer.write_batch(pa.record_batch(
-                        [pa.array(author, pa.int64()), pa.array(tid, pa.int64())],
-                        schema=_AUTHORS))
+                    self._writer.write_batch(_author_batch(author, tid))
                     rows += sum(len(a) for a, _ in runs)
                 self.next += 1                      # (only once the chunk is written)
             if self.next >= self.chunks:
@@ -843,8 +848,8 @@ def _spans(start: np.ndarray, count: np.ndarray, total: int) -> np.ndarray:
 
 def _csr(tid: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tweet id, seat code) pairs sorted by id as a block's (ids, off, codes)."""
-    first = np.r_[0, np.flatnonzero(tid[1:] != tid[:-1]) + 1]
-    return tid[first], np.r_[first, len(tid)].astype(np.int64), codes
+    cut = _runs_of(tid)
+    return tid[cut[:-1]], cut.astype(np.int64), codes
 
 
 def _bounds(blocks) -> tuple[np.ndarray, np.ndarray]:
@@ -1268,10 +1273,7 @@ class Entitlements:
             held = self._author_held
             new = [(a, t) for a, t in runs if id(a) not in held or held[id(a)][0]() is not a]
             if new:
-                name = self._spill.write("held_authors", pa.Table.from_batches(
-                    [pa.record_batch([pa.array(a, pa.int64()), pa.array(t, pa.int64())],
-                                     schema=_AUTHORS) for a, t in new]),
-                    min(int(t.min()) for _, t in new), max(int(t.max()) for _, t in new))
+                name = self._spill.write_runs("held_authors", new)
                 for part, (a, _) in enumerate(new):
                     held[id(a)] = (weakref.ref(a), name, part)
             held = self._author_held = {id(a): held[id(a)] for a, _ in runs}
@@ -1403,9 +1405,8 @@ class Entitlements:
                     else code_of[src][b.codes].astype(self._code_dtype())
                 # the slot from the ids (a block lies in one slot), not the state's: a run
                 # resumed with another window has slots of another size
-                slot = 0 if self._slot_ms is None \
-                    else (int(b.ids[-1]) >> _SNOWFLAKE_SHIFT) // self._slot_ms
-                self._blocks.append(_Block(slot, b.ids, b.off, codes, src, part))
+                self._blocks.append(_Block(self._slot_of(b.ids[-1]), b.ids, b.off, codes, src,
+                                           part))
             for i in np.flatnonzero(kind_codes == code.get("held_authors_run", -1)).tolist():
                 src, part = names[name_codes[i]], int(key[i])
                 parts = self._spill._author_parts(src)[0]
@@ -1485,10 +1486,7 @@ class Entitlements:
             # each run's old pairs are still sorted: a record batch each, as they are (the
             # spill's merges of authors files, a few chunks a batch, put them in one order;
             # merging them here cost the batch that spills ~0.5 s at 1M tweets a batch)
-            self._spill.write("authors", pa.Table.from_batches(
-                [pa.record_batch([pa.array(a, pa.int64()), pa.array(t, pa.int64())],
-                                 schema=_AUTHORS) for a, t in runs]),
-                min(int(t.min()) for _, t in runs), max(int(t.max()) for _, t in runs))
+            self._spill.write_runs("authors", runs)
 
     def _code(self, client: str) -> int:
         """The client's seat code in the delivery blocks (given on first sight, kept)."""
@@ -1497,6 +1495,10 @@ class Entitlements:
             got = self._seat_code[client] = len(self._seat_names)
             self._seat_names.append(client)
         return got
+
+    def _slot_of(self, tid) -> int:
+        """The memory slot of tweet id ``tid`` (with a spill: without one, slots are not cut)."""
+        return (int(tid) >> _SNOWFLAKE_SHIFT) // self._slot_ms
 
     def _code_dtype(self):
         """Seat codes take two bytes while there are at most 65536 seats, else four."""
@@ -1514,12 +1516,12 @@ class Entitlements:
         if self._slot_ms is None:
             self._append_block(_Block(0, ids, off, codes))
             return
-        first = (int(ids[0]) >> _SNOWFLAKE_SHIFT) // self._slot_ms
-        if first == (int(ids[-1]) >> _SNOWFLAKE_SHIFT) // self._slot_ms:
+        first = self._slot_of(ids[0])
+        if first == self._slot_of(ids[-1]):
             self._append_block(_Block(first, ids, off, codes))
             return
         slot = (ids >> _SNOWFLAKE_SHIFT) // self._slot_ms
-        cut = np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, len(ids)]
+        cut = _runs_of(slot)
         big = int(np.argmax(np.diff(cut)))
         for j, (a, b) in enumerate(zip(cut[:-1].tolist(), cut[1:].tolist())):
             o = off[a:b + 1]
@@ -1537,9 +1539,10 @@ class Entitlements:
         blocks = self._blocks
         while True:
             j = len(blocks) - 1
-            while j >= max(0, len(blocks) - 8) and blocks[j].slot != blk.slot:
+            lo = max(0, len(blocks) - _BLOCK_LOOKBACK)
+            while j >= lo and blocks[j].slot != blk.slot:
                 j -= 1
-            if j < max(0, len(blocks) - 8):
+            if j < lo:
                 break
             prev = blocks[j]
             if not _mergeable(len(prev.codes), len(blk.codes), _BLOCK_PAIRS):
@@ -1568,14 +1571,11 @@ class Entitlements:
         """(tweet id, seat code) pairs in any order, repeats allowed, kept as a block."""
         if not len(tid):
             return
-        o = np.lexsort((seat, tid))
-        tid, seat = tid[o], seat[o]
-        keep = np.ones(len(tid), bool)
-        keep[1:] = (tid[1:] != tid[:-1]) | (seat[1:] != seat[:-1])
-        self._add_block(*_csr(tid[keep], seat[keep].astype(self._code_dtype())))
+        tid, seat = _sorted_pairs(tid, seat)
+        self._add_block(*_csr(tid, seat.astype(self._code_dtype())))
 
     def _remember(self, client: str, ids) -> None:
-        """Record ``ids`` as delivered to ``client`` (checkpoints of older formats; tests)."""
+        """Record ``ids`` as delivered to ``client`` (for tests)."""
         ids = np.asarray(ids, np.int64)
         self._add_pairs(ids, np.full(len(ids), self._code(client), np.int64))
 
@@ -1584,14 +1584,9 @@ class Entitlements:
         inspection and tests: a sort of every pair held)."""
         if not self._blocks:
             return {}
-        tid = np.concatenate([_pair_ids(b) for b in self._blocks])
-        seat = np.concatenate([b.codes.astype(np.int64) for b in self._blocks])
-        o = np.lexsort((tid, seat))
-        tid, seat = tid[o], seat[o]
-        keep = np.ones(len(tid), bool)
-        keep[1:] = (tid[1:] != tid[:-1]) | (seat[1:] != seat[:-1])
-        tid, seat = tid[keep], seat[keep]
-        cut = np.r_[0, np.flatnonzero(seat[1:] != seat[:-1]) + 1, len(seat)].tolist()
+        seat, tid = _sorted_pairs(np.concatenate([b.codes.astype(np.int64) for b in self._blocks]),
+                                  np.concatenate([_pair_ids(b) for b in self._blocks]))
+        cut = _runs_of(seat).tolist()
         return {self._seat_names[seat[a]]: tid[a:b] for a, b in zip(cut[:-1], cut[1:])}
 
     def _author_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -1658,7 +1653,7 @@ class Entitlements:
                 continue
             o = np.argsort(seat, kind="stable")
             seat, pos = seat[o], order[at[o]]
-            cut = np.r_[0, np.flatnonzero(seat[1:] != seat[:-1]) + 1, len(seat)].tolist()
+            cut = _runs_of(seat).tolist()
             for a, b in zip(cut[:-1], cut[1:]):
                 client = names[seat[a]]
                 m = out.get(client)
@@ -1906,17 +1901,28 @@ def _mask_geo(table: pa.Table, mask: np.ndarray) -> pa.Table:
     return table
 
 
-def _sorted_pairs(author: np.ndarray, tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(author, tweet id) pairs in any order sorted by author then id, each pair once (a
-    checkpoint's index)."""
-    o = np.lexsort((tid, author))
-    author, tid = author[o], tid[o]
-    if len(author) > 1:
-        keep = np.ones(len(author), bool)
-        keep[1:] = (author[1:] != author[:-1]) | (tid[1:] != tid[:-1])
+def _sorted_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) pairs in any order sorted by x then y, each pair once: (author, tweet id) for
+    the author index, (tweet id, seat) for a block, (seat, tweet id) for each seat's ids."""
+    o = np.lexsort((y, x))
+    x, y = x[o], y[o]
+    if len(x) > 1:
+        keep = np.ones(len(x), bool)
+        keep[1:] = (x[1:] != x[:-1]) | (y[1:] != y[:-1])
         if not keep.all():
-            author, tid = author[keep], tid[keep]
-    return author, tid
+            x, y = x[keep], y[keep]
+    return x, y
+
+
+def _author_batch(author: np.ndarray, tid: np.ndarray) -> pa.RecordBatch:
+    """A run of (author, tweet id) pairs as a record batch of an authors file."""
+    return pa.record_batch([pa.array(author, pa.int64()), pa.array(tid, pa.int64())],
+                           schema=_AUTHORS)
+
+
+def _runs_of(x: np.ndarray) -> np.ndarray:
+    """Where the runs of equal values of ``x`` start, and ``len(x)`` after the last."""
+    return np.r_[0, np.flatnonzero(x[1:] != x[:-1]) + 1, len(x)]
 
 
 def _merged_pairs(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
